@@ -1,0 +1,98 @@
+// Causal attention over the KV cache, one workgroup per (token, query head).
+// Keys are taken WG at a time: each thread scores one key, then the tile's softmax weights
+// are folded into running (max, sum, output) values (online softmax), so the cost per key
+// is constant and no score buffer the size of the context is needed.
+#include "common/grid.wgsl"
+
+struct Params {
+    n_tokens: u32,
+    pos0: u32,        // position of the first token; token t sees keys 0 ..= pos0 + t
+    n_heads: u32,
+    n_kv_heads: u32,
+    head_dim: u32,
+    scale: f32,       // 1 / sqrt(head_dim)
+    _pad0: u32,
+    _pad1: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> q: array<f32>;          // [n_tokens, H * D]
+@group(0) @binding(2) var<storage, read> k_cache: array<f32>;    // [context, KVH * D]
+@group(0) @binding(3) var<storage, read> v_cache: array<f32>;    // [context, KVH * D]
+@group(0) @binding(4) var<storage, read_write> out: array<f32>;  // [n_tokens, H * D]
+
+var<workgroup> qs: array<f32, HEAD_DIM>;
+var<workgroup> scores: array<f32, WG>;
+var<workgroup> weights: array<f32, WG>;
+
+@compute @workgroup_size(WG)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) li: u32) {
+    let g = group_index(wg, nwg);
+    let t = g / p.n_heads;
+    let h = g % p.n_heads;
+    if (t >= p.n_tokens) {
+        return;
+    }
+    let d = p.head_dim;
+    let kvh = h / (p.n_heads / p.n_kv_heads);
+    let kv_stride = p.n_kv_heads * d;
+    let qb = t * p.n_heads * d + h * d;
+    for (var i = li; i < d; i += WG) {
+        qs[i] = q[qb + i] * p.scale;
+    }
+    workgroupBarrier();
+    let n_keys = p.pos0 + t + 1u;
+    var m = -3.0e38;
+    var l = 0.0;
+    var acc: array<f32, DIMS_PER_THREAD>;
+    for (var j0 = 0u; j0 < n_keys; j0 += WG) {
+        let j = j0 + li;
+        var s = -3.0e38;
+        if (j < n_keys) {
+            let kb = j * kv_stride + kvh * d;
+            var dot = 0.0;
+            for (var i = 0u; i < d; i++) {
+                dot += qs[i] * k_cache[kb + i];
+            }
+            s = dot;
+        }
+        scores[li] = s;
+        workgroupBarrier();
+        let count = min(WG, n_keys - j0);
+        var mt = m;
+        for (var jj = 0u; jj < count; jj++) {
+            mt = max(mt, scores[jj]);
+        }
+        var e = 0.0;
+        if (j < n_keys) {
+            e = exp(s - mt);
+        }
+        weights[li] = e;
+        workgroupBarrier();
+        let corr = exp(m - mt);
+        var tile_sum = 0.0;
+        for (var jj = 0u; jj < count; jj++) {
+            tile_sum += weights[jj];
+        }
+        l = l * corr + tile_sum;
+        for (var e_i = 0u; e_i < DIMS_PER_THREAD; e_i++) {
+            let dd = li + e_i * WG;
+            if (dd < d) {
+                var a = acc[e_i] * corr;
+                for (var jj = 0u; jj < count; jj++) {
+                    a += weights[jj] * v_cache[(j0 + jj) * kv_stride + kvh * d + dd];
+                }
+                acc[e_i] = a;
+            }
+        }
+        m = mt;
+        workgroupBarrier();
+    }
+    for (var e_i = 0u; e_i < DIMS_PER_THREAD; e_i++) {
+        let dd = li + e_i * WG;
+        if (dd < d) {
+            out[qb + dd] = acc[e_i] / l;
+        }
+    }
+}

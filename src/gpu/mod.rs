@@ -1,0 +1,214 @@
+//! The GPU: adapter, device and queue with the adapter's own limits, plus buffer helpers.
+//!
+//! Everything is asynchronous so the same code runs in the browser; the native CLI drives it
+//! with `pollster::block_on`.
+
+pub mod matrix;
+pub mod recorder;
+pub mod shaders;
+
+use crate::error::{Error, Result};
+pub use matrix::GpuMatrix;
+pub use recorder::{Binding, Recorder};
+pub use shaders::{Kernel, ShaderKey};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::{Arc, Mutex};
+
+/// How to open the GPU.
+#[derive(Debug, Clone, Default)]
+pub struct GpuOptions {
+    /// Use a smaller storage-binding limit than the adapter's (tests use this to force
+    /// weights to be split across bindings the way a 128 MiB adapter would).
+    pub max_binding_bytes: Option<u64>,
+}
+
+/// An open device. Cheap to share by reference; owns the compiled-kernel cache.
+pub struct Gpu {
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub info: wgpu::AdapterInfo,
+    /// The limits the device was created with (the adapter's own).
+    pub limits: wgpu::Limits,
+    pub features: wgpu::Features,
+    /// Largest storage buffer binding we use, in bytes: a multiple of 4, at most the
+    /// device's `max_storage_buffer_binding_size` and `max_buffer_size`.
+    pub max_binding: u64,
+    kernels: RefCell<HashMap<ShaderKey, Rc<Kernel>>>,
+    /// First error the device reported outside an error scope (validation, out of memory, loss).
+    fault: Arc<Mutex<Option<String>>>,
+}
+
+impl Gpu {
+    /// Open the default adapter with its own limits.
+    pub async fn new(opts: &GpuOptions) -> Result<Gpu> {
+        let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+        let adapter = instance
+            .request_adapter(&wgpu::RequestAdapterOptions {
+                power_preference: wgpu::PowerPreference::HighPerformance,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| Error::Gpu(format!("no GPU adapter found ({e}); is WebGPU/Vulkan available?")))?;
+        let info = adapter.get_info();
+        let limits = adapter.limits();
+        let (device, queue) = adapter
+            .request_device(&wgpu::DeviceDescriptor {
+                label: Some("qwen-webgpu"),
+                required_features: wgpu::Features::empty(),
+                required_limits: limits.clone(),
+                experimental_features: wgpu::ExperimentalFeatures::disabled(),
+                memory_hints: wgpu::MemoryHints::Performance,
+                trace: wgpu::Trace::Off,
+            })
+            .await
+            .map_err(|e| Error::Gpu(format!("cannot open device on {}: {e}", info.name)))?;
+        let limits = device.limits();
+        let fault = Arc::new(Mutex::new(None::<String>));
+        {
+            let fault = fault.clone();
+            device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+                let mut f = fault.lock().unwrap_or_else(|p| p.into_inner());
+                if f.is_none() {
+                    *f = Some(e.to_string());
+                }
+            }));
+        }
+        {
+            let fault = fault.clone();
+            device.set_device_lost_callback(move |reason, msg| {
+                let mut f = fault.lock().unwrap_or_else(|p| p.into_inner());
+                if f.is_none() {
+                    *f = Some(format!("device lost ({reason:?}): {msg}"));
+                }
+            });
+        }
+        let mut max_binding = (limits.max_storage_buffer_binding_size as u64).min(limits.max_buffer_size);
+        if let Some(cap) = opts.max_binding_bytes {
+            max_binding = max_binding.min(cap);
+        }
+        let max_binding = max_binding & !3;
+        if max_binding < 1 << 16 {
+            return Err(Error::Gpu(format!("storage binding limit {max_binding} bytes is too small")));
+        }
+        Ok(Gpu {
+            device,
+            queue,
+            info,
+            features: adapter.features(),
+            limits,
+            max_binding,
+            kernels: RefCell::new(HashMap::new()),
+            fault,
+        })
+    }
+
+    /// One line naming the adapter, for logs and benchmark tables.
+    pub fn describe(&self) -> String {
+        format!(
+            "{} ({:?}, {:?}), max storage binding {} MiB",
+            self.info.name,
+            self.info.device_type,
+            self.info.backend,
+            self.max_binding >> 20
+        )
+    }
+
+    /// Fail if the device reported an error (validation, out-of-memory, device loss).
+    pub fn check(&self) -> Result<()> {
+        let f = self.fault.lock().unwrap_or_else(|p| p.into_inner());
+        match &*f {
+            Some(msg) => Err(Error::Gpu(msg.clone())),
+            None => Ok(()),
+        }
+    }
+
+    /// A storage buffer of `size` bytes (rounded up to 4), refusing sizes over the binding limit.
+    pub fn storage(&self, label: &str, size: u64) -> Result<wgpu::Buffer> {
+        let size = size.max(4).div_ceil(4) * 4;
+        if size > self.max_binding {
+            return Err(Error::Gpu(format!(
+                "buffer {label} needs {size} bytes, above this adapter's storage binding limit of {} bytes",
+                self.max_binding
+            )));
+        }
+        Ok(self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
+        }))
+    }
+
+    /// A storage buffer filled with `data`.
+    pub fn storage_init(&self, label: &str, data: &[u8]) -> Result<wgpu::Buffer> {
+        let buf = self.storage(label, data.len() as u64)?;
+        self.write(&buf, 0, data);
+        Ok(buf)
+    }
+
+    /// Queue a write of `data` at `offset`, padding the tail to 4 bytes.
+    pub fn write(&self, buf: &wgpu::Buffer, offset: u64, data: &[u8]) {
+        if data.len() % 4 == 0 {
+            self.queue.write_buffer(buf, offset, data);
+        } else {
+            let mut v = data.to_vec();
+            v.resize(data.len().div_ceil(4) * 4, 0);
+            self.queue.write_buffer(buf, offset, &v);
+        }
+    }
+
+    /// Copy `size` bytes from `src` and read them back to the CPU.
+    pub async fn read(&self, src: &wgpu::Buffer, offset: u64, size: u64) -> Result<Vec<u8>> {
+        let size = size.div_ceil(4) * 4;
+        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("readback"),
+            size,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut enc = self.device.create_command_encoder(&Default::default());
+        enc.copy_buffer_to_buffer(src, offset, &staging, 0, size);
+        self.queue.submit([enc.finish()]);
+        self.map_read(&staging, size).await
+    }
+
+    /// Map a MAP_READ buffer (after its copy was submitted) and return its first `size` bytes.
+    pub async fn map_read(&self, staging: &wgpu::Buffer, size: u64) -> Result<Vec<u8>> {
+        let (tx, rx) = futures_channel::oneshot::channel();
+        staging.map_async(wgpu::MapMode::Read, 0..size, move |r| {
+            let _ = tx.send(r);
+        });
+        #[cfg(not(target_arch = "wasm32"))]
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| Error::Gpu(format!("waiting for the GPU failed: {e}")))?;
+        let mapped = rx.await.map_err(|_| Error::Gpu("readback was cancelled (device lost?)".into()))?;
+        self.check()?;
+        mapped.map_err(|e| Error::Gpu(format!("readback failed: {e}")))?;
+        let out = {
+            let view =
+                staging.get_mapped_range(0..size).map_err(|e| Error::Gpu(format!("readback mapping failed: {e}")))?;
+            view.to_vec()
+        };
+        staging.unmap();
+        Ok(out)
+    }
+
+    /// Read back an f32 buffer.
+    pub async fn read_f32(&self, src: &wgpu::Buffer, offset_elems: usize, n: usize) -> Result<Vec<f32>> {
+        let bytes = self.read(src, offset_elems as u64 * 4, n as u64 * 4).await?;
+        Ok(bytemuck::cast_slice(&bytes).to_vec())
+    }
+
+    /// The compiled kernel for `key`, compiling it on first use.
+    pub fn kernel(&self, key: &ShaderKey, bindings: &[Binding]) -> Result<Rc<Kernel>> {
+        if let Some(k) = self.kernels.borrow().get(key) {
+            return Ok(k.clone());
+        }
+        let k = Rc::new(Kernel::compile(self, key, bindings)?);
+        self.kernels.borrow_mut().insert(key.clone(), k.clone());
+        Ok(k)
+    }
+}

@@ -1,0 +1,159 @@
+//! Collects the dispatches of one forward pass and submits them as one command buffer.
+//!
+//! Each dispatch's uniform parameters go into one shared arena buffer (written once per
+//! submission) and are bound with a dynamic offset.
+
+use super::{Gpu, Kernel};
+use crate::error::{Error, Result};
+use std::rc::Rc;
+
+/// How a kernel uses a storage buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Binding {
+    Read,
+    ReadWrite,
+}
+
+struct Dispatch {
+    kernel: Rc<Kernel>,
+    params_offset: u64,
+    params_size: u64,
+    buffers: Vec<wgpu::Buffer>,
+    groups: (u32, u32),
+}
+
+/// One submission's worth of dispatches.
+pub struct Recorder<'g> {
+    gpu: &'g Gpu,
+    params: Vec<u8>,
+    dispatches: Vec<Dispatch>,
+    align: usize,
+}
+
+/// Split a linear workgroup count into a grid within the per-dimension limit.
+/// Kernels recover the linear index with `group_index()` from `common/grid.wgsl`.
+pub fn grid(gpu: &Gpu, groups: u32) -> (u32, u32) {
+    let max = gpu.limits.max_compute_workgroups_per_dimension.max(1);
+    if groups <= max {
+        (groups.max(1), 1)
+    } else {
+        let y = groups.div_ceil(max);
+        (groups.div_ceil(y), y)
+    }
+}
+
+impl<'g> Recorder<'g> {
+    pub fn new(gpu: &'g Gpu) -> Self {
+        let align = gpu.limits.min_uniform_buffer_offset_alignment.max(16) as usize;
+        Recorder { gpu, params: Vec::new(), dispatches: Vec::new(), align }
+    }
+
+    pub fn gpu(&self) -> &'g Gpu {
+        self.gpu
+    }
+
+    /// Number of dispatches recorded so far.
+    pub fn len(&self) -> usize {
+        self.dispatches.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.dispatches.is_empty()
+    }
+
+    /// Record `kernel` over `groups` workgroups (a linear count) with `params` and the
+    /// storage `buffers` in binding order (1, 2, ...).
+    pub fn dispatch<P: bytemuck::Pod>(
+        &mut self,
+        kernel: &Rc<Kernel>,
+        params: &P,
+        buffers: &[&wgpu::Buffer],
+        groups: u32,
+    ) -> Result<()> {
+        if buffers.len() != kernel.bindings.len() {
+            return Err(Error::Gpu(format!(
+                "{}: {} buffers given for {} bindings",
+                kernel.label,
+                buffers.len(),
+                kernel.bindings.len()
+            )));
+        }
+        if groups == 0 {
+            return Ok(());
+        }
+        let offset = self.params.len().div_ceil(self.align) * self.align;
+        self.params.resize(offset, 0);
+        self.params.extend_from_slice(bytemuck::bytes_of(params));
+        self.dispatches.push(Dispatch {
+            kernel: kernel.clone(),
+            params_offset: offset as u64,
+            params_size: std::mem::size_of::<P>() as u64,
+            buffers: buffers.iter().map(|b| (*b).clone()).collect(),
+            groups: grid(self.gpu, groups),
+        });
+        Ok(())
+    }
+
+    /// Encode everything into one compute pass and submit it.
+    pub fn submit(self) -> Result<()> {
+        let cmd = self.finish()?;
+        self.gpu_submit(cmd);
+        Ok(())
+    }
+
+    fn gpu_submit(&self, cmd: wgpu::CommandBuffer) {
+        self.gpu.queue.submit([cmd]);
+    }
+
+    /// Encode everything into one compute pass; the caller may add copies before submitting.
+    pub fn finish(&self) -> Result<wgpu::CommandBuffer> {
+        let mut enc =
+            self.gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("forward") });
+        self.encode(&mut enc)?;
+        Ok(enc.finish())
+    }
+
+    /// Encode into an existing encoder.
+    pub fn encode(&self, enc: &mut wgpu::CommandEncoder) -> Result<()> {
+        if self.dispatches.is_empty() {
+            return Ok(());
+        }
+        let arena = self.gpu.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("params"),
+            size: (self.params.len().div_ceil(16) * 16) as u64,
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        self.gpu.write(&arena, 0, &self.params);
+        let groups: Vec<wgpu::BindGroup> = self
+            .dispatches
+            .iter()
+            .map(|d| {
+                let mut entries = vec![wgpu::BindGroupEntry {
+                    binding: 0,
+                    resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                        buffer: &arena,
+                        offset: 0,
+                        size: wgpu::BufferSize::new(d.params_size),
+                    }),
+                }];
+                for (i, b) in d.buffers.iter().enumerate() {
+                    entries.push(wgpu::BindGroupEntry { binding: i as u32 + 1, resource: b.as_entire_binding() });
+                }
+                self.gpu.device.create_bind_group(&wgpu::BindGroupDescriptor {
+                    label: Some(&d.kernel.label),
+                    layout: &d.kernel.layout,
+                    entries: &entries,
+                })
+            })
+            .collect();
+        let mut pass =
+            enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("forward"), timestamp_writes: None });
+        for (d, bg) in self.dispatches.iter().zip(&groups) {
+            pass.set_pipeline(&d.kernel.pipeline);
+            pass.set_bind_group(0, bg, &[d.params_offset as u32]);
+            pass.dispatch_workgroups(d.groups.0, d.groups.1, 1);
+        }
+        Ok(())
+    }
+}

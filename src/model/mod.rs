@@ -1,0 +1,303 @@
+//! The Qwen forward pass: embed → per layer (norm, fused qkv + bias, q/k norm + RoPE + KV
+//! write, attention, o_proj + residual, norm, gate/up, SiLU·mul, down + residual) → final
+//! norm → LM head, recorded top to bottom into one submission per forward.
+
+pub mod rope;
+pub mod state;
+pub mod weights;
+
+use crate::config::QwenConfig;
+use crate::error::{Error, Result};
+use crate::gpu::{Gpu, Recorder};
+use crate::ops::{self, Heads};
+use crate::weights::TensorSource;
+pub use state::RunState;
+pub use weights::QwenWeights;
+
+/// Sizes chosen at load time.
+#[derive(Debug, Clone)]
+pub struct ModelOptions {
+    /// KV cache length in tokens; `None`: the model's trained context, at most 4096.
+    pub context: Option<usize>,
+    /// Most tokens one forward pass takes; longer prompts are fed in chunks.
+    pub max_batch: usize,
+}
+
+impl Default for ModelOptions {
+    fn default() -> Self {
+        ModelOptions { context: None, max_batch: 128 }
+    }
+}
+
+impl ModelOptions {
+    pub fn context_for(&self, cfg: &QwenConfig) -> usize {
+        self.context.unwrap_or(cfg.max_position_embeddings.min(4096))
+    }
+}
+
+/// What a forward pass should hand back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Want {
+    /// Nothing (the KV cache is filled).
+    Nothing,
+    /// The argmax of the last token's logits, computed on the GPU (4 bytes read back).
+    Argmax,
+    /// The last token's logits.
+    Logits,
+    /// Logits for every token (tests, evaluation): `[n_tokens, vocab]`.
+    AllLogits,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Output {
+    Nothing,
+    Token(u32),
+    Logits(Vec<f32>),
+}
+
+pub struct Qwen {
+    pub config: QwenConfig,
+    pub gpu: Gpu,
+    pub weights: QwenWeights,
+    state: RunState,
+    /// Inverse RoPE frequencies in use (NTK-scaled for long Qwen v1 prompts).
+    inv_freq: Vec<f32>,
+    ntk_alpha: f64,
+    /// Tokens in the KV cache.
+    pos: usize,
+    rope_host: Vec<f32>,
+    /// `[rows, vocab]` logits for [`Want::AllLogits`], allocated on first use.
+    logits_all: Option<(usize, wgpu::Buffer)>,
+}
+
+impl Qwen {
+    /// Upload a checkpoint and allocate the run state.
+    pub fn load(
+        gpu: Gpu,
+        config: QwenConfig,
+        src: &mut dyn TensorSource,
+        opts: &ModelOptions,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<Qwen> {
+        let context = opts.context_for(&config);
+        let state = RunState::new(&gpu, &config, opts.max_batch.min(context), context)?;
+        let weights = weights::load(&gpu, &config, src, progress)?;
+        let inv_freq = rope::inv_freq(config.rope_theta, config.head_dim);
+        Ok(Qwen {
+            config,
+            gpu,
+            weights,
+            state,
+            inv_freq,
+            ntk_alpha: 1.0,
+            pos: 0,
+            rope_host: Vec::new(),
+            logits_all: None,
+        })
+    }
+
+    /// Open a Hugging Face model folder (`config.json` + safetensors) on the default GPU.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub async fn load_dir(
+        dir: &std::path::Path,
+        gpu_opts: &crate::gpu::GpuOptions,
+        opts: &ModelOptions,
+    ) -> Result<Qwen> {
+        let config = read_config(dir)?;
+        let mut src = crate::weights::FileSource::open_dir(dir)?;
+        weights::check_tensors(&config, crate::weights::TensorSource::tensors(&src))?;
+        let gpu = Gpu::new(gpu_opts).await?;
+        Qwen::load(gpu, config, &mut src, opts, &mut |_, _| {})
+    }
+
+    /// Tokens in the KV cache.
+    pub fn pos(&self) -> usize {
+        self.pos
+    }
+
+    /// KV cache length.
+    pub fn context(&self) -> usize {
+        self.state.context
+    }
+
+    /// Most tokens per forward pass.
+    pub fn max_batch(&self) -> usize {
+        self.state.max_tokens
+    }
+
+    /// The NTK alpha in use (1 unless a Qwen v1 prompt ran past `seq_length`).
+    pub fn ntk_alpha(&self) -> f64 {
+        self.ntk_alpha
+    }
+
+    /// Forget the conversation: the next prompt starts at position 0.
+    pub fn reset(&mut self) {
+        self.pos = 0;
+        self.ntk_alpha = 1.0;
+        self.inv_freq = rope::inv_freq(self.config.rope_theta, self.config.head_dim);
+    }
+
+    /// Check token ids and room in the cache before touching the GPU.
+    fn check_tokens(&self, tokens: &[u32]) -> Result<()> {
+        if tokens.is_empty() {
+            return Err(Error::Request("no tokens to process".into()));
+        }
+        if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= self.config.vocab_size) {
+            return Err(Error::Request(format!(
+                "token id {bad} is out of range (vocab_size {})",
+                self.config.vocab_size
+            )));
+        }
+        if self.pos + tokens.len() > self.state.context {
+            return Err(Error::ContextFull(format!(
+                "{} tokens after {} already in the cache exceed the context of {}",
+                tokens.len(),
+                self.pos,
+                self.state.context
+            )));
+        }
+        Ok(())
+    }
+
+    /// Feed `tokens` (any number; chunked by `max_batch`) and return what `want` asks for
+    /// about the last chunk. On a fresh cache this is the prefill that fixes Qwen v1's NTK
+    /// alpha for the rest of the sequence, as the reference does.
+    pub async fn feed(&mut self, tokens: &[u32], want: Want) -> Result<Output> {
+        self.check_tokens(tokens)?;
+        if self.pos == 0 {
+            self.ntk_alpha =
+                if self.config.use_dynamic_ntk { rope::ntk_alpha(tokens.len(), self.config.seq_length) } else { 1.0 };
+            let base = rope::ntk_base(self.config.rope_theta, self.ntk_alpha, self.config.head_dim);
+            self.inv_freq = rope::inv_freq(base, self.config.head_dim);
+        }
+        let chunk = self.state.max_tokens;
+        let n_chunks = tokens.len().div_ceil(chunk);
+        let mut all = Vec::new();
+        let mut last = Output::Nothing;
+        for (i, c) in tokens.chunks(chunk).enumerate() {
+            let w = if i + 1 == n_chunks || want == Want::AllLogits { want } else { Want::Nothing };
+            last = self.forward(c, w).await?;
+            if want == Want::AllLogits {
+                if let Output::Logits(l) = &last {
+                    all.extend_from_slice(l);
+                }
+            }
+        }
+        Ok(if want == Want::AllLogits { Output::Logits(all) } else { last })
+    }
+
+    /// One forward pass over at most `max_batch` tokens at positions `pos..`.
+    async fn forward(&mut self, tokens: &[u32], want: Want) -> Result<Output> {
+        let cfg = &self.config;
+        let n = tokens.len();
+        let pos0 = self.pos;
+        let (d, ff) = (cfg.hidden_size, cfg.intermediate_size);
+        let heads =
+            Heads { n_heads: cfg.num_attention_heads, n_kv_heads: cfg.num_key_value_heads, head_dim: cfg.head_dim };
+        let s = &self.state;
+        let w = &self.weights;
+        let gpu = &self.gpu;
+
+        let logn = cfg.use_logn_attn.then_some(cfg.seq_length);
+        rope::fill_table(&mut self.rope_host, &self.inv_freq, pos0, n, logn);
+        gpu.write(&s.rope, 0, bytemuck::cast_slice(&self.rope_host));
+        gpu.write(&s.tokens, 0, bytemuck::cast_slice(tokens));
+
+        let mut rec = Recorder::new(gpu);
+        ops::embed(&mut rec, &s.tokens, n, &w.embed, &s.x)?;
+        for (i, l) in w.layers.iter().enumerate() {
+            // Attention block: x += o_proj(attention(rope(qkv(norm(x)))))
+            ops::rms_norm(&mut rec, &s.x, 0, n, d, &l.attn_norm, cfg.rms_norm_eps, &s.xn)?;
+            ops::linear(&mut rec, &s.xn, 0, n, &l.qkv, l.qkv_bias.as_ref(), &s.qkv, false)?;
+            let qk_norm = l.qk_norm.as_ref().map(|b| (b, cfg.rms_norm_eps));
+            ops::qkv_rope(&mut rec, heads, n, pos0, &s.qkv, &s.rope, qk_norm, &s.q, &s.k_cache[i], &s.v_cache[i])?;
+            ops::attention(&mut rec, heads, n, pos0, &s.q, &s.k_cache[i], &s.v_cache[i], &s.att)?;
+            ops::linear(&mut rec, &s.att, 0, n, &l.o_proj, None, &s.x, true)?;
+            // MLP block: x += down(silu(gate(norm(x))) * up(norm(x)))
+            ops::rms_norm(&mut rec, &s.x, 0, n, d, &l.mlp_norm, cfg.rms_norm_eps, &s.xn)?;
+            ops::linear(&mut rec, &s.xn, 0, n, &l.gate, None, &s.gate, false)?;
+            ops::linear(&mut rec, &s.xn, 0, n, &l.up, None, &s.up, false)?;
+            ops::silu_mul(&mut rec, &s.gate, &s.up, n * ff)?;
+            ops::linear(&mut rec, &s.gate, 0, n, &l.down, None, &s.x, true)?;
+        }
+
+        let vocab = cfg.vocab_size;
+        let mut enc = gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("forward") });
+        let out = match want {
+            Want::Nothing => {
+                rec.encode(&mut enc)?;
+                gpu.queue.submit([enc.finish()]);
+                gpu.check()?;
+                Output::Nothing
+            }
+            Want::Argmax | Want::Logits => {
+                // Only the last token goes through the final norm and the LM head.
+                ops::rms_norm(&mut rec, &s.x, n - 1, 1, d, &w.norm, cfg.rms_norm_eps, &s.xn)?;
+                ops::linear(&mut rec, &s.xn, 0, 1, w.lm_head(), None, &s.logits, false)?;
+                if want == Want::Argmax {
+                    ops::argmax(&mut rec, &s.logits, vocab, &s.next)?;
+                    rec.encode(&mut enc)?;
+                    enc.copy_buffer_to_buffer(&s.next, 0, &s.next_readback, 0, 4);
+                    gpu.queue.submit([enc.finish()]);
+                    let b = gpu.map_read(&s.next_readback, 4).await?;
+                    let id = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+                    if id as usize >= vocab {
+                        return Err(Error::Gpu("argmax found no finite logit (NaN logits)".into()));
+                    }
+                    Output::Token(id)
+                } else {
+                    rec.encode(&mut enc)?;
+                    enc.copy_buffer_to_buffer(&s.logits, 0, &s.logits_readback, 0, vocab as u64 * 4);
+                    gpu.queue.submit([enc.finish()]);
+                    let b = gpu.map_read(&s.logits_readback, vocab as u64 * 4).await?;
+                    Output::Logits(bytemuck::cast_slice(&b).to_vec())
+                }
+            }
+            Want::AllLogits => {
+                // Every row through the final norm; the LM head in groups of rows that fit
+                // one binding, each group copied out before the next overwrites it.
+                ops::rms_norm(&mut rec, &s.x, 0, n, d, &w.norm, cfg.rms_norm_eps, &s.xn)?;
+                rec.encode(&mut enc)?;
+                let row_bytes = vocab as u64 * 4;
+                let per = ((gpu.max_binding / row_bytes) as usize).clamp(1, s.max_tokens);
+                if self.logits_all.as_ref().map(|(rows, _)| *rows) != Some(per) {
+                    self.logits_all = Some((per, gpu.storage("logits_all", per as u64 * row_bytes)?));
+                }
+                let all = &self.logits_all.as_ref().expect("allocated").1;
+                let size = n as u64 * row_bytes;
+                let readback = gpu.device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("logits_all_readback"),
+                    size,
+                    usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                    mapped_at_creation: false,
+                });
+                for g0 in (0..n).step_by(per) {
+                    let rows = per.min(n - g0);
+                    let mut head = Recorder::new(gpu);
+                    ops::linear(&mut head, &s.xn, g0, rows, w.lm_head(), None, all, false)?;
+                    head.encode(&mut enc)?;
+                    enc.copy_buffer_to_buffer(all, 0, &readback, g0 as u64 * row_bytes, rows as u64 * row_bytes);
+                }
+                gpu.queue.submit([enc.finish()]);
+                let b = gpu.map_read(&readback, size).await?;
+                Output::Logits(bytemuck::cast_slice(&b).to_vec())
+            }
+        };
+        self.pos += n;
+        Ok(out)
+    }
+}
+
+/// Read and parse `DIR/config.json`.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn read_config(dir: &std::path::Path) -> Result<QwenConfig> {
+    let path = dir.join("config.json");
+    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(path.display(), e))?;
+    QwenConfig::from_json(&text)
+}
+
+/// GPU bytes a model needs: weights, activations and KV cache.
+pub fn gpu_bytes(cfg: &QwenConfig, opts: &ModelOptions) -> (u64, u64) {
+    let context = opts.context_for(cfg);
+    (weights::weight_bytes(cfg), state::state_bytes(cfg, opts.max_batch.min(context), context))
+}

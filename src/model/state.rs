@@ -1,0 +1,92 @@
+//! Every activation buffer and the KV cache, allocated once when the model loads.
+
+use crate::config::QwenConfig;
+use crate::error::{Error, Result};
+use crate::gpu::Gpu;
+
+pub struct RunState {
+    /// Most tokens one forward pass takes (longer prompts are fed in chunks).
+    pub max_tokens: usize,
+    /// KV cache length in tokens.
+    pub context: usize,
+    pub tokens: wgpu::Buffer,          // [max_tokens] u32
+    pub x: wgpu::Buffer,               // [max_tokens, hidden] residual stream
+    pub xn: wgpu::Buffer,              // [max_tokens, hidden] normalised x
+    pub qkv: wgpu::Buffer,             // [max_tokens, q_dim + 2 kv_dim]
+    pub q: wgpu::Buffer,               // [max_tokens, q_dim] rotated queries
+    pub att: wgpu::Buffer,             // [max_tokens, q_dim] attention output
+    pub gate: wgpu::Buffer,            // [max_tokens, intermediate]
+    pub up: wgpu::Buffer,              // [max_tokens, intermediate]
+    pub rope: wgpu::Buffer,            // [max_tokens, head_dim + 1] cos | sin | q scale
+    pub logits: wgpu::Buffer,          // [vocab] last token's logits
+    pub next: wgpu::Buffer,            // [4] u32: argmax result
+    pub next_readback: wgpu::Buffer,   // [4] u32, MAP_READ
+    pub logits_readback: wgpu::Buffer, // [vocab] f32, MAP_READ
+    pub k_cache: Vec<wgpu::Buffer>,    // per layer [context, kv_dim]
+    pub v_cache: Vec<wgpu::Buffer>,    // per layer [context, kv_dim]
+}
+
+/// Bytes of activations + KV cache for `cfg` at these sizes (what [`RunState::new`] allocates,
+/// readback buffers included).
+pub fn state_bytes(cfg: &QwenConfig, max_tokens: usize, context: usize) -> u64 {
+    let t = max_tokens as u64;
+    let per_token =
+        2 * cfg.hidden_size + cfg.qkv_dim() + 2 * cfg.q_dim() + 2 * cfg.intermediate_size + cfg.head_dim + 1;
+    let acts = t * 4 + t * per_token as u64 * 4 + 2 * cfg.vocab_size as u64 * 4 + 32;
+    acts + kv_cache_bytes(cfg, context)
+}
+
+/// Bytes of the f32 KV cache for `context` tokens.
+pub fn kv_cache_bytes(cfg: &QwenConfig, context: usize) -> u64 {
+    2 * cfg.num_hidden_layers as u64 * context as u64 * cfg.kv_dim() as u64 * 4
+}
+
+impl RunState {
+    pub fn new(gpu: &Gpu, cfg: &QwenConfig, max_tokens: usize, context: usize) -> Result<Self> {
+        if max_tokens == 0 || context == 0 {
+            return Err(Error::Request("context and batch size must be positive".into()));
+        }
+        let f = |label: &str, n: usize| gpu.storage(label, n as u64 * 4);
+        let t = max_tokens;
+        let readback = |label: &str, size: u64| {
+            gpu.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(label),
+                size,
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            })
+        };
+        let kv_bytes = context as u64 * cfg.kv_dim() as u64 * 4;
+        if kv_bytes > gpu.max_binding {
+            return Err(Error::Gpu(format!(
+                "a KV cache of {context} tokens needs {kv_bytes} bytes per layer, above this adapter's storage binding limit of {} bytes; use a shorter context",
+                gpu.max_binding
+            )));
+        }
+        let mut k_cache = Vec::new();
+        let mut v_cache = Vec::new();
+        for i in 0..cfg.num_hidden_layers {
+            k_cache.push(f(&format!("k_cache{i}"), context * cfg.kv_dim())?);
+            v_cache.push(f(&format!("v_cache{i}"), context * cfg.kv_dim())?);
+        }
+        Ok(RunState {
+            max_tokens,
+            context,
+            tokens: f("tokens", t)?,
+            x: f("x", t * cfg.hidden_size)?,
+            xn: f("xn", t * cfg.hidden_size)?,
+            qkv: f("qkv", t * cfg.qkv_dim())?,
+            q: f("q", t * cfg.q_dim())?,
+            att: f("att", t * cfg.q_dim())?,
+            gate: f("gate", t * cfg.intermediate_size)?,
+            up: f("up", t * cfg.intermediate_size)?,
+            rope: f("rope", t * (cfg.head_dim + 1))?,
+            logits: f("logits", cfg.vocab_size)?,
+            next: f("next", 4)?,
+            next_readback: readback("next_readback", 16),
+            logits_readback: readback("logits_readback", cfg.vocab_size as u64 * 4),
+            k_cache,
+            v_cache,
+        })
+    }
+}

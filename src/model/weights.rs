@@ -1,0 +1,259 @@
+//! Checkpoint tensors → GPU weights, one tensor at a time, for every Qwen layout.
+//!
+//! Both families end up in one GPU layout: q, k and v are fused into one `[q + 2 kv, hidden]`
+//! matrix (Qwen v1 stores it fused as `c_attn`; qwen2/qwen3 store three tensors, which are
+//! written into its row ranges), the MLP is gate/up/down (v1: `w2` is the gate, `w1` is up).
+//! Matrices are f16, norms and biases f32.
+
+use crate::config::{Family, QwenConfig};
+use crate::error::{Error, Result};
+use crate::gpu::{Gpu, GpuMatrix};
+use crate::weights::{self, TensorInfo, TensorSource};
+use std::collections::{BTreeMap, BTreeSet};
+
+pub struct LayerWeights {
+    pub attn_norm: wgpu::Buffer,        // [hidden] f32
+    pub qkv: GpuMatrix,                 // [q_dim + 2 kv_dim, hidden]
+    pub qkv_bias: Option<wgpu::Buffer>, // [q_dim + 2 kv_dim] f32
+    pub qk_norm: Option<wgpu::Buffer>,  // [2 head_dim] f32: q_norm then k_norm (qwen3)
+    pub o_proj: GpuMatrix,              // [hidden, q_dim]
+    pub mlp_norm: wgpu::Buffer,         // [hidden] f32
+    pub gate: GpuMatrix,                // [intermediate, hidden]
+    pub up: GpuMatrix,                  // [intermediate, hidden]
+    pub down: GpuMatrix,                // [hidden, intermediate]
+}
+
+pub struct QwenWeights {
+    pub embed: GpuMatrix, // [vocab, hidden]
+    pub layers: Vec<LayerWeights>,
+    pub norm: wgpu::Buffer,         // [hidden] f32
+    pub lm_head: Option<GpuMatrix>, // [vocab, hidden]; None: tied to `embed`
+}
+
+impl QwenWeights {
+    pub fn lm_head(&self) -> &GpuMatrix {
+        self.lm_head.as_ref().unwrap_or(&self.embed)
+    }
+}
+
+/// Where a checkpoint tensor goes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Slot {
+    Embed,
+    LmHead,
+    Norm,
+    AttnNorm(usize),
+    MlpNorm(usize),
+    /// Rows `row0..` of layer's fused qkv matrix.
+    Qkv(usize, usize),
+    QkvBias(usize, usize),
+    QNorm(usize),
+    KNorm(usize),
+    OProj(usize),
+    Gate(usize),
+    Up(usize),
+    Down(usize),
+}
+
+/// The tensors a checkpoint of `cfg` must hold: name → (shape, slot).
+fn plan(cfg: &QwenConfig) -> BTreeMap<String, (Vec<usize>, Slot)> {
+    let (d, ff, v) = (cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size);
+    let (qd, kvd) = (cfg.q_dim(), cfg.kv_dim());
+    let mut p = BTreeMap::new();
+    let mut add = |name: String, shape: Vec<usize>, slot: Slot| {
+        p.insert(name, (shape, slot));
+    };
+    match cfg.family {
+        Family::QwenV1 => {
+            add("transformer.wte.weight".into(), vec![v, d], Slot::Embed);
+            add("transformer.ln_f.weight".into(), vec![d], Slot::Norm);
+            for i in 0..cfg.num_hidden_layers {
+                let n = |s: &str| format!("transformer.h.{i}.{s}");
+                add(n("ln_1.weight"), vec![d], Slot::AttnNorm(i));
+                add(n("attn.c_attn.weight"), vec![qd + 2 * kvd, d], Slot::Qkv(i, 0));
+                add(n("attn.c_attn.bias"), vec![qd + 2 * kvd], Slot::QkvBias(i, 0));
+                add(n("attn.c_proj.weight"), vec![d, qd], Slot::OProj(i));
+                add(n("ln_2.weight"), vec![d], Slot::MlpNorm(i));
+                add(n("mlp.w2.weight"), vec![ff, d], Slot::Gate(i));
+                add(n("mlp.w1.weight"), vec![ff, d], Slot::Up(i));
+                add(n("mlp.c_proj.weight"), vec![d, ff], Slot::Down(i));
+            }
+        }
+        Family::Qwen2 | Family::Qwen3 => {
+            add("model.embed_tokens.weight".into(), vec![v, d], Slot::Embed);
+            add("model.norm.weight".into(), vec![d], Slot::Norm);
+            for i in 0..cfg.num_hidden_layers {
+                let n = |s: &str| format!("model.layers.{i}.{s}");
+                add(n("input_layernorm.weight"), vec![d], Slot::AttnNorm(i));
+                add(n("self_attn.q_proj.weight"), vec![qd, d], Slot::Qkv(i, 0));
+                add(n("self_attn.k_proj.weight"), vec![kvd, d], Slot::Qkv(i, qd));
+                add(n("self_attn.v_proj.weight"), vec![kvd, d], Slot::Qkv(i, qd + kvd));
+                if cfg.attention_bias {
+                    add(n("self_attn.q_proj.bias"), vec![qd], Slot::QkvBias(i, 0));
+                    add(n("self_attn.k_proj.bias"), vec![kvd], Slot::QkvBias(i, qd));
+                    add(n("self_attn.v_proj.bias"), vec![kvd], Slot::QkvBias(i, qd + kvd));
+                }
+                if cfg.family == Family::Qwen3 {
+                    add(n("self_attn.q_norm.weight"), vec![cfg.head_dim], Slot::QNorm(i));
+                    add(n("self_attn.k_norm.weight"), vec![cfg.head_dim], Slot::KNorm(i));
+                }
+                add(n("self_attn.o_proj.weight"), vec![d, qd], Slot::OProj(i));
+                add(n("post_attention_layernorm.weight"), vec![d], Slot::MlpNorm(i));
+                add(n("mlp.gate_proj.weight"), vec![ff, d], Slot::Gate(i));
+                add(n("mlp.up_proj.weight"), vec![ff, d], Slot::Up(i));
+                add(n("mlp.down_proj.weight"), vec![d, ff], Slot::Down(i));
+            }
+        }
+    }
+    if !cfg.tie_word_embeddings {
+        add("lm_head.weight".into(), vec![v, d], Slot::LmHead);
+    }
+    p
+}
+
+/// Tensors a checkpoint may hold that we do not need.
+fn ignorable(name: &str, cfg: &QwenConfig) -> bool {
+    name.ends_with("rotary_emb.inv_freq") || (cfg.tie_word_embeddings && name == "lm_head.weight")
+}
+
+/// GPU bytes of the weights of `cfg` (what [`load`] allocates).
+pub fn weight_bytes(cfg: &QwenConfig) -> u64 {
+    plan(cfg)
+        .values()
+        .map(|(shape, slot)| match slot {
+            Slot::Qkv(_, 0) => GpuMatrix::bytes_for(cfg.qkv_dim(), cfg.hidden_size),
+            Slot::Qkv(..) => 0,
+            _ if shape.len() == 2 => GpuMatrix::bytes_for(shape[0], shape[1]),
+            _ => shape[0] as u64 * 4,
+        })
+        .sum::<u64>()
+}
+
+/// Check a checkpoint's tensor list against `cfg`: every tensor present with the right shape
+/// and a loadable dtype, nothing unexpected. Reads no tensor bytes.
+pub fn check_tensors(cfg: &QwenConfig, tensors: &BTreeMap<String, TensorInfo>) -> Result<()> {
+    let plan = plan(cfg);
+    let missing: Vec<&String> = plan.keys().filter(|n| !tensors.contains_key(*n)).collect();
+    if !missing.is_empty() {
+        let more = if missing.len() > 5 { format!(" and {} more", missing.len() - 5) } else { String::new() };
+        let names: Vec<&str> = missing.iter().take(5).map(|s| s.as_str()).collect();
+        return Err(Error::Weights(format!(
+            "checkpoint lacks {} tensor(s) a {} model with this config needs: {}{more}",
+            missing.len(),
+            cfg.family.name(),
+            names.join(", ")
+        )));
+    }
+    let extra: Vec<&String> = tensors.keys().filter(|n| !plan.contains_key(*n) && !ignorable(n, cfg)).collect();
+    if !extra.is_empty() {
+        let names: Vec<&str> = extra.iter().take(5).map(|s| s.as_str()).collect();
+        return Err(Error::Weights(format!(
+            "checkpoint has {} tensor(s) a {} model with this config does not use (wrong model_type or layer count?): {}",
+            extra.len(),
+            cfg.family.name(),
+            names.join(", ")
+        )));
+    }
+    for (name, (shape, _)) in &plan {
+        let t = &tensors[name];
+        if &t.shape != shape {
+            return Err(Error::Weights(format!("tensor {name} has shape {:?}, the config implies {shape:?}", t.shape)));
+        }
+        if matches!(t.dtype, weights::Dtype::Other(_)) {
+            return Err(Error::Weights(format!(
+                "tensor {name} has dtype {}; only F32, F16 and BF16 checkpoints are supported",
+                t.dtype.name()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Upload a checkpoint to the GPU, reading one tensor at a time from `src`.
+/// `progress(done_bytes, total_bytes)` is called after each tensor.
+pub fn load(
+    gpu: &Gpu,
+    cfg: &QwenConfig,
+    src: &mut dyn TensorSource,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<QwenWeights> {
+    check_tensors(cfg, src.tensors())?;
+    let plan = plan(cfg);
+    let (d, ff, v) = (cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size);
+    let f32_buf = |label: &str, n: usize| gpu.storage(label, n as u64 * 4);
+    let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
+    for i in 0..cfg.num_hidden_layers {
+        let l = |s: &str| format!("layer{i}.{s}");
+        layers.push(LayerWeights {
+            attn_norm: f32_buf(&l("attn_norm"), d)?,
+            qkv: GpuMatrix::new(gpu, &l("qkv"), cfg.qkv_dim(), d)?,
+            qkv_bias: if cfg.attention_bias { Some(f32_buf(&l("qkv_bias"), cfg.qkv_dim())?) } else { None },
+            qk_norm: if cfg.family == Family::Qwen3 { Some(f32_buf(&l("qk_norm"), 2 * cfg.head_dim)?) } else { None },
+            o_proj: GpuMatrix::new(gpu, &l("o_proj"), d, cfg.q_dim())?,
+            mlp_norm: f32_buf(&l("mlp_norm"), d)?,
+            gate: GpuMatrix::new(gpu, &l("gate"), ff, d)?,
+            up: GpuMatrix::new(gpu, &l("up"), ff, d)?,
+            down: GpuMatrix::new(gpu, &l("down"), d, ff)?,
+        });
+    }
+    let mut w = QwenWeights {
+        embed: GpuMatrix::new(gpu, "embed", v, d)?,
+        layers,
+        norm: f32_buf("norm", d)?,
+        lm_head: if cfg.tie_word_embeddings { None } else { Some(GpuMatrix::new(gpu, "lm_head", v, d)?) },
+    };
+    let total: u64 = plan.keys().map(|n| src.tensors()[n].byte_len() as u64).sum();
+    let mut done = 0u64;
+    let mut seen = BTreeSet::new();
+    for (name, (shape, slot)) in &plan {
+        let info = src.tensors()[name].clone();
+        let bytes = src.read(name)?;
+        if bytes.len() != info.byte_len() {
+            return Err(Error::Weights(format!(
+                "tensor {name}: read {} bytes, expected {}",
+                bytes.len(),
+                info.byte_len()
+            )));
+        }
+        let vector = |bytes: &[u8]| -> Result<Vec<u8>> {
+            let vals = weights::to_f32(name, &info.dtype, bytes)?;
+            if let Some(i) = vals.iter().position(|x| !x.is_finite()) {
+                return Err(Error::Weights(format!("tensor {name}: non-finite value at [{i}]")));
+            }
+            Ok(bytemuck::cast_slice(&vals).to_vec())
+        };
+        let matrix = |m: &GpuMatrix, row0: usize| -> Result<()> {
+            let halves = weights::to_f16_rows(name, &info.dtype, &bytes, shape[0], shape[1])?;
+            m.write_rows(gpu, row0, &halves)
+        };
+        match *slot {
+            Slot::Embed => matrix(&w.embed, 0)?,
+            Slot::LmHead => matrix(w.lm_head.as_ref().expect("untied"), 0)?,
+            Slot::Norm => gpu.write(&w.norm, 0, &vector(&bytes)?),
+            Slot::AttnNorm(i) => gpu.write(&w.layers[i].attn_norm, 0, &vector(&bytes)?),
+            Slot::MlpNorm(i) => gpu.write(&w.layers[i].mlp_norm, 0, &vector(&bytes)?),
+            Slot::Qkv(i, row0) => matrix(&w.layers[i].qkv, row0)?,
+            Slot::QkvBias(i, at) => {
+                gpu.write(w.layers[i].qkv_bias.as_ref().expect("bias"), at as u64 * 4, &vector(&bytes)?)
+            }
+            Slot::QNorm(i) => gpu.write(w.layers[i].qk_norm.as_ref().expect("qk"), 0, &vector(&bytes)?),
+            Slot::KNorm(i) => {
+                gpu.write(w.layers[i].qk_norm.as_ref().expect("qk"), cfg.head_dim as u64 * 4, &vector(&bytes)?)
+            }
+            Slot::OProj(i) => matrix(&w.layers[i].o_proj, 0)?,
+            Slot::Gate(i) => matrix(&w.layers[i].gate, 0)?,
+            Slot::Up(i) => matrix(&w.layers[i].up, 0)?,
+            Slot::Down(i) => matrix(&w.layers[i].down, 0)?,
+        }
+        seen.insert(name.clone());
+        done += info.byte_len() as u64;
+        progress(done, total);
+        gpu.check()?;
+    }
+    debug_assert_eq!(seen.len(), plan.len());
+    if w.lm_head.is_none() && !cfg.tie_word_embeddings {
+        return Err(Error::Weights("lm_head.weight missing".into()));
+    }
+    w.layers.shrink_to_fit();
+    Ok(w)
+}

@@ -1,0 +1,292 @@
+//! One function per kernel. Each records a dispatch (or one per weight chunk) into a
+//! [`Recorder`]; shapes are in the doc comments, activations are f32, weights f16 pairs.
+//! The uniform parameter structs mirror the `Params` struct of their WGSL file.
+
+use crate::error::{Error, Result};
+use crate::gpu::{Binding, GpuMatrix, Recorder, ShaderKey};
+use bytemuck::{Pod, Zeroable};
+
+/// Threads per workgroup for the 1-D kernels (within every adapter's 256 limit).
+pub const WG: u32 = 64;
+/// Tile edge of the prefill matmul (TILE x TILE = 256 threads).
+pub const TILE: u32 = 16;
+/// Up to this many tokens, [`linear`] uses the mat-vec kernel.
+pub const MATVEC_MAX_TOKENS: usize = 2;
+
+use Binding::{Read, ReadWrite as Rw};
+
+fn groups(n: usize, per: u32) -> Result<u32> {
+    u32::try_from(n.div_ceil(per as usize)).map_err(|_| Error::Gpu(format!("dispatch of {n} threads is too large")))
+}
+
+fn u(n: usize) -> u32 {
+    n as u32
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+pub struct EmbedParams {
+    pub n_tokens: u32,
+    pub cols: u32,
+    pub row0: u32,
+    pub rows: u32,
+    pub stride: u32,
+    pub _pad: [u32; 3],
+}
+
+/// `out[t, :] = table[tokens[t], :]`. tokens: u32 `[n_tokens]`, table: `[vocab, hidden]`,
+/// out: `[n_tokens, hidden]`. Token ids must already be checked to be `< vocab`.
+pub fn embed(
+    rec: &mut Recorder,
+    tokens: &wgpu::Buffer,
+    n_tokens: usize,
+    table: &GpuMatrix,
+    out: &wgpu::Buffer,
+) -> Result<()> {
+    let k = rec.gpu().kernel(&ShaderKey::new("embed").def("WG", WG), &[Read, Read, Rw])?;
+    for c in &table.chunks {
+        let p = EmbedParams {
+            n_tokens: u(n_tokens),
+            cols: u(table.cols),
+            row0: u(c.row0),
+            rows: u(c.rows),
+            stride: u(table.stride),
+            _pad: [0; 3],
+        };
+        rec.dispatch(&k, &p, &[tokens, &c.buffer, out], groups(n_tokens * table.cols, WG)?)?;
+    }
+    Ok(())
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+pub struct RmsNormParams {
+    pub rows: u32,
+    pub cols: u32,
+    pub in_row0: u32,
+    pub eps: f32,
+}
+
+/// `out[r, :] = x[in_row0 + r, :] * rsqrt(mean(x^2) + eps) * w` for `rows` rows of `cols`.
+#[allow(clippy::too_many_arguments)]
+pub fn rms_norm(
+    rec: &mut Recorder,
+    x: &wgpu::Buffer,
+    in_row0: usize,
+    rows: usize,
+    cols: usize,
+    w: &wgpu::Buffer,
+    eps: f64,
+    out: &wgpu::Buffer,
+) -> Result<()> {
+    let k = rec.gpu().kernel(&ShaderKey::new("rms_norm").def("WG", WG), &[Read, Read, Rw])?;
+    let p = RmsNormParams { rows: u(rows), cols: u(cols), in_row0: u(in_row0), eps: eps as f32 };
+    rec.dispatch(&k, &p, &[x, w, out], u(rows))
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+pub struct LinearParams {
+    pub n_tokens: u32,
+    pub cols: u32,
+    pub rows: u32,
+    pub stride: u32,
+    pub out_cols: u32,
+    pub row0: u32,
+    pub x_row0: u32,
+    pub _pad: u32,
+}
+
+/// Which kernel computes a linear layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinearKernel {
+    /// One thread per output: best when each weight is used by one or two tokens.
+    MatVec,
+    /// Tiled through workgroup memory: each weight tile is reused by TILE tokens.
+    Tiled,
+}
+
+/// A linear layer `out[t, :] (+)= w · x[x_row0 + t, :] + bias`.
+/// x: `[.., w.cols]`, w: `[rows, cols]`, bias: `[rows]`, out: `[n_tokens, w.rows]`.
+/// With `accumulate` the result is added to `out` (the residual add).
+#[allow(clippy::too_many_arguments)]
+pub fn linear(
+    rec: &mut Recorder,
+    x: &wgpu::Buffer,
+    x_row0: usize,
+    n_tokens: usize,
+    w: &GpuMatrix,
+    bias: Option<&wgpu::Buffer>,
+    out: &wgpu::Buffer,
+    accumulate: bool,
+) -> Result<()> {
+    let kind = if n_tokens <= MATVEC_MAX_TOKENS { LinearKernel::MatVec } else { LinearKernel::Tiled };
+    linear_with(rec, kind, x, x_row0, n_tokens, w, bias, out, accumulate)
+}
+
+/// [`linear`] with an explicit kernel choice (tests run both on the same shapes).
+#[allow(clippy::too_many_arguments)]
+pub fn linear_with(
+    rec: &mut Recorder,
+    kind: LinearKernel,
+    x: &wgpu::Buffer,
+    x_row0: usize,
+    n_tokens: usize,
+    w: &GpuMatrix,
+    bias: Option<&wgpu::Buffer>,
+    out: &wgpu::Buffer,
+    accumulate: bool,
+) -> Result<()> {
+    let key = match kind {
+        LinearKernel::MatVec => ShaderKey::new("matvec").def("WG", WG),
+        LinearKernel::Tiled => ShaderKey::new("matmul").def("TILE", TILE).def("TILE_PAD", TILE + 1),
+    };
+    let key = key.flag("BIAS", bias.is_some()).flag("ACCUMULATE", accumulate);
+    let bindings: &[Binding] = if bias.is_some() { &[Read, Read, Read, Rw] } else { &[Read, Read, Rw] };
+    let k = rec.gpu().kernel(&key, bindings)?;
+    for c in &w.chunks {
+        let p = LinearParams {
+            n_tokens: u(n_tokens),
+            cols: u(w.cols),
+            rows: u(c.rows),
+            stride: u(w.stride),
+            out_cols: u(w.rows),
+            row0: u(c.row0),
+            x_row0: u(x_row0),
+            _pad: 0,
+        };
+        let n_groups = match kind {
+            LinearKernel::MatVec => groups(n_tokens * c.rows, WG)?,
+            LinearKernel::Tiled => u(n_tokens.div_ceil(TILE as usize) * c.rows.div_ceil(TILE as usize)),
+        };
+        match bias {
+            Some(b) => rec.dispatch(&k, &p, &[x, &c.buffer, b, out], n_groups)?,
+            None => rec.dispatch(&k, &p, &[x, &c.buffer, out], n_groups)?,
+        }
+    }
+    Ok(())
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+pub struct HeadParams {
+    pub n_tokens: u32,
+    pub pos0: u32,
+    pub n_heads: u32,
+    pub n_kv_heads: u32,
+    pub head_dim: u32,
+    /// qkv_rope: the q/k norm epsilon; attention: the score scale.
+    pub f: f32,
+    pub _pad: [u32; 2],
+}
+
+/// Attention geometry shared by [`qkv_rope`] and [`attention`].
+#[derive(Debug, Clone, Copy)]
+pub struct Heads {
+    pub n_heads: usize,
+    pub n_kv_heads: usize,
+    pub head_dim: usize,
+}
+
+impl Heads {
+    fn params(&self, n_tokens: usize, pos0: usize, f: f32) -> HeadParams {
+        HeadParams {
+            n_tokens: u(n_tokens),
+            pos0: u(pos0),
+            n_heads: u(self.n_heads),
+            n_kv_heads: u(self.n_kv_heads),
+            head_dim: u(self.head_dim),
+            f,
+            _pad: [0; 2],
+        }
+    }
+}
+
+/// Split `qkv` `[n_tokens, (H + 2 KVH) * D]`, optionally RMS-normalise each q and k head
+/// with `qk_norm` `[2 * D]` (q weights then k weights), rotate q and k with the `rope` table
+/// `[n_tokens, D + 1]` (cos `[D/2]`, sin `[D/2]`, q scale), write q to `q_out` `[n_tokens, H * D]`
+/// and k, v to rows `pos0..pos0 + n_tokens` of the caches `[context, KVH * D]`.
+#[allow(clippy::too_many_arguments)]
+pub fn qkv_rope(
+    rec: &mut Recorder,
+    heads: Heads,
+    n_tokens: usize,
+    pos0: usize,
+    qkv: &wgpu::Buffer,
+    rope: &wgpu::Buffer,
+    qk_norm: Option<(&wgpu::Buffer, f64)>,
+    q_out: &wgpu::Buffer,
+    k_cache: &wgpu::Buffer,
+    v_cache: &wgpu::Buffer,
+) -> Result<()> {
+    let key = ShaderKey::new("qkv_rope").def("WG", WG).flag("QK_NORM", qk_norm.is_some());
+    let mut bindings = vec![Read, Read, Rw, Rw, Rw];
+    let mut buffers = vec![qkv, rope, q_out, k_cache, v_cache];
+    let mut eps = 0.0;
+    if let Some((w, e)) = qk_norm {
+        bindings.push(Read);
+        buffers.push(w);
+        eps = e as f32;
+    }
+    let k = rec.gpu().kernel(&key, &bindings)?;
+    let p = heads.params(n_tokens, pos0, eps);
+    let n_groups = u(n_tokens * (heads.n_heads + 2 * heads.n_kv_heads));
+    rec.dispatch(&k, &p, &buffers, n_groups)
+}
+
+/// Causal attention of `q` `[n_tokens, H * D]` (token t at position pos0 + t) over cache rows
+/// `0 ..= pos0 + t`, into `out` `[n_tokens, H * D]`. Scores are scaled by 1/sqrt(D).
+#[allow(clippy::too_many_arguments)]
+pub fn attention(
+    rec: &mut Recorder,
+    heads: Heads,
+    n_tokens: usize,
+    pos0: usize,
+    q: &wgpu::Buffer,
+    k_cache: &wgpu::Buffer,
+    v_cache: &wgpu::Buffer,
+    out: &wgpu::Buffer,
+) -> Result<()> {
+    let d = heads.head_dim;
+    let key =
+        ShaderKey::new("attention").def("WG", WG).def("HEAD_DIM", d).def("DIMS_PER_THREAD", d.div_ceil(WG as usize));
+    let k = rec.gpu().kernel(&key, &[Read, Read, Read, Rw])?;
+    let p = heads.params(n_tokens, pos0, 1.0 / (d as f32).sqrt());
+    rec.dispatch(&k, &p, &[q, k_cache, v_cache, out], u(n_tokens * heads.n_heads))
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+pub struct CountParams {
+    pub n: u32,
+    pub _pad: [u32; 3],
+}
+
+/// `gate[i] = silu(gate[i]) * up[i]` for `n` elements.
+pub fn silu_mul(rec: &mut Recorder, gate: &wgpu::Buffer, up: &wgpu::Buffer, n: usize) -> Result<()> {
+    let k = rec.gpu().kernel(&ShaderKey::new("silu_mul").def("WG", WG), &[Rw, Read])?;
+    rec.dispatch(&k, &CountParams { n: u(n), _pad: [0; 3] }, &[gate, up], groups(n, WG)?)
+}
+
+/// Threads of the one argmax workgroup.
+pub const ARGMAX_WG: u32 = 256;
+
+/// `out[0] = argmax(logits[0..n])` (first index on ties; 0xffffffff if all NaN).
+pub fn argmax(rec: &mut Recorder, logits: &wgpu::Buffer, n: usize, out: &wgpu::Buffer) -> Result<()> {
+    let k = rec.gpu().kernel(&ShaderKey::new("argmax").def("WG", ARGMAX_WG), &[Read, Rw])?;
+    rec.dispatch(&k, &CountParams { n: u(n), _pad: [0; 3] }, &[logits, out], 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[test]
+    fn params_are_uniform_sized() {
+        // WGSL uniform structs are padded to 16 bytes; these sizes mirror the shaders.
+        assert_eq!(std::mem::size_of::<EmbedParams>(), 32);
+        assert_eq!(std::mem::size_of::<RmsNormParams>(), 16);
+        assert_eq!(std::mem::size_of::<LinearParams>(), 32);
+        assert_eq!(std::mem::size_of::<HeadParams>(), 32);
+        assert_eq!(std::mem::size_of::<CountParams>(), 16);
+    }
+}

@@ -1,0 +1,226 @@
+//! Bytes → host tensors, one tensor at a time. No GPU code here.
+//!
+//! A [`TensorSource`] lists every tensor of a checkpoint (from the safetensors headers alone)
+//! and hands out one tensor's bytes on request, so a loader never holds the whole model in
+//! memory: natively the bytes come from files by seek + read, in the browser they will come
+//! from the network.
+
+pub mod safetensors;
+
+use crate::error::{Error, Result};
+use half::{bf16, f16};
+pub use safetensors::{Dtype, TensorInfo};
+use std::collections::BTreeMap;
+
+/// A checkpoint whose tensors can be read one by one.
+pub trait TensorSource {
+    /// Every tensor in the checkpoint, by name.
+    fn tensors(&self) -> &BTreeMap<String, TensorInfo>;
+    /// The raw stored bytes of one tensor (its dtype, little-endian).
+    fn read(&mut self, name: &str) -> Result<Vec<u8>>;
+}
+
+/// Merge per-shard headers into one table, refusing a tensor stored twice.
+fn merge_shard(
+    all: &mut BTreeMap<String, TensorInfo>,
+    owner: &mut BTreeMap<String, usize>,
+    shard: usize,
+    tensors: BTreeMap<String, TensorInfo>,
+    shard_name: &str,
+) -> Result<()> {
+    for (name, info) in tensors {
+        if all.contains_key(&name) {
+            return Err(Error::Weights(format!("tensor {name} is stored twice (again in {shard_name})")));
+        }
+        owner.insert(name.clone(), shard);
+        all.insert(name, info);
+    }
+    Ok(())
+}
+
+/// Checkpoint shards held in memory (tests, and callers that already have the bytes).
+pub struct BytesSource {
+    shards: Vec<Vec<u8>>,
+    tensors: BTreeMap<String, TensorInfo>,
+    owner: BTreeMap<String, usize>,
+}
+
+impl BytesSource {
+    pub fn new(shards: Vec<Vec<u8>>) -> Result<Self> {
+        let mut tensors = BTreeMap::new();
+        let mut owner = BTreeMap::new();
+        for (i, bytes) in shards.iter().enumerate() {
+            let label = format!("shard {i}");
+            let n = safetensors::header_len(bytes, bytes.len() as u64, &label)? as usize;
+            let t = safetensors::parse_header(&bytes[8..8 + n], bytes.len() as u64, &label)?;
+            merge_shard(&mut tensors, &mut owner, i, t, &label)?;
+        }
+        Ok(BytesSource { shards, tensors, owner })
+    }
+}
+
+impl TensorSource for BytesSource {
+    fn tensors(&self) -> &BTreeMap<String, TensorInfo> {
+        &self.tensors
+    }
+    fn read(&mut self, name: &str) -> Result<Vec<u8>> {
+        let info = self.tensors.get(name).ok_or_else(|| Error::Weights(format!("no tensor {name}")))?;
+        let shard = &self.shards[self.owner[name]];
+        Ok(shard[info.start as usize..info.end as usize].to_vec())
+    }
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+pub use native::FileSource;
+
+#[cfg(not(target_arch = "wasm32"))]
+mod native {
+    use super::*;
+    use std::fs::File;
+    use std::io::{Read, Seek, SeekFrom};
+    use std::path::{Path, PathBuf};
+
+    /// Safetensors files on disk: headers read at open, tensor bytes read on demand.
+    pub struct FileSource {
+        files: Vec<(PathBuf, File)>,
+        tensors: BTreeMap<String, TensorInfo>,
+        owner: BTreeMap<String, usize>,
+    }
+
+    impl FileSource {
+        /// Open a model folder: `model.safetensors`, or the shards that
+        /// `model.safetensors.index.json` names.
+        pub fn open_dir(dir: &Path) -> Result<Self> {
+            let index = dir.join("model.safetensors.index.json");
+            let single = dir.join("model.safetensors");
+            if index.exists() {
+                let text = std::fs::read_to_string(&index).map_err(|e| Error::io(index.display(), e))?;
+                let v: serde_json::Value = serde_json::from_str(&text)
+                    .map_err(|e| Error::Weights(format!("{}: not valid JSON: {e}", index.display())))?;
+                let map = v
+                    .get("weight_map")
+                    .and_then(|m| m.as_object())
+                    .ok_or_else(|| Error::Weights(format!("{}: missing `weight_map`", index.display())))?;
+                let mut shards: Vec<String> = Vec::new();
+                for (name, file) in map {
+                    let file = file.as_str().ok_or_else(|| {
+                        Error::Weights(format!("{}: shard of {name} is not a string", index.display()))
+                    })?;
+                    if file.contains('/') || file.contains('\\') || file.starts_with('.') {
+                        return Err(Error::Weights(format!("{}: bad shard name {file:?}", index.display())));
+                    }
+                    if !shards.iter().any(|s| s == file) {
+                        shards.push(file.to_string());
+                    }
+                }
+                shards.sort();
+                let paths: Vec<PathBuf> = shards.iter().map(|s| dir.join(s)).collect();
+                let src = Self::open_files(&paths)?;
+                for (name, file) in map {
+                    let at = src.owner.get(name).map(|&i| &src.files[i].0);
+                    if at.map(|p| p.file_name().and_then(|f| f.to_str()) != file.as_str()).unwrap_or(true) {
+                        return Err(Error::Weights(format!(
+                            "{}: {name} should be in {file}, but that shard does not hold it",
+                            index.display()
+                        )));
+                    }
+                }
+                Ok(src)
+            } else if single.exists() {
+                Self::open_files(&[single])
+            } else {
+                Err(Error::Weights(format!("{}: no model.safetensors or model.safetensors.index.json", dir.display())))
+            }
+        }
+
+        /// Open explicit safetensors files, reading only their headers.
+        pub fn open_files(paths: &[PathBuf]) -> Result<Self> {
+            let mut files = Vec::new();
+            let mut tensors = BTreeMap::new();
+            let mut owner = BTreeMap::new();
+            for (i, path) in paths.iter().enumerate() {
+                let label = path.display().to_string();
+                let mut f = File::open(path).map_err(|e| Error::io(&label, e))?;
+                let len = f.metadata().map_err(|e| Error::io(&label, e))?.len();
+                let mut prefix = [0u8; 8];
+                let got = read_up_to(&mut f, &mut prefix).map_err(|e| Error::io(&label, e))?;
+                let n = safetensors::header_len(&prefix[..got], len, &label)?;
+                let mut json = vec![0u8; n as usize];
+                f.read_exact(&mut json).map_err(|e| Error::io(&label, e))?;
+                let t = safetensors::parse_header(&json, len, &label)?;
+                merge_shard(&mut tensors, &mut owner, i, t, &label)?;
+                files.push((path.clone(), f));
+            }
+            Ok(FileSource { files, tensors, owner })
+        }
+    }
+
+    fn read_up_to(f: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
+        let mut got = 0;
+        while got < buf.len() {
+            match f.read(&mut buf[got..])? {
+                0 => break,
+                n => got += n,
+            }
+        }
+        Ok(got)
+    }
+
+    impl TensorSource for FileSource {
+        fn tensors(&self) -> &BTreeMap<String, TensorInfo> {
+            &self.tensors
+        }
+        fn read(&mut self, name: &str) -> Result<Vec<u8>> {
+            let info = self.tensors.get(name).ok_or_else(|| Error::Weights(format!("no tensor {name}")))?;
+            let (path, f) = &mut self.files[self.owner[name]];
+            let label = path.display().to_string();
+            let mut buf = vec![0u8; info.byte_len()];
+            f.seek(SeekFrom::Start(info.start)).map_err(|e| Error::io(&label, e))?;
+            f.read_exact(&mut buf).map_err(|e| Error::io(&label, e))?;
+            Ok(buf)
+        }
+    }
+}
+
+fn elements<'a>(name: &str, dtype: &Dtype, bytes: &'a [u8]) -> Result<Box<dyn Iterator<Item = f32> + 'a>> {
+    Ok(match dtype {
+        Dtype::F32 => Box::new(bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))),
+        Dtype::F16 => Box::new(bytes.chunks_exact(2).map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32())),
+        Dtype::BF16 => Box::new(bytes.chunks_exact(2).map(|c| bf16::from_le_bytes([c[0], c[1]]).to_f32())),
+        Dtype::Other(d) => {
+            return Err(Error::Weights(format!(
+                "tensor {name} has dtype {d}; only F32, F16 and BF16 checkpoints are supported"
+            )))
+        }
+    })
+}
+
+/// Stored bytes → f32 values (for small vectors: norms, biases).
+pub fn to_f32(name: &str, dtype: &Dtype, bytes: &[u8]) -> Result<Vec<f32>> {
+    Ok(elements(name, dtype, bytes)?.collect())
+}
+
+/// Stored bytes of a `[rows, cols]` matrix → f16 values, each row padded to an even number
+/// of elements so that every row starts on a 4-byte boundary (the GPU reads pairs as u32).
+/// A value outside the f16 range is an error, not a silent infinity.
+pub fn to_f16_rows(name: &str, dtype: &Dtype, bytes: &[u8], rows: usize, cols: usize) -> Result<Vec<u16>> {
+    let stride = cols + cols % 2;
+    let mut out = vec![0u16; rows * stride];
+    let mut it = elements(name, dtype, bytes)?;
+    for r in 0..rows {
+        for c in 0..cols {
+            let x = it.next().ok_or_else(|| Error::Weights(format!("tensor {name} is short")))?;
+            if !x.is_finite() {
+                return Err(Error::Weights(format!("tensor {name}: non-finite value at [{r}, {c}]")));
+            }
+            let h = f16::from_f32(x);
+            if h.is_infinite() {
+                return Err(Error::Weights(format!(
+                    "tensor {name}: value {x} at [{r}, {c}] is outside the f16 range (|x| > 65504)"
+                )));
+            }
+            out[r * stride + c] = h.to_bits();
+        }
+    }
+    Ok(out)
+}

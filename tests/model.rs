@@ -1,0 +1,154 @@
+//! The whole model on tiny random checkpoints in every real layout, written to disk and
+//! loaded through the public loader, against independent CPU references: candle-transformers
+//! (qwen2/qwen3; v1 mapped onto qwen2) and, for Qwen v1's NTK/logN, a plain-Rust reference.
+
+mod common;
+
+use common::candle_ref::CandleQwen;
+use common::reference::RefModel;
+use common::{assert_close, fixture, max_abs_err, random_ids, FileDtype, Spec};
+use qwen_webgpu::generate::{generate, GenerateOptions};
+use qwen_webgpu::gpu::GpuOptions;
+use qwen_webgpu::{ModelOptions, Output, Qwen, Want};
+use std::path::Path;
+
+/// Logits tolerance: GPU f32 vs CPU f32 over the same f16-exact weights.
+const ATOL: f32 = 2e-3;
+const RTOL: f32 = 1e-3;
+
+fn load(dir: &Path, opts: ModelOptions, max_binding: Option<u64>) -> Qwen {
+    pollster::block_on(Qwen::load_dir(dir, &GpuOptions { max_binding_bytes: max_binding }, &opts)).expect("load")
+}
+
+fn all_logits(m: &mut Qwen, tokens: &[u32]) -> Vec<f32> {
+    m.reset();
+    match pollster::block_on(m.feed(tokens, Want::AllLogits)).unwrap() {
+        Output::Logits(l) => l,
+        o => panic!("unexpected {o:?}"),
+    }
+}
+
+fn greedy(m: &mut Qwen, prompt: &[u32], n: usize) -> Vec<u32> {
+    m.reset();
+    let opts = GenerateOptions { max_new_tokens: n, sampling: Default::default(), stop_ids: vec![] };
+    pollster::block_on(generate(m, prompt, &opts, &mut |_| true)).unwrap().tokens
+}
+
+/// Logits at every position and a 32-token greedy continuation must match candle.
+fn check_against_candle(name: &str, spec: &Spec, seed: u64) {
+    let (dir, tensors) = fixture(name, spec, seed);
+    let prompt = random_ids(19, spec.vocab, seed + 1);
+    let mut m = load(&dir, ModelOptions { context: Some(128), max_batch: 64 }, None);
+
+    let got = all_logits(&mut m, &prompt);
+    let want: Vec<f32> = CandleQwen::load(&dir, spec).forward(&prompt, 0).concat();
+    let (err, at) = max_abs_err(&got, &want);
+    println!(
+        "{name}: max |logit error| vs candle = {err:.3e} (at {at}, |logit| up to {:.1})",
+        want.iter().fold(0f32, |a, b| a.max(b.abs()))
+    );
+    assert_close(&format!("{name} logits"), &got, &want, ATOL, RTOL);
+
+    // The plain-Rust reference agrees with candle too (it is the oracle for NTK/logN below).
+    let r: Vec<f32> = RefModel::new(spec, &tensors).logits_all(&prompt).concat();
+    assert_close(&format!("{name} reference vs candle"), &r, &want, ATOL, RTOL);
+
+    let ours = greedy(&mut m, &prompt, 32);
+    let theirs = CandleQwen::greedy(&dir, spec, &prompt, 32);
+    assert_eq!(ours, theirs, "{name}: greedy continuation differs from candle");
+    let distinct: std::collections::BTreeSet<_> = ours.iter().collect();
+    assert!(distinct.len() > 3, "{name}: degenerate continuation {ours:?}");
+}
+
+#[test]
+fn qwen_v1_matches_candle() {
+    // seq_length 256 > every position here: NTK and logN stay off, as in the reference.
+    check_against_candle("v1", &Spec::qwen_v1(), 11);
+}
+
+#[test]
+fn qwen2_gqa_untied_matches_candle() {
+    check_against_candle("qwen2-untied", &Spec::qwen2(false), 12);
+}
+
+#[test]
+fn qwen2_gqa_tied_matches_candle() {
+    check_against_candle("qwen2-tied", &Spec::qwen2(true), 13);
+}
+
+#[test]
+fn qwen3_matches_candle() {
+    check_against_candle("qwen3", &Spec::qwen3(), 14);
+}
+
+/// Qwen v1 past seq_length: dynamic NTK (alpha from the prefill length, then kept) and logN.
+#[test]
+fn qwen_v1_ntk_and_logn_match_reference() {
+    let spec = Spec { seq_length: 16, ..Spec::qwen_v1() };
+    let (dir, tensors) = fixture("v1-long", &spec, 21);
+    let r = RefModel::new(&spec, &tensors);
+    let mut m = load(&dir, ModelOptions { context: Some(128), max_batch: 64 }, None);
+
+    // 40 tokens: log2(40/16) + 1 = 2.32 → alpha = 2^3 - 1 = 7, and logN for positions ≥ 16.
+    let prompt = random_ids(40, spec.vocab, 22);
+    let got = all_logits(&mut m, &prompt);
+    assert_eq!(m.ntk_alpha(), 7.0);
+    let want = r.logits_all(&prompt).concat();
+    let (err, _) = max_abs_err(&got, &want);
+    println!("v1 NTK+logN: max |logit error| vs CPU reference = {err:.3e}");
+    assert_close("v1 ntk/logn logits", &got, &want, ATOL, RTOL);
+    assert_eq!(greedy(&mut m, &prompt, 32), r.greedy(&prompt, 32), "greedy with NTK alpha 7");
+
+    // A short prompt keeps alpha 1 while decoding runs past seq_length (logN only).
+    let short = random_ids(10, spec.vocab, 23);
+    assert_eq!(greedy(&mut m, &short, 32), r.greedy(&short, 32), "greedy crossing seq_length");
+    assert_eq!(m.ntk_alpha(), 1.0);
+
+    // NTK really changes the result: without it the logits differ.
+    let plain = Spec { ntk_logn: false, ..spec.clone() };
+    let off = RefModel::new(&plain, &tensors).logits_all(&prompt).concat();
+    assert!(max_abs_err(&off, &want).0 > 0.1, "NTK/logN had no effect; the test would prove nothing");
+}
+
+/// Feeding a prompt in several chunks gives the same logits as one pass.
+#[test]
+fn chunked_prefill_matches_single_pass() {
+    let spec = Spec::qwen2(false);
+    let (dir, _) = fixture("chunked", &spec, 31);
+    let prompt = random_ids(45, spec.vocab, 32);
+    let one = all_logits(&mut load(&dir, ModelOptions { context: Some(64), max_batch: 64 }, None), &prompt);
+    let chunked = all_logits(&mut load(&dir, ModelOptions { context: Some(64), max_batch: 7 }, None), &prompt);
+    assert_close("chunked prefill", &chunked, &one, 1e-4, 1e-4);
+}
+
+/// A storage-binding limit smaller than the embedding and LM head splits them across
+/// bindings (as Qwen's 593 MiB tables must be on 128 MiB adapters), with the same result.
+#[test]
+fn weights_split_across_bindings() {
+    let spec = Spec { vocab: 1500, ..Spec::qwen_v1() };
+    let (dir, _) = fixture("split", &spec, 41);
+    let prompt = random_ids(12, spec.vocab, 42);
+    let opts = ModelOptions { context: Some(64), max_batch: 16 };
+    let mut small = load(&dir, opts.clone(), Some(64 << 10));
+    assert!(small.weights.embed.chunks.len() >= 3, "embed not split: {} chunk(s)", small.weights.embed.chunks.len());
+    assert!(small.weights.lm_head().chunks.len() >= 3);
+    let split = all_logits(&mut small, &prompt);
+    let whole = all_logits(&mut load(&dir, opts, None), &prompt);
+    assert_eq!(load(&dir, ModelOptions { context: Some(64), max_batch: 16 }, None).weights.embed.chunks.len(), 1);
+    assert_close("split weights", &split, &whole, 1e-5, 1e-5);
+    assert_eq!(greedy(&mut small, &prompt, 16), CandleQwen::greedy(&dir, &spec, &prompt, 16));
+}
+
+/// F16 and F32 checkpoint files load to the same model as BF16.
+#[test]
+fn file_dtypes_agree() {
+    let prompt = random_ids(9, Spec::qwen3().vocab, 52);
+    let mut outs = Vec::new();
+    for (i, dt) in [FileDtype::BF16, FileDtype::F16, FileDtype::F32].into_iter().enumerate() {
+        let spec = Spec { dtype: dt, ..Spec::qwen3() };
+        let (dir, _) = fixture(&format!("dtype{i}"), &spec, 51);
+        outs.push(all_logits(&mut load(&dir, ModelOptions { context: Some(32), max_batch: 16 }, None), &prompt));
+    }
+    assert_close("f16 file", &outs[1], &outs[0], 0.0, 0.0);
+    assert_close("f32 file", &outs[2], &outs[0], 0.0, 0.0);
+}

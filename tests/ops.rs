@@ -1,0 +1,288 @@
+//! Every kernel against a plain CPU implementation, on shapes that are not multiples of the
+//! workgroup sizes, with sentinel values around outputs to catch stray writes.
+
+mod common;
+
+use common::{assert_close, gpu, gpu_with, Rng};
+use qwen_webgpu::gpu::{Gpu, GpuMatrix, Recorder};
+use qwen_webgpu::ops::{self, Heads, LinearKernel};
+
+const SENTINEL: f32 = 12345.0;
+
+fn randn(rng: &mut Rng, n: usize) -> Vec<f32> {
+    (0..n).map(|_| rng.normal()).collect()
+}
+
+fn f16_round(v: &[f32]) -> Vec<f32> {
+    v.iter().map(|&x| half::f16::from_f32(x).to_f32()).collect()
+}
+
+fn buf(g: &Gpu, data: &[f32]) -> wgpu::Buffer {
+    g.storage_init("test", bytemuck::cast_slice(data)).unwrap()
+}
+
+fn read(g: &Gpu, b: &wgpu::Buffer, n: usize) -> Vec<f32> {
+    pollster::block_on(g.read_f32(b, 0, n)).unwrap()
+}
+
+/// Upload `[rows, cols]` f16 values (already f16-exact) as a GpuMatrix.
+fn matrix(g: &Gpu, w: &[f32], rows: usize, cols: usize) -> GpuMatrix {
+    let m = GpuMatrix::new(g, "w", rows, cols).unwrap();
+    let stride = cols + cols % 2;
+    let mut halves = vec![0u16; rows * stride];
+    for r in 0..rows {
+        for c in 0..cols {
+            halves[r * stride + c] = half::f16::from_f32(w[r * cols + c]).to_bits();
+        }
+    }
+    m.write_rows(g, 0, &halves).unwrap();
+    m
+}
+
+fn run(g: &Gpu, f: impl FnOnce(&mut Recorder)) {
+    let mut rec = Recorder::new(g);
+    f(&mut rec);
+    rec.submit().unwrap();
+}
+
+#[test]
+fn embed_gathers_rows_across_chunks() {
+    let mut rng = Rng::new(1);
+    for (g, vocab, cols) in [(gpu(), 77, 35), (gpu_with(Some(64 << 10)), 1000, 50)] {
+        let table = f16_round(&randn(&mut rng, vocab * cols));
+        let m = matrix(&g, &table, vocab, cols);
+        if vocab == 1000 {
+            assert!(m.chunks.len() >= 2);
+        }
+        let tokens: Vec<u32> = vec![0, vocab as u32 - 1, 5, 5, 600 % vocab as u32, 17, 3, 1, 2, 76, 40, 0, 33];
+        let tb = g.storage_init("tokens", bytemuck::cast_slice(&tokens)).unwrap();
+        let n = tokens.len();
+        let out = buf(&g, &vec![SENTINEL; (n + 1) * cols]);
+        run(&g, |r| ops::embed(r, &tb, n, &m, &out).unwrap());
+        let mut want: Vec<f32> =
+            tokens.iter().flat_map(|&t| table[t as usize * cols..(t as usize + 1) * cols].to_vec()).collect();
+        want.extend(vec![SENTINEL; cols]);
+        assert_close("embed", &read(&g, &out, (n + 1) * cols), &want, 0.0, 0.0);
+    }
+}
+
+#[test]
+fn rms_norm_rows() {
+    let g = gpu();
+    let mut rng = Rng::new(2);
+    let (rows, cols, row0) = (5, 333, 2);
+    let x = randn(&mut rng, (rows + row0) * cols);
+    let w = randn(&mut rng, cols);
+    let (xb, wb) = (buf(&g, &x), buf(&g, &w));
+    let out = buf(&g, &vec![SENTINEL; (rows + 1) * cols]);
+    run(&g, |r| ops::rms_norm(r, &xb, row0, rows, cols, &wb, 1e-6, &out).unwrap());
+    let mut want = Vec::new();
+    for r in row0..row0 + rows {
+        let xr = &x[r * cols..(r + 1) * cols];
+        let ms = xr.iter().map(|v| (*v as f64).powi(2)).sum::<f64>() / cols as f64;
+        let s = 1.0 / (ms + 1e-6).sqrt();
+        want.extend(xr.iter().zip(&w).map(|(a, b)| (*a as f64 * s * *b as f64) as f32));
+    }
+    want.extend(vec![SENTINEL; cols]);
+    assert_close("rms_norm", &read(&g, &out, (rows + 1) * cols), &want, 1e-5, 1e-5);
+}
+
+#[test]
+fn linear_both_kernels_odd_shapes() {
+    let mut rng = Rng::new(3);
+    for (g, split) in [(gpu(), false), (gpu_with(Some(64 << 10)), true)] {
+        for &(n_tokens, cols, rows) in
+            &[(1, 35, 77), (2, 130, 300), (3, 35, 77), (17, 130, 300), (33, 64, 65), (5, 301, 260)]
+        {
+            let w = f16_round(&randn(&mut rng, rows * cols));
+            let m = matrix(&g, &w, rows, cols);
+            if split && rows * cols * 2 > 64 << 10 {
+                assert!(m.chunks.len() > 1);
+            }
+            let x_row0 = 2;
+            let x = randn(&mut rng, (x_row0 + n_tokens) * cols);
+            let bias = randn(&mut rng, rows);
+            let init = randn(&mut rng, n_tokens * rows);
+            let (xb, bb) = (buf(&g, &x), buf(&g, &bias));
+            for kind in [LinearKernel::MatVec, LinearKernel::Tiled] {
+                for (use_bias, acc) in [(false, false), (true, false), (false, true), (true, true)] {
+                    let mut start = init.clone();
+                    start.extend(vec![SENTINEL; rows]);
+                    let out = buf(&g, &start);
+                    run(&g, |r| {
+                        ops::linear_with(r, kind, &xb, x_row0, n_tokens, &m, use_bias.then_some(&bb), &out, acc)
+                            .unwrap()
+                    });
+                    let mut want = Vec::new();
+                    for t in 0..n_tokens {
+                        let xr = &x[(x_row0 + t) * cols..(x_row0 + t + 1) * cols];
+                        for o in 0..rows {
+                            let mut s: f64 =
+                                w[o * cols..(o + 1) * cols].iter().zip(xr).map(|(a, b)| *a as f64 * *b as f64).sum();
+                            if use_bias {
+                                s += bias[o] as f64;
+                            }
+                            if acc {
+                                s += init[t * rows + o] as f64;
+                            }
+                            want.push(s as f32);
+                        }
+                    }
+                    want.extend(vec![SENTINEL; rows]);
+                    let what =
+                        format!("linear {kind:?} t={n_tokens} {rows}x{cols} bias={use_bias} acc={acc} split={split}");
+                    assert_close(&what, &read(&g, &out, (n_tokens + 1) * rows), &want, 1e-4, 1e-4);
+                }
+            }
+        }
+    }
+}
+
+/// CPU rotate-half RoPE with a table row (cos, sin, q scale).
+fn rope_cpu(x: &mut [f32], row: &[f32]) {
+    let half = x.len() / 2;
+    for i in 0..half {
+        let (a, b) = (x[i], x[i + half]);
+        x[i] = a * row[i] - b * row[half + i];
+        x[i + half] = b * row[i] + a * row[half + i];
+    }
+}
+
+#[test]
+fn qkv_rope_splits_norms_rotates_and_writes_cache() {
+    let g = gpu();
+    let mut rng = Rng::new(4);
+    for &(h, kvh, d, qk_norm) in &[(3usize, 1usize, 10usize, false), (4, 2, 24, true), (2, 2, 160, true)] {
+        let (n, pos0, ctx) = (5, 7, 14);
+        let heads = Heads { n_heads: h, n_kv_heads: kvh, head_dim: d };
+        let width = (h + 2 * kvh) * d;
+        let qkv = randn(&mut rng, n * width);
+        let inv = qwen_webgpu::model::rope::inv_freq(10000.0, d);
+        let mut table = Vec::new();
+        qwen_webgpu::model::rope::fill_table(&mut table, &inv, pos0, n, Some(9));
+        let norm_w = randn(&mut rng, 2 * d);
+        let (qkvb, tb, nb) = (buf(&g, &qkv), buf(&g, &table), buf(&g, &norm_w));
+        let q_out = buf(&g, &vec![SENTINEL; (n + 1) * h * d]);
+        let kc = buf(&g, &vec![SENTINEL; ctx * kvh * d]);
+        let vc = buf(&g, &vec![SENTINEL; ctx * kvh * d]);
+        run(&g, |r| {
+            ops::qkv_rope(r, heads, n, pos0, &qkvb, &tb, qk_norm.then_some((&nb, 1e-6)), &q_out, &kc, &vc).unwrap()
+        });
+        let mut want_q = vec![SENTINEL; (n + 1) * h * d];
+        let mut want_k = vec![SENTINEL; ctx * kvh * d];
+        let mut want_v = vec![SENTINEL; ctx * kvh * d];
+        for t in 0..n {
+            let row = &table[t * (d + 1)..(t + 1) * (d + 1)];
+            for hh in 0..h + 2 * kvh {
+                let mut x = qkv[t * width + hh * d..t * width + (hh + 1) * d].to_vec();
+                if hh >= h + kvh {
+                    let at = (pos0 + t) * kvh * d + (hh - h - kvh) * d;
+                    want_v[at..at + d].copy_from_slice(&x);
+                    continue;
+                }
+                if qk_norm {
+                    let w = if hh < h { &norm_w[..d] } else { &norm_w[d..] };
+                    let ms = x.iter().map(|v| (*v as f64).powi(2)).sum::<f64>() / d as f64;
+                    let s = (1.0 / (ms + 1e-6).sqrt()) as f32;
+                    x.iter_mut().zip(w).for_each(|(a, b)| *a = *a * s * b);
+                }
+                rope_cpu(&mut x, row);
+                if hh < h {
+                    x.iter_mut().for_each(|v| *v *= row[d]);
+                    want_q[t * h * d + hh * d..t * h * d + (hh + 1) * d].copy_from_slice(&x);
+                } else {
+                    let at = (pos0 + t) * kvh * d + (hh - h) * d;
+                    want_k[at..at + d].copy_from_slice(&x);
+                }
+            }
+        }
+        let what = format!("qkv_rope h={h} kvh={kvh} d={d} norm={qk_norm}");
+        assert_close(&format!("{what} q"), &read(&g, &q_out, want_q.len()), &want_q, 1e-5, 1e-5);
+        assert_close(&format!("{what} k"), &read(&g, &kc, want_k.len()), &want_k, 1e-5, 1e-5);
+        assert_close(&format!("{what} v"), &read(&g, &vc, want_v.len()), &want_v, 0.0, 0.0);
+        // The logN scale (positions ≥ 9 here) really was applied.
+        assert!(table[(n - 1) * (d + 1) + d] > 1.0);
+    }
+}
+
+#[test]
+fn attention_causal_gqa_long_context() {
+    let g = gpu();
+    let mut rng = Rng::new(5);
+    for &(h, kvh, d, n, pos0) in &[(6usize, 2usize, 24usize, 4usize, 70usize), (2, 1, 160, 3, 0), (3, 3, 8, 9, 130)] {
+        let heads = Heads { n_heads: h, n_kv_heads: kvh, head_dim: d };
+        let keys = pos0 + n;
+        let ctx = keys + 3;
+        let q = randn(&mut rng, n * h * d);
+        let k: Vec<f32> = randn(&mut rng, ctx * kvh * d).iter().map(|x| x * 2.0).collect();
+        let v = randn(&mut rng, ctx * kvh * d);
+        let (qb, kb, vb) = (buf(&g, &q), buf(&g, &k), buf(&g, &v));
+        let out = buf(&g, &vec![SENTINEL; (n + 1) * h * d]);
+        run(&g, |r| ops::attention(r, heads, n, pos0, &qb, &kb, &vb, &out).unwrap());
+        let mut want = Vec::new();
+        for t in 0..n {
+            for hh in 0..h {
+                let kv = hh / (h / kvh);
+                let qh = &q[(t * h + hh) * d..(t * h + hh + 1) * d];
+                let s: Vec<f64> = (0..=pos0 + t)
+                    .map(|j| {
+                        qh.iter().zip(&k[(j * kvh + kv) * d..]).map(|(a, b)| *a as f64 * *b as f64).sum::<f64>()
+                            / (d as f64).sqrt()
+                    })
+                    .collect();
+                let m = s.iter().cloned().fold(f64::MIN, f64::max);
+                let e: Vec<f64> = s.iter().map(|x| (x - m).exp()).collect();
+                let z: f64 = e.iter().sum();
+                for i in 0..d {
+                    want.push((0..=pos0 + t).map(|j| e[j] / z * v[(j * kvh + kv) * d + i] as f64).sum::<f64>() as f32);
+                }
+            }
+        }
+        want.extend(vec![SENTINEL; h * d]);
+        assert_close(
+            &format!("attention h={h} kvh={kvh} d={d} n={n} pos0={pos0}"),
+            &read(&g, &out, want.len()),
+            &want,
+            2e-5,
+            2e-4,
+        );
+    }
+}
+
+#[test]
+fn silu_mul_elementwise() {
+    let g = gpu();
+    let mut rng = Rng::new(6);
+    let n = 1001;
+    let gate: Vec<f32> = randn(&mut rng, n).iter().map(|x| x * 8.0).collect();
+    let up = randn(&mut rng, n);
+    let mut start = gate.clone();
+    start.push(SENTINEL);
+    let (gb, ub) = (buf(&g, &start), buf(&g, &up));
+    run(&g, |r| ops::silu_mul(r, &gb, &ub, n).unwrap());
+    let mut want: Vec<f32> =
+        gate.iter().zip(&up).map(|(x, u)| (*x as f64 / (1.0 + (-*x as f64).exp()) * *u as f64) as f32).collect();
+    want.push(SENTINEL);
+    assert_close("silu_mul", &read(&g, &gb, n + 1), &want, 1e-6, 1e-5);
+}
+
+#[test]
+fn argmax_first_max_and_nan() {
+    let g = gpu();
+    let mut rng = Rng::new(7);
+    let argmax = |x: &[f32]| -> u32 {
+        let b = buf(&g, x);
+        let out = g.storage("out", 4).unwrap();
+        run(&g, |r| ops::argmax(r, &b, x.len(), &out).unwrap());
+        let v = pollster::block_on(g.read(&out, 0, 4)).unwrap();
+        u32::from_le_bytes([v[0], v[1], v[2], v[3]])
+    };
+    let mut big = randn(&mut rng, 151_937);
+    big[123_457] = 9.0;
+    big[150_001] = 9.0; // a tie: the first index wins
+    big[5] = f32::NAN;
+    assert_eq!(argmax(&big), 123_457);
+    assert_eq!(argmax(&[-3.0, -1.0, -2.0]), 1);
+    assert_eq!(argmax(&[f32::NAN, -5.0]), 1);
+    assert_eq!(argmax(&[f32::NAN; 3]), u32::MAX);
+}

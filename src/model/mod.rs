@@ -79,21 +79,23 @@ impl Qwen {
         opts: &ModelOptions,
         progress: &mut dyn FnMut(u64, u64),
     ) -> Result<Qwen> {
+        // The run state first: a context that cannot fit fails before any download.
+        let state =
+            RunState::new(&gpu, &config, opts.max_batch.min(opts.context_for(&config)), opts.context_for(&config))?;
+        let weights = weights::load(&gpu, &config, src, progress)?;
+        Ok(Qwen::assemble(gpu, config, weights, state))
+    }
+
+    /// Wrap uploaded weights (see [`weights::Uploader`]) and allocate the run state.
+    pub fn from_weights(gpu: Gpu, config: QwenConfig, weights: QwenWeights, opts: &ModelOptions) -> Result<Qwen> {
         let context = opts.context_for(&config);
         let state = RunState::new(&gpu, &config, opts.max_batch.min(context), context)?;
-        let weights = weights::load(&gpu, &config, src, progress)?;
+        Ok(Qwen::assemble(gpu, config, weights, state))
+    }
+
+    fn assemble(gpu: Gpu, config: QwenConfig, weights: QwenWeights, state: RunState) -> Qwen {
         let inv_freq = rope::inv_freq(config.rope_theta, config.head_dim);
-        Ok(Qwen {
-            config,
-            gpu,
-            weights,
-            state,
-            inv_freq,
-            ntk_alpha: 1.0,
-            pos: 0,
-            rope_host: Vec::new(),
-            logits_all: None,
-        })
+        Qwen { config, gpu, weights, state, inv_freq, ntk_alpha: 1.0, pos: 0, rope_host: Vec::new(), logits_all: None }
     }
 
     /// Open a Hugging Face model folder (`config.json` + safetensors) on the default GPU.

@@ -169,6 +169,129 @@ pub fn check_tensors(cfg: &QwenConfig, tensors: &BTreeMap<String, TensorInfo>) -
     Ok(())
 }
 
+/// Puts checkpoint tensors on the GPU as they arrive, in any order: the loader pulls them
+/// from files, the browser pushes them as downloads finish. Only one tensor's bytes are held
+/// at a time.
+pub struct Uploader<'g> {
+    gpu: &'g Gpu,
+    cfg: QwenConfig,
+    plan: BTreeMap<String, (Vec<usize>, Slot)>,
+    infos: BTreeMap<String, TensorInfo>,
+    weights: QwenWeights,
+    done: BTreeSet<String>,
+    bytes_done: u64,
+    bytes_total: u64,
+}
+
+impl<'g> Uploader<'g> {
+    /// Check the checkpoint's tensor list against `cfg` and allocate every GPU buffer.
+    pub fn new(gpu: &'g Gpu, cfg: &QwenConfig, tensors: &BTreeMap<String, TensorInfo>) -> Result<Self> {
+        check_tensors(cfg, tensors)?;
+        let plan = plan(cfg);
+        let (d, ff, v) = (cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size);
+        let f32_buf = |label: &str, n: usize| gpu.storage(label, n as u64 * 4);
+        let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
+        for i in 0..cfg.num_hidden_layers {
+            let l = |s: &str| format!("layer{i}.{s}");
+            layers.push(LayerWeights {
+                attn_norm: f32_buf(&l("attn_norm"), d)?,
+                qkv: GpuMatrix::new(gpu, &l("qkv"), cfg.qkv_dim(), d)?,
+                qkv_bias: if cfg.attention_bias { Some(f32_buf(&l("qkv_bias"), cfg.qkv_dim())?) } else { None },
+                qk_norm: if cfg.family == Family::Qwen3 {
+                    Some(f32_buf(&l("qk_norm"), 2 * cfg.head_dim)?)
+                } else {
+                    None
+                },
+                o_proj: GpuMatrix::new(gpu, &l("o_proj"), d, cfg.q_dim())?,
+                mlp_norm: f32_buf(&l("mlp_norm"), d)?,
+                gate: GpuMatrix::new(gpu, &l("gate"), ff, d)?,
+                up: GpuMatrix::new(gpu, &l("up"), ff, d)?,
+                down: GpuMatrix::new(gpu, &l("down"), d, ff)?,
+            });
+        }
+        let weights = QwenWeights {
+            embed: GpuMatrix::new(gpu, "embed", v, d)?,
+            layers,
+            norm: f32_buf("norm", d)?,
+            lm_head: if cfg.tie_word_embeddings { None } else { Some(GpuMatrix::new(gpu, "lm_head", v, d)?) },
+        };
+        let infos: BTreeMap<String, TensorInfo> = plan.keys().map(|n| (n.clone(), tensors[n].clone())).collect();
+        let bytes_total = infos.values().map(|t| t.byte_len() as u64).sum();
+        gpu.check()?;
+        Ok(Uploader { gpu, cfg: cfg.clone(), plan, infos, weights, done: BTreeSet::new(), bytes_done: 0, bytes_total })
+    }
+
+    /// The tensors still needed, with where they are stored.
+    pub fn wanted(&self) -> Vec<(String, TensorInfo)> {
+        self.infos.iter().filter(|(n, _)| !self.done.contains(*n)).map(|(n, t)| (n.clone(), t.clone())).collect()
+    }
+
+    /// (bytes uploaded, bytes in all wanted tensors), in checkpoint bytes.
+    pub fn progress(&self) -> (u64, u64) {
+        (self.bytes_done, self.bytes_total)
+    }
+
+    /// Upload one tensor's stored bytes (its checkpoint dtype).
+    pub fn put(&mut self, name: &str, bytes: &[u8]) -> Result<()> {
+        let (info, (shape, slot)) = match (self.infos.get(name), self.plan.get(name)) {
+            (Some(i), Some(p)) => (i, p),
+            _ => return Err(Error::Weights(format!("tensor {name} is not part of this model"))),
+        };
+        if self.done.contains(name) {
+            return Err(Error::Weights(format!("tensor {name} was uploaded twice")));
+        }
+        if bytes.len() != info.byte_len() {
+            return Err(Error::Weights(format!(
+                "tensor {name}: got {} bytes, the header says {}",
+                bytes.len(),
+                info.byte_len()
+            )));
+        }
+        let (gpu, w, cfg) = (self.gpu, &self.weights, &self.cfg);
+        let vector = || -> Result<Vec<u8>> {
+            let vals = weights::to_f32(name, &info.dtype, bytes)?;
+            if let Some(i) = vals.iter().position(|x| !x.is_finite()) {
+                return Err(Error::Weights(format!("tensor {name}: non-finite value at [{i}]")));
+            }
+            Ok(bytemuck::cast_slice(&vals).to_vec())
+        };
+        let matrix = |m: &GpuMatrix, row0: usize| -> Result<()> {
+            let halves = weights::to_f16_rows(name, &info.dtype, bytes, shape[0], shape[1])?;
+            m.write_rows(gpu, row0, &halves)
+        };
+        let expect = |b: &'_ Option<wgpu::Buffer>| -> Result<wgpu::Buffer> {
+            b.clone().ok_or_else(|| Error::Weights(format!("no destination for {name}")))
+        };
+        match *slot {
+            Slot::Embed => matrix(&w.embed, 0)?,
+            Slot::LmHead => matrix(w.lm_head.as_ref().unwrap_or(&w.embed), 0)?,
+            Slot::Norm => gpu.write(&w.norm, 0, &vector()?),
+            Slot::AttnNorm(i) => gpu.write(&w.layers[i].attn_norm, 0, &vector()?),
+            Slot::MlpNorm(i) => gpu.write(&w.layers[i].mlp_norm, 0, &vector()?),
+            Slot::Qkv(i, row0) => matrix(&w.layers[i].qkv, row0)?,
+            Slot::QkvBias(i, at) => gpu.write(&expect(&w.layers[i].qkv_bias)?, at as u64 * 4, &vector()?),
+            Slot::QNorm(i) => gpu.write(&expect(&w.layers[i].qk_norm)?, 0, &vector()?),
+            Slot::KNorm(i) => gpu.write(&expect(&w.layers[i].qk_norm)?, cfg.head_dim as u64 * 4, &vector()?),
+            Slot::OProj(i) => matrix(&w.layers[i].o_proj, 0)?,
+            Slot::Gate(i) => matrix(&w.layers[i].gate, 0)?,
+            Slot::Up(i) => matrix(&w.layers[i].up, 0)?,
+            Slot::Down(i) => matrix(&w.layers[i].down, 0)?,
+        }
+        self.done.insert(name.to_string());
+        self.bytes_done += info.byte_len() as u64;
+        self.gpu.check()
+    }
+
+    /// The weights, once every tensor has been put.
+    pub fn finish(self) -> Result<QwenWeights> {
+        let missing: Vec<&String> = self.infos.keys().filter(|n| !self.done.contains(*n)).collect();
+        if let Some(first) = missing.first() {
+            return Err(Error::Weights(format!("{} tensor(s) never arrived, e.g. {first}", missing.len())));
+        }
+        Ok(self.weights)
+    }
+}
+
 /// Upload a checkpoint to the GPU, reading one tensor at a time from `src`.
 /// `progress(done_bytes, total_bytes)` is called after each tensor.
 pub fn load(
@@ -177,83 +300,12 @@ pub fn load(
     src: &mut dyn TensorSource,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<QwenWeights> {
-    check_tensors(cfg, src.tensors())?;
-    let plan = plan(cfg);
-    let (d, ff, v) = (cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size);
-    let f32_buf = |label: &str, n: usize| gpu.storage(label, n as u64 * 4);
-    let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
-    for i in 0..cfg.num_hidden_layers {
-        let l = |s: &str| format!("layer{i}.{s}");
-        layers.push(LayerWeights {
-            attn_norm: f32_buf(&l("attn_norm"), d)?,
-            qkv: GpuMatrix::new(gpu, &l("qkv"), cfg.qkv_dim(), d)?,
-            qkv_bias: if cfg.attention_bias { Some(f32_buf(&l("qkv_bias"), cfg.qkv_dim())?) } else { None },
-            qk_norm: if cfg.family == Family::Qwen3 { Some(f32_buf(&l("qk_norm"), 2 * cfg.head_dim)?) } else { None },
-            o_proj: GpuMatrix::new(gpu, &l("o_proj"), d, cfg.q_dim())?,
-            mlp_norm: f32_buf(&l("mlp_norm"), d)?,
-            gate: GpuMatrix::new(gpu, &l("gate"), ff, d)?,
-            up: GpuMatrix::new(gpu, &l("up"), ff, d)?,
-            down: GpuMatrix::new(gpu, &l("down"), d, ff)?,
-        });
-    }
-    let mut w = QwenWeights {
-        embed: GpuMatrix::new(gpu, "embed", v, d)?,
-        layers,
-        norm: f32_buf("norm", d)?,
-        lm_head: if cfg.tie_word_embeddings { None } else { Some(GpuMatrix::new(gpu, "lm_head", v, d)?) },
-    };
-    let total: u64 = plan.keys().map(|n| src.tensors()[n].byte_len() as u64).sum();
-    let mut done = 0u64;
-    let mut seen = BTreeSet::new();
-    for (name, (shape, slot)) in &plan {
-        let info = src.tensors()[name].clone();
-        let bytes = src.read(name)?;
-        if bytes.len() != info.byte_len() {
-            return Err(Error::Weights(format!(
-                "tensor {name}: read {} bytes, expected {}",
-                bytes.len(),
-                info.byte_len()
-            )));
-        }
-        let vector = |bytes: &[u8]| -> Result<Vec<u8>> {
-            let vals = weights::to_f32(name, &info.dtype, bytes)?;
-            if let Some(i) = vals.iter().position(|x| !x.is_finite()) {
-                return Err(Error::Weights(format!("tensor {name}: non-finite value at [{i}]")));
-            }
-            Ok(bytemuck::cast_slice(&vals).to_vec())
-        };
-        let matrix = |m: &GpuMatrix, row0: usize| -> Result<()> {
-            let halves = weights::to_f16_rows(name, &info.dtype, &bytes, shape[0], shape[1])?;
-            m.write_rows(gpu, row0, &halves)
-        };
-        match *slot {
-            Slot::Embed => matrix(&w.embed, 0)?,
-            Slot::LmHead => matrix(w.lm_head.as_ref().expect("untied"), 0)?,
-            Slot::Norm => gpu.write(&w.norm, 0, &vector(&bytes)?),
-            Slot::AttnNorm(i) => gpu.write(&w.layers[i].attn_norm, 0, &vector(&bytes)?),
-            Slot::MlpNorm(i) => gpu.write(&w.layers[i].mlp_norm, 0, &vector(&bytes)?),
-            Slot::Qkv(i, row0) => matrix(&w.layers[i].qkv, row0)?,
-            Slot::QkvBias(i, at) => {
-                gpu.write(w.layers[i].qkv_bias.as_ref().expect("bias"), at as u64 * 4, &vector(&bytes)?)
-            }
-            Slot::QNorm(i) => gpu.write(w.layers[i].qk_norm.as_ref().expect("qk"), 0, &vector(&bytes)?),
-            Slot::KNorm(i) => {
-                gpu.write(w.layers[i].qk_norm.as_ref().expect("qk"), cfg.head_dim as u64 * 4, &vector(&bytes)?)
-            }
-            Slot::OProj(i) => matrix(&w.layers[i].o_proj, 0)?,
-            Slot::Gate(i) => matrix(&w.layers[i].gate, 0)?,
-            Slot::Up(i) => matrix(&w.layers[i].up, 0)?,
-            Slot::Down(i) => matrix(&w.layers[i].down, 0)?,
-        }
-        seen.insert(name.clone());
-        done += info.byte_len() as u64;
+    let mut up = Uploader::new(gpu, cfg, src.tensors())?;
+    for (name, _) in up.wanted() {
+        let bytes = src.read(&name)?;
+        up.put(&name, &bytes)?;
+        let (done, total) = up.progress();
         progress(done, total);
-        gpu.check()?;
     }
-    debug_assert_eq!(seen.len(), plan.len());
-    if w.lm_head.is_none() && !cfg.tie_word_embeddings {
-        return Err(Error::Weights("lm_head.weight missing".into()));
-    }
-    w.layers.shrink_to_fit();
-    Ok(w)
+    up.finish()
 }

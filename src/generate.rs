@@ -31,55 +31,116 @@ pub struct Generation {
     pub finish: FinishReason,
 }
 
-/// Generate after `prompt`, continuing the model's current KV cache (call
-/// [`Qwen::reset`] first for a fresh sequence). `on_token` sees each new token; returning
-/// false stops generation.
-pub async fn generate(
-    model: &mut Qwen,
-    prompt: &[u32],
-    opts: &GenerateOptions,
-    on_token: &mut dyn FnMut(u32) -> bool,
-) -> Result<Generation> {
-    let mut sampler = Sampler::new(opts.sampling.clone())?;
-    if model.pos() + prompt.len() > model.context() {
-        return Err(Error::Request(format!(
-            "the prompt has {} tokens, but only {} of the context of {} are free",
-            prompt.len(),
-            model.context() - model.pos(),
-            model.context()
-        )));
+/// Step-by-step generation: [`Generator::start`] prefills, each [`Generator::next`] yields
+/// one token. The CLI and the browser engine both drive this; [`generate`] wraps it.
+pub struct Generator {
+    opts: GenerateOptions,
+    sampler: Sampler,
+    want: Want,
+    /// Prompt and output so far (the repetition penalty looks at both, as HF does).
+    history: Vec<u32>,
+    prompt_len: usize,
+    /// The forward output the next token is chosen from.
+    pending: Option<Output>,
+    finish: Option<FinishReason>,
+}
+
+impl Generator {
+    /// Check the request and prefill `prompt`, continuing the model's current KV cache (call
+    /// [`Qwen::reset`] first for a fresh sequence).
+    pub async fn start(model: &mut Qwen, prompt: &[u32], opts: GenerateOptions) -> Result<Generator> {
+        let sampler = Sampler::new(opts.sampling.clone())?;
+        if model.pos() + prompt.len() > model.context() {
+            return Err(Error::Request(format!(
+                "the prompt has {} tokens, but only {} of the context of {} are free",
+                prompt.len(),
+                model.context() - model.pos(),
+                model.context()
+            )));
+        }
+        let want = if opts.sampling.is_greedy() && opts.sampling.repetition_penalty == 1.0 {
+            Want::Argmax
+        } else {
+            Want::Logits
+        };
+        let mut g = Generator {
+            sampler,
+            want,
+            history: prompt.to_vec(),
+            prompt_len: prompt.len(),
+            pending: None,
+            finish: None,
+            opts,
+        };
+        if g.opts.max_new_tokens == 0 {
+            g.finish = Some(FinishReason::Length);
+        } else {
+            g.pending = Some(model.feed(prompt, want).await?);
+        }
+        Ok(g)
     }
-    let want =
-        if opts.sampling.is_greedy() && opts.sampling.repetition_penalty == 1.0 { Want::Argmax } else { Want::Logits };
-    let mut history = prompt.to_vec();
-    let mut tokens = Vec::new();
-    if opts.max_new_tokens == 0 {
-        return Ok(Generation { tokens, finish: FinishReason::Length });
-    }
-    let mut out = model.feed(prompt, want).await?;
-    loop {
+
+    /// The next token, or `None` once generation has finished.
+    pub async fn next(&mut self, model: &mut Qwen) -> Result<Option<u32>> {
+        if self.finish.is_some() {
+            return Ok(None);
+        }
+        let out = match self.pending.take() {
+            Some(o) => o,
+            None => {
+                let last = *self.history.last().expect("a token was generated");
+                model.feed(&[last], self.want).await?
+            }
+        };
         let tok = match out {
             Output::Token(t) => t,
-            Output::Logits(mut l) => sampler.sample(&mut l, &history)?,
+            Output::Logits(mut l) => self.sampler.sample(&mut l, &self.history)?,
             Output::Nothing => return Err(Error::Gpu("forward pass returned no output".into())),
         };
-        tokens.push(tok);
-        history.push(tok);
-        let finish = if opts.stop_ids.contains(&tok) {
+        self.history.push(tok);
+        let n = self.history.len() - self.prompt_len;
+        self.finish = if self.opts.stop_ids.contains(&tok) {
             Some(FinishReason::Stop)
-        } else if tokens.len() >= opts.max_new_tokens {
+        } else if n >= self.opts.max_new_tokens {
             Some(FinishReason::Length)
         } else if model.pos() >= model.context() {
             Some(FinishReason::ContextFull)
         } else {
             None
         };
-        if !on_token(tok) {
-            return Ok(Generation { tokens, finish: FinishReason::Aborted });
-        }
-        if let Some(finish) = finish {
-            return Ok(Generation { tokens, finish });
-        }
-        out = model.feed(&[tok], want).await?;
+        Ok(Some(tok))
     }
+
+    /// Stop early; [`Generator::finish_reason`] then says `Aborted`.
+    pub fn abort(&mut self) {
+        self.finish.get_or_insert(FinishReason::Aborted);
+    }
+
+    /// Why generation ended, once it has.
+    pub fn finish_reason(&self) -> Option<FinishReason> {
+        self.finish
+    }
+
+    /// The tokens generated so far.
+    pub fn tokens(&self) -> &[u32] {
+        &self.history[self.prompt_len..]
+    }
+}
+
+/// Generate after `prompt` (see [`Generator::start`]). `on_token` sees each new token;
+/// returning false stops generation.
+pub async fn generate(
+    model: &mut Qwen,
+    prompt: &[u32],
+    opts: &GenerateOptions,
+    on_token: &mut dyn FnMut(u32) -> bool,
+) -> Result<Generation> {
+    let mut g = Generator::start(model, prompt, opts.clone()).await?;
+    while let Some(tok) = g.next(model).await? {
+        if !on_token(tok) {
+            g.abort();
+            return Ok(Generation { tokens: g.tokens().to_vec(), finish: FinishReason::Aborted });
+        }
+    }
+    Ok(Generation { tokens: g.tokens().to_vec(), finish: g.finish_reason().unwrap_or(FinishReason::Length) })
 }

@@ -82,7 +82,7 @@ impl Qwen {
         // The run state first: a context that cannot fit fails before any download.
         let state =
             RunState::new(&gpu, &config, opts.max_batch.min(opts.context_for(&config)), opts.context_for(&config))?;
-        let weights = weights::load(&gpu, &config, src, progress)?;
+        let (gpu, weights) = weights::load(gpu, &config, src, progress)?;
         Ok(Qwen::assemble(gpu, config, weights, state))
     }
 

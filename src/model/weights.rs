@@ -172,8 +172,8 @@ pub fn check_tensors(cfg: &QwenConfig, tensors: &BTreeMap<String, TensorInfo>) -
 /// Puts checkpoint tensors on the GPU as they arrive, in any order: the loader pulls them
 /// from files, the browser pushes them as downloads finish. Only one tensor's bytes are held
 /// at a time.
-pub struct Uploader<'g> {
-    gpu: &'g Gpu,
+pub struct Uploader {
+    gpu: Gpu,
     cfg: QwenConfig,
     plan: BTreeMap<String, (Vec<usize>, Slot)>,
     infos: BTreeMap<String, TensorInfo>,
@@ -183,11 +183,20 @@ pub struct Uploader<'g> {
     bytes_total: u64,
 }
 
-impl<'g> Uploader<'g> {
+impl Uploader {
     /// Check the checkpoint's tensor list against `cfg` and allocate every GPU buffer.
-    pub fn new(gpu: &'g Gpu, cfg: &QwenConfig, tensors: &BTreeMap<String, TensorInfo>) -> Result<Self> {
-        check_tensors(cfg, tensors)?;
+    pub fn new(gpu: Gpu, cfg: &QwenConfig, tensors: &BTreeMap<String, TensorInfo>) -> Result<Self> {
+        let weights = Self::allocate(&gpu, cfg, tensors)?;
         let plan = plan(cfg);
+        let infos: BTreeMap<String, TensorInfo> = plan.keys().map(|n| (n.clone(), tensors[n].clone())).collect();
+        let bytes_total = infos.values().map(|t| t.byte_len() as u64).sum();
+        gpu.check()?;
+        Ok(Uploader { gpu, cfg: cfg.clone(), plan, infos, weights, done: BTreeSet::new(), bytes_done: 0, bytes_total })
+    }
+
+    /// Check the tensor list and allocate every GPU buffer of the weights.
+    fn allocate(gpu: &Gpu, cfg: &QwenConfig, tensors: &BTreeMap<String, TensorInfo>) -> Result<QwenWeights> {
+        check_tensors(cfg, tensors)?;
         let (d, ff, v) = (cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size);
         let f32_buf = |label: &str, n: usize| gpu.storage(label, n as u64 * 4);
         let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
@@ -209,16 +218,12 @@ impl<'g> Uploader<'g> {
                 down: GpuMatrix::new(gpu, &l("down"), d, ff)?,
             });
         }
-        let weights = QwenWeights {
+        Ok(QwenWeights {
             embed: GpuMatrix::new(gpu, "embed", v, d)?,
             layers,
             norm: f32_buf("norm", d)?,
             lm_head: if cfg.tie_word_embeddings { None } else { Some(GpuMatrix::new(gpu, "lm_head", v, d)?) },
-        };
-        let infos: BTreeMap<String, TensorInfo> = plan.keys().map(|n| (n.clone(), tensors[n].clone())).collect();
-        let bytes_total = infos.values().map(|t| t.byte_len() as u64).sum();
-        gpu.check()?;
-        Ok(Uploader { gpu, cfg: cfg.clone(), plan, infos, weights, done: BTreeSet::new(), bytes_done: 0, bytes_total })
+        })
     }
 
     /// The tensors still needed, with where they are stored.
@@ -247,7 +252,7 @@ impl<'g> Uploader<'g> {
                 info.byte_len()
             )));
         }
-        let (gpu, w, cfg) = (self.gpu, &self.weights, &self.cfg);
+        let (gpu, w, cfg) = (&self.gpu, &self.weights, &self.cfg);
         let vector = || -> Result<Vec<u8>> {
             let vals = weights::to_f32(name, &info.dtype, bytes)?;
             if let Some(i) = vals.iter().position(|x| !x.is_finite()) {
@@ -282,24 +287,24 @@ impl<'g> Uploader<'g> {
         self.gpu.check()
     }
 
-    /// The weights, once every tensor has been put.
-    pub fn finish(self) -> Result<QwenWeights> {
+    /// The GPU and the weights, once every tensor has been put.
+    pub fn finish(self) -> Result<(Gpu, QwenWeights)> {
         let missing: Vec<&String> = self.infos.keys().filter(|n| !self.done.contains(*n)).collect();
         if let Some(first) = missing.first() {
             return Err(Error::Weights(format!("{} tensor(s) never arrived, e.g. {first}", missing.len())));
         }
-        Ok(self.weights)
+        Ok((self.gpu, self.weights))
     }
 }
 
 /// Upload a checkpoint to the GPU, reading one tensor at a time from `src`.
 /// `progress(done_bytes, total_bytes)` is called after each tensor.
 pub fn load(
-    gpu: &Gpu,
+    gpu: Gpu,
     cfg: &QwenConfig,
     src: &mut dyn TensorSource,
     progress: &mut dyn FnMut(u64, u64),
-) -> Result<QwenWeights> {
+) -> Result<(Gpu, QwenWeights)> {
     let mut up = Uploader::new(gpu, cfg, src.tensors())?;
     for (name, _) in up.wanted() {
         let bytes = src.read(&name)?;

@@ -11,12 +11,13 @@ fn main() {
 #[cfg(not(target_arch = "wasm32"))]
 mod cli {
     use clap::{Args, Parser, Subcommand};
-    use qwen_webgpu::generate::{generate, GenerateOptions};
+    use qwen_webgpu::generate::{generate, GenerateOptions, Generator};
     use qwen_webgpu::gpu::GpuOptions;
     use qwen_webgpu::model::{self, read_config};
     use qwen_webgpu::sampler::SamplingParams;
+    use qwen_webgpu::tokenizer::{chat_prompt_ids, ChatMessage, TextStream, Tokenizer, DEFAULT_SYSTEM_PROMPT};
     use qwen_webgpu::{Error, ModelOptions, Qwen, Result};
-    use std::io::Write;
+    use std::io::{BufRead, Read, Write};
     use std::path::{Path, PathBuf};
     use std::time::Instant;
 
@@ -31,6 +32,17 @@ mod cli {
     enum Cmd {
         /// Generate a continuation of a prompt, streaming it to stdout.
         Generate(GenerateArgs),
+        /// Interactive multi-turn chat on stdin/stdout (ChatML), streaming each reply.
+        Chat(ChatArgs),
+        /// Text on stdin → comma-separated ids on stdout (or back with --decode).
+        Tokenize {
+            /// tokenizer.json or qwen.tiktoken.
+            #[arg(long)]
+            tokenizer: PathBuf,
+            /// Read comma-separated ids, print the text.
+            #[arg(long)]
+            decode: bool,
+        },
         /// Print a model's family, config, parameter count and the GPU memory it needs.
         Info {
             #[arg(long)]
@@ -63,18 +75,7 @@ mod cli {
     }
 
     #[derive(Args)]
-    struct GenerateArgs {
-        /// Model folder: config.json + model.safetensors (or shards with an index).
-        #[arg(long)]
-        model: PathBuf,
-        /// Prompt text (needs a tokenizer in the model folder).
-        #[arg(long, conflicts_with = "prompt_ids", required_unless_present = "prompt_ids")]
-        prompt: Option<String>,
-        /// Prompt as token ids: 1,2,3.
-        #[arg(long, value_delimiter = ',')]
-        prompt_ids: Option<Vec<u32>>,
-        #[arg(long, default_value_t = 128)]
-        max_new_tokens: usize,
+    struct SamplingArgs {
         /// 0 = greedy.
         #[arg(long, default_value_t = 0.0)]
         temperature: f32,
@@ -87,6 +88,58 @@ mod cli {
         repetition_penalty: f32,
         #[arg(long, default_value_t = 0)]
         seed: u64,
+    }
+
+    impl SamplingArgs {
+        fn params(&self) -> Result<SamplingParams> {
+            let p = SamplingParams {
+                temperature: self.temperature,
+                top_k: self.top_k,
+                top_p: self.top_p,
+                repetition_penalty: self.repetition_penalty,
+                seed: self.seed,
+            };
+            p.validate()?;
+            Ok(p)
+        }
+    }
+
+    #[derive(Args)]
+    struct ChatArgs {
+        #[arg(long)]
+        model: PathBuf,
+        /// System prompt.
+        #[arg(long, default_value = DEFAULT_SYSTEM_PROMPT)]
+        system: String,
+        #[arg(long, default_value_t = 512)]
+        max_new_tokens: usize,
+        #[command(flatten)]
+        sampling: SamplingArgs,
+        #[command(flatten)]
+        load: LoadArgs,
+    }
+
+    #[derive(Args)]
+    struct GenerateArgs {
+        /// Model folder: config.json + model.safetensors (or shards with an index).
+        #[arg(long)]
+        model: PathBuf,
+        /// Prompt text (needs a tokenizer in the model folder).
+        #[arg(long, conflicts_with = "prompt_ids", required_unless_present = "prompt_ids")]
+        prompt: Option<String>,
+        /// Prompt as token ids: 1,2,3.
+        #[arg(long, value_delimiter = ',')]
+        prompt_ids: Option<Vec<u32>>,
+        /// Wrap --prompt in the ChatML chat template (with --system).
+        #[arg(long, requires = "prompt")]
+        chat: bool,
+        /// System prompt for --chat.
+        #[arg(long, default_value = DEFAULT_SYSTEM_PROMPT)]
+        system: String,
+        #[arg(long, default_value_t = 128)]
+        max_new_tokens: usize,
+        #[command(flatten)]
+        sampling: SamplingArgs,
         /// Print the generated ids (prompt excluded) as one comma-separated line on stdout.
         #[arg(long)]
         print_ids: bool,
@@ -104,6 +157,8 @@ mod cli {
         let cli = Cli::parse();
         let r = match cli.cmd {
             Cmd::Generate(a) => pollster::block_on(run_generate(a)),
+            Cmd::Chat(a) => pollster::block_on(run_chat(a)),
+            Cmd::Tokenize { tokenizer, decode } => run_tokenize(&tokenizer, decode),
             Cmd::Info { model, load } => run_info(&model, &load),
         };
         match r {
@@ -132,29 +187,76 @@ mod cli {
         ids
     }
 
-    async fn run_generate(a: GenerateArgs) -> Result<()> {
-        let sampling = SamplingParams {
-            temperature: a.temperature,
-            top_k: a.top_k,
-            top_p: a.top_p,
-            repetition_penalty: a.repetition_penalty,
-            seed: a.seed,
-        };
-        sampling.validate()?;
-        let prompt: Vec<u32> = match (&a.prompt_ids, &a.prompt) {
-            (Some(ids), _) => ids.clone(),
-            (None, Some(_)) => {
-                return Err(Error::Tokenizer("--prompt needs a tokenizer; use --prompt-ids".into()));
+    /// The model folder's tokenizer, checked against the model's vocabulary.
+    fn model_tokenizer(dir: &Path, vocab_size: usize) -> Result<Tokenizer> {
+        let tok = Tokenizer::from_model_dir(dir)?
+            .ok_or_else(|| Error::Tokenizer(format!("{} has no tokenizer.json or qwen.tiktoken", dir.display())))?;
+        tok.check_fits(vocab_size)?;
+        Ok(tok)
+    }
+
+    /// Streams text to stdout as tokens arrive, skipping control tokens.
+    struct Printer {
+        tok: Option<Tokenizer>,
+        stream: Option<TextStream>,
+    }
+
+    impl Printer {
+        fn new(tok: Option<&Tokenizer>) -> Self {
+            Printer { tok: tok.cloned(), stream: tok.map(TextStream::new) }
+        }
+        fn push(&mut self, id: u32) -> Result<()> {
+            let mut out = std::io::stdout().lock();
+            match (&self.tok, &mut self.stream) {
+                (Some(tok), Some(stream)) => {
+                    if !tok.is_special(id) {
+                        if let Some(text) = stream.push(id)? {
+                            let _ = out.write_all(text.as_bytes());
+                        }
+                    }
+                }
+                // Without a tokenizer the stream is the ids themselves.
+                _ => {
+                    let _ = write!(out, "{id} ");
+                }
             }
-            (None, None) => unreachable!("clap requires one"),
-        };
+            let _ = out.flush();
+            Ok(())
+        }
+        fn finish(&mut self) {
+            if let Some(text) = self.stream.as_mut().and_then(|s| s.finish()) {
+                print!("{text}");
+            }
+            println!();
+        }
+    }
+
+    async fn run_generate(a: GenerateArgs) -> Result<()> {
+        let sampling = a.sampling.params()?;
         let (gpu_opts, opts) = a.load.options();
+        let cfg = read_config(&a.model)?;
+        let tok = match (&a.prompt, &a.prompt_ids) {
+            (Some(_), _) => Some(model_tokenizer(&a.model, cfg.vocab_size)?),
+            _ => Tokenizer::from_model_dir(&a.model).ok().flatten().filter(|t| t.check_fits(cfg.vocab_size).is_ok()),
+        };
+        let prompt: Vec<u32> = match (&a.prompt_ids, &a.prompt, &tok) {
+            (Some(ids), _, _) => ids.clone(),
+            (None, Some(text), Some(tok)) if a.chat => {
+                let messages = [ChatMessage::system(a.system.clone()), ChatMessage::user(text.clone())];
+                chat_prompt_ids(tok, &messages, opts.context_for(&cfg))?
+            }
+            (None, Some(text), Some(tok)) => tok.encode(text)?,
+            _ => return Err(Error::Request("give --prompt or --prompt-ids".into())),
+        };
         let t0 = Instant::now();
         let mut model = Qwen::load_dir(&a.model, &gpu_opts, &opts).await?;
         let load_s = t0.elapsed().as_secs_f64();
         let mut stop_ids = a.stop_ids.clone();
         if !a.ignore_eos {
             stop_ids.extend(eos_ids(&a.model));
+            if a.chat {
+                stop_ids.extend(tok.as_ref().map(|t| t.stop_ids()).unwrap_or_default());
+            }
             if stop_ids.is_empty() {
                 stop_ids.push(151643); // <|endoftext|>
             }
@@ -162,23 +264,29 @@ mod cli {
         let gen_opts = GenerateOptions { max_new_tokens: a.max_new_tokens, sampling, stop_ids };
         let t1 = Instant::now();
         let mut first: Option<f64> = None;
+        let mut printer = Printer::new(tok.as_ref());
+        let mut failed = None;
         let print_ids = a.print_ids;
-        let g = generate(&mut model, &prompt, &gen_opts, &mut |tok| {
+        let g = generate(&mut model, &prompt, &gen_opts, &mut |id| {
             first.get_or_insert_with(|| t1.elapsed().as_secs_f64());
             if !print_ids {
-                // Without a tokenizer the stream is the ids themselves.
-                print!("{tok} ");
-                let _ = std::io::stdout().flush();
+                if let Err(e) = printer.push(id) {
+                    failed = Some(e);
+                    return false;
+                }
             }
             true
         })
         .await?;
+        if let Some(e) = failed {
+            return Err(e);
+        }
         let total = t1.elapsed().as_secs_f64();
         if print_ids {
             let s: Vec<String> = g.tokens.iter().map(|t| t.to_string()).collect();
             println!("{}", s.join(","));
         } else {
-            println!();
+            printer.finish();
         }
         let ttft = first.unwrap_or(total);
         let decoded = g.tokens.len().saturating_sub(1);
@@ -192,6 +300,74 @@ mod cli {
             if decoded > 0 { (total - ttft) * 1000.0 / decoded as f64 } else { 0.0 },
             g.finish
         );
+        Ok(())
+    }
+
+    async fn run_chat(a: ChatArgs) -> Result<()> {
+        let sampling = a.sampling.params()?;
+        let (gpu_opts, opts) = a.load.options();
+        let cfg = read_config(&a.model)?;
+        let tok = model_tokenizer(&a.model, cfg.vocab_size)?;
+        let mut model = Qwen::load_dir(&a.model, &gpu_opts, &opts).await?;
+        let mut stop_ids = tok.stop_ids();
+        stop_ids.extend(eos_ids(&a.model));
+        let mut messages = vec![ChatMessage::system(a.system.clone())];
+        eprintln!("[{}] chatting with {}; /reset starts over, Ctrl-D quits", model.gpu.describe(), a.model.display());
+        let stdin = std::io::stdin();
+        let mut lines = stdin.lock().lines();
+        loop {
+            eprint!("> ");
+            let Some(line) = lines.next() else { break };
+            let line = line.map_err(|e| Error::io("stdin", e))?;
+            let line = line.trim_end();
+            if line == "/reset" {
+                messages.truncate(1);
+                continue;
+            }
+            if line.is_empty() {
+                continue;
+            }
+            messages.push(ChatMessage::user(line));
+            let budget = model.context().saturating_sub(a.max_new_tokens.min(model.context() / 2));
+            let prompt = chat_prompt_ids(&tok, &messages, budget)?;
+            model.reset();
+            let gen_opts = GenerateOptions {
+                max_new_tokens: a.max_new_tokens,
+                sampling: sampling.clone(),
+                stop_ids: stop_ids.clone(),
+            };
+            let mut g = Generator::start(&mut model, &prompt, gen_opts).await?;
+            let mut printer = Printer::new(Some(&tok));
+            while let Some(id) = g.next(&mut model).await? {
+                printer.push(id)?;
+            }
+            printer.finish();
+            let reply: Vec<u32> = g.tokens().iter().copied().filter(|&id| !tok.is_special(id)).collect();
+            messages.push(ChatMessage::assistant(tok.decode(&reply)?));
+        }
+        Ok(())
+    }
+
+    fn run_tokenize(path: &Path, decode: bool) -> Result<()> {
+        let tok = Tokenizer::from_file(path)?;
+        let mut input = Vec::new();
+        std::io::stdin().read_to_end(&mut input).map_err(|e| Error::io("stdin", e))?;
+        if decode {
+            let text = String::from_utf8_lossy(&input);
+            let ids = text
+                .split(|c: char| c == ',' || c.is_whitespace())
+                .filter(|s| !s.is_empty())
+                .map(|s| s.parse::<u32>().map_err(|_| Error::Request(format!("not a token id: {s:?}"))))
+                .collect::<Result<Vec<u32>>>()?;
+            let bytes = tok.decode_bytes(&ids)?;
+            std::io::stdout().write_all(&bytes).map_err(|e| Error::io("stdout", e))?;
+        } else {
+            let text = String::from_utf8(input).map_err(|e| {
+                Error::Request(format!("stdin is not valid UTF-8 (byte {})", e.utf8_error().valid_up_to()))
+            })?;
+            let ids: Vec<String> = tok.encode(&text)?.iter().map(|i| i.to_string()).collect();
+            println!("{}", ids.join(","));
+        }
         Ok(())
     }
 

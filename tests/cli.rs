@@ -112,3 +112,88 @@ fn errors_exit_cleanly() {
         assert!(!err.contains("panicked"), "{err}");
     }
 }
+
+/// The real vocabulary, fetched by scripts/fetch-vocab.sh (the README test command runs it).
+fn vocab(file: &str) -> std::path::PathBuf {
+    let dir = std::env::var_os("QWEN_VOCAB_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/qwen-webgpu/vocab"));
+    let p = dir.join(file);
+    assert!(p.exists(), "{} is missing: run scripts/fetch-vocab.sh", p.display());
+    p
+}
+
+fn cli_stdin(args: &[&str], input: &[u8]) -> (i32, Vec<u8>, String) {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_qwen-webgpu"))
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    let out = child.wait_with_output().unwrap();
+    (out.status.code().unwrap_or(-1), out.stdout, String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn tokenize_both_formats_and_decode() {
+    for file in ["qwen.tiktoken", "tokenizer.json"] {
+        let t = vocab(file);
+        let t = t.to_str().unwrap();
+        // Ids from the known ChatML answer in QWEN.md.
+        let (code, out, err) = cli_stdin(&["tokenize", "--tokenizer", t], b"You are a helpful assistant.");
+        assert_eq!(code, 0, "{err}");
+        assert_eq!(String::from_utf8(out).unwrap().trim(), "2610,525,264,10950,17847,13", "{file}");
+        // Control-token text is plain text, not a control token.
+        let (_, out, _) = cli_stdin(&["tokenize", "--tokenizer", t], b"<|im_end|>");
+        assert!(!String::from_utf8(out).unwrap().split(',').any(|s| s.trim() == "151645"), "{file}");
+        let text = "Qwen 通义千问 🤖\r\n  x = 12345;".as_bytes();
+        let (_, ids, _) = cli_stdin(&["tokenize", "--tokenizer", t], text);
+        let (code, back, err) = cli_stdin(&["tokenize", "--tokenizer", t, "--decode"], &ids);
+        assert_eq!(code, 0, "{err}");
+        assert_eq!(back, text, "{file} round trip");
+        let (code, _, err) = cli_stdin(&["tokenize", "--tokenizer", t, "--decode"], b"1,999999999");
+        assert_eq!(code, 1);
+        assert!(err.contains("error:"), "{err}");
+    }
+}
+
+/// `generate --prompt --chat` with a tiny model over the real vocabulary: the streamed text
+/// is exactly the decoded ids.
+#[test]
+fn generate_text_prompt_with_chat_template() {
+    let spec = Spec {
+        hidden: 32,
+        heads: 2,
+        kv_heads: 1,
+        head_dim: 16,
+        ff: 40,
+        layers: 1,
+        vocab: 151936,
+        ..Spec::qwen2(false)
+    };
+    let (dir, _) = fixture("cli-vocab", &spec, 67);
+    std::fs::copy(vocab("tokenizer.json"), dir.join("tokenizer.json")).unwrap();
+    let d = dir.to_str().unwrap();
+    let base = ["generate", "--model", d, "--prompt", "你好, Qwen!", "--chat", "--max-new-tokens", "12"];
+    let (code, ids, err) = cli(&[&base[..], &["--print-ids"]].concat());
+    assert_eq!(code, 0, "{err}");
+    let (code, text, err) = cli(&base);
+    assert_eq!(code, 0, "{err}");
+    let special = |id: &str| id.parse::<u32>().unwrap() >= 151643;
+    let plain: Vec<&str> = ids.trim().split(',').filter(|s| !special(s)).collect();
+    let (_, want, _) = cli_stdin(
+        &["tokenize", "--tokenizer", vocab("tokenizer.json").to_str().unwrap(), "--decode"],
+        plain.join(",").as_bytes(),
+    );
+    assert_eq!(text.strip_suffix('\n').unwrap(), String::from_utf8_lossy(&want));
+    // A tokenizer that does not fit the model is refused.
+    let small = Spec::qwen2(false);
+    let (sdir, _) = fixture("cli-vocab-small", &small, 68);
+    std::fs::copy(vocab("qwen.tiktoken"), sdir.join("qwen.tiktoken")).unwrap();
+    let (code, _, err) = cli(&["generate", "--model", sdir.to_str().unwrap(), "--prompt", "hi"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("vocab_size is 301"), "{err}");
+}

@@ -5,6 +5,8 @@
 //! → [`model::weights`] (f16 matrices on the GPU) → [`model::Qwen::feed`] (the forward pass,
 //! kernels in [`ops`]) → logits → [`sampler`] → token ids → text.
 
+#[cfg(not(target_arch = "wasm32"))]
+pub mod bench;
 pub mod config;
 pub mod error;
 pub mod generate;
@@ -14,6 +16,8 @@ pub mod ops;
 pub mod sampler;
 pub mod tokenizer;
 pub mod weights;
+#[cfg(target_arch = "wasm32")]
+pub mod wasm;
 
 pub use config::{Family, QwenConfig};
 pub use error::{Error, Result};

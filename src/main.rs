@@ -43,6 +43,8 @@ mod cli {
             #[arg(long)]
             decode: bool,
         },
+        /// Measure prefill/decode speed, memory and the decode roofline fraction.
+        Bench(BenchArgs),
         /// Print a model's family, config, parameter count and the GPU memory it needs.
         Info {
             #[arg(long)]
@@ -105,6 +107,35 @@ mod cli {
     }
 
     #[derive(Args)]
+    struct BenchArgs {
+        /// Model folder; without it, a Qwen-1.8B-shaped checkpoint with random weights.
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// Layers of the synthesised model (default 24, as Qwen-1.8B).
+        #[arg(long)]
+        layers: Option<usize>,
+        /// Vocabulary of the synthesised model (default 151936; smaller for quick runs).
+        #[arg(long)]
+        vocab: Option<usize>,
+        /// Prompt lengths to time prefill on.
+        #[arg(long, value_delimiter = ',', default_value = "128,1024")]
+        prefill: Vec<usize>,
+        /// Cache lengths to time decoding at.
+        #[arg(long, value_delimiter = ',', default_value = "128,2048")]
+        decode_at: Vec<usize>,
+        /// Tokens decoded per measurement.
+        #[arg(long, default_value_t = 16)]
+        decode_tokens: usize,
+        /// Write the report as JSON here too.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        #[arg(long, default_value_t = 128)]
+        max_batch: usize,
+        #[arg(long, hide = true)]
+        max_binding_bytes: Option<u64>,
+    }
+
+    #[derive(Args)]
     struct ChatArgs {
         #[arg(long)]
         model: PathBuf,
@@ -158,6 +189,7 @@ mod cli {
         let r = match cli.cmd {
             Cmd::Generate(a) => pollster::block_on(run_generate(a)),
             Cmd::Chat(a) => pollster::block_on(run_chat(a)),
+            Cmd::Bench(a) => pollster::block_on(run_bench(a)),
             Cmd::Tokenize { tokenizer, decode } => run_tokenize(&tokenizer, decode),
             Cmd::Info { model, load } => run_info(&model, &load),
         };
@@ -344,6 +376,49 @@ mod cli {
             printer.finish();
             let reply: Vec<u32> = g.tokens().iter().copied().filter(|&id| !tok.is_special(id)).collect();
             messages.push(ChatMessage::assistant(tok.decode(&reply)?));
+        }
+        Ok(())
+    }
+
+    async fn run_bench(a: BenchArgs) -> Result<()> {
+        use qwen_webgpu::bench;
+        let need = a.prefill.iter().chain(&a.decode_at).map(|&n| n + a.decode_tokens + 1).max().unwrap_or(256);
+        let opts = ModelOptions { context: Some(need), max_batch: a.max_batch.max(1) };
+        let gpu = qwen_webgpu::gpu::Gpu::new(&GpuOptions { max_binding_bytes: a.max_binding_bytes }).await?;
+        let t0 = Instant::now();
+        let (mut model, name) = match &a.model {
+            Some(dir) => {
+                let cfg = read_config(dir)?;
+                let mut src = qwen_webgpu::weights::FileSource::open_dir(dir)?;
+                (Qwen::load(gpu, cfg, &mut src, &opts, &mut |_, _| {})?, dir.display().to_string())
+            }
+            None => {
+                let mut cfg = bench::qwen_1_8b(a.layers);
+                cfg.vocab_size = a.vocab.unwrap_or(cfg.vocab_size);
+                let name = format!(
+                    "Qwen-1.8B-shaped, random weights, {} layers, vocab {}",
+                    cfg.num_hidden_layers, cfg.vocab_size
+                );
+                let mut src = bench::RandomSource::new(&cfg, 1);
+                (Qwen::load(gpu, cfg, &mut src, &opts, &mut |_, _| {})?, name)
+            }
+        };
+        eprintln!("loaded in {:.1}s", t0.elapsed().as_secs_f64());
+        let report = bench::run(
+            &mut model,
+            &name,
+            &bench::BenchOptions {
+                prefill_lens: a.prefill,
+                decode_contexts: a.decode_at,
+                decode_tokens: a.decode_tokens.max(1),
+                seed: 7,
+            },
+        )
+        .await?;
+        print!("{}", report.table());
+        if let Some(path) = a.json {
+            let text = serde_json::to_string_pretty(&report).map_err(|e| Error::Request(e.to_string()))?;
+            std::fs::write(&path, text).map_err(|e| Error::io(path.display(), e))?;
         }
         Ok(())
     }

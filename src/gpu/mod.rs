@@ -36,6 +36,8 @@ pub struct Gpu {
     /// device's `max_storage_buffer_binding_size` and `max_buffer_size`.
     pub max_binding: u64,
     kernels: RefCell<HashMap<ShaderKey, Rc<Kernel>>>,
+    /// Bytes of every long-lived buffer created through [`Gpu::storage`] / [`Gpu::readback_buffer`].
+    allocated: std::cell::Cell<u64>,
     /// First error the device reported outside an error scope (validation, out of memory, loss).
     fault: Arc<Mutex<Option<String>>>,
 }
@@ -100,6 +102,7 @@ impl Gpu {
             limits,
             max_binding,
             kernels: RefCell::new(HashMap::new()),
+            allocated: std::cell::Cell::new(0),
             fault,
         })
     }
@@ -133,12 +136,31 @@ impl Gpu {
                 self.max_binding
             )));
         }
+        self.allocated.set(self.allocated.get() + size);
         Ok(self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(label),
             size,
             usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC,
             mapped_at_creation: false,
         }))
+    }
+
+    /// A long-lived MAP_READ buffer for reading results back.
+    pub fn readback_buffer(&self, label: &str, size: u64) -> wgpu::Buffer {
+        let size = size.max(4).div_ceil(4) * 4;
+        self.allocated.set(self.allocated.get() + size);
+        self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        })
+    }
+
+    /// Exact bytes of the long-lived buffers allocated so far (weights, activations, KV cache,
+    /// readback buffers); per-submission uniform arenas and one-off readbacks not included.
+    pub fn allocated_bytes(&self) -> u64 {
+        self.allocated.get()
     }
 
     /// A storage buffer filled with `data`.

@@ -21,6 +21,7 @@ const SOURCES: &[(&str, &str)] = &[
     ("attention.wgsl", include_str!("../../shaders/attention.wgsl")),
     ("silu_mul.wgsl", include_str!("../../shaders/silu_mul.wgsl")),
     ("argmax.wgsl", include_str!("../../shaders/argmax.wgsl")),
+    ("copy.wgsl", include_str!("../../shaders/copy.wgsl")),
 ];
 
 fn source(name: &str) -> Result<&'static str> {

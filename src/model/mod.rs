@@ -68,6 +68,8 @@ pub struct Qwen {
     rope_host: Vec<f32>,
     /// `[rows, vocab]` logits for [`Want::AllLogits`], allocated on first use.
     logits_all: Option<(usize, wgpu::Buffer)>,
+    /// Kernel dispatches in the last forward pass.
+    last_dispatches: usize,
 }
 
 impl Qwen {
@@ -95,7 +97,18 @@ impl Qwen {
 
     fn assemble(gpu: Gpu, config: QwenConfig, weights: QwenWeights, state: RunState) -> Qwen {
         let inv_freq = rope::inv_freq(config.rope_theta, config.head_dim);
-        Qwen { config, gpu, weights, state, inv_freq, ntk_alpha: 1.0, pos: 0, rope_host: Vec::new(), logits_all: None }
+        Qwen {
+            config,
+            gpu,
+            weights,
+            state,
+            inv_freq,
+            ntk_alpha: 1.0,
+            pos: 0,
+            rope_host: Vec::new(),
+            logits_all: None,
+            last_dispatches: 0,
+        }
     }
 
     /// Open a Hugging Face model folder (`config.json` + safetensors) on the default GPU.
@@ -130,6 +143,11 @@ impl Qwen {
     /// The NTK alpha in use (1 unless a Qwen v1 prompt ran past `seq_length`).
     pub fn ntk_alpha(&self) -> f64 {
         self.ntk_alpha
+    }
+
+    /// Kernel dispatches recorded by the last forward pass (all in one submission).
+    pub fn last_dispatches(&self) -> usize {
+        self.last_dispatches
     }
 
     /// Forget the conversation: the next prompt starts at position 0.
@@ -227,6 +245,7 @@ impl Qwen {
         let mut enc = gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("forward") });
         let out = match want {
             Want::Nothing => {
+                self.last_dispatches = rec.len();
                 rec.encode(&mut enc)?;
                 gpu.queue.submit([enc.finish()]);
                 gpu.check()?;
@@ -238,6 +257,7 @@ impl Qwen {
                 ops::linear(&mut rec, &s.xn, 0, 1, w.lm_head(), None, &s.logits, false)?;
                 if want == Want::Argmax {
                     ops::argmax(&mut rec, &s.logits, vocab, &s.next)?;
+                    self.last_dispatches = rec.len();
                     rec.encode(&mut enc)?;
                     enc.copy_buffer_to_buffer(&s.next, 0, &s.next_readback, 0, 4);
                     gpu.queue.submit([enc.finish()]);
@@ -248,6 +268,7 @@ impl Qwen {
                     }
                     Output::Token(id)
                 } else {
+                    self.last_dispatches = rec.len();
                     rec.encode(&mut enc)?;
                     enc.copy_buffer_to_buffer(&s.logits, 0, &s.logits_readback, 0, vocab as u64 * 4);
                     gpu.queue.submit([enc.finish()]);

@@ -48,14 +48,7 @@ impl RunState {
         }
         let f = |label: &str, n: usize| gpu.storage(label, n as u64 * 4);
         let t = max_tokens;
-        let readback = |label: &str, size: u64| {
-            gpu.device.create_buffer(&wgpu::BufferDescriptor {
-                label: Some(label),
-                size,
-                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-                mapped_at_creation: false,
-            })
-        };
+        let readback = |label: &str, size: u64| gpu.readback_buffer(label, size);
         let kv_bytes = context as u64 * cfg.kv_dim() as u64 * 4;
         if kv_bytes > gpu.max_binding {
             return Err(Error::Gpu(format!(

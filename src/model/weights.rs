@@ -34,6 +34,19 @@ impl QwenWeights {
     pub fn lm_head(&self) -> &GpuMatrix {
         self.lm_head.as_ref().unwrap_or(&self.embed)
     }
+
+    /// Weight bytes one decoded token reads: every layer matrix, the LM head, one embedding
+    /// row (norms and biases are negligible and left out).
+    pub fn bytes_per_token(&self) -> u64 {
+        let layers: u64 = self
+            .layers
+            .iter()
+            .map(|l| {
+                l.qkv.gpu_bytes() + l.o_proj.gpu_bytes() + l.gate.gpu_bytes() + l.up.gpu_bytes() + l.down.gpu_bytes()
+            })
+            .sum();
+        layers + self.lm_head().gpu_bytes() + GpuMatrix::row_bytes(self.embed.cols)
+    }
 }
 
 /// Where a checkpoint tensor goes.
@@ -109,6 +122,11 @@ fn plan(cfg: &QwenConfig) -> BTreeMap<String, (Vec<usize>, Slot)> {
         add("lm_head.weight".into(), vec![v, d], Slot::LmHead);
     }
     p
+}
+
+/// Every tensor a checkpoint of `cfg` must hold, with its shape.
+pub fn expected_tensors(cfg: &QwenConfig) -> Vec<(String, Vec<usize>)> {
+    plan(cfg).into_iter().map(|(n, (shape, _))| (n, shape)).collect()
 }
 
 /// Tensors a checkpoint may hold that we do not need.

@@ -268,6 +268,12 @@ pub fn silu_mul(rec: &mut Recorder, gate: &wgpu::Buffer, up: &wgpu::Buffer, n: u
     rec.dispatch(&k, &CountParams { n: u(n), _pad: [0; 3] }, &[gate, up], groups(n, WG)?)
 }
 
+/// `dst[..n] = src[..n]` in 16-byte elements (`n` counts vec4<u32>): the bandwidth probe.
+pub fn copy(rec: &mut Recorder, src: &wgpu::Buffer, dst: &wgpu::Buffer, n: usize) -> Result<()> {
+    let k = rec.gpu().kernel(&ShaderKey::new("copy").def("WG", WG), &[Read, Rw])?;
+    rec.dispatch(&k, &CountParams { n: u(n), _pad: [0; 3] }, &[src, dst], groups(n, WG)?)
+}
+
 /// Threads of the one argmax workgroup.
 pub const ARGMAX_WG: u32 = 256;
 

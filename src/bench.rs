@@ -1,0 +1,276 @@
+//! `qwen-webgpu bench`: prefill and decode speed, memory, dispatches and the decode roofline
+//! fraction, on any model folder or on a Qwen-1.8B-shaped checkpoint synthesised on the fly
+//! (random weights, nothing downloaded). Native only (it uses wall-clock time).
+
+use crate::config::{Family, QwenConfig};
+use crate::error::{Error, Result};
+use crate::gpu::{Gpu, Recorder};
+use crate::model::{Output, Qwen, Want};
+use crate::ops;
+use crate::weights::{Dtype, TensorInfo, TensorSource};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+/// Qwen-1.8B's config.json (QWEN.md), optionally with fewer layers.
+pub fn qwen_1_8b(layers: Option<usize>) -> QwenConfig {
+    QwenConfig {
+        family: Family::QwenV1,
+        hidden_size: 2048,
+        num_hidden_layers: layers.unwrap_or(24),
+        num_attention_heads: 16,
+        num_key_value_heads: 16,
+        head_dim: 128,
+        intermediate_size: 5504,
+        vocab_size: 151936,
+        rope_theta: 10000.0,
+        rms_norm_eps: 1e-6,
+        tie_word_embeddings: false,
+        attention_bias: true,
+        max_position_embeddings: 8192,
+        seq_length: 8192,
+        use_dynamic_ntk: true,
+        use_logn_attn: true,
+    }
+}
+
+/// A checkpoint whose tensors are made up when read: bf16, uniform, scaled like an
+/// initialised model. One tensor exists in memory at a time.
+pub struct RandomSource {
+    tensors: BTreeMap<String, TensorInfo>,
+    state: u64,
+}
+
+impl RandomSource {
+    pub fn new(cfg: &QwenConfig, seed: u64) -> Self {
+        let mut tensors = BTreeMap::new();
+        let mut at = 0u64;
+        for (name, shape) in crate::model::weights::expected_tensors(cfg) {
+            let bytes = shape.iter().product::<usize>() as u64 * 2;
+            tensors.insert(name, TensorInfo { dtype: Dtype::BF16, shape, start: at, end: at + bytes });
+            at += bytes;
+        }
+        RandomSource { tensors, state: seed | 1 }
+    }
+}
+
+impl TensorSource for RandomSource {
+    fn tensors(&self) -> &BTreeMap<String, TensorInfo> {
+        &self.tensors
+    }
+    fn read(&mut self, name: &str) -> Result<Vec<u8>> {
+        let info = self.tensors.get(name).ok_or_else(|| Error::Weights(format!("no tensor {name}")))?;
+        let (scale, offset) = match info.shape.as_slice() {
+            [_, cols] => (3f32.sqrt() / (*cols as f32).sqrt(), 0.0),
+            _ if name.contains("norm") || name.contains("ln_") => (0.0, 1.0),
+            _ => (0.02, 0.0),
+        };
+        let mut out = Vec::with_capacity(info.byte_len());
+        for _ in 0..info.numel() {
+            // xorshift64
+            self.state ^= self.state << 13;
+            self.state ^= self.state >> 7;
+            self.state ^= self.state << 17;
+            let u = (self.state >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0;
+            out.extend_from_slice(&half::bf16::from_f32(offset + u * scale).to_le_bytes());
+        }
+        Ok(out)
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PrefillResult {
+    pub tokens: usize,
+    pub tok_per_s: f64,
+    /// Prompt in, first token out (prefill, LM head, GPU argmax, 4-byte readback).
+    pub seconds: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DecodeResult {
+    /// Tokens in the KV cache when decoding started.
+    pub context: usize,
+    pub tok_per_s: f64,
+    pub ms_per_token: f64,
+    /// Weights plus the average KV cache read per token.
+    pub bytes_per_token: u64,
+    /// (bytes per token / measured bandwidth) / measured time per token.
+    pub roofline_fraction: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    pub adapter: String,
+    pub model: String,
+    pub parameters: u64,
+    pub weight_format: String,
+    pub kv_cache_format: String,
+    pub context: usize,
+    /// Exact bytes of every long-lived GPU buffer (weights, activations, KV cache, readback).
+    pub gpu_bytes_allocated: u64,
+    pub weight_bytes_per_token: u64,
+    pub dispatches_per_decoded_token: usize,
+    pub submissions_per_decoded_token: usize,
+    pub readback_bytes_per_decoded_token: usize,
+    /// Streaming copy bandwidth (read + write bytes / second), measured in this run.
+    pub bandwidth_gb_s: f64,
+    pub time_to_first_token_s: f64,
+    pub prefill: Vec<PrefillResult>,
+    pub decode: Vec<DecodeResult>,
+}
+
+/// Streaming bandwidth of a plain copy kernel, in GB/s (bytes read + written).
+pub async fn bandwidth(gpu: &Gpu) -> Result<f64> {
+    let size = gpu.max_binding.min(256 << 20) / 16 * 16;
+    let src = gpu.storage("bw_src", size)?;
+    let dst = gpu.storage("bw_dst", size)?;
+    let n = (size / 16) as usize;
+    let run = |reps: usize| -> Result<()> {
+        let mut rec = Recorder::new(gpu);
+        for i in 0..reps {
+            let (a, b) = if i % 2 == 0 { (&src, &dst) } else { (&dst, &src) };
+            ops::copy(&mut rec, a, b, n)?;
+        }
+        rec.submit()
+    };
+    run(1)?;
+    gpu.read(&dst, 0, 16).await?;
+    let reps = 8;
+    let t = Instant::now();
+    run(reps)?;
+    gpu.read(&dst, 0, 16).await?;
+    let s = t.elapsed().as_secs_f64();
+    Ok(2.0 * size as f64 * reps as f64 / s / 1e9)
+}
+
+pub struct BenchOptions {
+    pub prefill_lens: Vec<usize>,
+    pub decode_contexts: Vec<usize>,
+    pub decode_tokens: usize,
+    pub seed: u64,
+}
+
+fn random_ids(n: usize, vocab: usize, state: &mut u64) -> Vec<u32> {
+    (0..n)
+        .map(|_| {
+            *state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((*state >> 33) % vocab as u64) as u32
+        })
+        .collect()
+}
+
+fn token(out: Output) -> Result<u32> {
+    match out {
+        Output::Token(t) => Ok(t),
+        _ => Err(Error::Gpu("expected a token".into())),
+    }
+}
+
+/// Measure `model` (already loaded). `model_name` labels the report.
+pub async fn run(model: &mut Qwen, model_name: &str, opts: &BenchOptions) -> Result<BenchReport> {
+    let cfg = model.config.clone();
+    let ctx = model.context();
+    let mut rng = opts.seed | 1;
+    // The model's own memory, before the bandwidth probe's scratch buffers.
+    let gpu_bytes = model.gpu.allocated_bytes();
+    let bw = bandwidth(&model.gpu).await?;
+
+    // Warm-up: compile every pipeline (prefill and decode shapes).
+    model.reset();
+    let warm = random_ids(4.min(ctx - 1), cfg.vocab_size, &mut rng);
+    let t = token(model.feed(&warm, Want::Argmax).await?)?;
+    token(model.feed(&[t], Want::Argmax).await?)?;
+
+    let mut prefill = Vec::new();
+    for &n in opts.prefill_lens.iter().filter(|&&n| n < ctx) {
+        model.reset();
+        let ids = random_ids(n, cfg.vocab_size, &mut rng);
+        let t0 = Instant::now();
+        token(model.feed(&ids, Want::Argmax).await?)?;
+        let s = t0.elapsed().as_secs_f64();
+        prefill.push(PrefillResult { tokens: n, tok_per_s: n as f64 / s, seconds: s });
+    }
+    let ttft = prefill.first().map(|p| p.seconds).unwrap_or(0.0);
+
+    let weight_bytes = model.weights.bytes_per_token();
+    let kv_row = 2 * cfg.num_hidden_layers as u64 * cfg.kv_dim() as u64 * 4;
+    let mut decode = Vec::new();
+    let mut dispatches = 0;
+    for &c in opts.decode_contexts.iter().filter(|&&c| c + opts.decode_tokens < ctx && c > 0) {
+        model.reset();
+        let ids = random_ids(c, cfg.vocab_size, &mut rng);
+        let mut tok = token(model.feed(&ids, Want::Argmax).await?)?;
+        let t0 = Instant::now();
+        for _ in 0..opts.decode_tokens {
+            tok = token(model.feed(&[tok], Want::Argmax).await?)?;
+        }
+        let per = t0.elapsed().as_secs_f64() / opts.decode_tokens as f64;
+        dispatches = model.last_dispatches();
+        let bytes = weight_bytes + kv_row * (c as u64 + opts.decode_tokens as u64 / 2);
+        decode.push(DecodeResult {
+            context: c,
+            tok_per_s: 1.0 / per,
+            ms_per_token: per * 1e3,
+            bytes_per_token: bytes,
+            roofline_fraction: bytes as f64 / (bw * 1e9) / per,
+        });
+    }
+    Ok(BenchReport {
+        adapter: model.gpu.describe(),
+        model: model_name.to_string(),
+        parameters: cfg.parameter_count(),
+        weight_format: "f16".into(),
+        kv_cache_format: "f32".into(),
+        context: ctx,
+        gpu_bytes_allocated: gpu_bytes,
+        weight_bytes_per_token: weight_bytes,
+        dispatches_per_decoded_token: dispatches,
+        submissions_per_decoded_token: 1,
+        readback_bytes_per_decoded_token: 4,
+        bandwidth_gb_s: bw,
+        time_to_first_token_s: ttft,
+        prefill,
+        decode,
+    })
+}
+
+impl BenchReport {
+    /// The human-readable table.
+    pub fn table(&self) -> String {
+        let mut s = String::new();
+        let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
+        s += &format!("adapter        {}\n", self.adapter);
+        s += &format!(
+            "model          {} ({:.3} B params, {} weights, {} KV cache, context {})\n",
+            self.model,
+            self.parameters as f64 / 1e9,
+            self.weight_format,
+            self.kv_cache_format,
+            self.context
+        );
+        s += &format!("gpu memory     {} bytes ({:.1} MiB)\n", self.gpu_bytes_allocated, mib(self.gpu_bytes_allocated));
+        s += &format!("bandwidth      {:.2} GB/s (copy kernel, this run)\n", self.bandwidth_gb_s);
+        s += &format!(
+            "per token      {} dispatches, {} submission, {} bytes read back, {:.1} MiB of weights\n",
+            self.dispatches_per_decoded_token,
+            self.submissions_per_decoded_token,
+            self.readback_bytes_per_decoded_token,
+            mib(self.weight_bytes_per_token)
+        );
+        s += &format!("first token    {:.3} s\n", self.time_to_first_token_s);
+        for p in &self.prefill {
+            s += &format!("prefill {:>5}  {:>9.1} tok/s ({:.3} s)\n", p.tokens, p.tok_per_s, p.seconds);
+        }
+        for d in &self.decode {
+            s += &format!(
+                "decode @{:>5}  {:>9.2} tok/s ({:.1} ms/token, {:.1} MiB/token, roofline {:.2})\n",
+                d.context,
+                d.tok_per_s,
+                d.ms_per_token,
+                mib(d.bytes_per_token),
+                d.roofline_fraction
+            );
+        }
+        s
+    }
+}

@@ -2,8 +2,8 @@
 //!
 //! Two vocabulary file formats load into one [`Tokenizer`]:
 //! - Qwen v1 `qwen.tiktoken` (`base64(bytes) rank` lines): our own rank-based byte-level BPE
-//!   ([`tiktoken`]), the Qwen regex, NFC first, v1 specials at 151643..=151850;
-//! - Hugging Face `tokenizer.json` (Qwen1.5/2/2.5/3) through the `tokenizers` crate ([`hf`]).
+//!   (`tiktoken.rs`), the Qwen regex, NFC first, v1 specials at 151643..=151850;
+//! - Hugging Face `tokenizer.json` (Qwen1.5/2/2.5/3) through the `tokenizers` crate (`hf.rs`).
 //!
 //! Both share the same BPE vocabulary for ids 0..151643 and give the same ids on ordinary text.
 //! Decoding is ours for both formats: every id maps to its raw bytes, so [`Tokenizer::decode`]
@@ -14,6 +14,9 @@
 //! `<|extra_0|>`..`<|extra_204|>`, tokenizer.json has `<think>`, `<tool_call>`, ...), and with
 //! [`Tokenizer::encode_with_specials`] tokenizer.json finds added tokens *before* NFC while the
 //! v1 reference normalises first (only matters for a combining mark right after `>`).
+//! Also, the `tokenizers` crate's NFC uses old Unicode tables: combining marks of recently
+//! added scripts are not reordered for tokenizer.json (as in HF tokenizers, its reference),
+//! while qwen.tiktoken gets Python's `unicodedata` result (its reference). Common text agrees.
 //!
 //! [`Tokenizer::encode`] treats special-token strings such as `<|im_end|>` as plain text: message
 //! content can never inject control tokens. Only [`Tokenizer::encode_with_specials`] and the

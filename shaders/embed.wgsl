@@ -1,6 +1,5 @@
 // Embedding gather for one row-chunk of the table: out[t, :] = table[tokens[t], :] for the
 // tokens whose id falls in [row0, row0 + rows). Other tokens are written by other chunks.
-#include "common/f16.wgsl"
 #include "common/grid.wgsl"
 
 struct Params {
@@ -8,16 +7,18 @@ struct Params {
     cols: u32,     // hidden_size
     row0: u32,     // first vocabulary row held by this chunk
     rows: u32,     // rows held by this chunk
-    stride: u32,   // words per table row
-    _pad0: u32,
+    stride: u32,   // value words per table row
+    scales: u32,   // word offset of the scales (quantized formats)
     _pad1: u32,
     _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> tokens: array<u32>;      // [n_tokens]
-@group(0) @binding(2) var<storage, read> table: array<u32>;       // [rows, stride] f16 pairs
+@group(0) @binding(2) var<storage, read> w: array<u32>;           // [rows, stride] values, then scales
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;   // [n_tokens, cols]
+
+#include "common/weights.wgsl"
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -32,5 +33,5 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     if (tok < p.row0 || tok >= p.row0 + p.rows) {
         return;
     }
-    out[i] = half_of(table[(tok - p.row0) * p.stride + c / 2u], c);
+    out[i] = w_at(tok - p.row0, c);
 }

@@ -1,6 +1,5 @@
 // Y = X W^T (+ bias) (+= Y) for many tokens (prefill), tiled: each workgroup computes a
 // TILE x TILE block of (token, output row) from TILE-wide slices of X and W in workgroup memory.
-#include "common/f16.wgsl"
 #include "common/grid.wgsl"
 
 struct Params {
@@ -11,18 +10,20 @@ struct Params {
     out_cols: u32,  // width of an output row (all chunks)
     row0: u32,      // output column of this chunk's first row
     x_row0: u32,    // first input row to read
-    _pad: u32,
+    scales: u32,    // word offset of the scales (quantized formats)
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;          // [.., cols]
-@group(0) @binding(2) var<storage, read> w: array<u32>;          // [rows, stride] f16 pairs
+@group(0) @binding(2) var<storage, read> w: array<u32>;          // [rows, stride] values, then scales
 #ifdef BIAS
 @group(0) @binding(3) var<storage, read> bias: array<f32>;       // [out_cols]
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;  // [n_tokens, out_cols]
 #else
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;  // [n_tokens, out_cols]
 #endif
+
+#include "common/weights.wgsl"
 
 var<workgroup> xs: array<array<f32, TILE>, TILE>;        // [token][k]
 var<workgroup> ws: array<array<f32, TILE_PAD>, TILE>;    // [row][k]
@@ -50,7 +51,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
         xs[lid.y][lid.x] = xv;
         var wv = 0.0;
         if (wr < p.rows && k < p.cols) {
-            wv = half_of(w[wr * p.stride + k / 2u], k);
+            wv = w_at(wr, k);
         }
         ws[lid.y][lid.x] = wv;
         workgroupBarrier();

@@ -219,7 +219,7 @@ pub async fn run(model: &mut Qwen, model_name: &str, opts: &BenchOptions) -> Res
         adapter: model.gpu.describe(),
         model: model_name.to_string(),
         parameters: cfg.parameter_count(),
-        weight_format: "f16".into(),
+        weight_format: model.weights.embed.format.name().into(),
         kv_cache_format: "f32".into(),
         context: ctx,
         gpu_bytes_allocated: gpu_bytes,

@@ -16,6 +16,7 @@ mod cli {
     use qwen_webgpu::model::{self, read_config};
     use qwen_webgpu::sampler::SamplingParams;
     use qwen_webgpu::tokenizer::{chat_prompt_ids, ChatMessage, TextStream, Tokenizer, DEFAULT_SYSTEM_PROMPT};
+    use qwen_webgpu::weights::quant::WeightFormat;
     use qwen_webgpu::{Error, ModelOptions, Qwen, Result};
     use std::io::{BufRead, Read, Write};
     use std::path::{Path, PathBuf};
@@ -62,17 +63,27 @@ mod cli {
         /// Most tokens per forward pass; longer prompts are fed in chunks.
         #[arg(long, default_value_t = 128)]
         max_batch: usize,
+        /// How weights are stored on the GPU: f16, q8 or q4 (quantized while loading).
+        #[arg(long, default_value = "f16")]
+        weights: String,
         /// Cap the storage binding size (bytes) below the adapter's, to test weight splitting.
         #[arg(long, hide = true)]
         max_binding_bytes: Option<u64>,
     }
 
     impl LoadArgs {
-        fn options(&self) -> (GpuOptions, ModelOptions) {
-            (
+        fn weight_format(&self) -> Result<WeightFormat> {
+            WeightFormat::parse(&self.weights)
+        }
+        fn options(&self) -> Result<(GpuOptions, ModelOptions)> {
+            Ok((
                 GpuOptions { max_binding_bytes: self.max_binding_bytes },
-                ModelOptions { context: self.context, max_batch: self.max_batch.max(1) },
-            )
+                ModelOptions {
+                    context: self.context,
+                    max_batch: self.max_batch.max(1),
+                    weights: self.weight_format()?,
+                },
+            ))
         }
     }
 
@@ -126,6 +137,9 @@ mod cli {
         /// Tokens decoded per measurement.
         #[arg(long, default_value_t = 16)]
         decode_tokens: usize,
+        /// How weights are stored on the GPU: f16, q8 or q4.
+        #[arg(long, default_value = "f16")]
+        weights: String,
         /// Write the report as JSON here too.
         #[arg(long)]
         json: Option<PathBuf>,
@@ -265,7 +279,7 @@ mod cli {
 
     async fn run_generate(a: GenerateArgs) -> Result<()> {
         let sampling = a.sampling.params()?;
-        let (gpu_opts, opts) = a.load.options();
+        let (gpu_opts, opts) = a.load.options()?;
         let cfg = read_config(&a.model)?;
         let tok = match (&a.prompt, &a.prompt_ids) {
             (Some(_), _) => Some(model_tokenizer(&a.model, cfg.vocab_size)?),
@@ -337,7 +351,7 @@ mod cli {
 
     async fn run_chat(a: ChatArgs) -> Result<()> {
         let sampling = a.sampling.params()?;
-        let (gpu_opts, opts) = a.load.options();
+        let (gpu_opts, opts) = a.load.options()?;
         let cfg = read_config(&a.model)?;
         let tok = model_tokenizer(&a.model, cfg.vocab_size)?;
         let mut model = Qwen::load_dir(&a.model, &gpu_opts, &opts).await?;
@@ -383,7 +397,11 @@ mod cli {
     async fn run_bench(a: BenchArgs) -> Result<()> {
         use qwen_webgpu::bench;
         let need = a.prefill.iter().chain(&a.decode_at).map(|&n| n + a.decode_tokens + 1).max().unwrap_or(256);
-        let opts = ModelOptions { context: Some(need), max_batch: a.max_batch.max(1) };
+        let opts = ModelOptions {
+            context: Some(need),
+            max_batch: a.max_batch.max(1),
+            weights: WeightFormat::parse(&a.weights)?,
+        };
         let gpu = qwen_webgpu::gpu::Gpu::new(&GpuOptions { max_binding_bytes: a.max_binding_bytes }).await?;
         let t0 = Instant::now();
         let (mut model, name) = match &a.model {
@@ -450,7 +468,7 @@ mod cli {
         let cfg = read_config(dir)?;
         let src = qwen_webgpu::weights::FileSource::open_dir(dir)?;
         model::weights::check_tensors(&cfg, qwen_webgpu::weights::TensorSource::tensors(&src))?;
-        let (_, opts) = load.options();
+        let (_, opts) = load.options()?;
         let (w, s) = model::gpu_bytes(&cfg, &opts);
         let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
         println!("family: {}", cfg.family.name());

@@ -8,7 +8,7 @@ fn bench_reduced_size_reports_every_figure() {
     let json = std::env::temp_dir().join(format!("bench-{}.json", std::process::id()));
     let out = Command::new(env!("CARGO_BIN_EXE_qwen-webgpu"))
         .args(["bench", "--layers", "1", "--vocab", "1000", "--prefill", "8,20", "--decode-at", "8,40"])
-        .args(["--decode-tokens", "2", "--json", json.to_str().unwrap()])
+        .args(["--decode-tokens", "2", "--weights", "q4", "--json", json.to_str().unwrap()])
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -16,14 +16,16 @@ fn bench_reduced_size_reports_every_figure() {
     println!("{stdout}");
     let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     let f = |k: &str| r[k].as_f64().unwrap_or_else(|| panic!("{k} missing in {r}"));
-    // One Qwen-1.8B layer: qkv 6144x2048, o 2048x2048, 3 MLP matrices 5504x2048, f16;
-    // plus a 1000-row LM head and one embedding row.
-    let layer = 2 * (6144 * 2048 + 2048 * 2048 + 3 * 5504 * 2048);
-    assert_eq!(f("weight_bytes_per_token") as u64, layer + 2 * 1000 * 2048 + 2 * 2048);
+    // One Qwen-1.8B layer: qkv 6144x2048, o 2048x2048, 3 MLP matrices 5504x2048; plus a
+    // 1000-row LM head and one embedding row; q4 is 18 bytes per 32 weights.
+    let q4 = |n: u64| n * 18 / 32;
+    let layer = q4(6144 * 2048 + 2048 * 2048 + 3 * 5504 * 2048);
+    assert_eq!(r["weight_format"], "q4");
+    assert_eq!(f("weight_bytes_per_token") as u64, layer + q4(1000 * 2048) + q4(2048));
     // Weights (embedding and head included), activations and the KV cache; not the
     // bandwidth probe's 2 x 128 MiB.
     let bytes = f("gpu_bytes_allocated") as u64;
-    assert!(bytes > layer + 2 * 2 * 1000 * 2048 && bytes < layer + (64 << 20), "{bytes}");
+    assert!(bytes > layer + 2 * q4(1000 * 2048) && bytes < layer + (64 << 20), "{bytes}");
     assert!(f("bandwidth_gb_s") > 0.0);
     assert!(f("time_to_first_token_s") > 0.0);
     assert!(f("dispatches_per_decoded_token") >= 10.0);

@@ -105,6 +105,7 @@ fn errors_exit_cleanly() {
         (vec!["generate", "--model", d, "--prompt-ids", "1", "--top-p", "2"], "top_p"),
         (vec!["generate", "--model", "/nonexistent", "--prompt-ids", "1"], "config.json"),
         (vec!["generate", "--model", d, "--prompt-ids", "1,2", "--context", "1"], "context"),
+        (vec!["generate", "--model", d, "--prompt-ids", "1,2", "--weights", "q3"], "unknown weight format"),
     ] {
         let (code, _, err) = cli(&args);
         assert_eq!(code, 1, "{args:?}: {err}");

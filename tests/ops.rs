@@ -6,6 +6,7 @@ mod common;
 use common::{assert_close, gpu, gpu_with, Rng};
 use qwen_webgpu::gpu::{Gpu, GpuMatrix, Recorder};
 use qwen_webgpu::ops::{self, Heads, LinearKernel};
+use qwen_webgpu::weights::quant::{self, WeightFormat};
 
 const SENTINEL: f32 = 12345.0;
 
@@ -25,18 +26,20 @@ fn read(g: &Gpu, b: &wgpu::Buffer, n: usize) -> Vec<f32> {
     pollster::block_on(g.read_f32(b, 0, n)).unwrap()
 }
 
-/// Upload `[rows, cols]` f16 values (already f16-exact) as a GpuMatrix.
+/// Upload `[rows, cols]` values as a GpuMatrix in `format`; returns it with the values the
+/// GPU holds (decoded on the CPU), the reference for the kernels.
+fn matrix_in(g: &Gpu, w: &[f32], rows: usize, cols: usize, format: WeightFormat) -> (GpuMatrix, Vec<f32>) {
+    let m = GpuMatrix::new(g, "w", rows, cols, format).unwrap();
+    assert_eq!(m.format, format.for_cols(cols));
+    m.write_rows(g, 0, w, "w").unwrap();
+    let (words, scales) = quant::encode_rows(m.format, w, cols, "w").unwrap();
+    let deq = quant::decode_rows(m.format, &words, &scales, rows, cols);
+    (m, deq)
+}
+
+/// Upload f16-exact values as an f16 GpuMatrix.
 fn matrix(g: &Gpu, w: &[f32], rows: usize, cols: usize) -> GpuMatrix {
-    let m = GpuMatrix::new(g, "w", rows, cols).unwrap();
-    let stride = cols + cols % 2;
-    let mut halves = vec![0u16; rows * stride];
-    for r in 0..rows {
-        for c in 0..cols {
-            halves[r * stride + c] = half::f16::from_f32(w[r * cols + c]).to_bits();
-        }
-    }
-    m.write_rows(g, 0, &halves).unwrap();
-    m
+    matrix_in(g, w, rows, cols, WeightFormat::F16).0
 }
 
 fn run(g: &Gpu, f: impl FnOnce(&mut Recorder)) {
@@ -285,4 +288,64 @@ fn argmax_first_max_and_nan() {
     assert_eq!(argmax(&[-3.0, -1.0, -2.0]), 1);
     assert_eq!(argmax(&[f32::NAN, -5.0]), 1);
     assert_eq!(argmax(&[f32::NAN; 3]), u32::MAX);
+}
+
+/// Quantized weights: every kernel that reads a matrix (mat-vec, tiled matmul, embedding)
+/// against the CPU-dequantized values, across chunk splits.
+#[test]
+fn quantized_formats_in_every_weight_kernel() {
+    let mut rng = Rng::new(8);
+    for (g, split) in [(gpu(), false), (gpu_with(Some(64 << 10)), true)] {
+        for format in [WeightFormat::Q8, WeightFormat::Q4] {
+            let (rows, cols) = (601, 320);
+            let w = randn(&mut rng, rows * cols);
+            let (m, deq) = matrix_in(&g, &w, rows, cols, format);
+            assert!(!split || m.chunks.len() > 1);
+            // The quantization error itself is bounded: q8 half a step; q4's least-squares scale
+            // (at least max/8.5, top level 7 steps) may clip the extreme by up to 0.18 of it.
+            let step = if format == WeightFormat::Q8 { 0.5 / 127.0 } else { 0.18 };
+            for (grp, (a, b)) in w.chunks(32).zip(deq.chunks(32)).enumerate() {
+                let amax = a.iter().fold(0f32, |m, x| m.max(x.abs()));
+                for (x, y) in a.iter().zip(b) {
+                    assert!((x - y).abs() <= amax * step * 1.01 + 1e-3, "{format:?} group {grp}: {x} vs {y}");
+                }
+            }
+            for n_tokens in [1, 2, 5, 19] {
+                let x = randn(&mut rng, n_tokens * cols);
+                let bias = randn(&mut rng, rows);
+                let (xb, bb) = (buf(&g, &x), buf(&g, &bias));
+                let mut want = Vec::new();
+                for t in 0..n_tokens {
+                    for o in 0..rows {
+                        let s: f64 = deq[o * cols..(o + 1) * cols]
+                            .iter()
+                            .zip(&x[t * cols..])
+                            .map(|(a, b)| *a as f64 * *b as f64)
+                            .sum();
+                        want.push((s + bias[o] as f64) as f32);
+                    }
+                }
+                for kind in [LinearKernel::MatVec, LinearKernel::Tiled] {
+                    let out = buf(&g, &vec![SENTINEL; n_tokens * rows + 1]);
+                    run(&g, |r| ops::linear_with(r, kind, &xb, 0, n_tokens, &m, Some(&bb), &out, false).unwrap());
+                    let mut want = want.clone();
+                    want.push(SENTINEL);
+                    assert_close(
+                        &format!("{format:?} {kind:?} t={n_tokens} split={split}"),
+                        &read(&g, &out, want.len()),
+                        &want,
+                        1e-4,
+                        1e-4,
+                    );
+                }
+            }
+            let tokens: Vec<u32> = vec![0, 600, 150, 7, 599, 333];
+            let tb = g.storage_init("tokens", bytemuck::cast_slice(&tokens)).unwrap();
+            let out = buf(&g, &vec![SENTINEL; tokens.len() * cols]);
+            run(&g, |r| ops::embed(r, &tb, tokens.len(), &m, &out).unwrap());
+            let want: Vec<f32> =
+                tokens.iter().flat_map(|&t| deq[t as usize * cols..(t as usize + 1) * cols].to_vec()).collect();
+            assert_close(&format!("{format:?} embed"), &read(&g, &out, want.len()), &want, 0.0, 0.0);
+        }
+    }
 }

@@ -13,6 +13,7 @@ use crate::error::{Error, Result};
 const SOURCES: &[(&str, &str)] = &[
     ("common/f16.wgsl", include_str!("../../shaders/common/f16.wgsl")),
     ("common/grid.wgsl", include_str!("../../shaders/common/grid.wgsl")),
+    ("common/weights.wgsl", include_str!("../../shaders/common/weights.wgsl")),
     ("embed.wgsl", include_str!("../../shaders/embed.wgsl")),
     ("rms_norm.wgsl", include_str!("../../shaders/rms_norm.wgsl")),
     ("matvec.wgsl", include_str!("../../shaders/matvec.wgsl")),

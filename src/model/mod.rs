@@ -21,11 +21,13 @@ pub struct ModelOptions {
     pub context: Option<usize>,
     /// Most tokens one forward pass takes; longer prompts are fed in chunks.
     pub max_batch: usize,
+    /// How matrices are stored on the GPU.
+    pub weights: crate::weights::quant::WeightFormat,
 }
 
 impl Default for ModelOptions {
     fn default() -> Self {
-        ModelOptions { context: None, max_batch: 128 }
+        ModelOptions { context: None, max_batch: 128, weights: crate::weights::quant::WeightFormat::F16 }
     }
 }
 
@@ -84,7 +86,7 @@ impl Qwen {
         // The run state first: a context that cannot fit fails before any download.
         let state =
             RunState::new(&gpu, &config, opts.max_batch.min(opts.context_for(&config)), opts.context_for(&config))?;
-        let (gpu, weights) = weights::load(gpu, &config, src, progress)?;
+        let (gpu, weights) = weights::load(gpu, &config, src, opts.weights, progress)?;
         Ok(Qwen::assemble(gpu, config, weights, state))
     }
 
@@ -322,5 +324,5 @@ pub fn read_config(dir: &std::path::Path) -> Result<QwenConfig> {
 /// GPU bytes a model needs: weights, activations and KV cache.
 pub fn gpu_bytes(cfg: &QwenConfig, opts: &ModelOptions) -> (u64, u64) {
     let context = opts.context_for(cfg);
-    (weights::weight_bytes(cfg), state::state_bytes(cfg, opts.max_batch.min(context), context))
+    (weights::weight_bytes(cfg, opts.weights), state::state_bytes(cfg, opts.max_batch.min(context), context))
 }

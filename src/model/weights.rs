@@ -8,6 +8,7 @@
 use crate::config::{Family, QwenConfig};
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, GpuMatrix};
+use crate::weights::quant::WeightFormat;
 use crate::weights::{self, TensorInfo, TensorSource};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -45,7 +46,7 @@ impl QwenWeights {
                 l.qkv.gpu_bytes() + l.o_proj.gpu_bytes() + l.gate.gpu_bytes() + l.up.gpu_bytes() + l.down.gpu_bytes()
             })
             .sum();
-        layers + self.lm_head().gpu_bytes() + GpuMatrix::row_bytes(self.embed.cols)
+        layers + self.lm_head().gpu_bytes() + self.embed.format.row_bytes(self.embed.cols)
     }
 }
 
@@ -134,14 +135,14 @@ fn ignorable(name: &str, cfg: &QwenConfig) -> bool {
     name.ends_with("rotary_emb.inv_freq") || (cfg.tie_word_embeddings && name == "lm_head.weight")
 }
 
-/// GPU bytes of the weights of `cfg` (what [`load`] allocates).
-pub fn weight_bytes(cfg: &QwenConfig) -> u64 {
+/// GPU bytes of the weights of `cfg` in `format` (what [`load`] allocates).
+pub fn weight_bytes(cfg: &QwenConfig, format: WeightFormat) -> u64 {
     plan(cfg)
         .values()
         .map(|(shape, slot)| match slot {
-            Slot::Qkv(_, 0) => GpuMatrix::bytes_for(cfg.qkv_dim(), cfg.hidden_size),
+            Slot::Qkv(_, 0) => GpuMatrix::bytes_for(cfg.qkv_dim(), cfg.hidden_size, format),
             Slot::Qkv(..) => 0,
-            _ if shape.len() == 2 => GpuMatrix::bytes_for(shape[0], shape[1]),
+            _ if shape.len() == 2 => GpuMatrix::bytes_for(shape[0], shape[1], format),
             _ => shape[0] as u64 * 4,
         })
         .sum::<u64>()
@@ -203,8 +204,14 @@ pub struct Uploader {
 
 impl Uploader {
     /// Check the checkpoint's tensor list against `cfg` and allocate every GPU buffer.
-    pub fn new(gpu: Gpu, cfg: &QwenConfig, tensors: &BTreeMap<String, TensorInfo>) -> Result<Self> {
-        let weights = Self::allocate(&gpu, cfg, tensors)?;
+    /// Matrices are stored in `format` (see [`WeightFormat`]); norms and biases in f32.
+    pub fn new(
+        gpu: Gpu,
+        cfg: &QwenConfig,
+        tensors: &BTreeMap<String, TensorInfo>,
+        format: WeightFormat,
+    ) -> Result<Self> {
+        let weights = Self::allocate(&gpu, cfg, tensors, format)?;
         let plan = plan(cfg);
         let infos: BTreeMap<String, TensorInfo> = plan.keys().map(|n| (n.clone(), tensors[n].clone())).collect();
         let bytes_total = infos.values().map(|t| t.byte_len() as u64).sum();
@@ -213,7 +220,12 @@ impl Uploader {
     }
 
     /// Check the tensor list and allocate every GPU buffer of the weights.
-    fn allocate(gpu: &Gpu, cfg: &QwenConfig, tensors: &BTreeMap<String, TensorInfo>) -> Result<QwenWeights> {
+    fn allocate(
+        gpu: &Gpu,
+        cfg: &QwenConfig,
+        tensors: &BTreeMap<String, TensorInfo>,
+        format: WeightFormat,
+    ) -> Result<QwenWeights> {
         check_tensors(cfg, tensors)?;
         let (d, ff, v) = (cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size);
         let f32_buf = |label: &str, n: usize| gpu.storage(label, n as u64 * 4);
@@ -222,25 +234,25 @@ impl Uploader {
             let l = |s: &str| format!("layer{i}.{s}");
             layers.push(LayerWeights {
                 attn_norm: f32_buf(&l("attn_norm"), d)?,
-                qkv: GpuMatrix::new(gpu, &l("qkv"), cfg.qkv_dim(), d)?,
+                qkv: GpuMatrix::new(gpu, &l("qkv"), cfg.qkv_dim(), d, format)?,
                 qkv_bias: if cfg.attention_bias { Some(f32_buf(&l("qkv_bias"), cfg.qkv_dim())?) } else { None },
                 qk_norm: if cfg.family == Family::Qwen3 {
                     Some(f32_buf(&l("qk_norm"), 2 * cfg.head_dim)?)
                 } else {
                     None
                 },
-                o_proj: GpuMatrix::new(gpu, &l("o_proj"), d, cfg.q_dim())?,
+                o_proj: GpuMatrix::new(gpu, &l("o_proj"), d, cfg.q_dim(), format)?,
                 mlp_norm: f32_buf(&l("mlp_norm"), d)?,
-                gate: GpuMatrix::new(gpu, &l("gate"), ff, d)?,
-                up: GpuMatrix::new(gpu, &l("up"), ff, d)?,
-                down: GpuMatrix::new(gpu, &l("down"), d, ff)?,
+                gate: GpuMatrix::new(gpu, &l("gate"), ff, d, format)?,
+                up: GpuMatrix::new(gpu, &l("up"), ff, d, format)?,
+                down: GpuMatrix::new(gpu, &l("down"), d, ff, format)?,
             });
         }
         Ok(QwenWeights {
-            embed: GpuMatrix::new(gpu, "embed", v, d)?,
+            embed: GpuMatrix::new(gpu, "embed", v, d, format)?,
             layers,
             norm: f32_buf("norm", d)?,
-            lm_head: if cfg.tie_word_embeddings { None } else { Some(GpuMatrix::new(gpu, "lm_head", v, d)?) },
+            lm_head: if cfg.tie_word_embeddings { None } else { Some(GpuMatrix::new(gpu, "lm_head", v, d, format)?) },
         })
     }
 
@@ -278,9 +290,17 @@ impl Uploader {
             }
             Ok(bytemuck::cast_slice(&vals).to_vec())
         };
+        // Matrices are converted and encoded a block of rows at a time.
         let matrix = |m: &GpuMatrix, row0: usize| -> Result<()> {
-            let halves = weights::to_f16_rows(name, &info.dtype, bytes, shape[0], shape[1])?;
-            m.write_rows(gpu, row0, &halves)
+            let cols = shape[1];
+            let row_bytes = info.byte_len() / shape[0].max(1);
+            let block = (1 << 22) / cols.max(1) + 1;
+            for r in (0..shape[0]).step_by(block) {
+                let n = block.min(shape[0] - r);
+                let vals = weights::to_f32(name, &info.dtype, &bytes[r * row_bytes..(r + n) * row_bytes])?;
+                m.write_rows(gpu, row0 + r, &vals, name)?;
+            }
+            Ok(())
         };
         let expect = |b: &'_ Option<wgpu::Buffer>| -> Result<wgpu::Buffer> {
             b.clone().ok_or_else(|| Error::Weights(format!("no destination for {name}")))
@@ -321,9 +341,10 @@ pub fn load(
     gpu: Gpu,
     cfg: &QwenConfig,
     src: &mut dyn TensorSource,
+    format: WeightFormat,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<(Gpu, QwenWeights)> {
-    let mut up = Uploader::new(gpu, cfg, src.tensors())?;
+    let mut up = Uploader::new(gpu, cfg, src.tensors(), format)?;
     for (name, _) in up.wanted() {
         let bytes = src.read(&name)?;
         up.put(&name, &bytes)?;

@@ -3,6 +3,7 @@
 //! The uniform parameter structs mirror the `Params` struct of their WGSL file.
 
 use crate::error::{Error, Result};
+use crate::gpu::matrix::WeightFormat;
 use crate::gpu::{Binding, GpuMatrix, Recorder, ShaderKey};
 use bytemuck::{Pod, Zeroable};
 
@@ -23,6 +24,11 @@ fn u(n: usize) -> u32 {
     n as u32
 }
 
+/// Select the weight reader of `common/weights.wgsl`.
+fn weight_format(key: ShaderKey, f: WeightFormat) -> ShaderKey {
+    key.flag("W_Q8", f == WeightFormat::Q8).flag("W_Q4", f == WeightFormat::Q4)
+}
+
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
 pub struct EmbedParams {
@@ -31,7 +37,8 @@ pub struct EmbedParams {
     pub row0: u32,
     pub rows: u32,
     pub stride: u32,
-    pub _pad: [u32; 3],
+    pub scales: u32,
+    pub _pad: [u32; 2],
 }
 
 /// `out[t, :] = table[tokens[t], :]`. tokens: u32 `[n_tokens]`, table: `[vocab, hidden]`,
@@ -43,7 +50,7 @@ pub fn embed(
     table: &GpuMatrix,
     out: &wgpu::Buffer,
 ) -> Result<()> {
-    let k = rec.gpu().kernel(&ShaderKey::new("embed").def("WG", WG), &[Read, Read, Rw])?;
+    let k = rec.gpu().kernel(&weight_format(ShaderKey::new("embed").def("WG", WG), table.format), &[Read, Read, Rw])?;
     for c in &table.chunks {
         let p = EmbedParams {
             n_tokens: u(n_tokens),
@@ -51,7 +58,8 @@ pub fn embed(
             row0: u(c.row0),
             rows: u(c.rows),
             stride: u(table.stride),
-            _pad: [0; 3],
+            scales: u(c.scales_offset(table.stride)),
+            _pad: [0; 2],
         };
         rec.dispatch(&k, &p, &[tokens, &c.buffer, out], groups(n_tokens * table.cols, WG)?)?;
     }
@@ -94,7 +102,7 @@ pub struct LinearParams {
     pub out_cols: u32,
     pub row0: u32,
     pub x_row0: u32,
-    pub _pad: u32,
+    pub scales: u32,
 }
 
 /// Which kernel computes a linear layer.
@@ -141,7 +149,7 @@ pub fn linear_with(
         LinearKernel::MatVec => ShaderKey::new("matvec").def("WG", WG),
         LinearKernel::Tiled => ShaderKey::new("matmul").def("TILE", TILE).def("TILE_PAD", TILE + 1),
     };
-    let key = key.flag("BIAS", bias.is_some()).flag("ACCUMULATE", accumulate);
+    let key = weight_format(key, w.format).flag("BIAS", bias.is_some()).flag("ACCUMULATE", accumulate);
     let bindings: &[Binding] = if bias.is_some() { &[Read, Read, Read, Rw] } else { &[Read, Read, Rw] };
     let k = rec.gpu().kernel(&key, bindings)?;
     for c in &w.chunks {
@@ -153,7 +161,7 @@ pub fn linear_with(
             out_cols: u(w.rows),
             row0: u(c.row0),
             x_row0: u(x_row0),
-            _pad: 0,
+            scales: u(c.scales_offset(w.stride)),
         };
         let n_groups = match kind {
             LinearKernel::MatVec => groups(n_tokens * c.rows, WG)?,

@@ -5,6 +5,7 @@
 //! memory: natively the bytes come from files by seek + read, in the browser they will come
 //! from the network.
 
+pub mod quant;
 pub mod safetensors;
 
 use crate::error::{Error, Result};
@@ -198,29 +199,4 @@ fn elements<'a>(name: &str, dtype: &Dtype, bytes: &'a [u8]) -> Result<Box<dyn It
 /// Stored bytes → f32 values (for small vectors: norms, biases).
 pub fn to_f32(name: &str, dtype: &Dtype, bytes: &[u8]) -> Result<Vec<f32>> {
     Ok(elements(name, dtype, bytes)?.collect())
-}
-
-/// Stored bytes of a `[rows, cols]` matrix → f16 values, each row padded to an even number
-/// of elements so that every row starts on a 4-byte boundary (the GPU reads pairs as u32).
-/// A value outside the f16 range is an error, not a silent infinity.
-pub fn to_f16_rows(name: &str, dtype: &Dtype, bytes: &[u8], rows: usize, cols: usize) -> Result<Vec<u16>> {
-    let stride = cols + cols % 2;
-    let mut out = vec![0u16; rows * stride];
-    let mut it = elements(name, dtype, bytes)?;
-    for r in 0..rows {
-        for c in 0..cols {
-            let x = it.next().ok_or_else(|| Error::Weights(format!("tensor {name} is short")))?;
-            if !x.is_finite() {
-                return Err(Error::Weights(format!("tensor {name}: non-finite value at [{r}, {c}]")));
-            }
-            let h = f16::from_f32(x);
-            if h.is_infinite() {
-                return Err(Error::Weights(format!(
-                    "tensor {name}: value {x} at [{r}, {c}] is outside the f16 range (|x| > 65504)"
-                )));
-            }
-            out[r * stride + c] = h.to_bits();
-        }
-    }
-    Ok(out)
 }

@@ -17,8 +17,19 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> q: array<f32>;          // [n_tokens, H * D]
+#ifdef KV_F16
+@group(0) @binding(2) var<storage, read> k_cache: array<u32>;    // [context, KVH * D / 2] f16 pairs
+@group(0) @binding(3) var<storage, read> v_cache: array<u32>;    // [context, KVH * D / 2] f16 pairs
+fn v_at(i: u32) -> f32 {
+    return unpack2x16float(v_cache[i / 2u])[i & 1u];
+}
+#else
 @group(0) @binding(2) var<storage, read> k_cache: array<f32>;    // [context, KVH * D]
 @group(0) @binding(3) var<storage, read> v_cache: array<f32>;    // [context, KVH * D]
+fn v_at(i: u32) -> f32 {
+    return v_cache[i];
+}
+#endif
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;  // [n_tokens, H * D]
 
 var<workgroup> qs: array<f32, HEAD_DIM>;
@@ -52,9 +63,16 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
         if (j < n_keys) {
             let kb = j * kv_stride + kvh * d;
             var dot = 0.0;
+#ifdef KV_F16
+            for (var i = 0u; i < d; i += 2u) {
+                let kv = unpack2x16float(k_cache[(kb + i) / 2u]);
+                dot += qs[i] * kv.x + qs[i + 1u] * kv.y;
+            }
+#else
             for (var i = 0u; i < d; i++) {
                 dot += qs[i] * k_cache[kb + i];
             }
+#endif
             s = dot;
         }
         scores[li] = s;
@@ -81,7 +99,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
             if (dd < d) {
                 var a = acc[e_i] * corr;
                 for (var jj = 0u; jj < count; jj++) {
-                    a += weights[jj] * v_cache[(j0 + jj) * kv_stride + kvh * d + dd];
+                    a += weights[jj] * v_at((j0 + jj) * kv_stride + kvh * d + dd);
                 }
                 acc[e_i] = a;
             }

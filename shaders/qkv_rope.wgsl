@@ -1,6 +1,7 @@
 // Split the fused q|k|v projection of each token, apply (Qwen3) per-head RMSNorm to q and k,
 // rotate q and k with RoPE (rotate-half), scale q by the logN factor, and write q to `q_out`
-// and k, v straight into this layer's KV cache row for the token's position.
+// and k, v straight into this layer's KV cache row for the token's position (f32, or f16
+// pairs packed in u32 with KV_F16).
 // One workgroup per (token, head) over the n_heads + 2 * n_kv_heads heads of a token.
 #include "common/grid.wgsl"
 
@@ -19,8 +20,14 @@ struct Params {
 @group(0) @binding(1) var<storage, read> qkv: array<f32>;            // [n_tokens, (H + 2 KVH) * D]
 @group(0) @binding(2) var<storage, read> rope: array<f32>;           // [n_tokens, D + 1]: cos[D/2], sin[D/2], q scale
 @group(0) @binding(3) var<storage, read_write> q_out: array<f32>;    // [n_tokens, H * D]
+#ifdef KV_F16
+@group(0) @binding(4) var<storage, read_write> k_cache: array<u32>;  // [context, KVH * D / 2] f16 pairs
+@group(0) @binding(5) var<storage, read_write> v_cache: array<u32>;  // [context, KVH * D / 2] f16 pairs
+var<workgroup> k_rot: array<f32, HEAD_DIM>;
+#else
 @group(0) @binding(4) var<storage, read_write> k_cache: array<f32>;  // [context, KVH * D]
 @group(0) @binding(5) var<storage, read_write> v_cache: array<f32>;  // [context, KVH * D]
+#endif
 #ifdef QK_NORM
 @group(0) @binding(6) var<storage, read> qk_norm: array<f32>;        // [2 * D]: q weights, then k weights
 var<workgroup> red: array<f32, WG>;
@@ -42,9 +49,15 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     let kv_row = (p.pos0 + t) * p.n_kv_heads * d;
     if (h >= p.n_heads + p.n_kv_heads) {
         let dst = kv_row + (h - p.n_heads - p.n_kv_heads) * d;
+#ifdef KV_F16
+        for (var i = li; i < d / 2u; i += WG) {
+            v_cache[dst / 2u + i] = pack2x16float(vec2<f32>(qkv[src + 2u * i], qkv[src + 2u * i + 1u]));
+        }
+#else
         for (var i = li; i < d; i += WG) {
             v_cache[dst + i] = qkv[src + i];
         }
+#endif
         return;
     }
 #ifdef QK_NORM
@@ -82,9 +95,24 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
             q_out[dst + i] = o1 * qs;
             q_out[dst + i + half] = o2 * qs;
         } else {
+#ifdef KV_F16
+            k_rot[i] = o1;
+            k_rot[i + half] = o2;
+#else
             let dst = kv_row + (h - p.n_heads) * d;
             k_cache[dst + i] = o1;
             k_cache[dst + i + half] = o2;
+#endif
         }
     }
+#ifdef KV_F16
+    // Pack the rotated key in pairs (each pair spans two threads' outputs).
+    workgroupBarrier();
+    if (h >= p.n_heads) {
+        let dst = kv_row + (h - p.n_heads) * d;
+        for (var i = li; i < d / 2u; i += WG) {
+            k_cache[dst / 2u + i] = pack2x16float(vec2<f32>(k_rot[2u * i], k_rot[2u * i + 1u]));
+        }
+    }
+#endif
 }

@@ -193,7 +193,7 @@ pub async fn run(model: &mut Qwen, model_name: &str, opts: &BenchOptions) -> Res
     let ttft = prefill.first().map(|p| p.seconds).unwrap_or(0.0);
 
     let weight_bytes = model.weights.bytes_per_token();
-    let kv_row = 2 * cfg.num_hidden_layers as u64 * cfg.kv_dim() as u64 * 4;
+    let kv_row = 2 * cfg.num_hidden_layers as u64 * cfg.kv_dim() as u64 * model.kv_format().bytes();
     let mut decode = Vec::new();
     let mut dispatches = 0;
     for &c in opts.decode_contexts.iter().filter(|&&c| c + opts.decode_tokens < ctx && c > 0) {
@@ -220,7 +220,7 @@ pub async fn run(model: &mut Qwen, model_name: &str, opts: &BenchOptions) -> Res
         model: model_name.to_string(),
         parameters: cfg.parameter_count(),
         weight_format: model.weights.embed.format.name().into(),
-        kv_cache_format: "f32".into(),
+        kv_cache_format: model.kv_format().name().into(),
         context: ctx,
         gpu_bytes_allocated: gpu_bytes,
         weight_bytes_per_token: weight_bytes,

@@ -21,4 +21,4 @@ pub mod wasm;
 
 pub use config::{Family, QwenConfig};
 pub use error::{Error, Result};
-pub use model::{ModelOptions, Output, Qwen, Want};
+pub use model::{KvFormat, ModelOptions, Output, Qwen, Want};

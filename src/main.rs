@@ -13,7 +13,7 @@ mod cli {
     use clap::{Args, Parser, Subcommand};
     use qwen_webgpu::generate::{generate, GenerateOptions, Generator};
     use qwen_webgpu::gpu::GpuOptions;
-    use qwen_webgpu::model::{self, read_config};
+    use qwen_webgpu::model::{self, read_config, KvFormat};
     use qwen_webgpu::sampler::SamplingParams;
     use qwen_webgpu::tokenizer::{chat_prompt_ids, ChatMessage, TextStream, Tokenizer, DEFAULT_SYSTEM_PROMPT};
     use qwen_webgpu::weights::quant::WeightFormat;
@@ -66,6 +66,9 @@ mod cli {
         /// How weights are stored on the GPU: f16, q8 or q4 (quantized while loading).
         #[arg(long, default_value = "f16")]
         weights: String,
+        /// KV cache format: f32 (exactly the reference's attention) or f16 (half the memory).
+        #[arg(long, default_value = "f32")]
+        kv_cache: String,
         /// Cap the storage binding size (bytes) below the adapter's, to test weight splitting.
         #[arg(long, hide = true)]
         max_binding_bytes: Option<u64>,
@@ -82,6 +85,7 @@ mod cli {
                     context: self.context,
                     max_batch: self.max_batch.max(1),
                     weights: self.weight_format()?,
+                    kv: KvFormat::parse(&self.kv_cache)?,
                 },
             ))
         }
@@ -140,6 +144,9 @@ mod cli {
         /// How weights are stored on the GPU: f16, q8 or q4.
         #[arg(long, default_value = "f16")]
         weights: String,
+        /// KV cache format: f32 or f16.
+        #[arg(long, default_value = "f32")]
+        kv_cache: String,
         /// Write the report as JSON here too.
         #[arg(long)]
         json: Option<PathBuf>,
@@ -401,6 +408,7 @@ mod cli {
             context: Some(need),
             max_batch: a.max_batch.max(1),
             weights: WeightFormat::parse(&a.weights)?,
+            kv: KvFormat::parse(&a.kv_cache)?,
         };
         let gpu = qwen_webgpu::gpu::Gpu::new(&GpuOptions { max_binding_bytes: a.max_binding_bytes }).await?;
         let t0 = Instant::now();

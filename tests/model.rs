@@ -179,7 +179,7 @@ fn quantized_weights_track_f16() {
     let (dir, _) = fixture("quality", &spec, 71);
     let prompt = random_ids(24, spec.vocab, 72);
     let logits = |weights| {
-        let mut m = load(&dir, ModelOptions { context: Some(32), max_batch: 32, weights }, None);
+        let mut m = load(&dir, ModelOptions { context: Some(32), max_batch: 32, weights, ..Default::default() }, None);
         assert!(m.weights.layers[0].down.format == weights, "dims are multiples of 64: no f16 fallback");
         all_logits(&mut m, &prompt)
     };
@@ -218,5 +218,24 @@ fn quantized_weights_track_f16() {
         );
         assert!(cos_min >= min_cos, "{format:?}: cosine {cos_min} < {min_cos}");
         assert!(agree as f64 >= 0.7 * n as f64, "{format:?}: top-1 agreement {agree}/{n}");
+    }
+}
+
+/// An f16 KV cache (half the memory) stays close to the f32 reference and, on these models,
+/// decodes the same greedy tokens.
+#[test]
+fn kv_cache_f16_tracks_reference() {
+    for (name, spec, seed) in [("kv16-v1", Spec::qwen_v1(), 81), ("kv16-qwen3", Spec::qwen3(), 82)] {
+        let (dir, _) = fixture(name, &spec, seed);
+        let prompt = random_ids(19, spec.vocab, seed + 1);
+        let opts =
+            ModelOptions { context: Some(64), max_batch: 64, kv: qwen_webgpu::KvFormat::F16, ..Default::default() };
+        let mut m = load(&dir, opts, None);
+        let got = all_logits(&mut m, &prompt);
+        let want: Vec<f32> = CandleQwen::load(&dir, &spec).forward(&prompt, 0).concat();
+        let (err, _) = max_abs_err(&got, &want);
+        println!("{name}: f16 KV cache, max |logit error| vs candle = {err:.3e}");
+        assert_close(&format!("{name} f16 kv logits"), &got, &want, 3e-2, 1e-2);
+        assert_eq!(greedy(&mut m, &prompt, 32), CandleQwen::greedy(&dir, &spec, &prompt, 32), "{name}");
     }
 }

@@ -26,6 +26,25 @@ fn read(g: &Gpu, b: &wgpu::Buffer, n: usize) -> Vec<f32> {
     pollster::block_on(g.read_f32(b, 0, n)).unwrap()
 }
 
+/// A KV cache buffer: f32, or f16 pairs packed in u32.
+fn kv_buf(g: &Gpu, data: &[f32], f16: bool) -> wgpu::Buffer {
+    if f16 {
+        let bits: Vec<u16> = data.iter().map(|&x| half::f16::from_f32(x).to_bits()).collect();
+        g.storage_init("kv", bytemuck::cast_slice(&bits)).unwrap()
+    } else {
+        buf(g, data)
+    }
+}
+
+fn read_kv(g: &Gpu, b: &wgpu::Buffer, n: usize, f16: bool) -> Vec<f32> {
+    if f16 {
+        let bytes = pollster::block_on(g.read(b, 0, n as u64 * 2)).unwrap();
+        bytes.chunks_exact(2).take(n).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect()
+    } else {
+        read(g, b, n)
+    }
+}
+
 /// Upload `[rows, cols]` values as a GpuMatrix in `format`; returns it with the values the
 /// GPU holds (decoded on the CPU), the reference for the kernels.
 fn matrix_in(g: &Gpu, w: &[f32], rows: usize, cols: usize, format: WeightFormat) -> (GpuMatrix, Vec<f32>) {
@@ -155,9 +174,17 @@ fn rope_cpu(x: &mut [f32], row: &[f32]) {
 fn qkv_rope_splits_norms_rotates_and_writes_cache() {
     let g = gpu();
     let mut rng = Rng::new(4);
-    for &(h, kvh, d, qk_norm) in &[(3usize, 1usize, 10usize, false), (4, 2, 24, true), (2, 2, 160, true)] {
+    let cases = [
+        (3usize, 1usize, 10usize, false, false),
+        (4, 2, 24, true, false),
+        (2, 2, 160, true, false),
+        (3, 1, 12, false, true),
+        (4, 2, 24, true, true),
+        (2, 2, 160, true, true),
+    ];
+    for &(h, kvh, d, qk_norm, kv_f16) in &cases {
         let (n, pos0, ctx) = (5, 7, 14);
-        let heads = Heads { n_heads: h, n_kv_heads: kvh, head_dim: d };
+        let heads = Heads { n_heads: h, n_kv_heads: kvh, head_dim: d, kv_f16 };
         let width = (h + 2 * kvh) * d;
         let qkv = randn(&mut rng, n * width);
         let inv = qwen_webgpu::model::rope::inv_freq(10000.0, d);
@@ -166,8 +193,8 @@ fn qkv_rope_splits_norms_rotates_and_writes_cache() {
         let norm_w = randn(&mut rng, 2 * d);
         let (qkvb, tb, nb) = (buf(&g, &qkv), buf(&g, &table), buf(&g, &norm_w));
         let q_out = buf(&g, &vec![SENTINEL; (n + 1) * h * d]);
-        let kc = buf(&g, &vec![SENTINEL; ctx * kvh * d]);
-        let vc = buf(&g, &vec![SENTINEL; ctx * kvh * d]);
+        let kc = kv_buf(&g, &vec![SENTINEL; ctx * kvh * d], kv_f16);
+        let vc = kv_buf(&g, &vec![SENTINEL; ctx * kvh * d], kv_f16);
         run(&g, |r| {
             ops::qkv_rope(r, heads, n, pos0, &qkvb, &tb, qk_norm.then_some((&nb, 1e-6)), &q_out, &kc, &vc).unwrap()
         });
@@ -199,10 +226,13 @@ fn qkv_rope_splits_norms_rotates_and_writes_cache() {
                 }
             }
         }
-        let what = format!("qkv_rope h={h} kvh={kvh} d={d} norm={qk_norm}");
+        let what = format!("qkv_rope h={h} kvh={kvh} d={d} norm={qk_norm} kv_f16={kv_f16}");
         assert_close(&format!("{what} q"), &read(&g, &q_out, want_q.len()), &want_q, 1e-5, 1e-5);
-        assert_close(&format!("{what} k"), &read(&g, &kc, want_k.len()), &want_k, 1e-5, 1e-5);
-        assert_close(&format!("{what} v"), &read(&g, &vc, want_v.len()), &want_v, 0.0, 0.0);
+        // f16 caches: the GPU rounds what the CPU computed; allow one f16 ulp of slack.
+        let (want_k, want_v) = if kv_f16 { (f16_round(&want_k), f16_round(&want_v)) } else { (want_k, want_v) };
+        let k_tol = if kv_f16 { 1e-3 } else { 1e-5 };
+        assert_close(&format!("{what} k"), &read_kv(&g, &kc, want_k.len(), kv_f16), &want_k, 1e-5, k_tol);
+        assert_close(&format!("{what} v"), &read_kv(&g, &vc, want_v.len(), kv_f16), &want_v, 0.0, 0.0);
         // The logN scale (positions ≥ 9 here) really was applied.
         assert!(table[(n - 1) * (d + 1) + d] > 1.0);
     }
@@ -212,14 +242,24 @@ fn qkv_rope_splits_norms_rotates_and_writes_cache() {
 fn attention_causal_gqa_long_context() {
     let g = gpu();
     let mut rng = Rng::new(5);
-    for &(h, kvh, d, n, pos0) in &[(6usize, 2usize, 24usize, 4usize, 70usize), (2, 1, 160, 3, 0), (3, 3, 8, 9, 130)] {
-        let heads = Heads { n_heads: h, n_kv_heads: kvh, head_dim: d };
+    let cases = [
+        (6usize, 2usize, 24usize, 4usize, 70usize, false),
+        (2, 1, 160, 3, 0, false),
+        (3, 3, 8, 9, 130, false),
+        (6, 2, 24, 4, 70, true),
+        (2, 1, 160, 3, 0, true),
+    ];
+    for &(h, kvh, d, n, pos0, kv_f16) in &cases {
+        let heads = Heads { n_heads: h, n_kv_heads: kvh, head_dim: d, kv_f16 };
         let keys = pos0 + n;
         let ctx = keys + 3;
         let q = randn(&mut rng, n * h * d);
-        let k: Vec<f32> = randn(&mut rng, ctx * kvh * d).iter().map(|x| x * 2.0).collect();
-        let v = randn(&mut rng, ctx * kvh * d);
-        let (qb, kb, vb) = (buf(&g, &q), buf(&g, &k), buf(&g, &v));
+        let mut k: Vec<f32> = randn(&mut rng, ctx * kvh * d).iter().map(|x| x * 2.0).collect();
+        let mut v = randn(&mut rng, ctx * kvh * d);
+        if kv_f16 {
+            (k, v) = (f16_round(&k), f16_round(&v));
+        }
+        let (qb, kb, vb) = (buf(&g, &q), kv_buf(&g, &k, kv_f16), kv_buf(&g, &v, kv_f16));
         let out = buf(&g, &vec![SENTINEL; (n + 1) * h * d]);
         run(&g, |r| ops::attention(r, heads, n, pos0, &qb, &kb, &vb, &out).unwrap());
         let mut want = Vec::new();
@@ -243,7 +283,7 @@ fn attention_causal_gqa_long_context() {
         }
         want.extend(vec![SENTINEL; h * d]);
         assert_close(
-            &format!("attention h={h} kvh={kvh} d={d} n={n} pos0={pos0}"),
+            &format!("attention h={h} kvh={kvh} d={d} n={n} pos0={pos0} kv_f16={kv_f16}"),
             &read(&g, &out, want.len()),
             &want,
             2e-5,

@@ -11,7 +11,7 @@ use crate::error::{Error, Result};
 use crate::gpu::{Gpu, Recorder};
 use crate::ops::{self, Heads};
 use crate::weights::TensorSource;
-pub use state::RunState;
+pub use state::{KvFormat, RunState};
 pub use weights::QwenWeights;
 
 /// Sizes chosen at load time.
@@ -23,11 +23,18 @@ pub struct ModelOptions {
     pub max_batch: usize,
     /// How matrices are stored on the GPU.
     pub weights: crate::weights::quant::WeightFormat,
+    /// How the KV cache stores keys and values (f32: bit-for-bit the reference's attention).
+    pub kv: state::KvFormat,
 }
 
 impl Default for ModelOptions {
     fn default() -> Self {
-        ModelOptions { context: None, max_batch: 128, weights: crate::weights::quant::WeightFormat::F16 }
+        ModelOptions {
+            context: None,
+            max_batch: 128,
+            weights: crate::weights::quant::WeightFormat::F16,
+            kv: state::KvFormat::F32,
+        }
     }
 }
 
@@ -84,8 +91,13 @@ impl Qwen {
         progress: &mut dyn FnMut(u64, u64),
     ) -> Result<Qwen> {
         // The run state first: a context that cannot fit fails before any download.
-        let state =
-            RunState::new(&gpu, &config, opts.max_batch.min(opts.context_for(&config)), opts.context_for(&config))?;
+        let state = RunState::new(
+            &gpu,
+            &config,
+            opts.max_batch.min(opts.context_for(&config)),
+            opts.context_for(&config),
+            opts.kv,
+        )?;
         let (gpu, weights) = weights::load(gpu, &config, src, opts.weights, progress)?;
         Ok(Qwen::assemble(gpu, config, weights, state))
     }
@@ -93,7 +105,7 @@ impl Qwen {
     /// Wrap uploaded weights (see [`weights::Uploader`]) and allocate the run state.
     pub fn from_weights(gpu: Gpu, config: QwenConfig, weights: QwenWeights, opts: &ModelOptions) -> Result<Qwen> {
         let context = opts.context_for(&config);
-        let state = RunState::new(&gpu, &config, opts.max_batch.min(context), context)?;
+        let state = RunState::new(&gpu, &config, opts.max_batch.min(context), context, opts.kv)?;
         Ok(Qwen::assemble(gpu, config, weights, state))
     }
 
@@ -135,6 +147,11 @@ impl Qwen {
     /// KV cache length.
     pub fn context(&self) -> usize {
         self.state.context
+    }
+
+    /// How the KV cache stores keys and values.
+    pub fn kv_format(&self) -> KvFormat {
+        self.state.kv
     }
 
     /// Most tokens per forward pass.
@@ -214,8 +231,12 @@ impl Qwen {
         let n = tokens.len();
         let pos0 = self.pos;
         let (d, ff) = (cfg.hidden_size, cfg.intermediate_size);
-        let heads =
-            Heads { n_heads: cfg.num_attention_heads, n_kv_heads: cfg.num_key_value_heads, head_dim: cfg.head_dim };
+        let heads = Heads {
+            n_heads: cfg.num_attention_heads,
+            n_kv_heads: cfg.num_key_value_heads,
+            head_dim: cfg.head_dim,
+            kv_f16: self.state.kv == KvFormat::F16,
+        };
         let s = &self.state;
         let w = &self.weights;
         let gpu = &self.gpu;
@@ -324,5 +345,5 @@ pub fn read_config(dir: &std::path::Path) -> Result<QwenConfig> {
 /// GPU bytes a model needs: weights, activations and KV cache.
 pub fn gpu_bytes(cfg: &QwenConfig, opts: &ModelOptions) -> (u64, u64) {
     let context = opts.context_for(cfg);
-    (weights::weight_bytes(cfg, opts.weights), state::state_bytes(cfg, opts.max_batch.min(context), context))
+    (weights::weight_bytes(cfg, opts.weights), state::state_bytes(cfg, opts.max_batch.min(context), context, opts.kv))
 }

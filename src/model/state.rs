@@ -9,6 +9,7 @@ pub struct RunState {
     pub max_tokens: usize,
     /// KV cache length in tokens.
     pub context: usize,
+    pub kv: KvFormat,
     pub tokens: wgpu::Buffer,          // [max_tokens] u32
     pub x: wgpu::Buffer,               // [max_tokens, hidden] residual stream
     pub xn: wgpu::Buffer,              // [max_tokens, hidden] normalised x
@@ -28,28 +29,61 @@ pub struct RunState {
 
 /// Bytes of activations + KV cache for `cfg` at these sizes (what [`RunState::new`] allocates,
 /// readback buffers included).
-pub fn state_bytes(cfg: &QwenConfig, max_tokens: usize, context: usize) -> u64 {
+pub fn state_bytes(cfg: &QwenConfig, max_tokens: usize, context: usize, kv: KvFormat) -> u64 {
     let t = max_tokens as u64;
     let per_token =
         2 * cfg.hidden_size + cfg.qkv_dim() + 2 * cfg.q_dim() + 2 * cfg.intermediate_size + cfg.head_dim + 1;
     let acts = t * 4 + t * per_token as u64 * 4 + 2 * cfg.vocab_size as u64 * 4 + 32;
-    acts + kv_cache_bytes(cfg, context)
+    acts + kv_cache_bytes(cfg, context, kv)
 }
 
-/// Bytes of the f32 KV cache for `context` tokens.
-pub fn kv_cache_bytes(cfg: &QwenConfig, context: usize) -> u64 {
-    2 * cfg.num_hidden_layers as u64 * context as u64 * cfg.kv_dim() as u64 * 4
+/// How the KV cache stores keys and values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KvFormat {
+    F32,
+    /// Half the memory; needs head_dim % 4 == 0 (every Qwen model).
+    F16,
+}
+
+impl KvFormat {
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "f32" => Ok(KvFormat::F32),
+            "f16" => Ok(KvFormat::F16),
+            _ => Err(Error::Request(format!("unknown KV cache format {s:?} (f32 or f16)"))),
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            KvFormat::F32 => "f32",
+            KvFormat::F16 => "f16",
+        }
+    }
+    pub fn bytes(self) -> u64 {
+        match self {
+            KvFormat::F32 => 4,
+            KvFormat::F16 => 2,
+        }
+    }
+}
+
+/// Bytes of the KV cache for `context` tokens.
+pub fn kv_cache_bytes(cfg: &QwenConfig, context: usize, kv: KvFormat) -> u64 {
+    2 * cfg.num_hidden_layers as u64 * context as u64 * cfg.kv_dim() as u64 * kv.bytes()
 }
 
 impl RunState {
-    pub fn new(gpu: &Gpu, cfg: &QwenConfig, max_tokens: usize, context: usize) -> Result<Self> {
+    pub fn new(gpu: &Gpu, cfg: &QwenConfig, max_tokens: usize, context: usize, kv: KvFormat) -> Result<Self> {
         if max_tokens == 0 || context == 0 {
             return Err(Error::Request("context and batch size must be positive".into()));
+        }
+        if kv == KvFormat::F16 && cfg.head_dim % 4 != 0 {
+            return Err(Error::Request(format!("an f16 KV cache needs head_dim % 4 == 0, not {}", cfg.head_dim)));
         }
         let f = |label: &str, n: usize| gpu.storage(label, n as u64 * 4);
         let t = max_tokens;
         let readback = |label: &str, size: u64| gpu.readback_buffer(label, size);
-        let kv_bytes = context as u64 * cfg.kv_dim() as u64 * 4;
+        let kv_bytes = context as u64 * cfg.kv_dim() as u64 * kv.bytes();
         if kv_bytes > gpu.max_binding {
             return Err(Error::Gpu(format!(
                 "a KV cache of {context} tokens needs {kv_bytes} bytes per layer, above this adapter's storage binding limit of {} bytes; use a shorter context",
@@ -59,12 +93,13 @@ impl RunState {
         let mut k_cache = Vec::new();
         let mut v_cache = Vec::new();
         for i in 0..cfg.num_hidden_layers {
-            k_cache.push(f(&format!("k_cache{i}"), context * cfg.kv_dim())?);
-            v_cache.push(f(&format!("v_cache{i}"), context * cfg.kv_dim())?);
+            k_cache.push(gpu.storage(&format!("k_cache{i}"), kv_bytes)?);
+            v_cache.push(gpu.storage(&format!("v_cache{i}"), kv_bytes)?);
         }
         Ok(RunState {
             max_tokens,
             context,
+            kv,
             tokens: f("tokens", t)?,
             x: f("x", t * cfg.hidden_size)?,
             xn: f("xn", t * cfg.hidden_size)?,

@@ -188,12 +188,14 @@ pub struct HeadParams {
     pub _pad: [u32; 2],
 }
 
-/// Attention geometry shared by [`qkv_rope`] and [`attention`].
+/// Attention geometry and KV cache format, shared by [`qkv_rope`] and [`attention`].
 #[derive(Debug, Clone, Copy)]
 pub struct Heads {
     pub n_heads: usize,
     pub n_kv_heads: usize,
     pub head_dim: usize,
+    /// The KV cache holds f16 pairs packed in u32 (else f32). Needs head_dim % 4 == 0.
+    pub kv_f16: bool,
 }
 
 impl Heads {
@@ -213,7 +215,8 @@ impl Heads {
 /// Split `qkv` `[n_tokens, (H + 2 KVH) * D]`, optionally RMS-normalise each q and k head
 /// with `qk_norm` `[2 * D]` (q weights then k weights), rotate q and k with the `rope` table
 /// `[n_tokens, D + 1]` (cos `[D/2]`, sin `[D/2]`, q scale), write q to `q_out` `[n_tokens, H * D]`
-/// and k, v to rows `pos0..pos0 + n_tokens` of the caches `[context, KVH * D]`.
+/// and k, v to rows `pos0..pos0 + n_tokens` of the caches `[context, KVH * D]` (f32, or f16
+/// pairs with `heads.kv_f16`).
 #[allow(clippy::too_many_arguments)]
 pub fn qkv_rope(
     rec: &mut Recorder,
@@ -227,7 +230,11 @@ pub fn qkv_rope(
     k_cache: &wgpu::Buffer,
     v_cache: &wgpu::Buffer,
 ) -> Result<()> {
-    let key = ShaderKey::new("qkv_rope").def("WG", WG).flag("QK_NORM", qk_norm.is_some());
+    let key = ShaderKey::new("qkv_rope")
+        .def("WG", WG)
+        .def("HEAD_DIM", heads.head_dim)
+        .flag("QK_NORM", qk_norm.is_some())
+        .flag("KV_F16", heads.kv_f16);
     let mut bindings = vec![Read, Read, Rw, Rw, Rw];
     let mut buffers = vec![qkv, rope, q_out, k_cache, v_cache];
     let mut eps = 0.0;
@@ -256,8 +263,11 @@ pub fn attention(
     out: &wgpu::Buffer,
 ) -> Result<()> {
     let d = heads.head_dim;
-    let key =
-        ShaderKey::new("attention").def("WG", WG).def("HEAD_DIM", d).def("DIMS_PER_THREAD", d.div_ceil(WG as usize));
+    let key = ShaderKey::new("attention")
+        .def("WG", WG)
+        .def("HEAD_DIM", d)
+        .def("DIMS_PER_THREAD", d.div_ceil(WG as usize))
+        .flag("KV_F16", heads.kv_f16);
     let k = rec.gpu().kernel(&key, &[Read, Read, Read, Rw])?;
     let p = heads.params(n_tokens, pos0, 1.0 / (d as f32).sqrt());
     rec.dispatch(&k, &p, &[q, k_cache, v_cache, out], u(n_tokens * heads.n_heads))

@@ -16,7 +16,7 @@ var<workgroup> best_i: array<u32, WG>;
 
 @compute @workgroup_size(WG)
 fn main(@builtin(local_invocation_index) li: u32) {
-    var bv = -3.4028235e38;
+    var bv = -3.402823e38; // ~ -FLT_MAX (Tint rejects the exact literal)
     var bi = 0xffffffffu;
     for (var i = li; i < p.n; i += WG) {
         let v = logits[i];

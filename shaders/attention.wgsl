@@ -11,8 +11,8 @@ struct Params {
     n_kv_heads: u32,
     head_dim: u32,
     scale: f32,       // 1 / sqrt(head_dim)
-    _pad0: u32,
-    _pad1: u32,
+    kv_scales: u32,   // KV_Q8: word offset of the per-(position, kv head) scales
+    _pad: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -24,11 +24,20 @@ fn v_at(i: u32) -> f32 {
     return unpack2x16float(v_cache[i / 2u])[i & 1u];
 }
 #else
+#ifdef KV_Q8
+@group(0) @binding(2) var<storage, read> k_cache: array<u32>;    // [context, KVH * D / 4] int8 quads, then scales
+@group(0) @binding(3) var<storage, read> v_cache: array<u32>;    // [context, KVH * D / 4] int8 quads, then scales
+fn v_at(i: u32) -> f32 {
+    let q = extractBits(i32(v_cache[i / 4u]), (i & 3u) * 8u, 8u);
+    return f32(q) * bitcast<f32>(v_cache[p.kv_scales + i / p.head_dim]);
+}
+#else
 @group(0) @binding(2) var<storage, read> k_cache: array<f32>;    // [context, KVH * D]
 @group(0) @binding(3) var<storage, read> v_cache: array<f32>;    // [context, KVH * D]
 fn v_at(i: u32) -> f32 {
     return v_cache[i];
 }
+#endif
 #endif
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;  // [n_tokens, H * D]
 
@@ -62,18 +71,28 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
         var s = -3.0e38;
         if (j < n_keys) {
             let kb = j * kv_stride + kvh * d;
-            var dot = 0.0;
+            var score = 0.0;
 #ifdef KV_F16
             for (var i = 0u; i < d; i += 2u) {
                 let kv = unpack2x16float(k_cache[(kb + i) / 2u]);
-                dot += qs[i] * kv.x + qs[i + 1u] * kv.y;
+                score += qs[i] * kv.x + qs[i + 1u] * kv.y;
             }
 #else
+#ifdef KV_Q8
+            for (var i = 0u; i < d; i += 4u) {
+                let v = i32(k_cache[(kb + i) / 4u]);
+                let kq = vec4<f32>(f32(extractBits(v, 0u, 8u)), f32(extractBits(v, 8u, 8u)),
+                                   f32(extractBits(v, 16u, 8u)), f32(extractBits(v, 24u, 8u)));
+                score += dot(kq, vec4<f32>(qs[i], qs[i + 1u], qs[i + 2u], qs[i + 3u]));
+            }
+            score *= bitcast<f32>(k_cache[p.kv_scales + kb / d]);
+#else
             for (var i = 0u; i < d; i++) {
-                dot += qs[i] * k_cache[kb + i];
+                score += qs[i] * k_cache[kb + i];
             }
 #endif
-            s = dot;
+#endif
+            s = score;
         }
         scores[li] = s;
         workgroupBarrier();

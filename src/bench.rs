@@ -193,7 +193,9 @@ pub async fn run(model: &mut Qwen, model_name: &str, opts: &BenchOptions) -> Res
     let ttft = prefill.first().map(|p| p.seconds).unwrap_or(0.0);
 
     let weight_bytes = model.weights.bytes_per_token();
-    let kv_row = 2 * cfg.num_hidden_layers as u64 * cfg.kv_dim() as u64 * model.kv_format().bytes();
+    // KV bytes read per cached position (all layers, K and V).
+    let kv_row =
+        2 * cfg.num_hidden_layers as u64 * model.kv_format().layer_bytes(1, cfg.num_key_value_heads, cfg.head_dim);
     let mut decode = Vec::new();
     let mut dispatches = 0;
     for &c in opts.decode_contexts.iter().filter(|&&c| c + opts.decode_tokens < ctx && c > 0) {

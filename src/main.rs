@@ -66,7 +66,7 @@ mod cli {
         /// How weights are stored on the GPU: f16, q8 or q4 (quantized while loading).
         #[arg(long, default_value = "f16")]
         weights: String,
-        /// KV cache format: f32 (exactly the reference's attention) or f16 (half the memory).
+        /// KV cache format: f32 (exactly the reference's attention), f16 (half the memory) or q8 (a quarter).
         #[arg(long, default_value = "f32")]
         kv_cache: String,
         /// Cap the storage binding size (bytes) below the adapter's, to test weight splitting.
@@ -144,7 +144,7 @@ mod cli {
         /// How weights are stored on the GPU: f16, q8 or q4.
         #[arg(long, default_value = "f16")]
         weights: String,
-        /// KV cache format: f32 or f16.
+        /// KV cache format: f32, f16 or q8.
         #[arg(long, default_value = "f32")]
         kv_cache: String,
         /// Write the report as JSON here too.

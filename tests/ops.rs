@@ -5,7 +5,7 @@ mod common;
 
 use common::{assert_close, gpu, gpu_with, Rng};
 use qwen_webgpu::gpu::{Gpu, GpuMatrix, Recorder};
-use qwen_webgpu::ops::{self, Heads, LinearKernel};
+use qwen_webgpu::ops::{self, Heads, KvFormat, LinearKernel};
 use qwen_webgpu::weights::quant::{self, WeightFormat};
 
 const SENTINEL: f32 = 12345.0;
@@ -26,22 +26,51 @@ fn read(g: &Gpu, b: &wgpu::Buffer, n: usize) -> Vec<f32> {
     pollster::block_on(g.read_f32(b, 0, n)).unwrap()
 }
 
-/// A KV cache buffer: f32, or f16 pairs packed in u32.
-fn kv_buf(g: &Gpu, data: &[f32], f16: bool) -> wgpu::Buffer {
-    if f16 {
-        let bits: Vec<u16> = data.iter().map(|&x| half::f16::from_f32(x).to_bits()).collect();
-        g.storage_init("kv", bytemuck::cast_slice(&bits)).unwrap()
-    } else {
-        buf(g, data)
+/// Encode a KV cache `[ctx, kvh, d]` in `fmt` on the CPU: (bytes, the values the GPU sees).
+fn kv_encode(data: &[f32], fmt: KvFormat, d: usize) -> (Vec<u8>, Vec<f32>) {
+    match fmt {
+        KvFormat::F32 => (bytemuck::cast_slice(data).to_vec(), data.to_vec()),
+        KvFormat::F16 => {
+            let bits: Vec<u16> = data.iter().map(|&x| half::f16::from_f32(x).to_bits()).collect();
+            (bytemuck::cast_slice(&bits).to_vec(), f16_round(data))
+        }
+        KvFormat::Q8 => {
+            let (mut q, mut scales, mut seen) = (Vec::new(), Vec::new(), Vec::new());
+            for head in data.chunks(d) {
+                let s = head.iter().fold(0f32, |m, x| m.max(x.abs())) / 127.0;
+                let inv = if s > 0.0 { 1.0 / s } else { 0.0 };
+                for &x in head {
+                    let v = (x * inv).round().clamp(-127.0, 127.0) as i8;
+                    q.push(v as u8);
+                    seen.push(v as f32 * s);
+                }
+                scales.push(s);
+            }
+            q.extend_from_slice(bytemuck::cast_slice(&scales));
+            (q, seen)
+        }
     }
 }
 
-fn read_kv(g: &Gpu, b: &wgpu::Buffer, n: usize, f16: bool) -> Vec<f32> {
-    if f16 {
-        let bytes = pollster::block_on(g.read(b, 0, n as u64 * 2)).unwrap();
-        bytes.chunks_exact(2).take(n).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect()
-    } else {
-        read(g, b, n)
+/// A KV cache buffer filled with `data`; returns it and the values the GPU sees.
+fn kv_buf(g: &Gpu, data: &[f32], fmt: KvFormat, d: usize) -> (wgpu::Buffer, Vec<f32>) {
+    let (bytes, seen) = kv_encode(data, fmt, d);
+    (g.storage_init("kv", &bytes).unwrap(), seen)
+}
+
+/// Read back `n` values of a KV cache buffer in `fmt`.
+fn read_kv(g: &Gpu, b: &wgpu::Buffer, n: usize, fmt: KvFormat, d: usize) -> Vec<f32> {
+    match fmt {
+        KvFormat::F32 => read(g, b, n),
+        KvFormat::F16 => {
+            let bytes = pollster::block_on(g.read(b, 0, n as u64 * 2)).unwrap();
+            bytes.chunks_exact(2).take(n).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect()
+        }
+        KvFormat::Q8 => {
+            let bytes = pollster::block_on(g.read(b, 0, n as u64 + (n / d) as u64 * 4)).unwrap();
+            let scales: &[f32] = bytemuck::cast_slice(&bytes[n..n + n / d * 4]);
+            bytes[..n].iter().enumerate().map(|(i, &q)| q as i8 as f32 * scales[i / d]).collect()
+        }
     }
 }
 
@@ -174,17 +203,21 @@ fn rope_cpu(x: &mut [f32], row: &[f32]) {
 fn qkv_rope_splits_norms_rotates_and_writes_cache() {
     let g = gpu();
     let mut rng = Rng::new(4);
+    use KvFormat::{F16, F32, Q8};
     let cases = [
-        (3usize, 1usize, 10usize, false, false),
-        (4, 2, 24, true, false),
-        (2, 2, 160, true, false),
-        (3, 1, 12, false, true),
-        (4, 2, 24, true, true),
-        (2, 2, 160, true, true),
+        (3usize, 1usize, 10usize, false, F32),
+        (4, 2, 24, true, F32),
+        (2, 2, 160, true, F32),
+        (3, 1, 12, false, F16),
+        (4, 2, 24, true, F16),
+        (2, 2, 160, true, F16),
+        (3, 1, 12, false, Q8),
+        (4, 2, 24, true, Q8),
+        (2, 2, 160, true, Q8),
     ];
-    for &(h, kvh, d, qk_norm, kv_f16) in &cases {
+    for &(h, kvh, d, qk_norm, kv) in &cases {
         let (n, pos0, ctx) = (5, 7, 14);
-        let heads = Heads { n_heads: h, n_kv_heads: kvh, head_dim: d, kv_f16 };
+        let heads = Heads { n_heads: h, n_kv_heads: kvh, head_dim: d, kv, kv_scales: kv.scales_offset(ctx, kvh, d) };
         let width = (h + 2 * kvh) * d;
         let qkv = randn(&mut rng, n * width);
         let inv = qwen_webgpu::model::rope::inv_freq(10000.0, d);
@@ -193,8 +226,8 @@ fn qkv_rope_splits_norms_rotates_and_writes_cache() {
         let norm_w = randn(&mut rng, 2 * d);
         let (qkvb, tb, nb) = (buf(&g, &qkv), buf(&g, &table), buf(&g, &norm_w));
         let q_out = buf(&g, &vec![SENTINEL; (n + 1) * h * d]);
-        let kc = kv_buf(&g, &vec![SENTINEL; ctx * kvh * d], kv_f16);
-        let vc = kv_buf(&g, &vec![SENTINEL; ctx * kvh * d], kv_f16);
+        let (kc, _) = kv_buf(&g, &vec![SENTINEL; ctx * kvh * d], kv, d);
+        let (vc, _) = kv_buf(&g, &vec![SENTINEL; ctx * kvh * d], kv, d);
         run(&g, |r| {
             ops::qkv_rope(r, heads, n, pos0, &qkvb, &tb, qk_norm.then_some((&nb, 1e-6)), &q_out, &kc, &vc).unwrap()
         });
@@ -226,13 +259,20 @@ fn qkv_rope_splits_norms_rotates_and_writes_cache() {
                 }
             }
         }
-        let what = format!("qkv_rope h={h} kvh={kvh} d={d} norm={qk_norm} kv_f16={kv_f16}");
+        let what = format!("qkv_rope h={h} kvh={kvh} d={d} norm={qk_norm} kv={kv:?}");
         assert_close(&format!("{what} q"), &read(&g, &q_out, want_q.len()), &want_q, 1e-5, 1e-5);
-        // f16 caches: the GPU rounds what the CPU computed; allow one f16 ulp of slack.
-        let (want_k, want_v) = if kv_f16 { (f16_round(&want_k), f16_round(&want_v)) } else { (want_k, want_v) };
-        let k_tol = if kv_f16 { 1e-3 } else { 1e-5 };
-        assert_close(&format!("{what} k"), &read_kv(&g, &kc, want_k.len(), kv_f16), &want_k, 1e-5, k_tol);
-        assert_close(&format!("{what} v"), &read_kv(&g, &vc, want_v.len(), kv_f16), &want_v, 0.0, 0.0);
+        // Packed caches: the GPU encodes what the CPU computed; compare with the CPU's encoding,
+        // allowing one step of slack for values that round the other way.
+        let (_, want_k) = kv_encode(&want_k, kv, d);
+        let (_, want_v) = kv_encode(&want_v, kv, d);
+        let (atol, rtol) = match kv {
+            F32 => (1e-5, 1e-5),
+            F16 => (1e-5, 1e-3),
+            Q8 => (0.05, 0.0), // one int8 step of a head whose max is at most ~5
+        };
+        assert_close(&format!("{what} k"), &read_kv(&g, &kc, want_k.len(), kv, d), &want_k, atol, rtol);
+        let v_tol = if kv == Q8 { 1e-5 } else { 0.0 };
+        assert_close(&format!("{what} v"), &read_kv(&g, &vc, want_v.len(), kv, d), &want_v, v_tol, v_tol);
         // The logN scale (positions ≥ 9 here) really was applied.
         assert!(table[(n - 1) * (d + 1) + d] > 1.0);
     }
@@ -242,24 +282,25 @@ fn qkv_rope_splits_norms_rotates_and_writes_cache() {
 fn attention_causal_gqa_long_context() {
     let g = gpu();
     let mut rng = Rng::new(5);
+    use KvFormat::{F16, F32, Q8};
     let cases = [
-        (6usize, 2usize, 24usize, 4usize, 70usize, false),
-        (2, 1, 160, 3, 0, false),
-        (3, 3, 8, 9, 130, false),
-        (6, 2, 24, 4, 70, true),
-        (2, 1, 160, 3, 0, true),
+        (6usize, 2usize, 24usize, 4usize, 70usize, F32),
+        (2, 1, 160, 3, 0, F32),
+        (3, 3, 8, 9, 130, F32),
+        (6, 2, 24, 4, 70, F16),
+        (2, 1, 160, 3, 0, F16),
+        (6, 2, 24, 4, 70, Q8),
+        (2, 1, 160, 3, 0, Q8),
     ];
-    for &(h, kvh, d, n, pos0, kv_f16) in &cases {
-        let heads = Heads { n_heads: h, n_kv_heads: kvh, head_dim: d, kv_f16 };
+    for &(h, kvh, d, n, pos0, kv) in &cases {
         let keys = pos0 + n;
         let ctx = keys + 3;
+        let heads = Heads { n_heads: h, n_kv_heads: kvh, head_dim: d, kv, kv_scales: kv.scales_offset(ctx, kvh, d) };
         let q = randn(&mut rng, n * h * d);
-        let mut k: Vec<f32> = randn(&mut rng, ctx * kvh * d).iter().map(|x| x * 2.0).collect();
-        let mut v = randn(&mut rng, ctx * kvh * d);
-        if kv_f16 {
-            (k, v) = (f16_round(&k), f16_round(&v));
-        }
-        let (qb, kb, vb) = (buf(&g, &q), kv_buf(&g, &k, kv_f16), kv_buf(&g, &v, kv_f16));
+        let k: Vec<f32> = randn(&mut rng, ctx * kvh * d).iter().map(|x| x * 2.0).collect();
+        let v = randn(&mut rng, ctx * kvh * d);
+        let ((kb, k), (vb, v)) = (kv_buf(&g, &k, kv, d), kv_buf(&g, &v, kv, d));
+        let qb = buf(&g, &q);
         let out = buf(&g, &vec![SENTINEL; (n + 1) * h * d]);
         run(&g, |r| ops::attention(r, heads, n, pos0, &qb, &kb, &vb, &out).unwrap());
         let mut want = Vec::new();
@@ -283,7 +324,7 @@ fn attention_causal_gqa_long_context() {
         }
         want.extend(vec![SENTINEL; h * d]);
         assert_close(
-            &format!("attention h={h} kvh={kvh} d={d} n={n} pos0={pos0} kv_f16={kv_f16}"),
+            &format!("attention h={h} kvh={kvh} d={d} n={n} pos0={pos0} kv={kv:?}"),
             &read(&g, &out, want.len()),
             &want,
             2e-5,

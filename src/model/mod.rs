@@ -235,7 +235,8 @@ impl Qwen {
             n_heads: cfg.num_attention_heads,
             n_kv_heads: cfg.num_key_value_heads,
             head_dim: cfg.head_dim,
-            kv_f16: self.state.kv == KvFormat::F16,
+            kv: self.state.kv,
+            kv_scales: self.state.kv.scales_offset(self.state.context, cfg.num_key_value_heads, cfg.head_dim),
         };
         let s = &self.state;
         let w = &self.weights;

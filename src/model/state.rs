@@ -37,39 +37,11 @@ pub fn state_bytes(cfg: &QwenConfig, max_tokens: usize, context: usize, kv: KvFo
     acts + kv_cache_bytes(cfg, context, kv)
 }
 
-/// How the KV cache stores keys and values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KvFormat {
-    F32,
-    /// Half the memory; needs head_dim % 4 == 0 (every Qwen model).
-    F16,
-}
-
-impl KvFormat {
-    pub fn parse(s: &str) -> Result<Self> {
-        match s {
-            "f32" => Ok(KvFormat::F32),
-            "f16" => Ok(KvFormat::F16),
-            _ => Err(Error::Request(format!("unknown KV cache format {s:?} (f32 or f16)"))),
-        }
-    }
-    pub fn name(self) -> &'static str {
-        match self {
-            KvFormat::F32 => "f32",
-            KvFormat::F16 => "f16",
-        }
-    }
-    pub fn bytes(self) -> u64 {
-        match self {
-            KvFormat::F32 => 4,
-            KvFormat::F16 => 2,
-        }
-    }
-}
+pub use crate::ops::KvFormat;
 
 /// Bytes of the KV cache for `context` tokens.
 pub fn kv_cache_bytes(cfg: &QwenConfig, context: usize, kv: KvFormat) -> u64 {
-    2 * cfg.num_hidden_layers as u64 * context as u64 * cfg.kv_dim() as u64 * kv.bytes()
+    2 * cfg.num_hidden_layers as u64 * kv.layer_bytes(context, cfg.num_key_value_heads, cfg.head_dim)
 }
 
 impl RunState {
@@ -77,13 +49,17 @@ impl RunState {
         if max_tokens == 0 || context == 0 {
             return Err(Error::Request("context and batch size must be positive".into()));
         }
-        if kv == KvFormat::F16 && cfg.head_dim % 4 != 0 {
-            return Err(Error::Request(format!("an f16 KV cache needs head_dim % 4 == 0, not {}", cfg.head_dim)));
+        if kv != KvFormat::F32 && cfg.head_dim % 4 != 0 {
+            return Err(Error::Request(format!(
+                "a {} KV cache needs head_dim % 4 == 0, not {}",
+                kv.name(),
+                cfg.head_dim
+            )));
         }
         let f = |label: &str, n: usize| gpu.storage(label, n as u64 * 4);
         let t = max_tokens;
         let readback = |label: &str, size: u64| gpu.readback_buffer(label, size);
-        let kv_bytes = context as u64 * cfg.kv_dim() as u64 * kv.bytes();
+        let kv_bytes = kv.layer_bytes(context, cfg.num_key_value_heads, cfg.head_dim);
         if kv_bytes > gpu.max_binding {
             return Err(Error::Gpu(format!(
                 "a KV cache of {context} tokens needs {kv_bytes} bytes per layer, above this adapter's storage binding limit of {} bytes; use a shorter context",

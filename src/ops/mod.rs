@@ -185,7 +185,53 @@ pub struct HeadParams {
     pub head_dim: u32,
     /// qkv_rope: the q/k norm epsilon; attention: the score scale.
     pub f: f32,
-    pub _pad: [u32; 2],
+    pub kv_scales: u32,
+    pub _pad: u32,
+}
+
+/// How the KV cache stores keys and values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KvFormat {
+    F32,
+    /// Half the memory; needs head_dim % 4 == 0 (every Qwen model).
+    F16,
+    /// A quarter of the memory: int8 with an f32 scale per (position, kv head).
+    Q8,
+}
+
+impl KvFormat {
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "f32" => Ok(KvFormat::F32),
+            "f16" => Ok(KvFormat::F16),
+            "q8" => Ok(KvFormat::Q8),
+            _ => Err(Error::Request(format!("unknown KV cache format {s:?} (f32, f16 or q8)"))),
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            KvFormat::F32 => "f32",
+            KvFormat::F16 => "f16",
+            KvFormat::Q8 => "q8",
+        }
+    }
+    /// Bytes of one layer's K (or V) cache for `context` positions.
+    pub fn layer_bytes(self, context: usize, kv_heads: usize, head_dim: usize) -> u64 {
+        let n = (context * kv_heads * head_dim) as u64;
+        match self {
+            KvFormat::F32 => n * 4,
+            KvFormat::F16 => n * 2,
+            KvFormat::Q8 => n + (context * kv_heads) as u64 * 4,
+        }
+    }
+
+    /// Word offset of the Q8 scales in a cache buffer of `context` positions.
+    pub fn scales_offset(self, context: usize, kv_heads: usize, head_dim: usize) -> usize {
+        match self {
+            KvFormat::Q8 => context * kv_heads * head_dim / 4,
+            _ => 0,
+        }
+    }
 }
 
 /// Attention geometry and KV cache format, shared by [`qkv_rope`] and [`attention`].
@@ -194,8 +240,19 @@ pub struct Heads {
     pub n_heads: usize,
     pub n_kv_heads: usize,
     pub head_dim: usize,
-    /// The KV cache holds f16 pairs packed in u32 (else f32). Needs head_dim % 4 == 0.
-    pub kv_f16: bool,
+    /// How the KV cache stores keys and values (packed formats need head_dim % 4 == 0).
+    pub kv: KvFormat,
+    /// KvFormat::Q8: word offset of the scales in each cache buffer
+    /// ([`KvFormat::scales_offset`]).
+    pub kv_scales: usize,
+}
+
+impl Heads {
+    fn kv_flags(&self, key: ShaderKey) -> ShaderKey {
+        key.flag("KV_PACKED", self.kv != KvFormat::F32)
+            .flag("KV_F16", self.kv == KvFormat::F16)
+            .flag("KV_Q8", self.kv == KvFormat::Q8)
+    }
 }
 
 impl Heads {
@@ -207,7 +264,8 @@ impl Heads {
             n_kv_heads: u(self.n_kv_heads),
             head_dim: u(self.head_dim),
             f,
-            _pad: [0; 2],
+            kv_scales: u(self.kv_scales),
+            _pad: 0,
         }
     }
 }
@@ -230,11 +288,9 @@ pub fn qkv_rope(
     k_cache: &wgpu::Buffer,
     v_cache: &wgpu::Buffer,
 ) -> Result<()> {
-    let key = ShaderKey::new("qkv_rope")
-        .def("WG", WG)
-        .def("HEAD_DIM", heads.head_dim)
-        .flag("QK_NORM", qk_norm.is_some())
-        .flag("KV_F16", heads.kv_f16);
+    let key =
+        ShaderKey::new("qkv_rope").def("WG", WG).def("HEAD_DIM", heads.head_dim).flag("QK_NORM", qk_norm.is_some());
+    let key = heads.kv_flags(key);
     let mut bindings = vec![Read, Read, Rw, Rw, Rw];
     let mut buffers = vec![qkv, rope, q_out, k_cache, v_cache];
     let mut eps = 0.0;
@@ -263,11 +319,9 @@ pub fn attention(
     out: &wgpu::Buffer,
 ) -> Result<()> {
     let d = heads.head_dim;
-    let key = ShaderKey::new("attention")
-        .def("WG", WG)
-        .def("HEAD_DIM", d)
-        .def("DIMS_PER_THREAD", d.div_ceil(WG as usize))
-        .flag("KV_F16", heads.kv_f16);
+    let key =
+        ShaderKey::new("attention").def("WG", WG).def("HEAD_DIM", d).def("DIMS_PER_THREAD", d.div_ceil(WG as usize));
+    let key = heads.kv_flags(key);
     let k = rec.gpu().kernel(&key, &[Read, Read, Read, Rw])?;
     let p = heads.params(n_tokens, pos0, 1.0 / (d as f32).sqrt());
     rec.dispatch(&k, &p, &[q, k_cache, v_cache, out], u(n_tokens * heads.n_heads))

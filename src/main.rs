@@ -141,6 +141,9 @@ mod cli {
         /// Tokens decoded per measurement.
         #[arg(long, default_value_t = 16)]
         decode_tokens: usize,
+        /// KV cache length to allocate (default: just what the measurements need).
+        #[arg(long)]
+        context: Option<usize>,
         /// How weights are stored on the GPU: f16, q8 or q4.
         #[arg(long, default_value = "f16")]
         weights: String,
@@ -405,7 +408,7 @@ mod cli {
         use qwen_webgpu::bench;
         let need = a.prefill.iter().chain(&a.decode_at).map(|&n| n + a.decode_tokens + 1).max().unwrap_or(256);
         let opts = ModelOptions {
-            context: Some(need),
+            context: Some(need.max(a.context.unwrap_or(0))),
             max_batch: a.max_batch.max(1),
             weights: WeightFormat::parse(&a.weights)?,
             kv: KvFormat::parse(&a.kv_cache)?,

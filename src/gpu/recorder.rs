@@ -97,12 +97,8 @@ impl<'g> Recorder<'g> {
     /// Encode everything into one compute pass and submit it.
     pub fn submit(self) -> Result<()> {
         let cmd = self.finish()?;
-        self.gpu_submit(cmd);
-        Ok(())
-    }
-
-    fn gpu_submit(&self, cmd: wgpu::CommandBuffer) {
         self.gpu.queue.submit([cmd]);
+        Ok(())
     }
 
     /// Encode everything into one compute pass; the caller may add copies before submitting.
@@ -113,18 +109,29 @@ impl<'g> Recorder<'g> {
         Ok(enc.finish())
     }
 
-    /// Encode into an existing encoder.
+    /// Encode into an existing encoder, with a parameter buffer of its own.
     pub fn encode(&self, enc: &mut wgpu::CommandEncoder) -> Result<()> {
+        self.encode_with(enc, &mut None)
+    }
+
+    /// Encode into an existing encoder, writing the parameters into `arena` (grown when too
+    /// small, else reused: no allocation per forward pass). The arena's contents are replaced
+    /// at the next queue operation, so one arena serves one recorder per submission.
+    pub fn encode_with(&self, enc: &mut wgpu::CommandEncoder, arena: &mut Option<wgpu::Buffer>) -> Result<()> {
         if self.dispatches.is_empty() {
             return Ok(());
         }
-        let arena = self.gpu.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("params"),
-            size: (self.params.len().div_ceil(16) * 16) as u64,
-            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
-        self.gpu.write(&arena, 0, &self.params);
+        let need = (self.params.len().div_ceil(16) * 16) as u64;
+        if arena.as_ref().is_none_or(|a| a.size() < need) {
+            *arena = Some(self.gpu.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("params"),
+                size: need.next_power_of_two(),
+                usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            }));
+        }
+        let arena = arena.as_ref().expect("allocated above");
+        self.gpu.write(arena, 0, &self.params);
         let groups: Vec<wgpu::BindGroup> = self
             .dispatches
             .iter()
@@ -132,7 +139,7 @@ impl<'g> Recorder<'g> {
                 let mut entries = vec![wgpu::BindGroupEntry {
                     binding: 0,
                     resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                        buffer: &arena,
+                        buffer: arena,
                         offset: 0,
                         size: wgpu::BufferSize::new(d.params_size),
                     }),

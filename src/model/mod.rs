@@ -79,6 +79,8 @@ pub struct Qwen {
     logits_all: Option<(usize, wgpu::Buffer)>,
     /// Kernel dispatches in the last forward pass.
     last_dispatches: usize,
+    /// Uniform parameters of the forward pass's dispatches, reused from pass to pass.
+    params_arena: Option<wgpu::Buffer>,
 }
 
 impl Qwen {
@@ -122,6 +124,7 @@ impl Qwen {
             rope_host: Vec::new(),
             logits_all: None,
             last_dispatches: 0,
+            params_arena: None,
         }
     }
 
@@ -270,7 +273,7 @@ impl Qwen {
         let out = match want {
             Want::Nothing => {
                 self.last_dispatches = rec.len();
-                rec.encode(&mut enc)?;
+                rec.encode_with(&mut enc, &mut self.params_arena)?;
                 gpu.queue.submit([enc.finish()]);
                 gpu.check()?;
                 Output::Nothing
@@ -282,7 +285,7 @@ impl Qwen {
                 if want == Want::Argmax {
                     ops::argmax(&mut rec, &s.logits, vocab, &s.next)?;
                     self.last_dispatches = rec.len();
-                    rec.encode(&mut enc)?;
+                    rec.encode_with(&mut enc, &mut self.params_arena)?;
                     enc.copy_buffer_to_buffer(&s.next, 0, &s.next_readback, 0, 4);
                     gpu.queue.submit([enc.finish()]);
                     let b = gpu.map_read(&s.next_readback, 4).await?;
@@ -293,7 +296,7 @@ impl Qwen {
                     Output::Token(id)
                 } else {
                     self.last_dispatches = rec.len();
-                    rec.encode(&mut enc)?;
+                    rec.encode_with(&mut enc, &mut self.params_arena)?;
                     enc.copy_buffer_to_buffer(&s.logits, 0, &s.logits_readback, 0, vocab as u64 * 4);
                     gpu.queue.submit([enc.finish()]);
                     let b = gpu.map_read(&s.logits_readback, vocab as u64 * 4).await?;
@@ -304,7 +307,7 @@ impl Qwen {
                 // Every row through the final norm; the LM head in groups of rows that fit
                 // one binding, each group copied out before the next overwrites it.
                 ops::rms_norm(&mut rec, &s.x, 0, n, d, &w.norm, cfg.rms_norm_eps, &s.xn)?;
-                rec.encode(&mut enc)?;
+                rec.encode_with(&mut enc, &mut self.params_arena)?;
                 let row_bytes = vocab as u64 * 4;
                 let per = ((gpu.max_binding / row_bytes) as usize).clamp(1, s.max_tokens);
                 if self.logits_all.as_ref().map(|(rows, _)| *rows) != Some(per) {

@@ -2,28 +2,7 @@
 // TILE x TILE block of (token, output row) from TILE-wide slices of X and W in workgroup memory.
 #include "common/grid.wgsl"
 
-struct Params {
-    n_tokens: u32,
-    cols: u32,      // input width (the k dimension)
-    rows: u32,      // rows in this chunk of W
-    stride: u32,    // words per W row
-    out_cols: u32,  // width of an output row (all chunks)
-    row0: u32,      // output column of this chunk's first row
-    x_row0: u32,    // first input row to read
-    scales: u32,    // word offset of the scales (quantized formats)
-}
-
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<f32>;          // [.., cols]
-@group(0) @binding(2) var<storage, read> w: array<u32>;          // [rows, stride] values, then scales
-#ifdef BIAS
-@group(0) @binding(3) var<storage, read> bias: array<f32>;       // [out_cols]
-@group(0) @binding(4) var<storage, read_write> out: array<f32>;  // [n_tokens, out_cols]
-#else
-@group(0) @binding(3) var<storage, read_write> out: array<f32>;  // [n_tokens, out_cols]
-#endif
-
-#include "common/weights.wgsl"
+#include "common/linear.wgsl"
 
 var<workgroup> xs: array<array<f32, TILE>, TILE>;        // [token][k]
 var<workgroup> ws: array<array<f32, TILE_PAD>, TILE>;    // [row][k]
@@ -60,16 +39,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
         }
         workgroupBarrier();
     }
-    if (t >= p.n_tokens || r >= p.rows) {
-        return;
+    if (t < p.n_tokens && r < p.rows) {
+        store(t, r, acc);
     }
-#ifdef BIAS
-    acc += bias[p.row0 + r];
-#endif
-    let o = t * p.out_cols + p.row0 + r;
-#ifdef ACCUMULATE
-    out[o] = out[o] + acc;
-#else
-    out[o] = acc;
-#endif
 }

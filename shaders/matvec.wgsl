@@ -2,28 +2,7 @@
 // row-chunk of W. Used for decode, where each weight is read once.
 #include "common/grid.wgsl"
 
-struct Params {
-    n_tokens: u32,
-    cols: u32,      // input width
-    rows: u32,      // rows in this chunk of W
-    stride: u32,    // words per W row
-    out_cols: u32,  // width of an output row (all chunks)
-    row0: u32,      // output column of this chunk's first row
-    x_row0: u32,    // first input row to read
-    scales: u32,    // word offset of the scales (quantized formats)
-}
-
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<f32>;          // [.., cols]
-@group(0) @binding(2) var<storage, read> w: array<u32>;          // [rows, stride] values, then scales
-#ifdef BIAS
-@group(0) @binding(3) var<storage, read> bias: array<f32>;       // [out_cols]
-@group(0) @binding(4) var<storage, read_write> out: array<f32>;  // [n_tokens, out_cols]
-#else
-@group(0) @binding(3) var<storage, read_write> out: array<f32>;  // [n_tokens, out_cols]
-#endif
-
-#include "common/weights.wgsl"
+#include "common/linear.wgsl"
 
 // w[r, :] · x[xb ..], one format-specific loop each.
 fn row_dot(r: u32, xb: u32) -> f32 {
@@ -76,14 +55,5 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     }
     let t = i / p.rows;
     let r = i % p.rows;
-    var acc = row_dot(r, (p.x_row0 + t) * p.cols);
-#ifdef BIAS
-    acc += bias[p.row0 + r];
-#endif
-    let o = t * p.out_cols + p.row0 + r;
-#ifdef ACCUMULATE
-    out[o] = out[o] + acc;
-#else
-    out[o] = acc;
-#endif
+    store(t, r, row_dot(r, (p.x_row0 + t) * p.cols));
 }

@@ -5,6 +5,7 @@
 // f32 scale per (position, kv head) stored after all values (word offset p.kv_scales).
 // One workgroup per (token, head) over the n_heads + 2 * n_kv_heads heads of a token.
 #include "common/grid.wgsl"
+#include "common/reduce.wgsl"
 
 struct Params {
     n_tokens: u32,
@@ -33,7 +34,6 @@ var<workgroup> stage: array<f32, HEAD_DIM>;
 #ifdef QK_NORM
 @group(0) @binding(6) var<storage, read> qk_norm: array<f32>;        // [2 * D]: q weights, then k weights
 #endif
-var<workgroup> red: array<f32, WG>;
 
 #ifdef KV_Q8
 // max |stage[0..d]| over the workgroup.
@@ -42,15 +42,7 @@ fn stage_amax(li: u32, d: u32) -> f32 {
     for (var i = li; i < d; i += WG) {
         m = max(m, abs(stage[i]));
     }
-    red[li] = m;
-    workgroupBarrier();
-    for (var k = WG / 2u; k > 0u; k >>= 1u) {
-        if (li < k) {
-            red[li] = max(red[li], red[li + k]);
-        }
-        workgroupBarrier();
-    }
-    return red[0];
+    return reduce_max(li, m);
 }
 
 fn q8_byte(x: f32, inv: f32) -> u32 {
@@ -91,15 +83,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
             let v = qkv[src + i];
             s += v * v;
         }
-        red[li] = s;
-        workgroupBarrier();
-        for (var k = WG / 2u; k > 0u; k >>= 1u) {
-            if (li < k) {
-                red[li] += red[li + k];
-            }
-            workgroupBarrier();
-        }
-        let scale = inverseSqrt(red[0] / f32(d) + p.eps);
+        let scale = inverseSqrt(reduce_sum(li, s) / f32(d) + p.eps);
         let wb = select(d, 0u, h < p.n_heads);
 #endif
         let tb = t * (d + 1u);

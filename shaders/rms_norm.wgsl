@@ -1,5 +1,6 @@
 // RMSNorm, one workgroup per row: out[r, :] = x[in_row0 + r, :] * rsqrt(mean(x^2) + eps) * w.
 #include "common/grid.wgsl"
+#include "common/reduce.wgsl"
 
 struct Params {
     rows: u32,
@@ -12,8 +13,6 @@ struct Params {
 @group(0) @binding(1) var<storage, read> x: array<f32>;          // [.., cols]
 @group(0) @binding(2) var<storage, read> w: array<f32>;          // [cols]
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;  // [rows, cols]
-
-var<workgroup> red: array<f32, WG>;
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -28,15 +27,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
         let v = x[base + c];
         s += v * v;
     }
-    red[li] = s;
-    workgroupBarrier();
-    for (var k = WG / 2u; k > 0u; k >>= 1u) {
-        if (li < k) {
-            red[li] += red[li + k];
-        }
-        workgroupBarrier();
-    }
-    let scale = inverseSqrt(red[0] / f32(p.cols) + p.eps);
+    let scale = inverseSqrt(reduce_sum(li, s) / f32(p.cols) + p.eps);
     for (var c = li; c < p.cols; c += WG) {
         out[row * p.cols + c] = x[base + c] * scale * w[c];
     }

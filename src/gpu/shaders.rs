@@ -14,6 +14,8 @@ const SOURCES: &[(&str, &str)] = &[
     ("common/f16.wgsl", include_str!("../../shaders/common/f16.wgsl")),
     ("common/grid.wgsl", include_str!("../../shaders/common/grid.wgsl")),
     ("common/weights.wgsl", include_str!("../../shaders/common/weights.wgsl")),
+    ("common/linear.wgsl", include_str!("../../shaders/common/linear.wgsl")),
+    ("common/reduce.wgsl", include_str!("../../shaders/common/reduce.wgsl")),
     ("embed.wgsl", include_str!("../../shaders/embed.wgsl")),
     ("rms_norm.wgsl", include_str!("../../shaders/rms_norm.wgsl")),
     ("matvec.wgsl", include_str!("../../shaders/matvec.wgsl")),

@@ -18,6 +18,7 @@ use crate::generate::{FinishReason, GenerateOptions, Generator};
 use crate::gpu::{Gpu, GpuOptions};
 use crate::model::weights::Uploader;
 use crate::model::{self, ModelOptions, Qwen, RunState};
+use crate::ops::KvFormat;
 use crate::sampler::SamplingParams;
 use crate::tokenizer::{chat_prompt_ids, ChatMessage, Role, TextStream, Tokenizer};
 use crate::weights::quant::WeightFormat;
@@ -65,7 +66,8 @@ pub fn safetensors_header_len(prefix: &[u8], file_len: f64, label: &str) -> Resu
 /// Open the GPU for a model and check that it fits before anything is downloaded.
 /// `context` 0: the model's own (at most 4096); `max_binding_bytes` 0: the adapter's limit;
 /// `max_gpu_bytes` 0: no memory budget (browsers do not report GPU memory);
-/// `weight_format`: how matrices are stored on the GPU, `f16`, `q8` or `q4` (empty: f16).
+/// `weight_format`: how matrices are stored on the GPU, `f16`, `q8` or `q4` (empty: f16);
+/// `kv_format`: how the KV cache stores keys and values, `f32`, `f16` or `q8` (empty: f32).
 #[wasm_bindgen]
 pub async fn open_loader(
     config_json: String,
@@ -74,14 +76,19 @@ pub async fn open_loader(
     max_binding_bytes: f64,
     max_gpu_bytes: f64,
     weight_format: String,
+    kv_format: String,
 ) -> Result<Loader, JsValue> {
     let cfg = QwenConfig::from_json(&config_json).map_err(js_err)?;
-    let weights =
-        if weight_format.is_empty() { WeightFormat::F16 } else { WeightFormat::parse(&weight_format).map_err(js_err)? };
+    let weights = if weight_format.is_empty() {
+        WeightFormat::F16
+    } else {
+        WeightFormat::parse(&weight_format).map_err(js_err)?
+    };
     let opts = ModelOptions {
         context: (context > 0).then_some(context as usize),
         max_batch: if max_batch > 0 { max_batch as usize } else { ModelOptions::default().max_batch },
         weights,
+        kv: if kv_format.is_empty() { KvFormat::F32 } else { KvFormat::parse(&kv_format).map_err(js_err)? },
     };
     let gpu_opts = GpuOptions { max_binding_bytes: (max_binding_bytes > 0.0).then_some(max_binding_bytes as u64) };
     let gpu = Gpu::new(&gpu_opts).await.map_err(js_err)?;
@@ -109,7 +116,7 @@ pub async fn open_loader(
         ))));
     }
     let ctx = opts.context_for(&cfg);
-    RunState::new(&gpu, &cfg, opts.max_batch.min(ctx), ctx)
+    RunState::new(&gpu, &cfg, opts.max_batch.min(ctx), ctx, opts.kv)
         .map_err(|e| js_err(Error::Gpu(format!("the model does not fit this GPU ({}): {e}", gpu.describe()))))?;
     gpu.check().map_err(js_err)?;
     Ok(Loader {
@@ -179,11 +186,8 @@ impl Loader {
             self.uploader = Some(Uploader::new(gpu, &self.cfg, &self.tensors, self.opts.weights).map_err(js_err)?);
         }
         let up = self.uploader.as_ref().ok_or_else(|| request_err("no uploader"))?;
-        let mut wanted: Vec<(u32, TensorInfo, String)> = up
-            .wanted()
-            .into_iter()
-            .map(|(n, t)| (self.owner.get(&n).copied().unwrap_or(0), t, n))
-            .collect();
+        let mut wanted: Vec<(u32, TensorInfo, String)> =
+            up.wanted().into_iter().map(|(n, t)| (self.owner.get(&n).copied().unwrap_or(0), t, n)).collect();
         wanted.sort_by_key(|(s, t, _)| (*s, t.start));
         let out = Array::new();
         for (shard, t, name) in wanted {
@@ -300,7 +304,13 @@ impl Engine {
             }
             let opts = GenerateOptions {
                 max_new_tokens: max_tokens as usize,
-                sampling: SamplingParams { temperature, top_k: top_k as usize, top_p, repetition_penalty, seed: seed as u64 },
+                sampling: SamplingParams {
+                    temperature,
+                    top_k: top_k as usize,
+                    top_p,
+                    repetition_penalty,
+                    seed: seed as u64,
+                },
                 stop_ids,
             };
             let r = match opts.sampling.validate() {
@@ -426,7 +436,12 @@ impl Engine {
     }
 
     /// The ChatML prompt for `roles[i]`/`contents[i]` (`system`, `user`, `assistant`).
-    pub fn chat_prompt(&self, roles: Vec<String>, contents: Vec<String>, max_prompt_tokens: u32) -> Result<Vec<u32>, JsValue> {
+    pub fn chat_prompt(
+        &self,
+        roles: Vec<String>,
+        contents: Vec<String>,
+        max_prompt_tokens: u32,
+    ) -> Result<Vec<u32>, JsValue> {
         if roles.len() != contents.len() {
             return Err(request_err("roles and contents differ in length"));
         }
@@ -471,7 +486,8 @@ impl Engine {
     /// Feed one generated id to the text stream; returns the text now complete, if any.
     pub fn stream_push(&self, id: u32) -> Result<Option<String>, JsValue> {
         let mut i = self.inner.borrow_mut();
-        let s = i.stream.as_mut().ok_or_else(|| named("TokenizerError", "this model was loaded without a tokenizer"))?;
+        let s =
+            i.stream.as_mut().ok_or_else(|| named("TokenizerError", "this model was loaded without a tokenizer"))?;
         s.push(id).map_err(js_err)
     }
 

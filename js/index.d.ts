@@ -1,0 +1,181 @@
+// Types of the qwen-webgpu npm package.
+
+/** Names of the errors the engine rejects with (`err.name`). */
+export type QwenErrorName =
+  | "ConfigError"
+  | "WeightsError"
+  | "TokenizerError"
+  | "GpuError"
+  | "RequestError"
+  | "NetworkError"
+  | "AbortError";
+
+export interface LoadProgress {
+  phase: "config" | "download" | "weights" | "tokenizer" | "ready";
+  loaded: number;
+  total: number;
+  text?: string;
+}
+
+/** Files of a model by name ("config.json", "model.safetensors", "tokenizer.json", ...). */
+export type ModelFiles = Record<string, Blob | ArrayBuffer | ArrayBufferView | string> | Map<string, Blob | ArrayBuffer | ArrayBufferView | string>;
+
+/**
+ * Where the model comes from: a base URL in the Hugging Face `resolve/main/` layout, the
+ * files themselves (an `<input type=file multiple>` / `webkitdirectory` FileList), a picked
+ * directory (`showDirectoryPicker()`), or in-memory data by file name.
+ */
+export type ModelSource = string | URL | File[] | FileList | FileSystemDirectoryHandle | ModelFiles;
+
+export interface EngineOptions {
+  model: ModelSource;
+  onProgress?: (p: LoadProgress) => void;
+  /** KV cache length in tokens (default: the model's context, at most 4096). */
+  context?: number;
+  /** Most tokens per forward pass (default 128). */
+  maxBatch?: number;
+  /** How weight matrices are stored on the GPU: f16 (default), or 8-/4-bit groups (smaller, faster). */
+  weights?: "f16" | "q8" | "q4";
+  /** How the KV cache stores keys and values: f32 (default, exact), f16, or q8 (4x smaller). */
+  kvCache?: "f32" | "f16" | "q8";
+  /** Keep downloads in the Cache API (default true; URL sources only). */
+  useCache?: boolean;
+  /** Refuse models needing more GPU memory than this many bytes (browsers do not report it). */
+  maxGpuBytes?: number;
+  /** Use a storage-binding limit below the adapter's (testing). */
+  maxBindingBytes?: number;
+  /** Run the engine in a Web Worker (default: true in a window). */
+  useWorker?: boolean;
+  /** A Worker running this package's worker.js, if your bundler needs to create it. */
+  worker?: Worker;
+  /** Where qwen_webgpu_bg.wasm is (default: next to engine.js). */
+  wasmUrl?: string | URL;
+  /** Abort loading. */
+  signal?: AbortSignal;
+}
+
+export interface ChatMessage {
+  role: "system" | "user" | "assistant";
+  content: string | Array<{ type: "text"; text: string }>;
+}
+
+export interface SamplingOptions {
+  /** 0 = greedy. Default 0.7 for chat, 0 for generateIds. */
+  temperature?: number;
+  top_p?: number;
+  /** 0 = off. */
+  top_k?: number;
+  repetition_penalty?: number;
+  seed?: number;
+  /** Default 256. */
+  max_tokens?: number;
+  /** Extra stop token ids (the model's eos / ChatML markers are always used unless ignore_eos). */
+  stop_token_ids?: number[];
+  ignore_eos?: boolean;
+  /** Stops generation promptly (after the token in flight); finish_reason is then "abort". */
+  signal?: AbortSignal;
+}
+
+export interface ChatCompletionRequest extends SamplingOptions {
+  messages: ChatMessage[];
+  stream?: boolean;
+}
+
+export type FinishReason = "stop" | "length" | "context_full" | "abort";
+
+export interface Usage {
+  prompt_tokens: number;
+  completion_tokens: number;
+  total_tokens: number;
+  time_to_first_token_s: number;
+  prefill_tokens_per_s: number;
+  decode_tokens_per_s: number;
+  e2e_latency_s: number;
+  extra: {
+    time_to_first_token_s: number;
+    prefill_tokens_per_s: number;
+    decode_tokens_per_s: number;
+    e2e_latency_s: number;
+  };
+}
+
+export interface ChatCompletion {
+  id: string;
+  object: "chat.completion";
+  created: number;
+  model: string;
+  choices: Array<{ index: number; message: { role: "assistant"; content: string }; finish_reason: FinishReason; logprobs: null }>;
+  usage: Usage;
+}
+
+export interface ChatCompletionChunk {
+  id: string;
+  object: "chat.completion.chunk";
+  created: number;
+  model: string;
+  choices: Array<{ index: number; delta: { role?: "assistant"; content?: string }; finish_reason: FinishReason | null; logprobs: null }>;
+  /** On the last chunk. */
+  usage?: Usage;
+}
+
+export interface GenerateIdsRequest extends SamplingOptions {
+  promptIds: ArrayLike<number>;
+  /** Sees each id as it is generated. */
+  onToken?: (id: number) => void;
+}
+
+export interface GenerateIdsResult {
+  ids: number[];
+  finish_reason: FinishReason;
+  usage: Usage;
+}
+
+export interface EngineInfo {
+  model: string;
+  adapter: string;
+  context: number;
+  vocabSize: number;
+  hasTokenizer: boolean;
+  eos: number[];
+}
+
+export interface QwenEngine {
+  chat: {
+    completions: {
+      create(req: ChatCompletionRequest & { stream: true }): AsyncIterable<ChatCompletionChunk>;
+      create(req: ChatCompletionRequest & { stream?: false }): Promise<ChatCompletion>;
+    };
+  };
+  /** Generate from raw token ids (no tokenizer needed). */
+  generateIds(req: GenerateIdsRequest): Promise<GenerateIdsResult>;
+  /** Forget the conversation state (KV cache). */
+  resetChat(): Promise<void>;
+  /** Free the GPU memory; later calls reject. */
+  unload(): Promise<void>;
+  info(): EngineInfo | Promise<EngineInfo>;
+  /** Token ids of `text` (needs a tokenizer). Synchronous without a worker. */
+  tokenize(text: string): number[] | Promise<number[]>;
+  /**
+   * Text of `ids`, plus the chunks streaming them produces: `chunks[i]` is the text completed
+   * by `ids[i]` ("" while a multi-byte character is incomplete); the last entry is the tail.
+   */
+  detokenize(ids: ArrayLike<number>): { text: string; chunks: string[] } | Promise<{ text: string; chunks: string[] }>;
+}
+
+/**
+ * Load a model and return an engine. Calls on one engine run one at a time, in the order
+ * they were made. Rejects with a named Error (see QwenErrorName).
+ */
+export function createEngine(opts: EngineOptions): Promise<QwenEngine>;
+
+/** Whether every file of the model at this base URL is in the Cache API. */
+export function hasModelInCache(url: string | URL): Promise<boolean>;
+
+/** Remove the model's files from the Cache API; resolves to how many entries were removed. */
+export function deleteModelCache(url: string | URL): Promise<number>;
+
+/** The Cache API cache the package uses. */
+export const CACHE_NAME: string;
+
+/** Instantiate the wasm module ahead of time (optional). */
+export function initWasm(wasmUrl?: string | URL): Promise<unknown>;

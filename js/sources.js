@@ -1,0 +1,323 @@
+// Where model files come from: a base URL (Hugging Face `resolve/main/` layout), `File`s or a
+// picked directory, or in-memory buffers. Every source answers the same questions:
+//   has(name), text(name), bytes(name), open(name) -> { size, read(start, end) }.
+// `read` returns one tensor's bytes; nothing here ever holds a whole checkpoint.
+// Downloads can go through the Cache API (one full response per file, written while it
+// streams, read back by slices); a failed or partial download is never left in the cache.
+
+export const CACHE_NAME = "qwen-webgpu-v1";
+
+export function namedError(name, message, cause) {
+  const e = new Error(message, cause ? { cause } : undefined);
+  e.name = name;
+  return e;
+}
+
+function abortError() {
+  return namedError("AbortError", "the load was aborted");
+}
+
+/** The files a model needs, as far as any source knows them. */
+export const MODEL_FILES = [
+  "config.json",
+  "generation_config.json",
+  "model.safetensors",
+  "model.safetensors.index.json",
+  "tokenizer.json",
+  "qwen.tiktoken",
+];
+
+function normaliseBase(url) {
+  let s = String(url);
+  if (typeof location !== "undefined") s = new URL(s, location.href).href;
+  return s.endsWith("/") ? s : s + "/";
+}
+
+// ---------------------------------------------------------------- URL source
+
+class UrlSource {
+  constructor(base, { useCache = true, fetch: f, signal, onDownload } = {}) {
+    this.base = normaliseBase(base);
+    this.label = this.base;
+    this.fetch = f || globalThis.fetch.bind(globalThis);
+    this.useCache = useCache && typeof caches !== "undefined";
+    this.signal = signal;
+    this.onDownload = onDownload || (() => {});
+    this.exists = new Map();
+    this.written = []; // cache entries written by this load (deleted if the load fails)
+  }
+  url(name) {
+    return this.base + name;
+  }
+  async _get(name, init = {}) {
+    let res;
+    try {
+      res = await this.fetch(this.url(name), { ...init, signal: this.signal });
+    } catch (e) {
+      if (this.signal?.aborted) throw abortError();
+      throw namedError("NetworkError", `cannot fetch ${this.url(name)}: ${e.message || e}`, e);
+    }
+    return res;
+  }
+  async _cached(name) {
+    if (!this.useCache) return null;
+    const cache = await caches.open(CACHE_NAME);
+    return (await cache.match(this.url(name))) || null;
+  }
+  async has(name) {
+    if (this.exists.has(name)) return this.exists.get(name);
+    if (await this._cached(name)) return true;
+    const res = await this._get(name, { method: "GET", headers: { Range: "bytes=0-0" } });
+    try { await res.body?.cancel(); } catch { /* ignore */ }
+    const ok = res.ok;
+    if (!ok && res.status !== 404 && res.status !== 403 && res.status !== 401) {
+      throw namedError("NetworkError", `${this.url(name)}: HTTP ${res.status} ${res.statusText}`);
+    }
+    this.exists.set(name, ok);
+    return ok;
+  }
+  async _whole(name) {
+    const hit = await this._cached(name);
+    if (hit) return hit;
+    const res = await this._get(name);
+    if (!res.ok) {
+      throw namedError(
+        res.status === 404 ? (name === "config.json" ? "ConfigError" : "WeightsError") : "NetworkError",
+        `${this.url(name)}: HTTP ${res.status} ${res.statusText}`.trim(),
+      );
+    }
+    return res;
+  }
+  async text(name) {
+    return await (await this._whole(name)).text();
+  }
+  async bytes(name) {
+    return new Uint8Array(await (await this._whole(name)).arrayBuffer());
+  }
+  /** Put one file in the cache (streamed to disk), unless it is there already. */
+  async ensureCached(name, progress) {
+    if (!this.useCache) return;
+    const cache = await caches.open(CACHE_NAME);
+    const url = this.url(name);
+    if (await cache.match(url)) return;
+    const res = await this._get(name);
+    if (!res.ok) throw namedError("NetworkError", `${url}: HTTP ${res.status} ${res.statusText}`.trim());
+    const expected = Number(res.headers.get("Content-Length") || 0);
+    let seen = 0;
+    const counted = res.body.pipeThrough(
+      new TransformStream({
+        transform: (chunk, ctl) => {
+          seen += chunk.byteLength;
+          progress(seen, expected);
+          ctl.enqueue(chunk);
+        },
+      }),
+    );
+    const headers = new Headers();
+    headers.set("Content-Type", "application/octet-stream");
+    try {
+      await cache.put(url, new Response(counted, { headers }));
+      this.written.push(url);
+    } catch (e) {
+      await cache.delete(url);
+      if (this.signal?.aborted) throw abortError();
+      throw namedError("NetworkError", `download of ${url} failed: ${e.message || e}`, e);
+    }
+    const stored = await cache.match(url);
+    const size = stored ? (await stored.blob()).size : -1;
+    if (!stored || (expected && size !== expected)) {
+      await cache.delete(url);
+      throw namedError("NetworkError", `download of ${url} is incomplete (${size} of ${expected} bytes)`);
+    }
+  }
+  async open(name) {
+    const hit = await this._cached(name);
+    if (hit) return blobFile(await hit.blob(), this.url(name));
+    // Range requests: one per tensor. If the server ignores Range, stream the body instead.
+    const res = await this._get(name, { headers: { Range: "bytes=0-7" } });
+    if (res.status === 206) {
+      const head = new Uint8Array(await res.arrayBuffer());
+      const total = Number((res.headers.get("Content-Range") || "").split("/")[1]);
+      if (!Number.isFinite(total)) throw namedError("NetworkError", `${this.url(name)}: no size in Content-Range`);
+      return {
+        size: total,
+        read: async (start, end) => {
+          if (start === 0 && end <= head.length) return head.slice(0, end);
+          const r = await this._get(name, { headers: { Range: `bytes=${start}-${end - 1}` } });
+          if (r.status !== 206 && r.status !== 200) {
+            throw namedError("NetworkError", `${this.url(name)} bytes ${start}-${end - 1}: HTTP ${r.status}`);
+          }
+          let b = new Uint8Array(await r.arrayBuffer());
+          if (r.status === 200) b = b.subarray(start, end); // server ignored the range
+          if (b.length !== end - start) {
+            throw namedError("WeightsError", `${this.url(name)}: got ${b.length} bytes for a ${end - start}-byte range (truncated file?)`);
+          }
+          return b;
+        },
+      };
+    }
+    if (!res.ok) {
+      throw namedError(res.status === 404 ? "WeightsError" : "NetworkError", `${this.url(name)}: HTTP ${res.status} ${res.statusText}`.trim());
+    }
+    const size = Number(res.headers.get("Content-Length"));
+    return streamFile(res.body, Number.isFinite(size) && size > 0 ? size : NaN, this.url(name));
+  }
+  async discardWritten() {
+    if (!this.written.length) return;
+    const cache = await caches.open(CACHE_NAME);
+    await Promise.all(this.written.map((u) => cache.delete(u)));
+    this.written = [];
+  }
+}
+
+/** Reads of increasing offsets from a streamed body; earlier bytes are dropped. */
+export function streamFile(body, size, label) {
+  const reader = body.getReader();
+  let chunks = []; // received, not yet consumed; chunks[0] starts at file offset `pos`
+  let have = 0; // bytes in `chunks`
+  let pos = 0;
+  let done = false;
+  return {
+    size,
+    streamed: true,
+    read: async (start, end) => {
+      if (start < pos) throw namedError("WeightsError", `${label}: out-of-order read in a streamed file`);
+      while (pos + have < end && !done) {
+        const { value, done: d } = await reader.read();
+        if (d) { done = true; break; }
+        chunks.push(value);
+        have += value.length;
+        // Drop whole chunks that end before `start` as they arrive.
+        while (chunks.length && pos + chunks[0].length <= start) {
+          pos += chunks[0].length;
+          have -= chunks[0].length;
+          chunks.shift();
+        }
+      }
+      if (pos + have < end) {
+        throw namedError("WeightsError", `${label}: file ends at ${pos + have} bytes, expected at least ${end} (truncated?)`);
+      }
+      // Copy [start, end) out once; keep the rest of the last chunk used.
+      const out = new Uint8Array(end - start);
+      let at = 0;
+      let off = start - pos; // offset into chunks[0]
+      while (at < out.length) {
+        const c = chunks[0];
+        const n = Math.min(c.length - off, out.length - at);
+        out.set(c.subarray(off, off + n), at);
+        at += n;
+        if (off + n === c.length) {
+          chunks.shift();
+          pos += c.length;
+          have -= c.length;
+          off = 0;
+        } else {
+          chunks[0] = c.subarray(off + n);
+          pos += off + n;
+          have -= off + n;
+        }
+      }
+      return out;
+    },
+  };
+}
+
+function blobFile(blob, label) {
+  return {
+    size: blob.size,
+    read: async (start, end) => {
+      if (end > blob.size) throw namedError("WeightsError", `${label}: file is ${blob.size} bytes, need ${end} (truncated?)`);
+      return new Uint8Array(await blob.slice(start, end).arrayBuffer());
+    },
+  };
+}
+
+// ---------------------------------------------------------------- local sources
+
+class MapSource {
+  /** `files`: name → Blob | ArrayBuffer | TypedArray | string. */
+  constructor(files, label) {
+    this.files = files;
+    this.label = label;
+  }
+  async _blob(name) {
+    const f = this.files.get(name);
+    if (f === undefined) {
+      throw namedError(name === "config.json" ? "ConfigError" : "WeightsError", `${this.label}: no ${name}`);
+    }
+    if (f instanceof Blob) return f;
+    if (typeof f === "string") return new Blob([f]);
+    if (f instanceof ArrayBuffer || ArrayBuffer.isView(f)) return new Blob([f]);
+    if (f && typeof f.getFile === "function") return await f.getFile(); // FileSystemFileHandle
+    throw namedError("RequestError", `${this.label}: ${name} is not a File, Blob, ArrayBuffer or string`);
+  }
+  async has(name) {
+    return this.files.has(name);
+  }
+  async text(name) {
+    return await (await this._blob(name)).text();
+  }
+  async bytes(name) {
+    return new Uint8Array(await (await this._blob(name)).arrayBuffer());
+  }
+  async open(name) {
+    return blobFile(await this._blob(name), `${this.label}/${name}`);
+  }
+  async ensureCached() {}
+  async discardWritten() {}
+}
+
+async function dirSource(handle) {
+  const files = new Map();
+  for await (const [name, h] of handle.entries()) {
+    if (h.kind === "file") files.set(name, h);
+  }
+  return new MapSource(files, handle.name || "directory");
+}
+
+/** Any supported `model` value → a source. */
+export async function openSource(model, opts = {}) {
+  if (typeof model === "string" || model instanceof URL) return new UrlSource(String(model), opts);
+  if (model && typeof model === "object") {
+    if (typeof model.entries === "function" && model.kind === "directory") return await dirSource(model);
+    const list = typeof FileList !== "undefined" && model instanceof FileList ? Array.from(model) : model;
+    if (Array.isArray(list)) {
+      const files = new Map();
+      for (const f of list) {
+        if (!(f instanceof Blob) || !f.name) throw namedError("RequestError", "model: a list must hold File objects");
+        files.set(f.name, f);
+      }
+      return new MapSource(files, "files");
+    }
+    if (model instanceof Map) return new MapSource(model, "files");
+    return new MapSource(new Map(Object.entries(model)), "files");
+  }
+  throw namedError("RequestError", "model must be a base URL, a list of Files, a directory handle or a {name: data} object");
+}
+
+/** Whether every file of the model at `url` is in the cache. */
+export async function hasModelInCache(url) {
+  if (typeof caches === "undefined") return false;
+  const base = normaliseBase(url);
+  const cache = await caches.open(CACHE_NAME);
+  if (!(await cache.match(base + "config.json"))) return false;
+  const index = await cache.match(base + "model.safetensors.index.json");
+  if (index) {
+    const map = (await index.json()).weight_map || {};
+    for (const f of new Set(Object.values(map))) if (!(await cache.match(base + f))) return false;
+    return true;
+  }
+  return !!(await cache.match(base + "model.safetensors"));
+}
+
+/** Remove every cached file of the model at `url`; resolves to how many were removed. */
+export async function deleteModelCache(url) {
+  if (typeof caches === "undefined") return 0;
+  const base = normaliseBase(url);
+  const cache = await caches.open(CACHE_NAME);
+  let n = 0;
+  for (const req of await cache.keys()) {
+    if (req.url.startsWith(base) && (await cache.delete(req))) n++;
+  }
+  return n;
+}

@@ -1,0 +1,331 @@
+// Browser tests of the qwen-webgpu package: headless Chromium (SwiftShader WebGPU) loads the
+// built pkg/ from a localhost server and drives it through the public API only.
+// Usage: node run.mjs   (env: FIXTURES dir, CLI path, EXPECT_* from run.sh; FILTER=substring)
+import { chromium } from "playwright-core";
+import fs from "node:fs";
+import path from "node:path";
+import os from "node:os";
+import { startServer } from "./server.mjs";
+
+const here = path.dirname(new URL(import.meta.url).pathname);
+const root = path.resolve(here, "../..");
+const fixtures = process.env.FIXTURES;
+const expected = JSON.parse(fs.readFileSync(path.join(fixtures, "expected.json"), "utf8"));
+const filter = process.env.FILTER || "";
+
+const server = await startServer(root, fixtures);
+const origin = `http://127.0.0.1:${server.address().port}`;
+const userDir = fs.mkdtempSync(path.join(os.tmpdir(), "qwen-webgpu-chromium-"));
+const browser = await chromium.launchPersistentContext(userDir, {
+  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+  headless: true,
+  args: [
+    "--enable-unsafe-webgpu",
+    "--no-sandbox",
+    "--headless=new",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-quic",
+    // Playwright passes its own --enable-features; Chromium keeps only the last one.
+    "--enable-features=Vulkan,WebGPU",
+    "--use-webgpu-adapter=swiftshader",
+  ],
+});
+
+const page = await browser.newPage();
+const logs = [];
+page.on("console", (m) => logs.push(`[console.${m.type()}] ${m.text()}`));
+page.on("pageerror", (e) => logs.push(`[pageerror] ${e.message}`));
+
+async function freshPage() {
+  await page.goto(`${origin}/tests/web/page.html`);
+  await page.waitForFunction(() => window.qwenReady === true, null, { timeout: 60000 });
+}
+
+const tests = [];
+const test = (name, fn) => tests.push({ name, fn });
+const eq = (a, b, what) => {
+  if (JSON.stringify(a) !== JSON.stringify(b)) throw new Error(`${what}: got ${JSON.stringify(a)}, want ${JSON.stringify(b)}`);
+};
+const ok = (c, what) => { if (!c) throw new Error(what); };
+const figures = [];
+
+// ------------------------------------------------------------------ tests
+
+test("streamed-body reader (node): random reads over random chunking", async () => {
+  const { streamFile } = await import(path.join(root, "js/sources.js"));
+  const data = new Uint8Array(100000).map((_, i) => (i * 7) & 255);
+  for (let trial = 0; trial < 30; trial++) {
+    let i = 0;
+    const body = new ReadableStream({
+      pull(c) { if (i >= data.length) return c.close(); const n = 1 + Math.floor(Math.random() * 5000); c.enqueue(data.slice(i, i + n)); i += n; },
+    });
+    const f = streamFile(body, data.length, "t");
+    let p = 0;
+    for (;;) {
+      const s = p + Math.floor(Math.random() * 3000);
+      if (s >= data.length) break;
+      const e = Math.min(data.length, s + 1 + Math.floor(Math.random() * 9000));
+      const got = await f.read(s, e);
+      for (let k = 0; k < got.length; k++) if (got[k] !== data[s + k]) throw new Error(`trial ${trial}: byte ${s + k} differs`);
+      p = e;
+    }
+    let threw = false;
+    try { await f.read(data.length, data.length + 10); } catch (e) { threw = /truncated/.test(e.message); }
+    ok(threw, "reading past the end names truncation");
+  }
+});
+
+test("URL load (Range requests, worker) gives the CLI's greedy ids", async () => {
+  const r = await page.evaluate(async ({ expectIds }) => {
+    const progress = [];
+    const t0 = performance.now();
+    const engine = await qwen.createEngine({ model: "/fx/tiny/", useCache: false, onProgress: (p) => progress.push(p) });
+    const loadS = (performance.now() - t0) / 1000;
+    const out = await engine.generateIds({ promptIds: [1, 2, 3], max_tokens: 16, temperature: 0 });
+    const warm = await engine.generateIds({ promptIds: Array.from({ length: 32 }, (_, i) => i + 1), max_tokens: 64, temperature: 0 });
+    const info = await engine.info();
+    await engine.unload();
+    return { ids: out.ids, usage: out.usage, warm: warm.usage, finish: out.finish_reason, loadS, info,
+      phases: [...new Set(progress.map((p) => p.phase))], last: progress[progress.length - 1] };
+  }, { expectIds: expected.tiny });
+  eq(r.ids, expected.tiny, "greedy ids vs CLI");
+  eq(r.finish, "length", "finish_reason");
+  ok(r.phases.includes("weights") && r.phases.includes("ready"), `progress phases ${r.phases}`);
+  ok(r.last.loaded === r.last.total && r.last.total > 0, "progress reaches total");
+  figures.push(`tiny (hidden 64, 2 layers, vocab 301) on ${r.info.adapter}: load ${r.loadS.toFixed(2)}s; first call (compiles kernels) TTFT ${r.usage.time_to_first_token_s.toFixed(3)}s; warm: 32-token prompt TTFT ${r.warm.time_to_first_token_s.toFixed(3)}s = prefill ${r.warm.prefill_tokens_per_s.toFixed(0)} tok/s, decode ${r.warm.decode_tokens_per_s.toFixed(1)} tok/s over ${r.warm.completion_tokens} tokens`);
+});
+
+
+test("streamed-body fallback (server ignores Range) gives the same ids", async () => {
+  const r = await page.evaluate(async () => {
+    const engine = await qwen.createEngine({ model: "/norange/tiny/", useCache: false });
+    const out = await engine.generateIds({ promptIds: [1, 2, 3], max_tokens: 16, temperature: 0 });
+    await engine.unload();
+    return out.ids;
+  });
+  eq(r, expected.tiny, "greedy ids vs CLI");
+});
+
+test("sharded checkpoint (index.json + 2 shards, tied embeddings) gives the CLI's ids", async () => {
+  const r = await page.evaluate(async () => {
+    const engine = await qwen.createEngine({ model: "/fx/sharded", useCache: false });
+    const out = await engine.generateIds({ promptIds: [5, 6, 7, 8], max_tokens: 12, temperature: 0 });
+    await engine.unload();
+    return out.ids;
+  });
+  eq(r, expected.sharded, "greedy ids vs CLI");
+});
+
+test("q4 weights + q8 KV cache give the CLI's ids with the same options", async () => {
+  const r = await page.evaluate(async () => {
+    const engine = await qwen.createEngine({ model: "/fx/tiny/", useCache: false, weights: "q4", kvCache: "q8" });
+    const out = await engine.generateIds({ promptIds: [1, 2, 3], max_tokens: 16, temperature: 0 });
+    await engine.unload();
+    return out.ids;
+  });
+  eq(r, expected.quant, "greedy ids vs CLI --weights q4 --kv-cache q8");
+});
+
+test("File objects (input type=file, no worker) give the CLI's ids", async () => {
+  await page.setInputFiles("#files", [path.join(fixtures, "tiny/config.json"), path.join(fixtures, "tiny/model.safetensors")]);
+  const r = await page.evaluate(async () => {
+    const files = document.getElementById("files").files;
+    const engine = await qwen.createEngine({ model: files, useWorker: false });
+    const out = await engine.generateIds({ promptIds: [1, 2, 3], max_tokens: 16, temperature: 0 });
+    await engine.unload();
+    // ArrayBuffers by name, through the worker.
+    const buf = async (n) => (await fetch(`/fx/tiny/${n}`)).arrayBuffer();
+    const e2 = await qwen.createEngine({ model: { "config.json": await buf("config.json"), "model.safetensors": await buf("model.safetensors") } });
+    const out2 = await e2.generateIds({ promptIds: [1, 2, 3], max_tokens: 16, temperature: 0 });
+    await e2.unload();
+    return [out.ids, out2.ids];
+  });
+  eq(r[0], expected.tiny, "File ids vs CLI");
+  eq(r[1], expected.tiny, "ArrayBuffer ids vs CLI");
+});
+
+test("bad URL / corrupt files reject with named errors; a later good load works", async () => {
+  const r = await page.evaluate(async () => {
+    const errs = [];
+    for (const model of ["/fx/nope/", "/fx/truncated/", "/fx/garbage/", "http://127.0.0.1:9/none/"]) {
+      try {
+        await qwen.createEngine({ model, useCache: false });
+        errs.push(`${model}: loaded?!`);
+      } catch (e) {
+        errs.push(`${model}: ${e.name}: ${e.message}`);
+      }
+    }
+    // Files: truncated safetensors, inline (same wasm module instance as later loads).
+    const tr = new File([await (await fetch("/fx/truncated/model.safetensors")).arrayBuffer()], "model.safetensors");
+    const cfg = new File([await (await fetch("/fx/tiny/config.json")).arrayBuffer()], "config.json");
+    try { await qwen.createEngine({ model: [cfg, tr], useWorker: false }); errs.push("files: loaded?!"); }
+    catch (e) { errs.push(`files: ${e.name}: ${e.message}`); }
+    const engine = await qwen.createEngine({ model: "/fx/tiny/", useCache: false, useWorker: false });
+    const out = await engine.generateIds({ promptIds: [1, 2, 3], max_tokens: 16, temperature: 0 });
+    await engine.unload();
+    return { errs, ids: out.ids };
+  });
+  console.log(r.errs.map((e) => `     ${e}`).join("\n"));
+  ok(/^\/fx\/nope\/: ConfigError: .*config\.json.*404/.test(r.errs[0]), r.errs[0]);
+  ok(/^\/fx\/truncated\/: WeightsError: .*(truncated|out of range|does not fit)/.test(r.errs[1]), r.errs[1]);
+  ok(/^\/fx\/garbage\/: WeightsError: /.test(r.errs[2]), r.errs[2]);
+  ok(/NetworkError: cannot fetch/.test(r.errs[3]), r.errs[3]);
+  ok(/^files: WeightsError: /.test(r.errs[4]), r.errs[4]);
+  eq(r.ids, expected.tiny, "ids after failed loads");
+});
+
+test("fit check refuses before downloading weights", async () => {
+  const r = await page.evaluate(async () => {
+    const phases = [];
+    try {
+      await qwen.createEngine({ model: "/fx/tiny/", useCache: false, maxGpuBytes: 1000, onProgress: (p) => phases.push(p.phase) });
+      return "loaded?!";
+    } catch (e) {
+      return { err: `${e.name}: ${e.message}`, phases };
+    }
+  });
+  ok(/^GpuError: .*the model needs .* MiB of GPU memory/.test(r.err), r.err);
+  ok(!r.phases.includes("weights"), `phases ${r.phases}`);
+});
+
+test("abort mid-stream stops promptly, then the engine generates again; calls are queued", async () => {
+  const r = await page.evaluate(async () => {
+    const engine = await qwen.createEngine({ model: "/fx/tiny/", useCache: false });
+    const ctl = new AbortController();
+    const seen = [];
+    const aborted = await engine.generateIds({
+      promptIds: [1, 2, 3], max_tokens: 200, temperature: 0, ignore_eos: true, signal: ctl.signal,
+      onToken: (t) => { seen.push(t); if (seen.length === 3) ctl.abort(); },
+    });
+    // Two calls made at once: run one after the other, each with its own answer.
+    const [a, b] = await Promise.all([
+      engine.generateIds({ promptIds: [1, 2, 3], max_tokens: 16, temperature: 0 }),
+      engine.generateIds({ promptIds: [1, 2, 3], max_tokens: 5, temperature: 0 }),
+    ]);
+    // Sampling with a seed repeats.
+    const s1 = await engine.generateIds({ promptIds: [4, 5], max_tokens: 8, temperature: 0.8, top_p: 0.9, seed: 42 });
+    const s2 = await engine.generateIds({ promptIds: [4, 5], max_tokens: 8, temperature: 0.8, top_p: 0.9, seed: 42 });
+    // A bad request is a RequestError and leaves the engine usable.
+    let bad = "";
+    try { await engine.generateIds({ promptIds: [1, 99999], max_tokens: 4 }); } catch (e) { bad = `${e.name}: ${e.message}`; }
+    const after = await engine.generateIds({ promptIds: [1, 2, 3], max_tokens: 16, temperature: 0 });
+    await engine.unload();
+    let unloaded = "";
+    try { await engine.generateIds({ promptIds: [1], max_tokens: 1 }); } catch (e) { unloaded = `${e.name}: ${e.message}`; }
+    return { aborted: { n: aborted.ids.length, finish: aborted.finish_reason }, a: a.ids, b: b.ids, s1: s1.ids, s2: s2.ids, bad, after: after.ids, unloaded };
+  });
+  ok(r.aborted.finish === "abort", `finish_reason ${r.aborted.finish}`);
+  ok(r.aborted.n >= 3 && r.aborted.n <= 5, `aborted after ${r.aborted.n} tokens`);
+  eq(r.a, expected.tiny, "queued call 1");
+  eq(r.b, expected.tiny.slice(0, 5), "queued call 2");
+  eq(r.s1, r.s2, "seeded sampling repeats");
+  ok(/^RequestError: .*99999/.test(r.bad), r.bad);
+  eq(r.after, expected.tiny, "ids after abort and error");
+  ok(/^RequestError: .*unloaded/.test(r.unloaded), r.unloaded);
+});
+
+test("Cache API: download cached, reused, deleted; a failed download leaves nothing", async () => {
+  const r = await page.evaluate(async () => {
+    await qwen.deleteModelCache("/fx/tiny/");
+    const before = await qwen.hasModelInCache("/fx/tiny/");
+    const phases = new Set();
+    const e1 = await qwen.createEngine({ model: "/fx/tiny/", onProgress: (p) => phases.add(p.phase) });
+    const ids1 = (await e1.generateIds({ promptIds: [1, 2, 3], max_tokens: 16, temperature: 0 })).ids;
+    await e1.unload();
+    const cached = await qwen.hasModelInCache("/fx/tiny/");
+    const phases2 = new Set();
+    const e2 = await qwen.createEngine({ model: "/fx/tiny/", onProgress: (p) => phases2.add(p.phase) });
+    const ids2 = (await e2.generateIds({ promptIds: [1, 2, 3], max_tokens: 16, temperature: 0 })).ids;
+    await e2.unload();
+    const removed = await qwen.deleteModelCache("/fx/tiny/");
+    const after = await qwen.hasModelInCache("/fx/tiny/");
+    let err = "";
+    try { await qwen.createEngine({ model: "/fx/truncated/" }); } catch (e) { err = e.name; }
+    const poisoned = (await (await caches.open(qwen.CACHE_NAME)).keys()).map((q) => q.url).filter((u) => u.includes("truncated"));
+    return { before, cached, after, removed, ids1, ids2, d1: phases.has("download"), d2: phases2.has("download"), err, poisoned };
+  });
+  ok(!r.before && r.cached && !r.after && r.removed >= 2, JSON.stringify(r));
+  ok(r.d1 && !r.d2, `download phase first time only: ${r.d1} ${r.d2}`);
+  eq(r.ids1, expected.tiny, "ids (downloading)");
+  eq(r.ids2, expected.tiny, "ids (from cache)");
+  ok(r.err === "WeightsError", `truncated load error ${r.err}`);
+  eq(r.poisoned, [], "cache entries left by the failed load");
+});
+
+if (expected.vocab.length) {
+  test("real tokenizer: ids match the CLI, chat streams whole characters, usage is filled", async () => {
+    const r = await page.evaluate(async () => {
+      const engine = await qwen.createEngine({ model: "/fx/vocab/", useCache: false, context: 256 });
+      const raw = await engine.generateIds({ promptIds: [9707, 11, 1879], max_tokens: 8, temperature: 0 });
+      const text = "你好，世界 🙂 𠮷𝔘𝔫𝔦 龘 héllo";
+      const ids = await engine.tokenize(text);
+      const dt = await engine.detokenize(ids);
+      const messages = [{ role: "user", content: "你好 🙂" }];
+      let streamed = "";
+      let last = null;
+      let n = 0;
+      for await (const chunk of engine.chat.completions.create({ messages, stream: true, temperature: 0, max_tokens: 12 })) {
+        streamed += chunk.choices[0].delta.content ?? "";
+        last = chunk;
+        n++;
+      }
+      const whole = await engine.chat.completions.create({ messages, temperature: 0, max_tokens: 12 });
+      // Abort a chat stream after two chunks, then chat again.
+      const ctl = new AbortController();
+      let k = 0;
+      let finish = null;
+      for await (const chunk of engine.chat.completions.create({ messages, stream: true, temperature: 0, max_tokens: 100, ignore_eos: true, signal: ctl.signal })) {
+        if (++k === 2) ctl.abort();
+        finish = chunk.choices[0].finish_reason ?? finish;
+      }
+      const again = await engine.chat.completions.create({ messages, temperature: 0, max_tokens: 12 });
+      await engine.unload();
+      return { raw: raw.ids, text, ids, dt, streamed, n, last, whole, finish, again: again.choices[0].message.content };
+    });
+    eq(r.raw, expected.vocab, "greedy ids vs CLI (vocab 151936)");
+    eq(r.dt.text, r.text, "decode(encode(text))");
+    eq(r.dt.chunks.join(""), r.text, "streamed chunks join to the text");
+    ok(r.dt.chunks.every((c) => !c.includes("\uFFFD")), `a chunk split a character: ${JSON.stringify(r.dt.chunks)}`);
+    ok(r.dt.chunks.filter((c) => c === "").length >= 2, `no token was held back: ${JSON.stringify(r.dt.chunks)} for ${r.ids}`);
+    eq(r.streamed, r.whole.choices[0].message.content, "stream == non-stream content");
+    eq(r.again, r.streamed, "chat after abort");
+    ok(r.finish === "abort", `aborted stream finish_reason ${r.finish}`);
+    const u = r.last.usage;
+    ok(u && u.prompt_tokens > 5 && u.completion_tokens >= 1 && u.time_to_first_token_s > 0 && u.prefill_tokens_per_s > 0, JSON.stringify(u));
+    figures.push(`vocab 151936 (hidden 32): chat prompt ${u.prompt_tokens} tok, TTFT ${u.time_to_first_token_s.toFixed(3)}s, prefill ${u.prefill_tokens_per_s.toFixed(1)} tok/s, decode ${u.decode_tokens_per_s.toFixed(1)} tok/s`);
+  });
+}
+
+// ------------------------------------------------------------------ run
+
+let passed = 0;
+let failed = 0;
+for (const t of tests) {
+  if (filter && !t.name.includes(filter)) continue;
+  const t0 = Date.now();
+  logs.length = 0;
+  try {
+    await freshPage();
+    let timer;
+    const limit = Number(process.env.TEST_TIMEOUT_S || 180);
+    await Promise.race([
+      t.fn(),
+      new Promise((_, rej) => { timer = setTimeout(() => rej(new Error(`timed out after ${limit}s`)), limit * 1000); }),
+    ]).finally(() => clearTimeout(timer));
+    passed++;
+    console.log(`ok   ${t.name} (${((Date.now() - t0) / 1000).toFixed(1)}s)`);
+  } catch (e) {
+    failed++;
+    console.log(`FAIL ${t.name} (${((Date.now() - t0) / 1000).toFixed(1)}s)\n     ${String(e.message || e).split("\n").join("\n     ")}`);
+    for (const l of logs.slice(-20)) console.log(`     ${l}`);
+  }
+}
+for (const f of figures) console.log(`figures: ${f}`);
+await browser.close();
+server.close();
+fs.rmSync(userDir, { recursive: true, force: true });
+console.log(`web: ${passed} passed, ${failed} failed`);
+process.exit(failed ? 1 : 0);

@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Browser tests: build what is missing (pkg/, the CLI, fixtures), then run tests/web/run.mjs in
+# headless Chromium. Prints "web: N passed, M failed" last; exits non-zero on any failure.
+#   tests/web/run.sh            # FILTER=substring runs a subset; REBUILD_PKG=1 forces pkg/
+set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/qwen-webgpu/target}
+fail() { echo "$*" >&2; echo "web: 0 passed, 1 failed"; exit 1; }
+
+command -v node >/dev/null || fail "web: node is not installed (apt-get install -y nodejs npm)"
+if [ ! -x /usr/bin/chromium ] && [ -z "${CHROMIUM:-}" ]; then
+  echo "web: installing chromium"
+  apt-get install -y chromium || { apt-get update && apt-get install -y chromium; } || fail "web: cannot install chromium"
+fi
+if [ ! -d "$HERE/node_modules/playwright-core" ]; then
+  (cd "$HERE" && if [ -f package-lock.json ]; then npm ci --no-audit --no-fund; else npm install --no-audit --no-fund; fi) \
+    || fail "web: npm install failed"
+fi
+
+# pkg/: rebuilt when missing or older than any Rust/JS source.
+if [ -n "${REBUILD_PKG:-}" ] || [ ! -f "$ROOT/pkg/qwen_webgpu_bg.wasm" ] || \
+   [ -n "$(find "$ROOT/src" "$ROOT/js" "$ROOT/shaders" "$ROOT/Cargo.toml" -newer "$ROOT/pkg/qwen_webgpu_bg.wasm" -type f 2>/dev/null | head -n1)" ]; then
+  "$ROOT/scripts/build-pkg.sh" || fail "web: scripts/build-pkg.sh failed"
+fi
+
+# The native CLI and the fixture generator (the reference the browser must match).
+(cd "$ROOT" && cargo build --bin qwen-webgpu --example make_fixture) || fail "web: cargo build failed"
+CLI="$CARGO_TARGET_DIR/debug/qwen-webgpu"
+MK="$CARGO_TARGET_DIR/debug/examples/make_fixture"
+
+FX="$HERE/.fixtures"
+rm -rf "$FX"
+mkdir -p "$FX"
+export XDG_RUNTIME_DIR=${XDG_RUNTIME_DIR:-$(mktemp -d)}
+chmod 700 "$XDG_RUNTIME_DIR" 2>/dev/null || true
+"$MK" "$FX/tiny" --vocab 301 --hidden 64 --layers 2 --ff 96 --heads 4 --kv-heads 2 --seed 1 >/dev/null
+"$MK" "$FX/sharded" --vocab 301 --hidden 64 --layers 2 --ff 96 --heads 4 --kv-heads 2 --seed 7 --shards 2 --tie >/dev/null
+ids() { "$CLI" generate --model "$1" --prompt-ids "$2" --max-new-tokens "$3" --temperature 0 --print-ids 2>/dev/null; }
+TINY=$(ids "$FX/tiny" 1,2,3 16) || fail "web: the CLI failed on the tiny fixture"
+SHARDED=$(ids "$FX/sharded" 5,6,7,8 12) || fail "web: the CLI failed on the sharded fixture"
+QUANT=$("$CLI" generate --model "$FX/tiny" --prompt-ids 1,2,3 --max-new-tokens 16 --temperature 0 --print-ids \
+  --weights q4 --kv-cache q8 2>/dev/null) || fail "web: the CLI failed with --weights q4 --kv-cache q8"
+# Tokenizer fixture: the real Qwen vocabulary with a tiny model (hidden 32).
+VOCAB_DIR=${QWEN_VOCAB_DIR:-$HOME/.cache/qwen-webgpu/vocab}
+if [ -f "$VOCAB_DIR/tokenizer.json" ]; then
+  "$MK" "$FX/vocab" --vocab 151936 --hidden 32 --layers 1 --ff 64 --heads 2 --kv-heads 1 --seed 3 --tie >/dev/null
+  cp "$VOCAB_DIR/tokenizer.json" "$FX/vocab/"
+  VOCAB=$(ids "$FX/vocab" 9707,11,1879 8) || fail "web: the CLI failed on the vocab fixture"
+else
+  echo "web: no $VOCAB_DIR/tokenizer.json (scripts/fetch-vocab.sh): tokenizer tests will be skipped" >&2
+  VOCAB=""
+fi
+# Corrupt copies: a truncated checkpoint and a header of garbage.
+mkdir -p "$FX/truncated" "$FX/garbage"
+cp "$FX/tiny/config.json" "$FX/truncated/"; head -c 100000 "$FX/tiny/model.safetensors" > "$FX/truncated/model.safetensors"
+cp "$FX/tiny/config.json" "$FX/garbage/"; head -c 4096 /dev/urandom > "$FX/garbage/model.safetensors"
+printf '{"tiny":[%s],"sharded":[%s],"quant":[%s],"vocab":[%s]}\n' "$TINY" "$SHARDED" "$QUANT" "$VOCAB" > "$FX/expected.json"
+
+cd "$HERE"
+FIXTURES="$FX" node run.mjs

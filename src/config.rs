@@ -193,12 +193,12 @@ impl QwenConfig {
     fn validate(&self) -> Result<()> {
         let h = self.num_attention_heads;
         let kv = self.num_key_value_heads;
-        if h % kv != 0 {
+        if !h.is_multiple_of(kv) {
             return Err(Error::Config(format!(
                 "num_attention_heads {h} is not a multiple of num_key_value_heads {kv}"
             )));
         }
-        if self.head_dim % 2 != 0 || self.head_dim > 512 {
+        if !self.head_dim.is_multiple_of(2) || self.head_dim > 512 {
             return Err(Error::Config(format!("head_dim {} must be even and at most 512", self.head_dim)));
         }
         if self.family != Family::Qwen3 && self.head_dim * h != self.hidden_size {

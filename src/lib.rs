@@ -15,9 +15,9 @@ pub mod model;
 pub mod ops;
 pub mod sampler;
 pub mod tokenizer;
-pub mod weights;
 #[cfg(target_arch = "wasm32")]
 pub mod wasm;
+pub mod weights;
 
 pub use config::{Family, QwenConfig};
 pub use error::{Error, Result};

@@ -10,7 +10,11 @@ use qwen_webgpu::{Error, ModelOptions, Qwen};
 use std::path::Path;
 
 fn load(dir: &Path) -> Result<Qwen, Error> {
-    pollster::block_on(Qwen::load_dir(dir, &GpuOptions::default(), &ModelOptions { context: Some(32), max_batch: 8, ..Default::default() }))
+    pollster::block_on(Qwen::load_dir(
+        dir,
+        &GpuOptions::default(),
+        &ModelOptions { context: Some(32), max_batch: 8, ..Default::default() },
+    ))
 }
 
 fn load_err(dir: &Path) -> String {

@@ -63,7 +63,7 @@ impl GpuMatrix {
     /// Encode and write whole rows `row0..` from f32 values (`vals.len()` a multiple of
     /// `cols`). `what` names the tensor in errors.
     pub fn write_rows(&self, gpu: &Gpu, row0: usize, vals: &[f32], what: &str) -> Result<()> {
-        if vals.len() % self.cols != 0 || row0 + vals.len() / self.cols > self.rows {
+        if !vals.len().is_multiple_of(self.cols) || row0 + vals.len() / self.cols > self.rows {
             return Err(Error::Weights(format!(
                 "{what}: {} values at row {row0} do not fit a [{}, {}] matrix",
                 vals.len(),

@@ -86,7 +86,7 @@ impl Gpu {
                 }
             });
         }
-        let mut max_binding = (limits.max_storage_buffer_binding_size as u64).min(limits.max_buffer_size);
+        let mut max_binding = limits.max_storage_buffer_binding_size.min(limits.max_buffer_size);
         if let Some(cap) = opts.max_binding_bytes {
             max_binding = max_binding.min(cap);
         }
@@ -172,7 +172,7 @@ impl Gpu {
 
     /// Queue a write of `data` at `offset`, padding the tail to 4 bytes.
     pub fn write(&self, buf: &wgpu::Buffer, offset: u64, data: &[u8]) {
-        if data.len() % 4 == 0 {
+        if data.len().is_multiple_of(4) {
             self.queue.write_buffer(buf, offset, data);
         } else {
             let mut v = data.to_vec();

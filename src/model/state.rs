@@ -49,7 +49,7 @@ impl RunState {
         if max_tokens == 0 || context == 0 {
             return Err(Error::Request("context and batch size must be positive".into()));
         }
-        if kv != KvFormat::F32 && cfg.head_dim % 4 != 0 {
+        if kv != KvFormat::F32 && !cfg.head_dim.is_multiple_of(4) {
             return Err(Error::Request(format!(
                 "a {} KV cache needs head_dim % 4 == 0, not {}",
                 kv.name(),

@@ -46,7 +46,7 @@ impl WeightFormat {
     /// The format a `[_, cols]` matrix really gets: quantized rows need whole groups and an
     /// even number of them (scales are written as f16 pairs); others stay f16.
     pub fn for_cols(self, cols: usize) -> Self {
-        if self != WeightFormat::F16 && cols % (2 * GROUP) != 0 {
+        if self != WeightFormat::F16 && !cols.is_multiple_of(2 * GROUP) {
             WeightFormat::F16
         } else {
             self

@@ -253,6 +253,9 @@ fn encode(vals: &[f32], dtype: FileDtype) -> (safetensors::Dtype, Vec<u8>) {
     }
 }
 
+/// A tensor ready for the safetensors writer: dtype, shape, bytes.
+type Encoded = (safetensors::Dtype, Vec<usize>, Vec<u8>);
+
 /// Write `tensors` as safetensors (sharded with an index when `shards > 1`) + config.json.
 pub fn write_checkpoint(dir: &Path, spec: &Spec, tensors: &Tensors) {
     std::fs::create_dir_all(dir).unwrap();
@@ -266,7 +269,7 @@ pub fn write_checkpoint(dir: &Path, spec: &Spec, tensors: &Tensors) {
         } else {
             format!("model-{:05}-of-{:05}.safetensors", s + 1, spec.shards)
         };
-        let data: Vec<(String, (safetensors::Dtype, Vec<usize>, Vec<u8>))> = group
+        let data: Vec<(String, Encoded)> = group
             .iter()
             .map(|n| {
                 let (shape, vals) = &tensors[*n];
@@ -320,7 +323,7 @@ pub fn max_abs_err(a: &[f32], b: &[f32]) -> (f32, usize) {
     let mut worst = (0.0f32, 0usize);
     for (i, (x, y)) in a.iter().zip(b).enumerate() {
         let e = (x - y).abs();
-        if !(e <= worst.0) {
+        if e.is_nan() || e > worst.0 {
             worst = (if e.is_nan() { f32::INFINITY } else { e }, i);
         }
     }

@@ -191,6 +191,19 @@ impl QwenConfig {
     }
 
     fn validate(&self) -> Result<()> {
+        // Bounds far above any real model keep every size computation in range, also with
+        // 32-bit usize (wasm32).
+        for (name, v, max) in [
+            ("hidden_size", self.hidden_size, 1 << 16),
+            ("num_hidden_layers", self.num_hidden_layers, 1 << 10),
+            ("num_attention_heads", self.num_attention_heads, 1 << 10),
+            ("intermediate_size", self.intermediate_size, 1 << 18),
+            ("vocab_size", self.vocab_size, 1 << 22),
+        ] {
+            if v > max {
+                return Err(Error::Config(format!("{name} {v} is implausibly large (at most {max})")));
+            }
+        }
         let h = self.num_attention_heads;
         let kv = self.num_key_value_heads;
         if !h.is_multiple_of(kv) {

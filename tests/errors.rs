@@ -136,6 +136,10 @@ fn bad_configs() {
             "not a multiple",
         ),
         (r#"{"model_type":"qwen2","hidden_size":-4}"#, "`hidden_size` must be a positive integer"),
+        (
+            r#"{"model_type":"qwen2","hidden_size":4000000000,"num_attention_heads":4,"num_hidden_layers":1,"intermediate_size":8,"vocab_size":10,"max_position_embeddings":16}"#,
+            "implausibly large",
+        ),
     ];
     for (json, want) in cases {
         std::fs::write(dir.join("config.json"), json).unwrap();

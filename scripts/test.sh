@@ -30,3 +30,6 @@ cargo test --all-targets "$@"
 
 echo "== browser tests (headless Chromium, WebGPU on SwiftShader)"
 tests/web/run.sh
+
+echo "== chat page end to end (headless Chromium)"
+tests/www/run.sh

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# End-to-end test of the chat page (www/): scripts/serve.sh serves the page, pkg/ and a tiny random
+# checkpoint (real Qwen tokenizer, vocab 151936, hidden 32); headless Chromium (SwiftShader WebGPU)
+# drives the page like a person. Prints "www: N passed, M failed" last; exits non-zero on failure.
+# Screenshots go to tests/www/artifacts/.
+set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+WEB="$ROOT/tests/web"
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/qwen-webgpu/target}
+fail() { echo "$*" >&2; echo "www: 0 passed, 1 failed"; exit 1; }
+
+command -v node >/dev/null || fail "www: node is not installed (apt-get install -y nodejs npm)"
+if [ ! -x /usr/bin/chromium ] && [ -z "${CHROMIUM:-}" ]; then
+  echo "www: installing chromium"
+  apt-get install -y chromium || { apt-get update && apt-get install -y chromium; } || fail "www: cannot install chromium"
+fi
+# playwright-core comes from tests/web's lockfile.
+if [ ! -d "$WEB/node_modules/playwright-core" ]; then
+  (cd "$WEB" && if [ -f package-lock.json ]; then npm ci --no-audit --no-fund; else npm install --no-audit --no-fund; fi) \
+    || fail "www: npm install in tests/web failed"
+fi
+if [ -n "${REBUILD_PKG:-}" ] || [ ! -f "$ROOT/pkg/qwen_webgpu_bg.wasm" ] || \
+   [ -n "$(find "$ROOT/src" "$ROOT/js" "$ROOT/shaders" "$ROOT/Cargo.toml" -newer "$ROOT/pkg/qwen_webgpu_bg.wasm" -type f 2>/dev/null | head -n1)" ]; then
+  "$ROOT/scripts/build-pkg.sh" || fail "www: scripts/build-pkg.sh failed"
+fi
+
+VOCAB_DIR=${QWEN_VOCAB_DIR:-$HOME/.cache/qwen-webgpu/vocab}
+[ -f "$VOCAB_DIR/tokenizer.json" ] || fail "www: no $VOCAB_DIR/tokenizer.json (run scripts/fetch-vocab.sh)"
+MK="$CARGO_TARGET_DIR/debug/examples/make_fixture"
+if [ ! -x "$MK" ] || [ -n "$(find "$ROOT/src" "$ROOT/examples" -newer "$MK" -type f 2>/dev/null | head -n1)" ]; then
+  (cd "$ROOT" && cargo build --example make_fixture) || fail "www: cargo build --example make_fixture failed"
+fi
+FX="$HERE/.fixtures"
+rm -rf "$FX"
+mkdir -p "$FX"
+"$MK" "$FX/vocab" --vocab 151936 --hidden 32 --layers 1 --ff 64 --heads 2 --kv-heads 1 --seed 3 --tie >/dev/null \
+  || fail "www: make_fixture failed"
+cp "$VOCAB_DIR/tokenizer.json" "$FX/vocab/"
+
+export XDG_RUNTIME_DIR=${XDG_RUNTIME_DIR:-$(mktemp -d)}
+chmod 700 "$XDG_RUNTIME_DIR" 2>/dev/null || true
+mkdir -p "$HERE/artifacts"
+cd "$HERE"
+NODE_PATH="$WEB/node_modules" FIXTURES="$FX" ROOT="$ROOT" node run.mjs

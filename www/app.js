@@ -1,0 +1,374 @@
+// Qwen chat page: plain ES module, no framework. Talks to the qwen-webgpu package only.
+// Model output is only ever put in the page as text (textContent), never as HTML.
+import { createEngine, hasModelInCache, deleteModelCache } from "../pkg/index.js";
+
+const $ = (id) => document.getElementById(id);
+const el = {
+  gpuStatus: $("gpu-status"), modelPanel: $("model-panel"), loadForm: $("load-form"), preset: $("preset"),
+  url: $("model-url"), folder: $("folder"), folderInfo: $("folder-info"), weights: $("weights"), kv: $("kv"),
+  budget: $("gpu-budget"), cacheStatus: $("cache-status"), cacheText: $("cache-text"), cacheDelete: $("cache-delete"),
+  load: $("load"), cancelLoad: $("cancel-load"), progressBox: $("progress-box"), progress: $("progress"),
+  progressText: $("progress-text"), error: $("error"), modelStatus: $("model-status"), log: $("log"), stats: $("stats"),
+  composer: $("composer"), input: $("input"), send: $("send"), stop: $("stop"), newChat: $("new-chat"),
+  system: $("system"), temperature: $("temperature"), topP: $("top-p"), maxTokens: $("max-tokens"),
+};
+
+const state = {
+  engine: null,
+  loading: null, // AbortController while loading
+  generating: null, // AbortController while a reply streams
+  history: [], // [{role, content}] without the system prompt
+  folderFiles: null, // FileList from "Open a local folder"
+  modelName: "",
+};
+
+// ------------------------------------------------------------------ helpers
+
+function show(node, text) {
+  node.textContent = text;
+  node.hidden = !text;
+}
+const showError = (text) => show(el.error, text);
+
+function fmtBytes(n) {
+  if (!Number.isFinite(n) || n <= 0) return "0 B";
+  const u = ["B", "KB", "MB", "GB"];
+  let i = 0;
+  while (n >= 1000 && i < u.length - 1) { n /= 1000; i++; }
+  return `${n.toFixed(i === 0 ? 0 : 1)} ${u[i]}`;
+}
+
+function fmtTime(s) {
+  if (!Number.isFinite(s) || s < 0) return "–";
+  if (s < 60) return `${Math.ceil(s)} s`;
+  const m = Math.floor(s / 60);
+  if (m < 60) return `${m} min ${Math.round(s - m * 60)} s`;
+  return `${Math.floor(m / 60)} h ${m % 60} min`;
+}
+
+function describeError(e) {
+  const name = e?.name || "Error";
+  const msg = e?.message || String(e);
+  switch (name) {
+    case "GpuError":
+      if (/needs .*GPU memory|does not fit|too (big|large)|exceeds|limit/i.test(msg)) {
+        return `This model is too big for this GPU. Try q4 weights, a q8 KV cache or a smaller model. (${msg})`;
+      }
+      return `GPU error: ${msg}`;
+    case "NetworkError":
+      return `Network error: could not download the model. Check the URL and your connection; the server must allow cross-origin requests. (${msg})`;
+    case "ConfigError":
+      return `This does not look like a model folder (config.json could not be read). Check the URL or folder. (${msg})`;
+    case "WeightsError":
+      return `The model's weights could not be read: ${msg}`;
+    case "TokenizerError":
+      return `The model's tokenizer could not be read: ${msg}`;
+    case "RequestError":
+      return `Request error: ${msg}`;
+    case "AbortError":
+      return "Loading was cancelled.";
+    default:
+      return `Unexpected error (${name}): ${msg}`;
+  }
+}
+
+// ------------------------------------------------------------------ WebGPU check
+
+async function checkWebGpu() {
+  if (!("gpu" in navigator) || !navigator.gpu) {
+    return "This browser has no WebGPU. Use a recent Chrome or Edge (desktop or Android), or Safari 26+, and make sure the page is served over https or localhost.";
+  }
+  try {
+    const adapter = await navigator.gpu.requestAdapter();
+    if (!adapter) return "WebGPU is present but no GPU adapter is available (it may be disabled or blocklisted for this GPU/driver).";
+  } catch (e) {
+    return `WebGPU failed to start: ${e?.message || e}`;
+  }
+  return "";
+}
+
+// ------------------------------------------------------------------ model cache
+
+function currentUrl() {
+  const u = el.url.value.trim();
+  return u && !u.endsWith("/") ? `${u}/` : u;
+}
+
+let cacheCheckSeq = 0;
+async function refreshCacheStatus() {
+  const seq = ++cacheCheckSeq;
+  const url = currentUrl();
+  if (!url || state.folderFiles) { el.cacheStatus.hidden = true; return; }
+  let cached = false;
+  try { cached = await hasModelInCache(new URL(url, location.href)); } catch { cached = false; }
+  if (seq !== cacheCheckSeq) return;
+  el.cacheStatus.hidden = !cached;
+  if (cached) el.cacheText.textContent = "This model is already in the browser cache: loading it needs no download.";
+}
+
+el.cacheDelete.addEventListener("click", async () => {
+  const url = currentUrl();
+  try {
+    const n = await deleteModelCache(new URL(url, location.href));
+    el.cacheText.textContent = `Deleted ${n} cached file${n === 1 ? "" : "s"}.`;
+    el.cacheDelete.hidden = true;
+    setTimeout(() => { el.cacheDelete.hidden = false; refreshCacheStatus(); }, 2500);
+  } catch (e) {
+    showError(`Could not delete the cached model: ${e?.message || e}`);
+  }
+});
+
+el.preset.addEventListener("change", () => {
+  if (el.preset.value) el.url.value = el.preset.value;
+  else el.url.focus();
+  clearFolder();
+  refreshCacheStatus();
+});
+el.url.addEventListener("input", () => {
+  const match = [...el.preset.options].find((o) => o.value && o.value === el.url.value.trim());
+  el.preset.value = match ? match.value : "";
+  clearFolder();
+  refreshCacheStatus();
+});
+
+function clearFolder() {
+  if (!state.folderFiles) return;
+  state.folderFiles = null;
+  el.folder.value = "";
+  el.folderInfo.textContent = "";
+}
+el.folder.addEventListener("change", () => {
+  const files = el.folder.files;
+  if (!files || !files.length) { clearFolder(); return; }
+  state.folderFiles = files;
+  const total = [...files].reduce((s, f) => s + f.size, 0);
+  const dir = (files[0].webkitRelativePath || "").split("/")[0] || "folder";
+  el.folderInfo.textContent = `Using local folder "${dir}": ${files.length} files, ${fmtBytes(total)}. Press Load model.`;
+  el.cacheStatus.hidden = true;
+});
+
+// ------------------------------------------------------------------ loading
+
+function makeProgress() {
+  const t0 = performance.now();
+  let phase = "";
+  let phaseStart = t0;
+  let phaseStartBytes = 0;
+  return (p) => {
+    if (p.phase !== phase) { phase = p.phase; phaseStart = performance.now(); phaseStartBytes = p.loaded; }
+    const frac = p.total > 0 ? Math.min(1, p.loaded / p.total) : 0;
+    el.progress.value = frac;
+    const label = { config: "Checking the model and the GPU", download: "Downloading", weights: "Uploading weights to the GPU", tokenizer: "Loading the tokenizer", ready: "Ready" }[p.phase] || p.phase;
+    let text = label;
+    if (p.phase === "download" || p.phase === "weights") {
+      const dt = (performance.now() - phaseStart) / 1000;
+      const rate = dt > 0.3 ? (p.loaded - phaseStartBytes) / dt : 0;
+      const eta = rate > 0 ? (p.total - p.loaded) / rate : NaN;
+      text += ` ${p.phase === "download" && p.text ? `${p.text} ` : ""}— ${fmtBytes(p.loaded)} of ${fmtBytes(p.total)} (${Math.floor(frac * 100)}%)`;
+      if (p.loaded < p.total) text += `, about ${fmtTime(eta)} left`;
+      if (rate > 0) text += `, ${fmtBytes(rate)}/s`;
+    } else if (p.phase === "ready") {
+      text += ` after ${fmtTime((performance.now() - t0) / 1000)}`;
+    }
+    el.progressText.textContent = text;
+  };
+}
+
+async function loadModel() {
+  showError("");
+  show(el.modelStatus, "");
+  if (state.generating) state.generating.abort();
+  if (state.engine) {
+    const old = state.engine;
+    state.engine = null;
+    setChatEnabled(false);
+    try { await old.unload(); } catch { /* already gone */ }
+  }
+  const fromFolder = !!state.folderFiles;
+  const url = currentUrl();
+  if (!fromFolder && !url) { showError("Enter a model URL or open a local folder."); el.url.focus(); return; }
+  let model;
+  if (fromFolder) model = [...state.folderFiles].filter((f) => !f.name.startsWith("."));
+  else {
+    try { model = new URL(url, location.href).href; } catch { showError(`"${url}" is not a valid URL.`); el.url.focus(); return; }
+  }
+  const budgetMiB = Number(el.budget.value);
+  const ctl = new AbortController();
+  state.loading = ctl;
+  el.load.disabled = true;
+  el.cancelLoad.hidden = false;
+  el.progressBox.hidden = false;
+  el.progress.value = 0;
+  el.progressText.textContent = "Starting…";
+  const onProgress = makeProgress();
+  try {
+    const engine = await createEngine({
+      model,
+      onProgress,
+      weights: el.weights.value,
+      kvCache: el.kv.value,
+      signal: ctl.signal,
+      ...(budgetMiB > 0 ? { maxGpuBytes: Math.round(budgetMiB * 1024 * 1024) } : {}),
+    });
+    if (ctl.signal.aborted) { await engine.unload(); throw Object.assign(new Error("cancelled"), { name: "AbortError" }); }
+    state.engine = engine;
+    const info = await engine.info();
+    state.context = info.context;
+    state.modelName = fromFolder ? (el.folderInfo.textContent.match(/"([^"]*)"/)?.[1] || "local model") : url.replace(/\/+$/, "").replace(/\/resolve\/main$/, "").split("/").slice(-2).join("/");
+    show(el.modelStatus, `Loaded ${state.modelName} (${el.weights.value} weights, ${el.kv.value} KV cache, context ${info.context} tokens) on ${info.adapter}.`);
+    if (!info.hasTokenizer) showError("This model has no tokenizer.json / qwen.tiktoken, so it cannot chat.");
+    setChatEnabled(info.hasTokenizer);
+    el.modelPanel.open = false;
+    el.input.focus();
+  } catch (e) {
+    console.error(e);
+    showError(describeError(e));
+    el.progressText.textContent = "Not loaded.";
+  } finally {
+    state.loading = null;
+    el.load.disabled = false;
+    el.cancelLoad.hidden = true;
+    refreshCacheStatus();
+  }
+}
+
+el.loadForm.addEventListener("submit", (ev) => { ev.preventDefault(); loadModel(); });
+el.cancelLoad.addEventListener("click", () => state.loading?.abort());
+
+// ------------------------------------------------------------------ chat
+
+function setChatEnabled(on) {
+  el.input.disabled = !on;
+  el.input.placeholder = on ? "Message Qwen: Enter sends, Shift+Enter adds a new line." : "Load a model, then type here. Enter sends, Shift+Enter adds a new line.";
+  el.send.disabled = !on || !!state.generating;
+  el.stop.disabled = !state.generating;
+}
+
+/** Add a message bubble; its text is set with textContent only. */
+function addMessage(role, text) {
+  const wrap = document.createElement("div");
+  wrap.className = `msg ${role}`;
+  const who = document.createElement("span");
+  who.className = "who";
+  who.textContent = role === "user" ? "You" : role === "assistant" ? "Qwen" : role;
+  const body = document.createElement("div");
+  body.className = "body";
+  body.textContent = text;
+  wrap.append(who, body);
+  el.log.append(wrap);
+  scrollToEnd();
+  return body;
+}
+
+/** The streaming path: set a bubble's text (never HTML). */
+function renderText(body, text) {
+  body.textContent = text;
+  scrollToEnd();
+}
+
+function scrollToEnd() {
+  const nearEnd = el.log.scrollHeight - el.log.scrollTop - el.log.clientHeight < 120;
+  if (nearEnd) el.log.scrollTop = el.log.scrollHeight;
+}
+
+function num(input, fallback) {
+  const v = Number(input.value);
+  return Number.isFinite(v) && input.value !== "" ? v : fallback;
+}
+
+async function send() {
+  const text = el.input.value.trim();
+  if (!text || !state.engine || state.generating) return;
+  showError("");
+  el.input.value = "";
+  state.history.push({ role: "user", content: text });
+  addMessage("user", text);
+  const body = addMessage("assistant", "");
+  body.parentElement.classList.add("streaming");
+  const ctl = new AbortController();
+  state.generating = ctl;
+  setChatEnabled(true);
+  el.stats.textContent = "Thinking…";
+  const system = el.system.value.trim();
+  const messages = [...(system ? [{ role: "system", content: system }] : []), ...state.history];
+  // The prompt and the reply share the context: keep at least half of it for the conversation.
+  const maxTokens = Math.max(1, Math.min(Math.round(num(el.maxTokens, 512)), Math.floor((state.context || 4096) / 2)));
+  const t0 = performance.now();
+  let reply = "";
+  let usage = null;
+  let finish = null;
+  let tFirst = null;
+  try {
+    const stream = state.engine.chat.completions.create({
+      messages,
+      stream: true,
+      temperature: num(el.temperature, 0.7),
+      top_p: num(el.topP, 1),
+      max_tokens: maxTokens,
+      signal: ctl.signal,
+    });
+    for await (const chunk of stream) {
+      const c = chunk.choices[0];
+      if (c?.delta?.content) {
+        if (tFirst === null) tFirst = performance.now();
+        reply += c.delta.content;
+        renderText(body, reply);
+      }
+      if (c?.finish_reason) finish = c.finish_reason;
+      if (chunk.usage) usage = chunk.usage;
+    }
+  } catch (e) {
+    if (e?.name === "AbortError") finish = "abort";
+    else { console.error(e); showError(describeError(e)); finish = "error"; }
+  } finally {
+    state.generating = null;
+    body.parentElement.classList.remove("streaming");
+    if (reply) state.history.push({ role: "assistant", content: reply });
+    else state.history.pop(); // nothing came back: forget the question so the turns stay paired
+    if (!reply) renderText(body, finish === "abort" ? "(stopped)" : "(no reply)");
+    if (finish === "abort") body.parentElement.classList.add("stopped");
+    setChatEnabled(!!state.engine);
+    el.stats.textContent = statsLine(usage, finish, t0, tFirst);
+    if (!el.input.disabled) el.input.focus();
+  }
+}
+
+function statsLine(u, finish, t0, tFirst) {
+  const why = { stop: "", length: " · hit max tokens", context_full: " · context is full", abort: " · stopped", error: " · failed" }[finish] ?? "";
+  if (u) {
+    return `TTFT ${u.time_to_first_token_s.toFixed(2)} s · ${u.decode_tokens_per_s.toFixed(1)} tok/s · prefill ${u.prefill_tokens_per_s.toFixed(0)} tok/s · ${u.prompt_tokens} prompt + ${u.completion_tokens} reply tokens${why}`;
+  }
+  const ttft = tFirst !== null ? ((tFirst - t0) / 1000).toFixed(2) : "–";
+  return `TTFT ${ttft} s${why}`;
+}
+
+el.composer.addEventListener("submit", (ev) => { ev.preventDefault(); send(); });
+el.input.addEventListener("keydown", (ev) => {
+  if (ev.key === "Enter" && !ev.shiftKey && !ev.isComposing) { ev.preventDefault(); send(); }
+});
+el.stop.addEventListener("click", () => state.generating?.abort());
+el.newChat.addEventListener("click", async () => {
+  state.generating?.abort();
+  state.history = [];
+  el.log.replaceChildren();
+  el.stats.textContent = "";
+  showError("");
+  try { await state.engine?.resetChat(); } catch { /* the next request prefills anyway */ }
+  if (!el.input.disabled) el.input.focus();
+});
+
+// ------------------------------------------------------------------ start
+
+// A small hook for the end-to-end test: the same functions the streaming path uses.
+window.qwenChat = { addMessage, renderText, state };
+
+(async () => {
+  const problem = await checkWebGpu();
+  if (problem) {
+    el.gpuStatus.classList.add("error");
+    show(el.gpuStatus, problem);
+    el.load.disabled = true;
+  }
+  refreshCacheStatus();
+  window.qwenChat.ready = true;
+})();

@@ -13,11 +13,8 @@ ROOT=$PWD
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/qwen-webgpu/target}
 command -v node >/dev/null || { echo "serve: node is not installed (apt-get install -y nodejs)" >&2; exit 1; }
 
-if [ ! -f pkg/qwen_webgpu_bg.wasm ] || [ ! -f pkg/index.js ] || \
-   [ -n "$(find src js shaders Cargo.toml -newer pkg/qwen_webgpu_bg.wasm -type f 2>/dev/null | head -n1)" ]; then
-  echo "serve: building the package (scripts/build-pkg.sh)"
-  scripts/build-pkg.sh
-fi
+. scripts/browser-prereqs.sh
+ensure_pkg
 
 export SERVE_ROOT=$ROOT SERVE_PORT=${PORT:-8080} SERVE_HOST=${HOST:-127.0.0.1} SERVE_MODELS=${MODELS:-}
 exec node --input-type=module -e '

@@ -8,21 +8,9 @@ ROOT=$(cd "$HERE/../.." && pwd)
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/qwen-webgpu/target}
 fail() { echo "$*" >&2; echo "web: 0 passed, 1 failed"; exit 1; }
 
-command -v node >/dev/null || fail "web: node is not installed (apt-get install -y nodejs npm)"
-if [ ! -x /usr/bin/chromium ] && [ -z "${CHROMIUM:-}" ]; then
-  echo "web: installing chromium"
-  apt-get install -y chromium || { apt-get update && apt-get install -y chromium; } || fail "web: cannot install chromium"
-fi
-if [ ! -d "$HERE/node_modules/playwright-core" ]; then
-  (cd "$HERE" && if [ -f package-lock.json ]; then npm ci --no-audit --no-fund; else npm install --no-audit --no-fund; fi) \
-    || fail "web: npm install failed"
-fi
-
-# pkg/: rebuilt when missing or older than any Rust/JS source.
-if [ -n "${REBUILD_PKG:-}" ] || [ ! -f "$ROOT/pkg/qwen_webgpu_bg.wasm" ] || \
-   [ -n "$(find "$ROOT/src" "$ROOT/js" "$ROOT/shaders" "$ROOT/Cargo.toml" -newer "$ROOT/pkg/qwen_webgpu_bg.wasm" -type f 2>/dev/null | head -n1)" ]; then
-  "$ROOT/scripts/build-pkg.sh" || fail "web: scripts/build-pkg.sh failed"
-fi
+. "$ROOT/scripts/browser-prereqs.sh"
+ensure_browser || fail "web: cannot set up node, chromium and playwright-core"
+ensure_pkg || fail "web: scripts/build-pkg.sh failed"
 
 # The native CLI and the fixture generator (the reference the browser must match).
 (cd "$ROOT" && cargo build --bin qwen-webgpu --example make_fixture) || fail "web: cargo build failed"

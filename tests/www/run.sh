@@ -10,20 +10,9 @@ WEB="$ROOT/tests/web"
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/qwen-webgpu/target}
 fail() { echo "$*" >&2; echo "www: 0 passed, 1 failed"; exit 1; }
 
-command -v node >/dev/null || fail "www: node is not installed (apt-get install -y nodejs npm)"
-if [ ! -x /usr/bin/chromium ] && [ -z "${CHROMIUM:-}" ]; then
-  echo "www: installing chromium"
-  apt-get install -y chromium || { apt-get update && apt-get install -y chromium; } || fail "www: cannot install chromium"
-fi
-# playwright-core comes from tests/web's lockfile.
-if [ ! -d "$WEB/node_modules/playwright-core" ]; then
-  (cd "$WEB" && if [ -f package-lock.json ]; then npm ci --no-audit --no-fund; else npm install --no-audit --no-fund; fi) \
-    || fail "www: npm install in tests/web failed"
-fi
-if [ -n "${REBUILD_PKG:-}" ] || [ ! -f "$ROOT/pkg/qwen_webgpu_bg.wasm" ] || \
-   [ -n "$(find "$ROOT/src" "$ROOT/js" "$ROOT/shaders" "$ROOT/Cargo.toml" -newer "$ROOT/pkg/qwen_webgpu_bg.wasm" -type f 2>/dev/null | head -n1)" ]; then
-  "$ROOT/scripts/build-pkg.sh" || fail "www: scripts/build-pkg.sh failed"
-fi
+. "$ROOT/scripts/browser-prereqs.sh"
+ensure_browser || fail "www: cannot set up node, chromium and playwright-core"
+ensure_pkg || fail "www: scripts/build-pkg.sh failed"
 
 VOCAB_DIR=${QWEN_VOCAB_DIR:-$HOME/.cache/qwen-webgpu/vocab}
 [ -f "$VOCAB_DIR/tokenizer.json" ] || fail "www: no $VOCAB_DIR/tokenizer.json (run scripts/fetch-vocab.sh)"

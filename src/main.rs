@@ -72,6 +72,9 @@ mod cli {
         /// Cap the storage binding size (bytes) below the adapter's, to test weight splitting.
         #[arg(long, hide = true)]
         max_binding_bytes: Option<u64>,
+        /// Do not use subgroup kernels even where the adapter has subgroups.
+        #[arg(long)]
+        no_subgroups: bool,
     }
 
     impl LoadArgs {
@@ -80,7 +83,7 @@ mod cli {
         }
         fn options(&self) -> Result<(GpuOptions, ModelOptions)> {
             Ok((
-                GpuOptions { max_binding_bytes: self.max_binding_bytes },
+                GpuOptions { max_binding_bytes: self.max_binding_bytes, no_subgroups: self.no_subgroups },
                 ModelOptions {
                     context: self.context,
                     max_batch: self.max_batch.max(1),
@@ -157,6 +160,9 @@ mod cli {
         max_batch: usize,
         #[arg(long, hide = true)]
         max_binding_bytes: Option<u64>,
+        /// Do not use subgroup kernels even where the adapter has subgroups.
+        #[arg(long)]
+        no_subgroups: bool,
     }
 
     #[derive(Args)]
@@ -413,7 +419,11 @@ mod cli {
             weights: WeightFormat::parse(&a.weights)?,
             kv: KvFormat::parse(&a.kv_cache)?,
         };
-        let gpu = qwen_webgpu::gpu::Gpu::new(&GpuOptions { max_binding_bytes: a.max_binding_bytes }).await?;
+        let gpu = qwen_webgpu::gpu::Gpu::new(&GpuOptions {
+            max_binding_bytes: a.max_binding_bytes,
+            no_subgroups: a.no_subgroups,
+        })
+        .await?;
         let t0 = Instant::now();
         let (mut model, name) = match &a.model {
             Some(dir) => {

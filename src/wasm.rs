@@ -90,7 +90,10 @@ pub async fn open_loader(
         weights,
         kv: if kv_format.is_empty() { KvFormat::F32 } else { KvFormat::parse(&kv_format).map_err(js_err)? },
     };
-    let gpu_opts = GpuOptions { max_binding_bytes: (max_binding_bytes > 0.0).then_some(max_binding_bytes as u64) };
+    let gpu_opts = GpuOptions {
+        max_binding_bytes: (max_binding_bytes > 0.0).then_some(max_binding_bytes as u64),
+        ..Default::default()
+    };
     let gpu = Gpu::new(&gpu_opts).await.map_err(js_err)?;
     let (weights, state) = model::gpu_bytes(&cfg, &opts);
     let mib = |b: u64| b as f64 / (1u64 << 20) as f64;

@@ -17,7 +17,8 @@ const ATOL: f32 = 2e-3;
 const RTOL: f32 = 1e-3;
 
 fn load(dir: &Path, opts: ModelOptions, max_binding: Option<u64>) -> Qwen {
-    pollster::block_on(Qwen::load_dir(dir, &GpuOptions { max_binding_bytes: max_binding }, &opts)).expect("load")
+    pollster::block_on(Qwen::load_dir(dir, &GpuOptions { max_binding_bytes: max_binding, ..Default::default() }, &opts))
+        .expect("load")
 }
 
 fn all_logits(m: &mut Qwen, tokens: &[u32]) -> Vec<f32> {

@@ -155,7 +155,11 @@ fn linear_both_kernels_odd_shapes() {
             let bias = randn(&mut rng, rows);
             let init = randn(&mut rng, n_tokens * rows);
             let (xb, bb) = (buf(&g, &x), buf(&g, &bias));
-            for kind in [LinearKernel::MatVec, LinearKernel::Tiled] {
+            let mut kinds = vec![LinearKernel::MatVec, LinearKernel::Tiled];
+            if n_tokens <= 2 && ops::subgroup_matvec_fits(&g, &m) {
+                kinds.push(LinearKernel::SubgroupMatVec);
+            }
+            for kind in kinds {
                 for (use_bias, acc) in [(false, false), (true, false), (false, true), (true, true)] {
                     let mut start = init.clone();
                     start.extend(vec![SENTINEL; rows]);
@@ -428,4 +432,23 @@ fn quantized_formats_in_every_weight_kernel() {
             assert_close(&format!("{format:?} embed"), &read(&g, &out, want.len()), &want, 0.0, 0.0);
         }
     }
+}
+
+/// lavapipe has fixed-size subgroups, so CI really runs the subgroup mat-vec (above), and the
+/// model picks it for decoding.
+#[test]
+fn subgroup_matvec_is_used_where_available() {
+    let g = gpu();
+    if g.info.name.contains("llvmpipe") {
+        assert_eq!(g.subgroup_size, Some(8), "{}", g.describe());
+    }
+    let Some(_) = g.subgroup_size else { return };
+    let m = matrix(&g, &f16_round(&randn(&mut Rng::new(9), 70 * 64)), 70, 64);
+    assert!(ops::subgroup_matvec_fits(&g, &m));
+    let odd = matrix(&g, &f16_round(&randn(&mut Rng::new(9), 7 * 35)), 7, 35);
+    assert!(!ops::subgroup_matvec_fits(&g, &odd));
+    let x = buf(&g, &vec![1.0; 64]);
+    let out = buf(&g, &vec![0.0; 70]);
+    let mut rec = Recorder::new(&g);
+    assert!(ops::linear_with(&mut rec, LinearKernel::SubgroupMatVec, &x, 0, 1, &odd, None, &out, false).is_err());
 }

@@ -22,6 +22,8 @@ pub struct GpuOptions {
     /// Use a smaller storage-binding limit than the adapter's (tests use this to force
     /// weights to be split across bindings the way a 128 MiB adapter would).
     pub max_binding_bytes: Option<u64>,
+    /// Do not use subgroup kernels even where the adapter has subgroups.
+    pub no_subgroups: bool,
 }
 
 /// An open device. Cheap to share by reference; owns the compiled-kernel cache.
@@ -32,6 +34,9 @@ pub struct Gpu {
     /// The limits the device was created with (the adapter's own).
     pub limits: wgpu::Limits,
     pub features: wgpu::Features,
+    /// The subgroup size, when the device has subgroups of one fixed size (4..=64): enables the
+    /// subgroup kernels. Never on the web backend (wgpu does not expose subgroups there).
+    pub subgroup_size: Option<u32>,
     /// Largest storage buffer binding we use, in bytes: a multiple of 4, at most the
     /// device's `max_storage_buffer_binding_size` and `max_buffer_size`.
     pub max_binding: u64,
@@ -55,10 +60,12 @@ impl Gpu {
             .map_err(|e| Error::Gpu(format!("no GPU adapter found ({e}); is WebGPU/Vulkan available?")))?;
         let info = adapter.get_info();
         let limits = adapter.limits();
+        let wanted = wgpu::Features::SUBGROUP;
+        let features = adapter.features() & wanted;
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
                 label: Some("qwen-webgpu"),
-                required_features: wgpu::Features::empty(),
+                required_features: features,
                 required_limits: limits.clone(),
                 experimental_features: wgpu::ExperimentalFeatures::disabled(),
                 memory_hints: wgpu::MemoryHints::Performance,
@@ -91,6 +98,12 @@ impl Gpu {
             max_binding = max_binding.min(cap);
         }
         let max_binding = max_binding & !3;
+        let subgroup_size = (features.contains(wgpu::Features::SUBGROUP)
+            && !opts.no_subgroups
+            && info.subgroup_min_size == info.subgroup_max_size
+            && (4..=64).contains(&info.subgroup_min_size)
+            && info.subgroup_min_size.is_power_of_two())
+        .then_some(info.subgroup_min_size);
         if max_binding < 1 << 16 {
             return Err(Error::Gpu(format!("storage binding limit {max_binding} bytes is too small")));
         }
@@ -98,7 +111,8 @@ impl Gpu {
             device,
             queue,
             info,
-            features: adapter.features(),
+            features,
+            subgroup_size,
             limits,
             max_binding,
             kernels: RefCell::new(HashMap::new()),
@@ -109,8 +123,12 @@ impl Gpu {
 
     /// One line naming the adapter, for logs and benchmark tables.
     pub fn describe(&self) -> String {
+        let sg = match self.subgroup_size {
+            Some(n) => format!(", subgroups of {n}"),
+            None => String::new(),
+        };
         format!(
-            "{} ({:?}, {:?}), max storage binding {} MiB",
+            "{} ({:?}, {:?}), max storage binding {} MiB{sg}",
             self.info.name,
             self.info.device_type,
             self.info.backend,

@@ -112,6 +112,9 @@ pub enum LinearKernel {
     MatVec,
     /// Tiled through workgroup memory: each weight tile is reused by TILE tokens.
     Tiled,
+    /// One subgroup per output row, lanes along the row (f16 weights, even widths, adapters
+    /// with fixed-size subgroups).
+    SubgroupMatVec,
 }
 
 /// A linear layer `out[t, :] (+)= w · x[x_row0 + t, :] + bias`.
@@ -128,8 +131,19 @@ pub fn linear(
     out: &wgpu::Buffer,
     accumulate: bool,
 ) -> Result<()> {
-    let kind = if n_tokens <= MATVEC_MAX_TOKENS { LinearKernel::MatVec } else { LinearKernel::Tiled };
+    let kind = if n_tokens > MATVEC_MAX_TOKENS {
+        LinearKernel::Tiled
+    } else if subgroup_matvec_fits(rec.gpu(), w) {
+        LinearKernel::SubgroupMatVec
+    } else {
+        LinearKernel::MatVec
+    };
     linear_with(rec, kind, x, x_row0, n_tokens, w, bias, out, accumulate)
+}
+
+/// Whether [`LinearKernel::SubgroupMatVec`] can run `w` on this GPU.
+pub fn subgroup_matvec_fits(gpu: &crate::gpu::Gpu, w: &GpuMatrix) -> bool {
+    gpu.subgroup_size.is_some_and(|sg| sg <= WG) && w.format == WeightFormat::F16 && w.cols % 2 == 0
 }
 
 /// [`linear`] with an explicit kernel choice (tests run both on the same shapes).
@@ -145,8 +159,13 @@ pub fn linear_with(
     out: &wgpu::Buffer,
     accumulate: bool,
 ) -> Result<()> {
+    let sg = rec.gpu().subgroup_size.unwrap_or(0);
+    if kind == LinearKernel::SubgroupMatVec && !subgroup_matvec_fits(rec.gpu(), w) {
+        return Err(Error::Gpu("the subgroup mat-vec needs subgroups, f16 weights and an even width".into()));
+    }
     let key = match kind {
         LinearKernel::MatVec => ShaderKey::new("matvec").def("WG", WG),
+        LinearKernel::SubgroupMatVec => ShaderKey::new("matvec_sg").def("WG", WG).def("SG", sg),
         LinearKernel::Tiled => ShaderKey::new("matmul").def("TILE", TILE).def("TILE_PAD", TILE + 1),
     };
     let key = weight_format(key, w.format).flag("BIAS", bias.is_some()).flag("ACCUMULATE", accumulate);
@@ -166,6 +185,7 @@ pub fn linear_with(
         let n_groups = match kind {
             LinearKernel::MatVec => groups(n_tokens * c.rows, WG)?,
             LinearKernel::Tiled => u(n_tokens.div_ceil(TILE as usize) * c.rows.div_ceil(TILE as usize)),
+            LinearKernel::SubgroupMatVec => u(n_tokens * c.rows.div_ceil((WG / sg) as usize)),
         };
         match bias {
             Some(b) => rec.dispatch(&k, &p, &[x, &c.buffer, b, out], n_groups)?,

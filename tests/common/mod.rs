@@ -344,6 +344,9 @@ pub fn gpu() -> qwen_webgpu::gpu::Gpu {
 }
 
 pub fn gpu_with(max_binding: Option<u64>) -> qwen_webgpu::gpu::Gpu {
-    pollster::block_on(qwen_webgpu::gpu::Gpu::new(&qwen_webgpu::gpu::GpuOptions { max_binding_bytes: max_binding }))
-        .expect("a GPU adapter (install mesa-vulkan-drivers for lavapipe)")
+    pollster::block_on(qwen_webgpu::gpu::Gpu::new(&qwen_webgpu::gpu::GpuOptions {
+        max_binding_bytes: max_binding,
+        ..Default::default()
+    }))
+    .expect("a GPU adapter (install mesa-vulkan-drivers for lavapipe)")
 }

@@ -409,7 +409,11 @@ fn quantized_formats_in_every_weight_kernel() {
                         want.push((s + bias[o] as f64) as f32);
                     }
                 }
-                for kind in [LinearKernel::MatVec, LinearKernel::Tiled] {
+                let mut kinds = vec![LinearKernel::MatVec, LinearKernel::Tiled];
+                if n_tokens <= 2 && ops::subgroup_matvec_fits(&g, &m) {
+                    kinds.push(LinearKernel::SubgroupMatVec);
+                }
+                for kind in kinds {
                     let out = buf(&g, &vec![SENTINEL; n_tokens * rows + 1]);
                     run(&g, |r| ops::linear_with(r, kind, &xb, 0, n_tokens, &m, Some(&bb), &out, false).unwrap());
                     let mut want = want.clone();
@@ -445,7 +449,7 @@ fn subgroup_matvec_is_used_where_available() {
     let Some(_) = g.subgroup_size else { return };
     let m = matrix(&g, &f16_round(&randn(&mut Rng::new(9), 70 * 64)), 70, 64);
     assert!(ops::subgroup_matvec_fits(&g, &m));
-    let odd = matrix(&g, &f16_round(&randn(&mut Rng::new(9), 7 * 35)), 7, 35);
+    let odd = matrix(&g, &f16_round(&randn(&mut Rng::new(9), 7 * 35)), 7, 35); // odd f16 width
     assert!(!ops::subgroup_matvec_fits(&g, &odd));
     let x = buf(&g, &vec![1.0; 64]);
     let out = buf(&g, &vec![0.0; 70]);

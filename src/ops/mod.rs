@@ -112,8 +112,8 @@ pub enum LinearKernel {
     MatVec,
     /// Tiled through workgroup memory: each weight tile is reused by TILE tokens.
     Tiled,
-    /// One subgroup per output row, lanes along the row (f16 weights, even widths, adapters
-    /// with fixed-size subgroups).
+    /// One subgroup per output row, lanes along the row (even widths, adapters with
+    /// fixed-size subgroups).
     SubgroupMatVec,
 }
 
@@ -143,7 +143,8 @@ pub fn linear(
 
 /// Whether [`LinearKernel::SubgroupMatVec`] can run `w` on this GPU.
 pub fn subgroup_matvec_fits(gpu: &crate::gpu::Gpu, w: &GpuMatrix) -> bool {
-    gpu.subgroup_size.is_some_and(|sg| sg <= WG) && w.format == WeightFormat::F16 && w.cols % 2 == 0
+    // f16 rows need an even width; quantized rows are whole groups already.
+    gpu.subgroup_size.is_some_and(|sg| sg <= WG) && w.cols.is_multiple_of(2)
 }
 
 /// [`linear`] with an explicit kernel choice (tests run both on the same shapes).
@@ -161,7 +162,7 @@ pub fn linear_with(
 ) -> Result<()> {
     let sg = rec.gpu().subgroup_size.unwrap_or(0);
     if kind == LinearKernel::SubgroupMatVec && !subgroup_matvec_fits(rec.gpu(), w) {
-        return Err(Error::Gpu("the subgroup mat-vec needs subgroups, f16 weights and an even width".into()));
+        return Err(Error::Gpu("the subgroup mat-vec needs fixed-size subgroups and an even width".into()));
     }
     let key = match kind {
         LinearKernel::MatVec => ShaderKey::new("matvec").def("WG", WG),

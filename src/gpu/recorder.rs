@@ -7,6 +7,9 @@ use super::{Gpu, Kernel};
 use crate::error::{Error, Result};
 use std::rc::Rc;
 
+/// Bind groups by (kernel, parameter size, storage buffers), for passes that repeat.
+pub type BindGroupCache = std::collections::HashMap<(String, u64, Vec<wgpu::Buffer>), wgpu::BindGroup>;
+
 /// How a kernel uses a storage buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Binding {
@@ -111,13 +114,19 @@ impl<'g> Recorder<'g> {
 
     /// Encode into an existing encoder, with a parameter buffer of its own.
     pub fn encode(&self, enc: &mut wgpu::CommandEncoder) -> Result<()> {
-        self.encode_with(enc, &mut None)
+        self.encode_with(enc, &mut None, None)
     }
 
     /// Encode into an existing encoder, writing the parameters into `arena` (grown when too
     /// small, else reused: no allocation per forward pass). The arena's contents are replaced
     /// at the next queue operation, so one arena serves one recorder per submission.
-    pub fn encode_with(&self, enc: &mut wgpu::CommandEncoder, arena: &mut Option<wgpu::Buffer>) -> Result<()> {
+    /// With `cache`, bind groups are reused across passes that bind the same buffers.
+    pub fn encode_with(
+        &self,
+        enc: &mut wgpu::CommandEncoder,
+        arena: &mut Option<wgpu::Buffer>,
+        mut cache: Option<&mut BindGroupCache>,
+    ) -> Result<()> {
         if self.dispatches.is_empty() {
             return Ok(());
         }
@@ -129,29 +138,40 @@ impl<'g> Recorder<'g> {
                 usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
                 mapped_at_creation: false,
             }));
+            // Cached groups bind the old arena.
+            if let Some(c) = cache.as_deref_mut() {
+                c.clear();
+            }
         }
         let arena = arena.as_ref().expect("allocated above");
         self.gpu.write(arena, 0, &self.params);
+        let make = |d: &Dispatch| {
+            let mut entries = vec![wgpu::BindGroupEntry {
+                binding: 0,
+                resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                    buffer: arena,
+                    offset: 0,
+                    size: wgpu::BufferSize::new(d.params_size),
+                }),
+            }];
+            for (i, b) in d.buffers.iter().enumerate() {
+                entries.push(wgpu::BindGroupEntry { binding: i as u32 + 1, resource: b.as_entire_binding() });
+            }
+            self.gpu.device.create_bind_group(&wgpu::BindGroupDescriptor {
+                label: Some(&d.kernel.label),
+                layout: &d.kernel.layout,
+                entries: &entries,
+            })
+        };
         let groups: Vec<wgpu::BindGroup> = self
             .dispatches
             .iter()
-            .map(|d| {
-                let mut entries = vec![wgpu::BindGroupEntry {
-                    binding: 0,
-                    resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                        buffer: arena,
-                        offset: 0,
-                        size: wgpu::BufferSize::new(d.params_size),
-                    }),
-                }];
-                for (i, b) in d.buffers.iter().enumerate() {
-                    entries.push(wgpu::BindGroupEntry { binding: i as u32 + 1, resource: b.as_entire_binding() });
-                }
-                self.gpu.device.create_bind_group(&wgpu::BindGroupDescriptor {
-                    label: Some(&d.kernel.label),
-                    layout: &d.kernel.layout,
-                    entries: &entries,
-                })
+            .map(|d| match cache.as_deref_mut() {
+                Some(c) => c
+                    .entry((d.kernel.label.clone(), d.params_size, d.buffers.clone()))
+                    .or_insert_with(|| make(d))
+                    .clone(),
+                None => make(d),
             })
             .collect();
         let mut pass =

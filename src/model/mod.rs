@@ -81,6 +81,8 @@ pub struct Qwen {
     last_dispatches: usize,
     /// Uniform parameters of the forward pass's dispatches, reused from pass to pass.
     params_arena: Option<wgpu::Buffer>,
+    /// Bind groups of the forward pass, reused from pass to pass (the buffers never change).
+    bind_groups: crate::gpu::recorder::BindGroupCache,
 }
 
 impl Qwen {
@@ -125,6 +127,7 @@ impl Qwen {
             logits_all: None,
             last_dispatches: 0,
             params_arena: None,
+            bind_groups: Default::default(),
         }
     }
 
@@ -273,7 +276,7 @@ impl Qwen {
         let out = match want {
             Want::Nothing => {
                 self.last_dispatches = rec.len();
-                rec.encode_with(&mut enc, &mut self.params_arena)?;
+                rec.encode_with(&mut enc, &mut self.params_arena, Some(&mut self.bind_groups))?;
                 gpu.queue.submit([enc.finish()]);
                 gpu.check()?;
                 Output::Nothing
@@ -285,7 +288,7 @@ impl Qwen {
                 if want == Want::Argmax {
                     ops::argmax(&mut rec, &s.logits, vocab, &s.next)?;
                     self.last_dispatches = rec.len();
-                    rec.encode_with(&mut enc, &mut self.params_arena)?;
+                    rec.encode_with(&mut enc, &mut self.params_arena, Some(&mut self.bind_groups))?;
                     enc.copy_buffer_to_buffer(&s.next, 0, &s.next_readback, 0, 4);
                     gpu.queue.submit([enc.finish()]);
                     let b = gpu.map_read(&s.next_readback, 4).await?;
@@ -296,7 +299,7 @@ impl Qwen {
                     Output::Token(id)
                 } else {
                     self.last_dispatches = rec.len();
-                    rec.encode_with(&mut enc, &mut self.params_arena)?;
+                    rec.encode_with(&mut enc, &mut self.params_arena, Some(&mut self.bind_groups))?;
                     enc.copy_buffer_to_buffer(&s.logits, 0, &s.logits_readback, 0, vocab as u64 * 4);
                     gpu.queue.submit([enc.finish()]);
                     let b = gpu.map_read(&s.logits_readback, vocab as u64 * 4).await?;
@@ -307,7 +310,7 @@ impl Qwen {
                 // Every row through the final norm; the LM head in groups of rows that fit
                 // one binding, each group copied out before the next overwrites it.
                 ops::rms_norm(&mut rec, &s.x, 0, n, d, &w.norm, cfg.rms_norm_eps, &s.xn)?;
-                rec.encode_with(&mut enc, &mut self.params_arena)?;
+                rec.encode_with(&mut enc, &mut self.params_arena, Some(&mut self.bind_groups))?;
                 let row_bytes = vocab as u64 * 4;
                 let per = ((gpu.max_binding / row_bytes) as usize).clamp(1, s.max_tokens);
                 if self.logits_all.as_ref().map(|(rows, _)| *rows) != Some(per) {

@@ -15,7 +15,9 @@ ensure_browser() {
   command -v node >/dev/null || { echo "node is not installed (apt-get install -y nodejs npm)" >&2; return 1; }
   if [ ! -x /usr/bin/chromium ] && [ -z "${CHROMIUM:-}" ]; then
     echo "installing chromium"
-    apt-get install -y chromium || { apt-get update && apt-get install -y chromium; } || return 1
+    local sudo=""
+    [ "$(id -u)" = 0 ] || sudo=sudo
+    $sudo apt-get install -y chromium || { $sudo apt-get update && $sudo apt-get install -y chromium; } || return 1
   fi
   if [ ! -d "$ROOT/tests/web/node_modules/playwright-core" ]; then
     (cd "$ROOT/tests/web" && npm ci --no-audit --no-fund) || return 1

@@ -66,7 +66,7 @@ mod cli {
         /// How weights are stored on the GPU: f16, q8 or q4 (quantized while loading).
         #[arg(long, default_value = "f16")]
         weights: String,
-        /// KV cache format: f32 (exactly the reference's attention), f16 (half the memory) or q8 (a quarter).
+        /// KV cache format: f32 (as the reference keeps it), f16 (half the memory) or q8 (a quarter).
         #[arg(long, default_value = "f32")]
         kv_cache: String,
         /// Cap the storage binding size (bytes) below the adapter's, to test weight splitting.

@@ -23,7 +23,7 @@ pub struct ModelOptions {
     pub max_batch: usize,
     /// How matrices are stored on the GPU.
     pub weights: crate::weights::quant::WeightFormat,
-    /// How the KV cache stores keys and values (f32: bit-for-bit the reference's attention).
+    /// How the KV cache stores keys and values (f32: as the reference keeps it).
     pub kv: state::KvFormat,
 }
 

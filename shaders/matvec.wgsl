@@ -7,29 +7,9 @@
 // w[r, :] · x[xb ..], one format-specific loop each.
 fn row_dot(r: u32, xb: u32) -> f32 {
     var acc = 0.0;
-#ifdef W_Q8
+#ifdef W_QUANT
     for (var g = 0u; g < p.cols / 32u; g++) {
-        var s = 0.0;
-        for (var j = 0u; j < 8u; j++) {
-            let k = g * 32u + 4u * j;
-            let xv = vec4<f32>(x[xb + k], x[xb + k + 1u], x[xb + k + 2u], x[xb + k + 3u]);
-            s += dot(w_word(r, g * 8u + j), xv);
-        }
-        acc += s * w_scale(r, g);
-    }
-#else
-#ifdef W_Q4
-    for (var g = 0u; g < p.cols / 32u; g++) {
-        var s = 0.0;
-        for (var j = 0u; j < 4u; j++) {
-            let word = w[r * p.stride + g * 4u + j];
-            let k = xb + g * 32u + 8u * j;
-            let lo = vec4<f32>(f32(word & 15u), f32((word >> 4u) & 15u), f32((word >> 8u) & 15u), f32((word >> 12u) & 15u)) - 8.0;
-            let hi = vec4<f32>(f32((word >> 16u) & 15u), f32((word >> 20u) & 15u), f32((word >> 24u) & 15u), f32(word >> 28u)) - 8.0;
-            s += dot(lo, vec4<f32>(x[k], x[k + 1u], x[k + 2u], x[k + 3u]));
-            s += dot(hi, vec4<f32>(x[k + 4u], x[k + 5u], x[k + 6u], x[k + 7u]));
-        }
-        acc += s * w_scale(r, g);
+        acc += group_dot(r, g, xb + g * 32u);
     }
 #else
     let wb = r * p.stride;
@@ -41,7 +21,6 @@ fn row_dot(r: u32, xb: u32) -> f32 {
     if ((p.cols & 1u) == 1u) {
         acc += unpack2x16float(w[wb + pairs]).x * x[xb + p.cols - 1u];
     }
-#endif
 #endif
     return acc;
 }

@@ -21,29 +21,10 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     if (r < p.rows) {
         let xb = (p.x_row0 + t) * p.cols;
         let wb = r * p.stride;
-#ifdef W_Q8
-        // Lane takes group grp (8 words of int8 quads, one scale), then grp + SG, ...
+#ifdef W_QUANT
+        // Lane takes group grp (32 weights, one scale), then grp + SG, ...
         for (var grp = lane; grp < p.cols / 32u; grp += SG) {
-            var s = 0.0;
-            for (var j = 0u; j < 8u; j++) {
-                let k = xb + grp * 32u + 4u * j;
-                s += dot(w_word(r, grp * 8u + j), vec4<f32>(x[k], x[k + 1u], x[k + 2u], x[k + 3u]));
-            }
-            acc += s * w_scale(r, grp);
-        }
-#else
-#ifdef W_Q4
-        for (var grp = lane; grp < p.cols / 32u; grp += SG) {
-            var s = 0.0;
-            for (var j = 0u; j < 4u; j++) {
-                let word = w[wb + grp * 4u + j];
-                let k = xb + grp * 32u + 8u * j;
-                let lo = vec4<f32>(f32(word & 15u), f32((word >> 4u) & 15u), f32((word >> 8u) & 15u), f32((word >> 12u) & 15u)) - 8.0;
-                let hi = vec4<f32>(f32((word >> 16u) & 15u), f32((word >> 20u) & 15u), f32((word >> 24u) & 15u), f32(word >> 28u)) - 8.0;
-                s += dot(lo, vec4<f32>(x[k], x[k + 1u], x[k + 2u], x[k + 3u]));
-                s += dot(hi, vec4<f32>(x[k + 4u], x[k + 5u], x[k + 6u], x[k + 7u]));
-            }
-            acc += s * w_scale(r, grp);
+            acc += group_dot(r, grp, xb + grp * 32u);
         }
 #else
         // Each lane takes 4 consecutive words (8 weights) at a time; a tail of fewer than
@@ -62,7 +43,6 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
             let f = unpack2x16float(w[wb + k]);
             acc += f.x * x[xb + 2u * k] + f.y * x[xb + 2u * k + 1u];
         }
-#endif
 #endif
     }
     let total = subgroupAdd(acc);

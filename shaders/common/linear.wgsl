@@ -24,6 +24,32 @@ struct Params {
 
 #include "common/weights.wgsl"
 
+#ifdef W_Q8
+// Group grp (32 weights) of row r · x[xk .. xk + 32], scaled.
+fn group_dot(r: u32, grp: u32, xk: u32) -> f32 {
+    var s = 0.0;
+    for (var j = 0u; j < 8u; j++) {
+        let k = xk + 4u * j;
+        s += dot(w_word(r, grp * 8u + j), vec4<f32>(x[k], x[k + 1u], x[k + 2u], x[k + 3u]));
+    }
+    return s * w_scale(r, grp);
+}
+#endif
+#ifdef W_Q4
+fn group_dot(r: u32, grp: u32, xk: u32) -> f32 {
+    var s = 0.0;
+    for (var j = 0u; j < 4u; j++) {
+        let word = w[r * p.stride + grp * 4u + j];
+        let k = xk + 8u * j;
+        let lo = vec4<f32>(f32(word & 15u), f32((word >> 4u) & 15u), f32((word >> 8u) & 15u), f32((word >> 12u) & 15u)) - 8.0;
+        let hi = vec4<f32>(f32((word >> 16u) & 15u), f32((word >> 20u) & 15u), f32((word >> 24u) & 15u), f32(word >> 28u)) - 8.0;
+        s += dot(lo, vec4<f32>(x[k], x[k + 1u], x[k + 2u], x[k + 3u]));
+        s += dot(hi, vec4<f32>(x[k + 4u], x[k + 5u], x[k + 6u], x[k + 7u]));
+    }
+    return s * w_scale(r, grp);
+}
+#endif
+
 // out[t, row0 + r] (+)= acc (+ bias).
 fn store(t: u32, r: u32, acc_in: f32) {
     var acc = acc_in;

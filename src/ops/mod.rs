@@ -26,7 +26,7 @@ fn u(n: usize) -> u32 {
 
 /// Select the weight reader of `common/weights.wgsl`.
 fn weight_format(key: ShaderKey, f: WeightFormat) -> ShaderKey {
-    key.flag("W_Q8", f == WeightFormat::Q8).flag("W_Q4", f == WeightFormat::Q4)
+    key.flag("W_Q8", f == WeightFormat::Q8).flag("W_Q4", f == WeightFormat::Q4).flag("W_QUANT", f != WeightFormat::F16)
 }
 
 #[repr(C)]

@@ -95,22 +95,20 @@ impl Qwen {
         progress: &mut dyn FnMut(u64, u64),
     ) -> Result<Qwen> {
         // The run state first: a context that cannot fit fails before any download.
-        let state = RunState::new(
-            &gpu,
-            &config,
-            opts.max_batch.min(opts.context_for(&config)),
-            opts.context_for(&config),
-            opts.kv,
-        )?;
+        let state = Qwen::run_state(&gpu, &config, opts)?;
         let (gpu, weights) = weights::load(gpu, &config, src, opts.weights, progress)?;
         Ok(Qwen::assemble(gpu, config, weights, state))
     }
 
     /// Wrap uploaded weights (see [`weights::Uploader`]) and allocate the run state.
     pub fn from_weights(gpu: Gpu, config: QwenConfig, weights: QwenWeights, opts: &ModelOptions) -> Result<Qwen> {
-        let context = opts.context_for(&config);
-        let state = RunState::new(&gpu, &config, opts.max_batch.min(context), context, opts.kv)?;
+        let state = Qwen::run_state(&gpu, &config, opts)?;
         Ok(Qwen::assemble(gpu, config, weights, state))
+    }
+
+    fn run_state(gpu: &Gpu, config: &QwenConfig, opts: &ModelOptions) -> Result<RunState> {
+        let context = opts.context_for(config);
+        RunState::new(gpu, config, opts.max_batch.min(context), context, opts.kv)
     }
 
     fn assemble(gpu: Gpu, config: QwenConfig, weights: QwenWeights, state: RunState) -> Qwen {
@@ -271,46 +269,49 @@ impl Qwen {
             ops::linear(&mut rec, &s.gate, 0, n, &l.down, None, &s.x, true)?;
         }
 
+        // The tail of the pass: only the last token goes through the final norm and the LM
+        // head, unless every position's logits are wanted.
         let vocab = cfg.vocab_size;
-        let mut enc = gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("forward") });
-        let out = match want {
-            Want::Nothing => {
-                self.last_dispatches = rec.len();
-                rec.encode_with(&mut enc, &mut self.params_arena, Some(&mut self.bind_groups))?;
-                gpu.queue.submit([enc.finish()]);
-                gpu.check()?;
-                Output::Nothing
-            }
+        match want {
+            Want::Nothing => {}
             Want::Argmax | Want::Logits => {
-                // Only the last token goes through the final norm and the LM head.
                 ops::rms_norm(&mut rec, &s.x, n - 1, 1, d, &w.norm, cfg.rms_norm_eps, &s.xn)?;
                 ops::linear(&mut rec, &s.xn, 0, 1, w.lm_head(), None, &s.logits, false)?;
                 if want == Want::Argmax {
                     ops::argmax(&mut rec, &s.logits, vocab, &s.next)?;
-                    self.last_dispatches = rec.len();
-                    rec.encode_with(&mut enc, &mut self.params_arena, Some(&mut self.bind_groups))?;
-                    enc.copy_buffer_to_buffer(&s.next, 0, &s.next_readback, 0, 4);
-                    gpu.queue.submit([enc.finish()]);
-                    let b = gpu.map_read(&s.next_readback, 4).await?;
-                    let id = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
-                    if id as usize >= vocab {
-                        return Err(Error::Gpu("argmax found no finite logit (NaN logits)".into()));
-                    }
-                    Output::Token(id)
-                } else {
-                    self.last_dispatches = rec.len();
-                    rec.encode_with(&mut enc, &mut self.params_arena, Some(&mut self.bind_groups))?;
-                    enc.copy_buffer_to_buffer(&s.logits, 0, &s.logits_readback, 0, vocab as u64 * 4);
-                    gpu.queue.submit([enc.finish()]);
-                    let b = gpu.map_read(&s.logits_readback, vocab as u64 * 4).await?;
-                    Output::Logits(bytemuck::cast_slice(&b).to_vec())
                 }
             }
+            Want::AllLogits => ops::rms_norm(&mut rec, &s.x, 0, n, d, &w.norm, cfg.rms_norm_eps, &s.xn)?,
+        }
+        self.last_dispatches = rec.len();
+        let mut enc = gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("forward") });
+        rec.encode_with(&mut enc, &mut self.params_arena, Some(&mut self.bind_groups))?;
+
+        let out = match want {
+            Want::Nothing => {
+                gpu.queue.submit([enc.finish()]);
+                gpu.check()?;
+                Output::Nothing
+            }
+            Want::Argmax => {
+                enc.copy_buffer_to_buffer(&s.next, 0, &s.next_readback, 0, 4);
+                gpu.queue.submit([enc.finish()]);
+                let b = gpu.map_read(&s.next_readback, 4).await?;
+                let id = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+                if id as usize >= vocab {
+                    return Err(Error::Gpu("argmax found no finite logit (NaN logits)".into()));
+                }
+                Output::Token(id)
+            }
+            Want::Logits => {
+                enc.copy_buffer_to_buffer(&s.logits, 0, &s.logits_readback, 0, vocab as u64 * 4);
+                gpu.queue.submit([enc.finish()]);
+                let b = gpu.map_read(&s.logits_readback, vocab as u64 * 4).await?;
+                Output::Logits(bytemuck::cast_slice(&b).to_vec())
+            }
             Want::AllLogits => {
-                // Every row through the final norm; the LM head in groups of rows that fit
-                // one binding, each group copied out before the next overwrites it.
-                ops::rms_norm(&mut rec, &s.x, 0, n, d, &w.norm, cfg.rms_norm_eps, &s.xn)?;
-                rec.encode_with(&mut enc, &mut self.params_arena, Some(&mut self.bind_groups))?;
+                // The LM head in groups of rows that fit one binding, each group copied out
+                // before the next overwrites it.
                 let row_bytes = vocab as u64 * 4;
                 let per = ((gpu.max_binding / row_bytes) as usize).clamp(1, s.max_tokens);
                 if self.logits_all.as_ref().map(|(rows, _)| *rows) != Some(per) {

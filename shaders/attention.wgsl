@@ -1,7 +1,11 @@
-// Causal attention over the KV cache, one workgroup per (token, query head).
-// Keys are taken WG at a time: each thread scores one key, then the tile's softmax weights
-// are folded into running (max, sum, output) values (online softmax), so the cost per key
-// is constant and no score buffer the size of the context is needed.
+// Causal attention over the KV cache, one workgroup per (token, query head), or with SPLIT
+// per (token, query head, block of `p.chunk` keys) ("flash decoding": a decoded token's few
+// heads alone would leave most of a GPU idle). Keys are taken WG at a time: each thread
+// scores one key, then the tile's softmax weights are folded into running (max, sum,
+// output) values (online softmax), so the cost per key is constant and no score buffer the
+// size of the context is needed. With SPLIT each workgroup writes its unnormalised
+// (output, max, sum) to `out` as a partial, and MERGE (the second pass) combines a token's
+// and head's partials.
 #include "common/grid.wgsl"
 
 struct Params {
@@ -12,8 +16,49 @@ struct Params {
     head_dim: u32,
     scale: f32,       // 1 / sqrt(head_dim)
     kv_scales: u32,   // KV_Q8: word offset of the per-(position, kv head) scales
-    _pad: u32,
+    chunk: u32,       // SPLIT, MERGE: keys per split
 }
+
+// Splits of the keys of the last token (the one that sees the most).
+fn n_splits() -> u32 {
+    return (p.pos0 + p.n_tokens + p.chunk - 1u) / p.chunk;
+}
+
+#ifdef MERGE
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> partials: array<f32>;   // [n_tokens, H, splits, D + 2]
+@group(0) @binding(2) var<storage, read_write> out: array<f32>;  // [n_tokens, H * D]
+
+@compute @workgroup_size(WG)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) li: u32) {
+    let g = group_index(wg, nwg); // t * H + h
+    if (g >= p.n_tokens * p.n_heads) {
+        return;
+    }
+    let d = p.head_dim;
+    let ns = n_splits();
+    let base = g * ns * (d + 2u);
+    // Splits past a token's last key hold (0, -3e38, 0) and weigh nothing.
+    var m = -3.0e38;
+    for (var s = 0u; s < ns; s++) {
+        m = max(m, partials[base + s * (d + 2u) + d]);
+    }
+    var l = 0.0;
+    for (var s = 0u; s < ns; s++) {
+        let ps = base + s * (d + 2u);
+        l += partials[ps + d + 1u] * exp(partials[ps + d] - m);
+    }
+    for (var dd = li; dd < d; dd += WG) {
+        var acc = 0.0;
+        for (var s = 0u; s < ns; s++) {
+            let ps = base + s * (d + 2u);
+            acc += partials[ps + dd] * exp(partials[ps + d] - m);
+        }
+        out[g * d + dd] = acc / l;
+    }
+}
+#else
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> q: array<f32>;          // [n_tokens, H * D]
@@ -39,7 +84,11 @@ fn v_at(i: u32) -> f32 {
 }
 #endif
 #endif
+#ifdef SPLIT
+@group(0) @binding(4) var<storage, read_write> out: array<f32>;  // partials [n_tokens, H, splits, D + 2]
+#else
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;  // [n_tokens, H * D]
+#endif
 
 var<workgroup> qs: array<f32, HEAD_DIM>;
 var<workgroup> scores: array<f32, WG>;
@@ -48,9 +97,15 @@ var<workgroup> weights: array<f32, WG>;
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) li: u32) {
-    let g = group_index(wg, nwg);
-    let t = g / p.n_heads;
-    let h = g % p.n_heads;
+#ifdef SPLIT
+    let ns = n_splits();
+    let th = group_index(wg, nwg) / ns;
+    let split = group_index(wg, nwg) % ns;
+#else
+    let th = group_index(wg, nwg);
+#endif
+    let t = th / p.n_heads;
+    let h = th % p.n_heads;
     if (t >= p.n_tokens) {
         return;
     }
@@ -62,11 +117,17 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
         qs[i] = q[qb + i] * p.scale;
     }
     workgroupBarrier();
+#ifdef SPLIT
+    let key0 = split * p.chunk;
+    let n_keys = min(p.pos0 + t + 1u, key0 + p.chunk);
+#else
+    let key0 = 0u;
     let n_keys = p.pos0 + t + 1u;
+#endif
     var m = -3.0e38;
     var l = 0.0;
     var acc: array<f32, DIMS_PER_THREAD>;
-    for (var j0 = 0u; j0 < n_keys; j0 += WG) {
+    for (var j0 = key0; j0 < n_keys; j0 += WG) {
         let j = j0 + li;
         var s = -3.0e38;
         if (j < n_keys) {
@@ -126,10 +187,26 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
         m = mt;
         workgroupBarrier();
     }
+#ifdef SPLIT
+    let ob = (th * ns + split) * (d + 2u);
+    for (var e_i = 0u; e_i < DIMS_PER_THREAD; e_i++) {
+        let dd = li + e_i * WG;
+        if (dd < d) {
+            out[ob + dd] = acc[e_i];
+        }
+    }
+    if (li == 0u) {
+        out[ob + d] = m;
+        out[ob + d + 1u] = l;
+    }
+#else
     for (var e_i = 0u; e_i < DIMS_PER_THREAD; e_i++) {
         let dd = li + e_i * WG;
         if (dd < d) {
             out[qb + dd] = acc[e_i] / l;
         }
     }
+#endif
 }
+#endif
+

@@ -138,13 +138,27 @@ fn rms_norm_rows() {
     assert_close("rms_norm", &read(&g, &out, (rows + 1) * cols), &want, 1e-5, 1e-5);
 }
 
+/// Every linear kernel that can run `m` here.
+fn kinds(g: &Gpu, m: &GpuMatrix) -> Vec<LinearKernel> {
+    use LinearKernel::*;
+    let all = [MatVec, Block, SubgroupBlock, Tiled];
+    all.into_iter().filter(|&k| ops::linear_fits(g, k, m)).collect()
+}
+
 #[test]
-fn linear_both_kernels_odd_shapes() {
+fn linear_every_kernel_odd_shapes() {
     let mut rng = Rng::new(3);
     for (g, split) in [(gpu(), false), (gpu_with(Some(64 << 10)), true)] {
-        for &(n_tokens, cols, rows) in
-            &[(1, 35, 77), (2, 130, 300), (3, 35, 77), (17, 130, 300), (33, 64, 65), (5, 301, 260)]
-        {
+        for &(n_tokens, cols, rows) in &[
+            (1, 35, 77),
+            (2, 130, 300),
+            (3, 35, 77),
+            (17, 130, 300),
+            (33, 64, 65),
+            (5, 301, 260),
+            (1, 136, 77),
+            (2, 520, 301),
+        ] {
             let w = f16_round(&randn(&mut rng, rows * cols));
             let m = matrix(&g, &w, rows, cols);
             if split && rows * cols * 2 > 64 << 10 {
@@ -155,11 +169,7 @@ fn linear_both_kernels_odd_shapes() {
             let bias = randn(&mut rng, rows);
             let init = randn(&mut rng, n_tokens * rows);
             let (xb, bb) = (buf(&g, &x), buf(&g, &bias));
-            let mut kinds = vec![LinearKernel::MatVec, LinearKernel::Tiled];
-            if n_tokens <= 2 && ops::subgroup_matvec_fits(&g, &m) {
-                kinds.push(LinearKernel::SubgroupMatVec);
-            }
-            for kind in kinds {
+            for kind in kinds(&g, &m) {
                 for (use_bias, acc) in [(false, false), (true, false), (false, true), (true, true)] {
                     let mut start = init.clone();
                     start.extend(vec![SENTINEL; rows]);
@@ -295,8 +305,15 @@ fn attention_causal_gqa_long_context() {
         (2, 1, 160, 3, 0, F16),
         (6, 2, 24, 4, 70, Q8),
         (2, 1, 160, 3, 0, Q8),
+        // Decode shapes: split-K over many key blocks (with a partials buffer), the last
+        // block partial; two tokens, whose key counts differ.
+        (4, 2, 128, 1, 1000, F32),
+        (3, 1, 40, 2, 2100, F16),
+        (4, 4, 128, 1, 777, Q8),
+        (2, 2, 8, 2, 63, F32),
     ];
-    for &(h, kvh, d, n, pos0, kv) in &cases {
+    let partials = g.storage("partials", ops::attention_partials_bytes(6, 160)).unwrap();
+    for (&(h, kvh, d, n, pos0, kv), split) in cases.iter().flat_map(|c| [(c, false), (c, true)]) {
         let keys = pos0 + n;
         let ctx = keys + 3;
         let heads = Heads { n_heads: h, n_kv_heads: kvh, head_dim: d, kv, kv_scales: kv.scales_offset(ctx, kvh, d) };
@@ -306,7 +323,11 @@ fn attention_causal_gqa_long_context() {
         let ((kb, k), (vb, v)) = (kv_buf(&g, &k, kv, d), kv_buf(&g, &v, kv, d));
         let qb = buf(&g, &q);
         let out = buf(&g, &vec![SENTINEL; (n + 1) * h * d]);
-        run(&g, |r| ops::attention(r, heads, n, pos0, &qb, &kb, &vb, &out).unwrap());
+        let part = split.then_some(&partials);
+        if split && n <= ops::ATTENTION_SPLIT_MAX_TOKENS && pos0 + n > 64 {
+            assert!(ops::attention_split_chunk(n, pos0).is_some(), "split-K runs for n={n} pos0={pos0}");
+        }
+        run(&g, |r| ops::attention(r, heads, n, pos0, &qb, &kb, &vb, &out, part).unwrap());
         let mut want = Vec::new();
         for t in 0..n {
             for hh in 0..h {
@@ -328,7 +349,7 @@ fn attention_causal_gqa_long_context() {
         }
         want.extend(vec![SENTINEL; h * d]);
         assert_close(
-            &format!("attention h={h} kvh={kvh} d={d} n={n} pos0={pos0} kv={kv:?}"),
+            &format!("attention h={h} kvh={kvh} d={d} n={n} pos0={pos0} kv={kv:?} split={split}"),
             &read(&g, &out, want.len()),
             &want,
             2e-5,
@@ -382,51 +403,51 @@ fn quantized_formats_in_every_weight_kernel() {
     let mut rng = Rng::new(8);
     for (g, split) in [(gpu(), false), (gpu_with(Some(64 << 10)), true)] {
         for format in [WeightFormat::Q8, WeightFormat::Q4] {
+            for (rows, cols) in [(601, 320), (77, 2112)] {
+                let w = randn(&mut rng, rows * cols);
+                let (m, deq) = matrix_in(&g, &w, rows, cols, format);
+                assert!(!split || m.chunks.len() > 1);
+                // The quantization error itself is bounded: q8 half a step, q4 at most one step.
+                let step = if format == WeightFormat::Q8 { 0.5 / 127.0 } else { 1.0 / 8.0 };
+                for (grp, (a, b)) in w.chunks(32).zip(deq.chunks(32)).enumerate() {
+                    let amax = a.iter().fold(0f32, |m, x| m.max(x.abs()));
+                    for (x, y) in a.iter().zip(b) {
+                        assert!((x - y).abs() <= amax * step * 1.01 + 1e-3, "{format:?} group {grp}: {x} vs {y}");
+                    }
+                }
+                for n_tokens in [1, 2, 5, 19].into_iter().filter(|n| n * cols * 4 <= 64 << 10) {
+                    let x = randn(&mut rng, n_tokens * cols);
+                    let bias = randn(&mut rng, rows);
+                    let (xb, bb) = (buf(&g, &x), buf(&g, &bias));
+                    let mut want = Vec::new();
+                    for t in 0..n_tokens {
+                        for o in 0..rows {
+                            let s: f64 = deq[o * cols..(o + 1) * cols]
+                                .iter()
+                                .zip(&x[t * cols..])
+                                .map(|(a, b)| *a as f64 * *b as f64)
+                                .sum();
+                            want.push((s + bias[o] as f64) as f32);
+                        }
+                    }
+                    for kind in kinds(&g, &m) {
+                        let out = buf(&g, &vec![SENTINEL; n_tokens * rows + 1]);
+                        run(&g, |r| ops::linear_with(r, kind, &xb, 0, n_tokens, &m, Some(&bb), &out, false).unwrap());
+                        let mut want = want.clone();
+                        want.push(SENTINEL);
+                        assert_close(
+                            &format!("{format:?} {kind:?} t={n_tokens} split={split}"),
+                            &read(&g, &out, want.len()),
+                            &want,
+                            1e-4,
+                            1e-4,
+                        );
+                    }
+                }
+            }
             let (rows, cols) = (601, 320);
             let w = randn(&mut rng, rows * cols);
             let (m, deq) = matrix_in(&g, &w, rows, cols, format);
-            assert!(!split || m.chunks.len() > 1);
-            // The quantization error itself is bounded: q8 half a step, q4 at most one step.
-            let step = if format == WeightFormat::Q8 { 0.5 / 127.0 } else { 1.0 / 8.0 };
-            for (grp, (a, b)) in w.chunks(32).zip(deq.chunks(32)).enumerate() {
-                let amax = a.iter().fold(0f32, |m, x| m.max(x.abs()));
-                for (x, y) in a.iter().zip(b) {
-                    assert!((x - y).abs() <= amax * step * 1.01 + 1e-3, "{format:?} group {grp}: {x} vs {y}");
-                }
-            }
-            for n_tokens in [1, 2, 5, 19] {
-                let x = randn(&mut rng, n_tokens * cols);
-                let bias = randn(&mut rng, rows);
-                let (xb, bb) = (buf(&g, &x), buf(&g, &bias));
-                let mut want = Vec::new();
-                for t in 0..n_tokens {
-                    for o in 0..rows {
-                        let s: f64 = deq[o * cols..(o + 1) * cols]
-                            .iter()
-                            .zip(&x[t * cols..])
-                            .map(|(a, b)| *a as f64 * *b as f64)
-                            .sum();
-                        want.push((s + bias[o] as f64) as f32);
-                    }
-                }
-                let mut kinds = vec![LinearKernel::MatVec, LinearKernel::Tiled];
-                if n_tokens <= 2 && ops::subgroup_matvec_fits(&g, &m) {
-                    kinds.push(LinearKernel::SubgroupMatVec);
-                }
-                for kind in kinds {
-                    let out = buf(&g, &vec![SENTINEL; n_tokens * rows + 1]);
-                    run(&g, |r| ops::linear_with(r, kind, &xb, 0, n_tokens, &m, Some(&bb), &out, false).unwrap());
-                    let mut want = want.clone();
-                    want.push(SENTINEL);
-                    assert_close(
-                        &format!("{format:?} {kind:?} t={n_tokens} split={split}"),
-                        &read(&g, &out, want.len()),
-                        &want,
-                        1e-4,
-                        1e-4,
-                    );
-                }
-            }
             let tokens: Vec<u32> = vec![0, 600, 150, 7, 599, 333];
             let tb = g.storage_init("tokens", bytemuck::cast_slice(&tokens)).unwrap();
             let out = buf(&g, &vec![SENTINEL; tokens.len() * cols]);
@@ -438,21 +459,22 @@ fn quantized_formats_in_every_weight_kernel() {
     }
 }
 
-/// lavapipe has fixed-size subgroups, so CI really runs the subgroup mat-vec (above), and the
-/// model picks it for decoding.
+/// lavapipe has fixed-size subgroups, so CI really runs the subgroup block mat-vec (above);
+/// the workgroup-reduced one runs there too (it is what browsers get).
 #[test]
-fn subgroup_matvec_is_used_where_available() {
+fn block_matvec_kernels_run_where_they_fit() {
     let g = gpu();
     if g.info.name.contains("llvmpipe") {
         assert_eq!(g.subgroup_size, Some(8), "{}", g.describe());
     }
-    let Some(_) = g.subgroup_size else { return };
     let m = matrix(&g, &f16_round(&randn(&mut Rng::new(9), 70 * 64)), 70, 64);
-    assert!(ops::subgroup_matvec_fits(&g, &m));
-    let odd = matrix(&g, &f16_round(&randn(&mut Rng::new(9), 7 * 35)), 7, 35); // odd f16 width
-    assert!(!ops::subgroup_matvec_fits(&g, &odd));
+    assert!(ops::linear_fits(&g, LinearKernel::Block, &m));
+    assert_eq!(ops::linear_fits(&g, LinearKernel::SubgroupBlock, &m), g.subgroup_size.is_some());
+    let odd = matrix(&g, &f16_round(&randn(&mut Rng::new(9), 7 * 36)), 7, 36); // f16 width % 8 != 0
+    assert!(!ops::linear_fits(&g, LinearKernel::Block, &odd));
+    assert!(!ops::linear_fits(&g, LinearKernel::SubgroupBlock, &odd));
     let x = buf(&g, &vec![1.0; 64]);
     let out = buf(&g, &vec![0.0; 70]);
     let mut rec = Recorder::new(&g);
-    assert!(ops::linear_with(&mut rec, LinearKernel::SubgroupMatVec, &x, 0, 1, &odd, None, &out, false).is_err());
+    assert!(ops::linear_with(&mut rec, LinearKernel::Block, &x, 0, 1, &odd, None, &out, false).is_err());
 }

@@ -13,8 +13,14 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
+#ifdef VEC4_IO
+// 16-byte views (cols % 8 == 0): x in vec4s, W in quads of words.
+@group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;    // [.., cols / 4]
+@group(0) @binding(2) var<storage, read> w: array<vec4<u32>>;    // [rows, stride / 4] values, then scales
+#else
 @group(0) @binding(1) var<storage, read> x: array<f32>;          // [.., cols]
 @group(0) @binding(2) var<storage, read> w: array<u32>;          // [rows, stride] values, then scales
+#endif
 #ifdef BIAS
 @group(0) @binding(3) var<storage, read> bias: array<f32>;       // [out_cols]
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;  // [n_tokens, out_cols]
@@ -22,6 +28,7 @@ struct Params {
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;  // [n_tokens, out_cols]
 #endif
 
+#ifndef VEC4_IO
 #include "common/weights.wgsl"
 
 #ifdef W_Q8
@@ -48,6 +55,7 @@ fn group_dot(r: u32, grp: u32, xk: u32) -> f32 {
     }
     return s * w_scale(r, grp);
 }
+#endif
 #endif
 
 // out[t, row0 + r] (+)= acc (+ bias).

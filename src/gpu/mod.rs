@@ -97,7 +97,8 @@ impl Gpu {
         if let Some(cap) = opts.max_binding_bytes {
             max_binding = max_binding.min(cap);
         }
-        let max_binding = max_binding & !3;
+        // Buffers are whole 16-byte units (the vec4 views of the mat-vec kernels).
+        let max_binding = max_binding & !15;
         let subgroup_size = (features.contains(wgpu::Features::SUBGROUP)
             && !opts.no_subgroups
             && info.subgroup_min_size == info.subgroup_max_size
@@ -147,7 +148,8 @@ impl Gpu {
 
     /// A storage buffer of `size` bytes (rounded up to 4), refusing sizes over the binding limit.
     pub fn storage(&self, label: &str, size: u64) -> Result<wgpu::Buffer> {
-        let size = size.max(4).div_ceil(4) * 4;
+        // Whole 16-byte units, so every byte is reachable through a vec4 view.
+        let size = size.max(16).div_ceil(16) * 16;
         if size > self.max_binding {
             return Err(Error::Gpu(format!(
                 "buffer {label} needs {size} bytes, above this adapter's storage binding limit of {} bytes",
@@ -165,7 +167,8 @@ impl Gpu {
 
     /// A long-lived MAP_READ buffer for reading results back.
     pub fn readback_buffer(&self, label: &str, size: u64) -> wgpu::Buffer {
-        let size = size.max(4).div_ceil(4) * 4;
+        // Whole 16-byte units, so every byte is reachable through a vec4 view.
+        let size = size.max(16).div_ceil(16) * 16;
         self.allocated.set(self.allocated.get() + size);
         self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(label),

@@ -19,7 +19,7 @@ const SOURCES: &[(&str, &str)] = &[
     ("embed.wgsl", include_str!("../../shaders/embed.wgsl")),
     ("rms_norm.wgsl", include_str!("../../shaders/rms_norm.wgsl")),
     ("matvec.wgsl", include_str!("../../shaders/matvec.wgsl")),
-    ("matvec_sg.wgsl", include_str!("../../shaders/matvec_sg.wgsl")),
+    ("matvec_block.wgsl", include_str!("../../shaders/matvec_block.wgsl")),
     ("matmul.wgsl", include_str!("../../shaders/matmul.wgsl")),
     ("qkv_rope.wgsl", include_str!("../../shaders/qkv_rope.wgsl")),
     ("attention.wgsl", include_str!("../../shaders/attention.wgsl")),

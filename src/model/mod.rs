@@ -259,7 +259,17 @@ impl Qwen {
             ops::linear(&mut rec, &s.xn, 0, n, &l.qkv, l.qkv_bias.as_ref(), &s.qkv, false)?;
             let qk_norm = l.qk_norm.as_ref().map(|b| (b, cfg.rms_norm_eps));
             ops::qkv_rope(&mut rec, heads, n, pos0, &s.qkv, &s.rope, qk_norm, &s.q, &s.k_cache[i], &s.v_cache[i])?;
-            ops::attention(&mut rec, heads, n, pos0, &s.q, &s.k_cache[i], &s.v_cache[i], &s.att)?;
+            ops::attention(
+                &mut rec,
+                heads,
+                n,
+                pos0,
+                &s.q,
+                &s.k_cache[i],
+                &s.v_cache[i],
+                &s.att,
+                Some(&s.att_partials),
+            )?;
             ops::linear(&mut rec, &s.att, 0, n, &l.o_proj, None, &s.x, true)?;
             // MLP block: x += down(silu(gate(norm(x))) * up(norm(x)))
             ops::rms_norm(&mut rec, &s.x, 0, n, d, &l.mlp_norm, cfg.rms_norm_eps, &s.xn)?;

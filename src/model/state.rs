@@ -16,6 +16,7 @@ pub struct RunState {
     pub qkv: wgpu::Buffer,             // [max_tokens, q_dim + 2 kv_dim]
     pub q: wgpu::Buffer,               // [max_tokens, q_dim] rotated queries
     pub att: wgpu::Buffer,             // [max_tokens, q_dim] attention output
+    pub att_partials: wgpu::Buffer,    // split-K attention partials (ops::attention_partials_bytes)
     pub gate: wgpu::Buffer,            // [max_tokens, intermediate]
     pub up: wgpu::Buffer,              // [max_tokens, intermediate]
     pub rope: wgpu::Buffer,            // [max_tokens, head_dim + 1] cos | sin | q scale
@@ -34,7 +35,8 @@ pub fn state_bytes(cfg: &QwenConfig, max_tokens: usize, context: usize, kv: KvFo
     let per_token =
         2 * cfg.hidden_size + cfg.qkv_dim() + 2 * cfg.q_dim() + 2 * cfg.intermediate_size + cfg.head_dim + 1;
     let acts = t * 4 + t * per_token as u64 * 4 + 2 * cfg.vocab_size as u64 * 4 + 32;
-    acts + kv_cache_bytes(cfg, context, kv)
+    let partials = crate::ops::attention_partials_bytes(cfg.num_attention_heads, cfg.head_dim);
+    acts + partials + kv_cache_bytes(cfg, context, kv)
 }
 
 pub use crate::ops::KvFormat;
@@ -82,6 +84,8 @@ impl RunState {
             qkv: f("qkv", t * cfg.qkv_dim())?,
             q: f("q", t * cfg.q_dim())?,
             att: f("att", t * cfg.q_dim())?,
+            att_partials: gpu
+                .storage("att_partials", crate::ops::attention_partials_bytes(cfg.num_attention_heads, cfg.head_dim))?,
             gate: f("gate", t * cfg.intermediate_size)?,
             up: f("up", t * cfg.intermediate_size)?,
             rope: f("rope", t * (cfg.head_dim + 1))?,

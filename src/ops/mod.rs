@@ -108,13 +108,29 @@ pub struct LinearParams {
 /// Which kernel computes a linear layer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LinearKernel {
-    /// One thread per output: best when each weight is used by one or two tokens.
+    /// One thread per output: any width (the fallback for f16 widths that are not a
+    /// multiple of 8).
     MatVec,
+    /// [`MATVEC_ROWS`] rows per workgroup, threads along the rows with 16-byte loads, the sums
+    /// reduced through workgroup memory (widths % 8 == 0).
+    Block,
+    /// [`LinearKernel::Block`] reduced with subgroupAdd (adapters with fixed-size subgroups).
+    SubgroupBlock,
     /// Tiled through workgroup memory: each weight tile is reused by TILE tokens.
     Tiled,
-    /// One subgroup per output row, lanes along the row (even widths, adapters with
-    /// fixed-size subgroups).
-    SubgroupMatVec,
+}
+
+/// Rows per workgroup of the block mat-vec: each block of x is loaded once for this many rows.
+pub const MATVEC_ROWS: u32 = 4;
+
+/// Whether `kind` can run `w` on this GPU.
+pub fn linear_fits(gpu: &crate::gpu::Gpu, kind: LinearKernel, w: &GpuMatrix) -> bool {
+    match kind {
+        LinearKernel::MatVec | LinearKernel::Tiled => true,
+        // 16-byte rows; quantized widths are whole groups of 64 already.
+        LinearKernel::Block => w.cols.is_multiple_of(8),
+        LinearKernel::SubgroupBlock => w.cols.is_multiple_of(8) && gpu.subgroup_size.is_some_and(|sg| sg <= WG),
+    }
 }
 
 /// A linear layer `out[t, :] (+)= w · x[x_row0 + t, :] + bias`.
@@ -133,21 +149,16 @@ pub fn linear(
 ) -> Result<()> {
     let kind = if n_tokens > MATVEC_MAX_TOKENS {
         LinearKernel::Tiled
-    } else if subgroup_matvec_fits(rec.gpu(), w) {
-        LinearKernel::SubgroupMatVec
     } else {
-        LinearKernel::MatVec
+        [LinearKernel::SubgroupBlock, LinearKernel::Block]
+            .into_iter()
+            .find(|&k| linear_fits(rec.gpu(), k, w))
+            .unwrap_or(LinearKernel::MatVec)
     };
     linear_with(rec, kind, x, x_row0, n_tokens, w, bias, out, accumulate)
 }
 
-/// Whether [`LinearKernel::SubgroupMatVec`] can run `w` on this GPU.
-pub fn subgroup_matvec_fits(gpu: &crate::gpu::Gpu, w: &GpuMatrix) -> bool {
-    // f16 rows need an even width; quantized rows are whole groups already.
-    gpu.subgroup_size.is_some_and(|sg| sg <= WG) && w.cols.is_multiple_of(2)
-}
-
-/// [`linear`] with an explicit kernel choice (tests run both on the same shapes).
+/// [`linear`] with an explicit kernel choice (tests run each on the same shapes).
 #[allow(clippy::too_many_arguments)]
 pub fn linear_with(
     rec: &mut Recorder,
@@ -160,13 +171,23 @@ pub fn linear_with(
     out: &wgpu::Buffer,
     accumulate: bool,
 ) -> Result<()> {
-    let sg = rec.gpu().subgroup_size.unwrap_or(0);
-    if kind == LinearKernel::SubgroupMatVec && !subgroup_matvec_fits(rec.gpu(), w) {
-        return Err(Error::Gpu("the subgroup mat-vec needs fixed-size subgroups and an even width".into()));
+    if !linear_fits(rec.gpu(), kind, w) {
+        return Err(Error::Gpu(format!(
+            "the {kind:?} linear kernel cannot run a {}-wide matrix on this adapter (block kernels need a width % 8 == 0; subgroup ones fixed-size subgroups)",
+            w.cols
+        )));
     }
+    let rows = MATVEC_ROWS;
     let key = match kind {
         LinearKernel::MatVec => ShaderKey::new("matvec").def("WG", WG),
-        LinearKernel::SubgroupMatVec => ShaderKey::new("matvec_sg").def("WG", WG).def("SG", sg),
+        LinearKernel::Block => {
+            ShaderKey::new("matvec_block").def("WG", WG).def("ROWS", rows).def("SUM_UNTIL", 8).flag("VEC4_IO", true)
+        }
+        LinearKernel::SubgroupBlock => ShaderKey::new("matvec_block")
+            .def("WG", WG)
+            .def("ROWS", rows)
+            .def("SG", rec.gpu().subgroup_size.unwrap_or(0))
+            .flag("VEC4_IO", true),
         LinearKernel::Tiled => ShaderKey::new("matmul").def("TILE", TILE).def("TILE_PAD", TILE + 1),
     };
     let key = weight_format(key, w.format).flag("BIAS", bias.is_some()).flag("ACCUMULATE", accumulate);
@@ -186,7 +207,7 @@ pub fn linear_with(
         let n_groups = match kind {
             LinearKernel::MatVec => groups(n_tokens * c.rows, WG)?,
             LinearKernel::Tiled => u(n_tokens.div_ceil(TILE as usize) * c.rows.div_ceil(TILE as usize)),
-            LinearKernel::SubgroupMatVec => u(n_tokens * c.rows.div_ceil((WG / sg) as usize)),
+            LinearKernel::Block | LinearKernel::SubgroupBlock => u(n_tokens * c.rows.div_ceil(rows as usize)),
         };
         match bias {
             Some(b) => rec.dispatch(&k, &p, &[x, &c.buffer, b, out], n_groups)?,
@@ -207,7 +228,8 @@ pub struct HeadParams {
     /// qkv_rope: the q/k norm epsilon; attention: the score scale.
     pub f: f32,
     pub kv_scales: u32,
-    pub _pad: u32,
+    /// attention: keys per split (split-K); 0 otherwise.
+    pub chunk: u32,
 }
 
 /// How the KV cache stores keys and values.
@@ -286,7 +308,7 @@ impl Heads {
             head_dim: u(self.head_dim),
             f,
             kv_scales: u(self.kv_scales),
-            _pad: 0,
+            chunk: 0,
         }
     }
 }
@@ -326,8 +348,34 @@ pub fn qkv_rope(
     rec.dispatch(&k, &p, &buffers, n_groups)
 }
 
+/// Up to this many tokens, [`attention`] splits the keys across workgroups when it is given a
+/// partials buffer (decode: a token's few heads alone would leave most of a GPU idle).
+pub const ATTENTION_SPLIT_MAX_TOKENS: usize = MATVEC_MAX_TOKENS;
+/// Most key splits per (token, head).
+pub const ATTENTION_MAX_SPLITS: usize = 32;
+
+/// Bytes of the partials buffer [`attention`] needs for split-K.
+pub fn attention_partials_bytes(n_heads: usize, head_dim: usize) -> u64 {
+    (ATTENTION_SPLIT_MAX_TOKENS * n_heads * ATTENTION_MAX_SPLITS * (head_dim + 2) * 4) as u64
+}
+
+/// Keys per split for `n_tokens` tokens after `pos0` cached ones, or None for one pass.
+/// Splits are whole tiles of WG keys, at most [`ATTENTION_MAX_SPLITS`].
+pub fn attention_split_chunk(n_tokens: usize, pos0: usize) -> Option<usize> {
+    if n_tokens > ATTENTION_SPLIT_MAX_TOKENS {
+        return None;
+    }
+    let keys = pos0 + n_tokens;
+    let wg = WG as usize;
+    let splits = keys.div_ceil(wg).min(ATTENTION_MAX_SPLITS);
+    let chunk = keys.div_ceil(splits).div_ceil(wg) * wg;
+    (keys.div_ceil(chunk) > 1).then_some(chunk)
+}
+
 /// Causal attention of `q` `[n_tokens, H * D]` (token t at position pos0 + t) over cache rows
 /// `0 ..= pos0 + t`, into `out` `[n_tokens, H * D]`. Scores are scaled by 1/sqrt(D).
+/// With `partials` ([`attention_partials_bytes`]) and few tokens, the keys are split across
+/// workgroups and a second pass merges the partial softmaxes ("flash decoding").
 #[allow(clippy::too_many_arguments)]
 pub fn attention(
     rec: &mut Recorder,
@@ -338,14 +386,26 @@ pub fn attention(
     k_cache: &wgpu::Buffer,
     v_cache: &wgpu::Buffer,
     out: &wgpu::Buffer,
+    partials: Option<&wgpu::Buffer>,
 ) -> Result<()> {
     let d = heads.head_dim;
+    let chunk = partials.and_then(|_| attention_split_chunk(n_tokens, pos0));
     let key =
         ShaderKey::new("attention").def("WG", WG).def("HEAD_DIM", d).def("DIMS_PER_THREAD", d.div_ceil(WG as usize));
-    let key = heads.kv_flags(key);
+    let key = heads.kv_flags(key).flag("SPLIT", chunk.is_some());
     let k = rec.gpu().kernel(&key, &[Read, Read, Read, Rw])?;
-    let p = heads.params(n_tokens, pos0, 1.0 / (d as f32).sqrt());
-    rec.dispatch(&k, &p, &[q, k_cache, v_cache, out], u(n_tokens * heads.n_heads))
+    let mut p = heads.params(n_tokens, pos0, 1.0 / (d as f32).sqrt());
+    match (chunk, partials) {
+        (Some(chunk), Some(partials)) => {
+            p.chunk = u(chunk);
+            let splits = (pos0 + n_tokens).div_ceil(chunk);
+            rec.dispatch(&k, &p, &[q, k_cache, v_cache, partials], u(n_tokens * heads.n_heads * splits))?;
+            let merge = ShaderKey::new("attention").def("WG", WG).def("HEAD_DIM", d).flag("MERGE", true);
+            let m = rec.gpu().kernel(&merge, &[Read, Rw])?;
+            rec.dispatch(&m, &p, &[partials, out], u(n_tokens * heads.n_heads))
+        }
+        _ => rec.dispatch(&k, &p, &[q, k_cache, v_cache, out], u(n_tokens * heads.n_heads)),
+    }
 }
 
 #[repr(C)]

@@ -1,4 +1,5 @@
-// y = W x (+ bias) (+= y) for a few tokens (decode), ROWS rows of one token per workgroup.
+// y = W x (+ bias) (+= y), ROWS rows of one token per workgroup (decode), or with MULTI of
+// TOKENS tokens (prefill on adapters where the tiled matmul is slow, such as CPU ones).
 // The WG threads stride along the rows a block at a time (q4/q8: one group of 32 weights
 // and its scale; f16: 8 weights), with 16-byte loads. Each block of x is loaded once and used
 // for all ROWS rows, so x costs 1/ROWS of the loads it would cost one row at a time. The
@@ -14,7 +15,7 @@ const NPART: u32 = WG / SG;
 #else
 const NPART: u32 = WG;
 #endif
-var<workgroup> part: array<f32, ROWS * NPART>;
+var<workgroup> part: array<f32, ROWS * TOKENS * NPART>;
 
 #ifdef W_QUANT
 // Scale of group g of row r (f16 halves at word offset p.scales).
@@ -40,6 +41,114 @@ fn bytes4(word: u32) -> vec4<f32> {
 }
 #endif
 
+// Sum each of the ROWS * TOKENS outputs over the workgroup's threads and store it
+// (output r * TOKENS + tt is row r0 + r of token t0 + tt).
+fn reduce_store(acc: array<f32, ROWS * TOKENS>, li: u32,
+#ifdef SG
+                lane: u32,
+#endif
+                r0: u32, t0: u32) {
+    let outs: u32 = ROWS * TOKENS;
+#ifdef SG
+    for (var i = 0u; i < outs; i++) {
+        let s = subgroupAdd(acc[i]);
+        if (lane == 0u) {
+            part[i * NPART + li / SG] = s;
+        }
+    }
+    workgroupBarrier();
+    let n: u32 = NPART; // what is left: one sum per subgroup
+#else
+    for (var i = 0u; i < outs; i++) {
+        part[i * NPART + li] = acc[i];
+    }
+    workgroupBarrier();
+    for (var half = WG / 2u; half >= SUM_UNTIL; half /= 2u) {
+        if (li < half) {
+            for (var i = 0u; i < outs; i++) {
+                part[i * NPART + li] += part[i * NPART + li + half];
+            }
+        }
+        workgroupBarrier();
+    }
+    let n: u32 = SUM_UNTIL; // what is left: the tree's last level
+#endif
+    if (li < outs) {
+        let r = li / TOKENS;
+        let t = t0 + li % TOKENS;
+        if (r0 + r < p.rows && t < p.n_tokens) {
+            var total = 0.0;
+            for (var k = 0u; k < n; k++) {
+                total += part[li * NPART + k];
+            }
+            store(t, r0 + r, total);
+        }
+    }
+}
+
+#ifdef MULTI
+// Weights 8 k8 .. 8 k8 + 7 of row r, scaled, as two vec4s.
+fn weights8(r: u32, k8: u32) -> array<vec4<f32>, 2> {
+#ifdef W_Q4
+    let word = w[r * p.stride / 4u + k8 / 4u][k8 % 4u];
+    let s = scale(r, k8 / 4u);
+    return array<vec4<f32>, 2>((nibbles_lo(word) - 8.0) * s, (nibbles_hi(word) - 8.0) * s);
+#else
+#ifdef W_Q8
+    let q = w[r * p.stride / 4u + k8 / 2u];
+    let s = scale(r, k8 / 4u);
+    if ((k8 & 1u) == 0u) {
+        return array<vec4<f32>, 2>(bytes4(q.x) * s, bytes4(q.y) * s);
+    }
+    return array<vec4<f32>, 2>(bytes4(q.z) * s, bytes4(q.w) * s);
+#else
+    let q = w[r * p.stride / 4u + k8];
+    return array<vec4<f32>, 2>(vec4<f32>(unpack2x16float(q.x), unpack2x16float(q.y)),
+                               vec4<f32>(unpack2x16float(q.z), unpack2x16float(q.w)));
+#endif
+#endif
+}
+
+// TOKENS tokens a workgroup (prefill): each weight is loaded once for all of them.
+@compute @workgroup_size(WG)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+#ifdef SG
+        @builtin(subgroup_invocation_id) lane: u32,
+#endif
+        @builtin(local_invocation_index) li: u32) {
+    let blocks = (p.rows + ROWS - 1u) / ROWS;
+    let g = group_index(wg, nwg);
+    let t0 = (g / blocks) * TOKENS;
+    if (t0 >= p.n_tokens) {
+        return;
+    }
+    let r0 = (g % blocks) * ROWS;
+    var acc: array<f32, ROWS * TOKENS>;
+    for (var k8 = li; k8 < p.cols / 8u; k8 += WG) {
+        var wr: array<array<vec4<f32>, 2>, ROWS>;
+        for (var r = 0u; r < ROWS; r++) {
+            if (r0 + r < p.rows) {
+                wr[r] = weights8(r0 + r, k8);
+            }
+        }
+        for (var tt = 0u; tt < TOKENS; tt++) {
+            if (t0 + tt < p.n_tokens) {
+                let xo = (p.x_row0 + t0 + tt) * p.cols / 4u + 2u * k8;
+                let x0 = x[xo];
+                let x1 = x[xo + 1u];
+                for (var r = 0u; r < ROWS; r++) {
+                    acc[r * TOKENS + tt] += dot(wr[r][0], x0) + dot(wr[r][1], x1);
+                }
+            }
+        }
+    }
+    reduce_store(acc, li,
+#ifdef SG
+                 lane,
+#endif
+                 r0, t0);
+}
+#else
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
 #ifdef SG
@@ -54,7 +163,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     }
     let r0 = (g % blocks) * ROWS;
     let xb = (p.x_row0 + t) * p.cols / 4u; // in vec4s
-    var acc: array<f32, ROWS>;
+    var acc: array<f32, ROWS * TOKENS>; // TOKENS = 1 here
 #ifdef W_QUANT
     // One group of 32 weights a block: 8 vec4s of x.
     for (var b = li; b < p.cols / 32u; b += WG) {
@@ -108,39 +217,10 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     }
 #endif
 
+    reduce_store(acc, li,
 #ifdef SG
-    for (var r = 0u; r < ROWS; r++) {
-        let s = subgroupAdd(acc[r]);
-        if (lane == 0u) {
-            part[r * NPART + li / SG] = s;
-        }
-    }
-    workgroupBarrier();
-#else
-    for (var r = 0u; r < ROWS; r++) {
-        part[r * NPART + li] = acc[r];
-    }
-    workgroupBarrier();
-    for (var half = WG / 2u; half >= SUM_UNTIL; half /= 2u) {
-        if (li < half) {
-            for (var r = 0u; r < ROWS; r++) {
-                part[r * NPART + li] += part[r * NPART + li + half];
-            }
-        }
-        workgroupBarrier();
-    }
+                 lane,
 #endif
-    if (li < ROWS && r0 + li < p.rows) {
-        // What is left: NPART sums (subgroups) or SUM_UNTIL (the tree's last level).
-#ifdef SG
-        let n: u32 = NPART;
-#else
-        let n: u32 = SUM_UNTIL;
-#endif
-        var total = 0.0;
-        for (var k = 0u; k < n; k++) {
-            total += part[li * NPART + k];
-        }
-        store(t, r0 + li, total);
-    }
+                 r0, t);
 }
+#endif

@@ -37,6 +37,9 @@ pub struct Gpu {
     /// The subgroup size, when the device has subgroups of one fixed size (4..=64): enables the
     /// subgroup kernels. Never on the web backend (wgpu does not expose subgroups there).
     pub subgroup_size: Option<u32>,
+    /// Prefill through the block mat-vec ([`crate::ops::BLOCK_TOKENS`] tokens a workgroup)
+    /// rather than the tiled matmul.
+    pub block_prefill: bool,
     /// Largest storage buffer binding we use, in bytes: a multiple of 4, at most the
     /// device's `max_storage_buffer_binding_size` and `max_buffer_size`.
     pub max_binding: u64,
@@ -108,7 +111,16 @@ impl Gpu {
         if max_binding < 1 << 16 {
             return Err(Error::Gpu(format!("storage binding limit {max_binding} bytes is too small")));
         }
+        // On CPU adapters (lavapipe) the tiled matmul's barriers cost more than re-reading
+        // weights, so prefill uses the block mat-vec a few tokens at a time.
+        // QWEN_WEBGPU_PREFILL=block|tiled overrides the choice (for benchmarking).
+        let block_prefill = match std::env::var("QWEN_WEBGPU_PREFILL").as_deref() {
+            Ok("block") => true,
+            Ok("tiled") => false,
+            _ => info.device_type == wgpu::DeviceType::Cpu,
+        };
         Ok(Gpu {
+            block_prefill,
             device,
             queue,
             info,
@@ -128,6 +140,7 @@ impl Gpu {
             Some(n) => format!(", subgroups of {n}"),
             None => String::new(),
         };
+        let sg = if self.block_prefill { format!("{sg}, block-mat-vec prefill") } else { sg };
         format!(
             "{} ({:?}, {:?}), max storage binding {} MiB{sg}",
             self.info.name,

@@ -122,6 +122,9 @@ pub enum LinearKernel {
 
 /// Rows per workgroup of the block mat-vec: each block of x is loaded once for this many rows.
 pub const MATVEC_ROWS: u32 = 4;
+/// Tokens per workgroup of the block mat-vec above [`MATVEC_MAX_TOKENS`] tokens: each weight
+/// is loaded once for this many.
+pub const BLOCK_TOKENS: u32 = 8;
 
 /// Whether `kind` can run `w` on this GPU.
 pub fn linear_fits(gpu: &crate::gpu::Gpu, kind: LinearKernel, w: &GpuMatrix) -> bool {
@@ -147,7 +150,7 @@ pub fn linear(
     out: &wgpu::Buffer,
     accumulate: bool,
 ) -> Result<()> {
-    let kind = if n_tokens > MATVEC_MAX_TOKENS {
+    let kind = if n_tokens > MATVEC_MAX_TOKENS && !rec.gpu().block_prefill {
         LinearKernel::Tiled
     } else {
         [LinearKernel::SubgroupBlock, LinearKernel::Block]
@@ -178,16 +181,19 @@ pub fn linear_with(
         )));
     }
     let rows = MATVEC_ROWS;
-    let key = match kind {
-        LinearKernel::MatVec => ShaderKey::new("matvec").def("WG", WG),
-        LinearKernel::Block => {
-            ShaderKey::new("matvec_block").def("WG", WG).def("ROWS", rows).def("SUM_UNTIL", 8).flag("VEC4_IO", true)
-        }
-        LinearKernel::SubgroupBlock => ShaderKey::new("matvec_block")
+    let tokens = if n_tokens > MATVEC_MAX_TOKENS { BLOCK_TOKENS } else { 1 };
+    let block = || {
+        ShaderKey::new("matvec_block")
             .def("WG", WG)
             .def("ROWS", rows)
-            .def("SG", rec.gpu().subgroup_size.unwrap_or(0))
-            .flag("VEC4_IO", true),
+            .def("TOKENS", tokens)
+            .flag("MULTI", tokens > 1)
+            .flag("VEC4_IO", true)
+    };
+    let key = match kind {
+        LinearKernel::MatVec => ShaderKey::new("matvec").def("WG", WG),
+        LinearKernel::Block => block().def("SUM_UNTIL", 8),
+        LinearKernel::SubgroupBlock => block().def("SG", rec.gpu().subgroup_size.unwrap_or(0)),
         LinearKernel::Tiled => ShaderKey::new("matmul").def("TILE", TILE).def("TILE_PAD", TILE + 1),
     };
     let key = weight_format(key, w.format).flag("BIAS", bias.is_some()).flag("ACCUMULATE", accumulate);
@@ -207,7 +213,9 @@ pub fn linear_with(
         let n_groups = match kind {
             LinearKernel::MatVec => groups(n_tokens * c.rows, WG)?,
             LinearKernel::Tiled => u(n_tokens.div_ceil(TILE as usize) * c.rows.div_ceil(TILE as usize)),
-            LinearKernel::Block | LinearKernel::SubgroupBlock => u(n_tokens * c.rows.div_ceil(rows as usize)),
+            LinearKernel::Block | LinearKernel::SubgroupBlock => {
+                u(n_tokens.div_ceil(tokens as usize) * c.rows.div_ceil(rows as usize))
+            }
         };
         match bias {
             Some(b) => rec.dispatch(&k, &p, &[x, &c.buffer, b, out], n_groups)?,

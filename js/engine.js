@@ -399,6 +399,27 @@ export class Engine {
     }
   }
 
+  /**
+   * Benchmark this model as `qwen-webgpu bench --model` does (options prefill, decodeAt,
+   * decodeTokens; lengths beyond the context are skipped; onProgress). Resolves to the
+   * report. Forgets the conversation (the KV cache is overwritten).
+   */
+  benchmark(opts = {}) {
+    return this._enqueue(async () => {
+      const spec = benchSpec(opts, ["prefill", "decodeAt", "decodeTokens"]);
+      const steps = 2 + (opts.prefill?.length ?? 2) + (opts.decodeAt?.length ?? 2);
+      let step = 0;
+      const cb = (label) => { try { opts.onProgress?.({ phase: "bench", loaded: step++, total: steps, text: label }); } catch { /* ignore */ } };
+      let json;
+      try {
+        json = await this.inner.bench(spec, String(this.modelId), cb);
+      } catch (e) {
+        throw asNamed(e, "GpuError");
+      }
+      return { ...JSON.parse(json), adapter: this.adapter, ...browserInfo() };
+    });
+  }
+
   /** Forget the conversation (the KV cache); waits for running calls. */
   resetChat() {
     return this._enqueue(async () => this.inner.reset());
@@ -411,4 +432,91 @@ export class Engine {
       try { this.inner.unload(); } finally { this.inner.free(); }
     });
   }
+}
+
+// ------------------------------------------------------------------ benchmark
+
+/** Options of `benchmark()` (camelCase) → the Rust `SynthBench` JSON (snake_case). */
+function benchSpec(opts, keys) {
+  const map = {
+    layers: "layers", vocab: "vocab", weights: "weights", kvCache: "kv_cache", context: "context",
+    prefill: "prefill", decodeAt: "decode_at", decodeTokens: "decode_tokens", maxBatch: "max_batch",
+    maxBindingBytes: "max_binding_bytes",
+  };
+  const spec = {};
+  for (const k of keys) {
+    const v = opts[k];
+    if (v === undefined || v === null || v === "") continue;
+    spec[map[k]] = (k === "prefill" || k === "decodeAt") ? Array.from(v, Number) : v;
+  }
+  return JSON.stringify(spec);
+}
+
+/** The WebGPU adapter's own name (wgpu cannot name a browser adapter), then wgpu's line. */
+async function webgpuAdapter(wgpuLine) {
+  try {
+    const info = (await navigator.gpu?.requestAdapter())?.info;
+    if (info && (info.vendor || info.architecture)) return `${[info.vendor, info.architecture, info.description].filter(Boolean).join(" ")}: ${wgpuLine}`;
+  } catch { /* keep wgpu's line */ }
+  return wgpuLine;
+}
+
+/** Where the figures come from, added to every browser report. */
+const browserInfo = () => ({
+  runtime: "browser (WebAssembly + WebGPU)",
+  user_agent: typeof navigator !== "undefined" ? navigator.userAgent : "",
+});
+
+const yieldNow = () => new Promise((r) => setTimeout(r, 0));
+
+/**
+ * `qwen-webgpu bench` on this thread, on a synthesised Qwen-1.8B-shaped model (random
+ * weights made here one tensor at a time; nothing is downloaded). Options (all optional,
+ * the CLI's defaults): layers, vocab, weights, kvCache, context, prefill, decodeAt,
+ * decodeTokens, maxBatch, maxBindingBytes; onProgress, signal, wasmUrl. Resolves to the
+ * report (the fields of `qwen-webgpu bench --json`, plus load_s, runtime, user_agent).
+ */
+export async function runBenchmark(opts = {}) {
+  const onProgress = opts.onProgress || (() => {});
+  const report = (phase, loaded, total, text) => {
+    try { onProgress({ phase, loaded, total, text }); } catch { /* a throwing callback must not break the run */ }
+  };
+  const aborted = () => opts.signal?.aborted;
+  await initWasm(opts.wasmUrl);
+  const spec = benchSpec(opts, ["layers", "vocab", "weights", "kvCache", "context", "prefill", "decodeAt", "decodeTokens", "maxBatch", "maxBindingBytes"]);
+  report("gpu", 0, 1, "opening the GPU and allocating the weights");
+  let setup;
+  try {
+    setup = await wasm.open_bench(spec);
+  } catch (e) {
+    throw asNamed(e, "GpuError");
+  }
+  const adapter = await webgpuAdapter(setup.describe());
+  const model = setup.model();
+  report("gpu", 1, 1, adapter);
+  const t0 = now();
+  try {
+    let more = true;
+    while (more) {
+      if (aborted()) throw namedError("AbortError", "the benchmark was aborted");
+      more = setup.step();
+      const [done, total] = setup.progress();
+      report("weights", done, total, model);
+      await yieldNow(); // let progress show and an abort arrive
+    }
+  } catch (e) {
+    try { setup.free(); } catch { /* already gone */ }
+    throw asNamed(e, "WeightsError");
+  }
+  const loadS = (now() - t0) / 1000;
+  const steps = 2 + (opts.prefill?.length ?? 2) + (opts.decodeAt?.length ?? 2);
+  let step = 0;
+  let json;
+  try {
+    json = await setup.run((label) => report("bench", step++, steps, label));
+  } catch (e) {
+    throw asNamed(e, "GpuError");
+  }
+  report("bench", steps, steps, "done");
+  return { ...JSON.parse(json), adapter, load_s: loadS, ...browserInfo() };
 }

@@ -156,6 +156,11 @@ export interface QwenEngine {
   /** Token ids of `text` (needs a tokenizer). Synchronous without a worker. */
   tokenize(text: string): number[] | Promise<number[]>;
   /**
+   * Benchmark this model as `qwen-webgpu bench --model` does. Forgets the conversation (the
+   * KV cache is overwritten). Lengths that do not fit the model's context are skipped.
+   */
+  benchmark(opts?: Pick<BenchmarkOptions, "prefill" | "decodeAt" | "decodeTokens" | "onProgress">): Promise<BenchmarkReport>;
+  /**
    * Text of `ids`, plus the chunks streaming them produces: `chunks[i]` is the text completed
    * by `ids[i]` ("" while a multi-byte character is incomplete); the last entry is the tail.
    */
@@ -179,3 +184,76 @@ export const CACHE_NAME: string;
 
 /** Instantiate the wasm module ahead of time (optional). */
 export function initWasm(wasmUrl?: string | URL): Promise<unknown>;
+
+export interface BenchmarkProgress {
+  /** "gpu": opening the GPU; "weights": making the random weights (bytes of bf16);
+   *  "bench": measuring (`text` names the measurement). */
+  phase: "gpu" | "weights" | "bench";
+  loaded: number;
+  total: number;
+  text?: string;
+}
+
+/** `qwen-webgpu bench` options; every one is optional and defaults to the CLI's default. */
+export interface BenchmarkOptions {
+  /** Layers of the synthesised Qwen-1.8B shape (default 24). */
+  layers?: number;
+  /** Vocabulary rows (default 151936). */
+  vocab?: number;
+  /** How weight matrices are stored on the GPU (default "f16"). */
+  weights?: "f16" | "q8" | "q4";
+  /** KV cache format (default "f32"). */
+  kvCache?: "f32" | "f16" | "q8";
+  /** KV cache length (default: just what the measurements need). */
+  context?: number;
+  /** Prompt lengths to time prefill on (default [128, 1024]). */
+  prefill?: number[];
+  /** Cache lengths to time decoding at (default [128, 2048]). */
+  decodeAt?: number[];
+  /** Tokens decoded per measurement (default 16). */
+  decodeTokens?: number;
+  /** Most tokens per forward pass (default 128). */
+  maxBatch?: number;
+  /** Use a storage-binding limit below the adapter's (testing). */
+  maxBindingBytes?: number;
+  onProgress?: (p: BenchmarkProgress) => void;
+  /** Stops the run (with a worker, at once: the worker is ended). */
+  signal?: AbortSignal;
+  /** Run in a Web Worker (default: true in a window). */
+  useWorker?: boolean;
+  /** A Worker running this package's worker.js (it is ended afterwards). */
+  worker?: Worker;
+  wasmUrl?: string | URL;
+}
+
+/** The figures of `qwen-webgpu bench --json`, measured in this browser. */
+export interface BenchmarkReport {
+  adapter: string;
+  model: string;
+  parameters: number;
+  weight_format: string;
+  kv_cache_format: string;
+  context: number;
+  /** Exact bytes of every long-lived GPU buffer (weights, activations, KV cache, readback). */
+  gpu_bytes_allocated: number;
+  weight_bytes_per_token: number;
+  dispatches_per_decoded_token: number;
+  submissions_per_decoded_token: number;
+  readback_bytes_per_decoded_token: number;
+  /** Streaming copy bandwidth (read + write), measured in this run. */
+  bandwidth_gb_s: number;
+  time_to_first_token_s: number;
+  prefill: Array<{ tokens: number; tok_per_s: number; seconds: number }>;
+  decode: Array<{ context: number; tok_per_s: number; ms_per_token: number; bytes_per_token: number; roofline_fraction: number }>;
+  /** Seconds spent making and uploading the random weights (synthesised runs only). */
+  load_s?: number;
+  /** Where these figures were measured: "browser (WebAssembly + WebGPU)". */
+  runtime: string;
+  user_agent: string;
+}
+
+/**
+ * `qwen-webgpu bench` in the browser on a synthesised Qwen-1.8B-shaped model (random weights
+ * made in wasm one tensor at a time; nothing is downloaded). Rejects with a named Error.
+ */
+export function benchmark(opts?: BenchmarkOptions): Promise<BenchmarkReport>;

@@ -6,7 +6,7 @@
 //
 // By default the engine runs in a module Web Worker and this file is a thin proxy with the
 // same API; `useWorker: false` runs it on the calling thread.
-import { loadEngine, initWasm } from "./engine.js";
+import { loadEngine, initWasm, runBenchmark } from "./engine.js";
 import { hasModelInCache, deleteModelCache, namedError, CACHE_NAME } from "./sources.js";
 
 export { hasModelInCache, deleteModelCache, CACHE_NAME, initWasm };
@@ -19,6 +19,38 @@ export async function createEngine(opts = {}) {
   const worker = opts.useWorker ?? (typeof Worker !== "undefined" && typeof window !== "undefined");
   if (!worker) return await loadEngine(opts.model, opts);
   return await WorkerEngine.create(opts);
+}
+
+/**
+ * `qwen-webgpu bench` in the browser on a synthesised Qwen-1.8B-shaped model (random weights,
+ * nothing downloaded). See index.d.ts for the options. Runs in its own Web Worker (ended
+ * afterwards, which frees the GPU memory) unless `useWorker: false`.
+ */
+export async function benchmark(opts = {}) {
+  const useWorker = opts.useWorker ?? (typeof Worker !== "undefined" && typeof window !== "undefined");
+  if (!useWorker) return await runBenchmark(opts);
+  const { onProgress, signal, worker, useWorker: _u, ...rest } = opts;
+  if (signal?.aborted) throw namedError("AbortError", "the benchmark was aborted");
+  const w = worker || new Worker(new URL("./worker.js", import.meta.url), { type: "module" });
+  let onAbort = null;
+  try {
+    return await new Promise((resolve, reject) => {
+      w.onmessage = (ev) => {
+        const m = ev.data;
+        if (m.type === "chunk") { try { onProgress?.(m.chunk); } catch { /* ignore */ } }
+        else if (m.type === "result") resolve(m.value);
+        else if (m.type === "error") reject(fromWire(m.error));
+      };
+      w.onerror = (ev) => reject(namedError("GpuError", `the benchmark worker failed: ${ev.message || "unknown error"}`));
+      // Aborting ends the worker: a measurement in flight cannot be interrupted otherwise.
+      onAbort = () => reject(namedError("AbortError", "the benchmark was aborted"));
+      signal?.addEventListener("abort", onAbort, { once: true });
+      w.postMessage({ type: "bench", id: 1, opts: rest });
+    });
+  } finally {
+    if (onAbort) signal?.removeEventListener("abort", onAbort);
+    w.terminate();
+  }
 }
 
 class WorkerEngine {
@@ -107,6 +139,10 @@ class WorkerEngine {
   }
   generateIds(req) {
     return this._call("generateIds", req, req.onToken).promise;
+  }
+  benchmark(req = {}) {
+    const { onProgress, ...wire } = req;
+    return this._call("benchmark", wire, onProgress).promise;
   }
 
   _create(req) {

@@ -1,8 +1,9 @@
 // Web Worker entry: owns one Engine and answers the main-thread proxy in index.js.
 // Messages in:  {type:"load", model, opts} | {type:"call", id, method, req} | {type:"abort", id}
+//               | {type:"bench", id, opts} (a synthesised-model benchmark; needs no engine)
 // Messages out: {type:"progress", p} | {type:"loaded", info} | {type:"chunk", id, chunk}
 //               | {type:"result", id, value} | {type:"error", id?, error:{name, message}}
-import { loadEngine } from "./engine.js";
+import { loadEngine, runBenchmark } from "./engine.js";
 
 let engine = null;
 const aborts = new Map();
@@ -21,6 +22,15 @@ self.onmessage = async (ev) => {
         aborts.delete("load");
       }
       post({ type: "loaded", info: engine.info() });
+    } else if (m.type === "bench") {
+      const ctl = new AbortController();
+      aborts.set(m.id, ctl);
+      try {
+        const value = await runBenchmark({ ...m.opts, signal: ctl.signal, onProgress: (p) => post({ type: "chunk", id: m.id, chunk: p }) });
+        post({ type: "result", id: m.id, value });
+      } finally {
+        aborts.delete(m.id);
+      }
     } else if (m.type === "abort") {
       aborts.get(m.id)?.abort();
     } else if (m.type === "call") {
@@ -45,6 +55,8 @@ self.onmessage = async (ev) => {
           value = engine.tokenize(req.text);
         } else if (m.method === "detokenize") {
           value = engine.detokenize(req.ids);
+        } else if (m.method === "benchmark") {
+          value = await engine.benchmark({ ...req, onProgress: (p) => post({ type: "chunk", id: m.id, chunk: p }) });
         } else if (m.method === "info") {
           value = engine.info();
         } else {

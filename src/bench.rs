@@ -1,16 +1,60 @@
 //! `qwen-webgpu bench`: prefill and decode speed, memory, dispatches and the decode roofline
 //! fraction, on any model folder or on a Qwen-1.8B-shaped checkpoint synthesised on the fly
-//! (random weights, nothing downloaded). Native only (it uses wall-clock time).
+//! (random weights, nothing downloaded). Runs natively (the CLI) and in the browser
+//! (`src/wasm.rs`, `www/bench.html`): the only platform-specific part is the clock.
 
 use crate::config::{Family, QwenConfig};
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, Recorder};
-use crate::model::{Output, Qwen, Want};
-use crate::ops;
+use crate::model::{ModelOptions, Output, Qwen, Want};
+use crate::ops::{self, KvFormat};
+use crate::weights::quant::WeightFormat;
 use crate::weights::{Dtype, TensorInfo, TensorSource};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::time::Instant;
+
+/// Wall-clock time: `Instant` natively, `performance.now()` in the browser (window or worker).
+pub struct Stopwatch {
+    #[cfg(not(target_arch = "wasm32"))]
+    start: std::time::Instant,
+    #[cfg(target_arch = "wasm32")]
+    start_ms: f64,
+}
+
+#[cfg(target_arch = "wasm32")]
+mod js_clock {
+    use wasm_bindgen::prelude::wasm_bindgen;
+    #[wasm_bindgen]
+    extern "C" {
+        /// `performance.now()`, in milliseconds; `performance` is a global in windows and workers.
+        #[wasm_bindgen(js_namespace = performance, js_name = now)]
+        pub fn performance_now() -> f64;
+    }
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+impl Stopwatch {
+    pub fn start() -> Self {
+        Stopwatch { start: std::time::Instant::now() }
+    }
+
+    /// Seconds since [`Stopwatch::start`].
+    pub fn seconds(&self) -> f64 {
+        self.start.elapsed().as_secs_f64()
+    }
+}
+
+#[cfg(target_arch = "wasm32")]
+impl Stopwatch {
+    pub fn start() -> Self {
+        Stopwatch { start_ms: js_clock::performance_now() }
+    }
+
+    /// Seconds since [`Stopwatch::start`] (browsers coarsen `performance.now()` to 5-100 µs).
+    pub fn seconds(&self) -> f64 {
+        (js_clock::performance_now() - self.start_ms) / 1e3
+    }
+}
 
 /// Qwen-1.8B's config.json (QWEN.md), optionally with fewer layers.
 pub fn qwen_1_8b(layers: Option<usize>) -> QwenConfig {
@@ -31,6 +75,126 @@ pub fn qwen_1_8b(layers: Option<usize>) -> QwenConfig {
         seq_length: 8192,
         use_dynamic_ntk: true,
         use_logn_attn: true,
+    }
+}
+
+/// A benchmark of the synthesised Qwen-1.8B shape, with the `qwen-webgpu bench` flags
+/// (names as in the CLI, `-` as `_`). The browser passes it as JSON: every field is optional
+/// and defaults to the CLI's default.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SynthBench {
+    /// Layers (24, as Qwen-1.8B).
+    pub layers: Option<usize>,
+    /// Vocabulary rows (151936, as Qwen-1.8B).
+    pub vocab: Option<usize>,
+    /// How matrices are stored on the GPU: f16, q8 or q4.
+    pub weights: String,
+    /// KV cache format: f32, f16 or q8.
+    pub kv_cache: String,
+    /// KV cache length (default: just what the measurements need).
+    pub context: Option<usize>,
+    /// Prompt lengths to time prefill on.
+    pub prefill: Vec<usize>,
+    /// Cache lengths to time decoding at.
+    pub decode_at: Vec<usize>,
+    /// Tokens decoded per measurement.
+    pub decode_tokens: usize,
+    pub max_batch: usize,
+    /// A storage-binding limit below the adapter's (testing).
+    pub max_binding_bytes: Option<u64>,
+}
+
+impl Default for SynthBench {
+    fn default() -> Self {
+        SynthBench {
+            layers: None,
+            vocab: None,
+            weights: "f16".into(),
+            kv_cache: "f32".into(),
+            context: None,
+            prefill: vec![128, 1024],
+            decode_at: vec![128, 2048],
+            decode_tokens: 16,
+            max_batch: 128,
+            max_binding_bytes: None,
+        }
+    }
+}
+
+/// Largest layer count, vocabulary and token count [`SynthBench`] accepts (far above any
+/// GPU's memory; it keeps the arithmetic away from overflow on 32-bit wasm).
+const SYNTH_MAX: usize = 1 << 20;
+
+impl SynthBench {
+    /// Parse the JSON options (`{}`: every default).
+    pub fn from_json(text: &str) -> Result<Self> {
+        let s: SynthBench =
+            serde_json::from_str(text).map_err(|e| Error::Request(format!("benchmark options: {e}")))?;
+        s.check()?;
+        Ok(s)
+    }
+
+    fn check(&self) -> Result<()> {
+        let bad = |what: &str, v: usize| {
+            Err(Error::Request(format!("benchmark option {what} = {v} is out of range (1..={SYNTH_MAX})")))
+        };
+        for (what, v) in [("layers", self.layers), ("vocab", self.vocab), ("context", self.context)] {
+            if let Some(v) = v.filter(|&v| v == 0 || v > SYNTH_MAX) {
+                return bad(what, v);
+            }
+        }
+        for (what, list) in [("prefill", &self.prefill), ("decode_at", &self.decode_at)] {
+            if let Some(&v) = list.iter().find(|&&v| v == 0 || v > SYNTH_MAX) {
+                return bad(what, v);
+            }
+        }
+        if self.decode_tokens > SYNTH_MAX {
+            return bad("decode_tokens", self.decode_tokens);
+        }
+        if self.max_batch > SYNTH_MAX {
+            return bad("max_batch", self.max_batch);
+        }
+        Ok(())
+    }
+
+    /// The model: Qwen-1.8B with these layers and vocabulary.
+    pub fn config(&self) -> QwenConfig {
+        let mut cfg = qwen_1_8b(self.layers);
+        cfg.vocab_size = self.vocab.unwrap_or(cfg.vocab_size);
+        cfg
+    }
+
+    /// The report's model label (as the CLI prints it).
+    pub fn model_name(cfg: &QwenConfig) -> String {
+        format!("Qwen-1.8B-shaped, random weights, {} layers, vocab {}", cfg.num_hidden_layers, cfg.vocab_size)
+    }
+
+    /// Sizes as the CLI chooses them: a KV cache just long enough for every measurement.
+    pub fn model_options(&self) -> Result<ModelOptions> {
+        let need = self
+            .prefill
+            .iter()
+            .chain(&self.decode_at)
+            .map(|&n| n.saturating_add(self.decode_tokens).saturating_add(1))
+            .max()
+            .unwrap_or(256);
+        Ok(ModelOptions {
+            context: Some(need.max(self.context.unwrap_or(0))),
+            max_batch: self.max_batch.max(1),
+            weights: WeightFormat::parse(&self.weights)?,
+            kv: KvFormat::parse(&self.kv_cache)?,
+        })
+    }
+
+    /// What to measure (the CLI's seed).
+    pub fn bench_options(&self) -> BenchOptions {
+        BenchOptions {
+            prefill_lens: self.prefill.clone(),
+            decode_contexts: self.decode_at.clone(),
+            decode_tokens: self.decode_tokens.max(1),
+            seed: 7,
+        }
     }
 }
 
@@ -65,7 +229,10 @@ impl TensorSource for RandomSource {
             _ if name.contains("norm") || name.contains("ln_") => (0.0, 1.0),
             _ => (0.02, 0.0),
         };
-        let mut out = Vec::with_capacity(info.byte_len());
+        // A failed allocation is an error, not an abort (in wasm an abort kills the module).
+        let mut out = Vec::new();
+        out.try_reserve_exact(info.byte_len())
+            .map_err(|_| Error::Weights(format!("cannot allocate {} bytes to synthesise {name}", info.byte_len())))?;
         for _ in 0..info.numel() {
             // xorshift64
             self.state ^= self.state << 13;
@@ -136,10 +303,10 @@ pub async fn bandwidth(gpu: &Gpu) -> Result<f64> {
     run(1)?;
     gpu.read(&dst, 0, 16).await?;
     let reps = 8;
-    let t = Instant::now();
+    let t = Stopwatch::start();
     run(reps)?;
     gpu.read(&dst, 0, 16).await?;
-    let s = t.elapsed().as_secs_f64();
+    let s = t.seconds();
     Ok(2.0 * size as f64 * reps as f64 / s / 1e9)
 }
 
@@ -168,14 +335,27 @@ fn token(out: Output) -> Result<u32> {
 
 /// Measure `model` (already loaded). `model_name` labels the report.
 pub async fn run(model: &mut Qwen, model_name: &str, opts: &BenchOptions) -> Result<BenchReport> {
+    run_with_progress(model, model_name, opts, &mut |_| {}).await
+}
+
+/// [`run`], calling `progress` with a short label (`"bandwidth"`, `"warm-up"`,
+/// `"prefill 128"`, `"decode @2048"`) before each measurement.
+pub async fn run_with_progress(
+    model: &mut Qwen,
+    model_name: &str,
+    opts: &BenchOptions,
+    progress: &mut dyn FnMut(&str),
+) -> Result<BenchReport> {
     let cfg = model.config.clone();
     let ctx = model.context();
     let mut rng = opts.seed | 1;
     // The model's own memory, before the bandwidth probe's scratch buffers.
     let gpu_bytes = model.gpu.allocated_bytes();
+    progress("bandwidth");
     let bw = bandwidth(&model.gpu).await?;
 
     // Warm-up: compile every pipeline (prefill and decode shapes).
+    progress("warm-up");
     model.reset();
     let warm = random_ids(4.min(ctx - 1), cfg.vocab_size, &mut rng);
     let t = token(model.feed(&warm, Want::Argmax).await?)?;
@@ -183,11 +363,12 @@ pub async fn run(model: &mut Qwen, model_name: &str, opts: &BenchOptions) -> Res
 
     let mut prefill = Vec::new();
     for &n in opts.prefill_lens.iter().filter(|&&n| n < ctx) {
+        progress(&format!("prefill {n}"));
         model.reset();
         let ids = random_ids(n, cfg.vocab_size, &mut rng);
-        let t0 = Instant::now();
+        let t0 = Stopwatch::start();
         token(model.feed(&ids, Want::Argmax).await?)?;
-        let s = t0.elapsed().as_secs_f64();
+        let s = t0.seconds();
         prefill.push(PrefillResult { tokens: n, tok_per_s: n as f64 / s, seconds: s });
     }
     let ttft = prefill.first().map(|p| p.seconds).unwrap_or(0.0);
@@ -199,14 +380,15 @@ pub async fn run(model: &mut Qwen, model_name: &str, opts: &BenchOptions) -> Res
     let mut decode = Vec::new();
     let mut dispatches = 0;
     for &c in opts.decode_contexts.iter().filter(|&&c| c + opts.decode_tokens < ctx && c > 0) {
+        progress(&format!("decode @{c}"));
         model.reset();
         let ids = random_ids(c, cfg.vocab_size, &mut rng);
         let mut tok = token(model.feed(&ids, Want::Argmax).await?)?;
-        let t0 = Instant::now();
+        let t0 = Stopwatch::start();
         for _ in 0..opts.decode_tokens {
             tok = token(model.feed(&[tok], Want::Argmax).await?)?;
         }
-        let per = t0.elapsed().as_secs_f64() / opts.decode_tokens as f64;
+        let per = t0.seconds() / opts.decode_tokens as f64;
         dispatches = model.last_dispatches();
         let bytes = weight_bytes + kv_row * (c as u64 + opts.decode_tokens as u64 / 2);
         decode.push(DecodeResult {

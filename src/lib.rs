@@ -5,7 +5,6 @@
 //! → [`model::weights`] (f16 matrices on the GPU) → [`model::Qwen::feed`] (the forward pass,
 //! kernels in [`ops`]) → logits → [`sampler`] → token ids → text.
 
-#[cfg(not(target_arch = "wasm32"))]
 pub mod bench;
 pub mod config;
 pub mod error;

@@ -12,6 +12,7 @@
 //! `WeightsError`, `TokenizerError`, `GpuError`, `RequestError` (the JS layer adds
 //! `NetworkError` and `AbortError`). Nothing here panics on input; a panic hook logs anyway.
 
+use crate::bench::{self, RandomSource, SynthBench};
 use crate::config::QwenConfig;
 use crate::error::Error;
 use crate::generate::{FinishReason, GenerateOptions, Generator};
@@ -22,7 +23,7 @@ use crate::ops::KvFormat;
 use crate::sampler::SamplingParams;
 use crate::tokenizer::{chat_prompt_ids, ChatMessage, Role, TextStream, Tokenizer};
 use crate::weights::quant::WeightFormat;
-use crate::weights::{safetensors, TensorInfo};
+use crate::weights::{safetensors, TensorInfo, TensorSource};
 use js_sys::{Array, Promise};
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -510,5 +511,145 @@ impl Engine {
     /// Flush the text stream (an unfinished character becomes U+FFFD).
     pub fn stream_finish(&self) -> Option<String> {
         self.inner.borrow_mut().stream.as_mut().and_then(|s| s.finish())
+    }
+}
+
+// ------------------------------------------------------------------ benchmark
+
+/// Start `qwen-webgpu bench` in the browser on a synthesised Qwen-1.8B-shaped model.
+/// `options_json`: [`SynthBench`] as JSON (`"{}"`: the CLI's defaults). Opens the GPU and
+/// allocates every weight buffer; [`BenchSetup::step`] then makes and uploads the random
+/// weights one tensor at a time (the same weights as the CLI's), and [`BenchSetup::run`]
+/// measures.
+#[wasm_bindgen]
+pub async fn open_bench(options_json: String) -> Result<BenchSetup, JsValue> {
+    let spec = SynthBench::from_json(&options_json).map_err(js_err)?;
+    let cfg = spec.config();
+    let opts = spec.model_options().map_err(js_err)?;
+    let gpu = Gpu::new(&GpuOptions { max_binding_bytes: spec.max_binding_bytes, ..Default::default() })
+        .await
+        .map_err(js_err)?;
+    let adapter = gpu.describe();
+    let src = RandomSource::new(&cfg, 1);
+    let uploader = Uploader::new(gpu, &cfg, src.tensors(), opts.weights).map_err(js_err)?;
+    // Upload order, as the CLI's loader (`weights::load`): what makes the weights the same.
+    let mut todo: Vec<String> = uploader.wanted().into_iter().map(|(n, _)| n).collect();
+    todo.reverse();
+    Ok(BenchSetup { spec, cfg, opts, src, uploader: Some(uploader), todo, adapter })
+}
+
+/// A synthesised model on its way to the GPU, then benchmarked (see [`open_bench`]).
+#[wasm_bindgen]
+pub struct BenchSetup {
+    spec: SynthBench,
+    cfg: QwenConfig,
+    opts: ModelOptions,
+    src: RandomSource,
+    uploader: Option<Uploader>,
+    /// Tensors still to make, last first.
+    todo: Vec<String>,
+    adapter: String,
+}
+
+#[wasm_bindgen]
+impl BenchSetup {
+    /// The adapter, in one line (wgpu's view of it).
+    pub fn describe(&self) -> String {
+        self.adapter.clone()
+    }
+
+    /// The model's label in the report.
+    pub fn model(&self) -> String {
+        SynthBench::model_name(&self.cfg)
+    }
+
+    /// The KV cache length the measurements use.
+    pub fn context(&self) -> u32 {
+        self.opts.context_for(&self.cfg) as u32
+    }
+
+    /// Make the next tensor's random bf16 bytes and upload them; `false` once every tensor is
+    /// on the GPU. Call it in a loop, yielding to the event loop in between.
+    pub fn step(&mut self) -> Result<bool, JsValue> {
+        let up = self.uploader.as_mut().ok_or_else(|| request_err("the benchmark already ran"))?;
+        let Some(name) = self.todo.pop() else {
+            return Ok(false);
+        };
+        let bytes = self.src.read(&name).map_err(js_err)?;
+        up.put(&name, &bytes).map_err(js_err)?;
+        Ok(!self.todo.is_empty())
+    }
+
+    /// `[checkpoint bytes made, bytes total]` (bf16, before the GPU format).
+    pub fn progress(&self) -> Vec<f64> {
+        self.uploader.as_ref().map(|u| u.progress()).map(|(a, b)| vec![a as f64, b as f64]).unwrap_or(vec![0.0, 0.0])
+    }
+
+    /// Measure (after every [`BenchSetup::step`]); resolves to the report as JSON, the same
+    /// fields as `qwen-webgpu bench --json`. `on_progress(label)` is called before each
+    /// measurement. The GPU device is destroyed afterwards.
+    pub fn run(self, on_progress: Option<js_sys::Function>) -> Promise {
+        future_to_promise(async move {
+            let up = self.uploader.ok_or_else(|| request_err("the benchmark already ran"))?;
+            if !self.todo.is_empty() {
+                return Err(request_err(&format!("{} tensor(s) still to make: call step() first", self.todo.len())));
+            }
+            let (gpu, weights) = up.finish().map_err(js_err)?;
+            let name = SynthBench::model_name(&self.cfg);
+            let mut model = Qwen::from_weights(gpu, self.cfg, weights, &self.opts).map_err(js_err)?;
+            let r = bench_report(&mut model, &name, &self.spec.bench_options(), on_progress).await;
+            model.gpu.device.destroy();
+            r
+        })
+    }
+}
+
+async fn bench_report(
+    model: &mut Qwen,
+    name: &str,
+    opts: &bench::BenchOptions,
+    on_progress: Option<js_sys::Function>,
+) -> Result<JsValue, JsValue> {
+    let mut progress = |label: &str| {
+        if let Some(f) = &on_progress {
+            // A throwing callback must not stop the benchmark.
+            let _ = f.call1(&JsValue::NULL, &JsValue::from_str(label));
+        }
+    };
+    let report = bench::run_with_progress(model, name, opts, &mut progress).await.map_err(js_err)?;
+    let json = serde_json::to_string(&report).map_err(|e| js_err(Error::Request(e.to_string())))?;
+    Ok(JsValue::from_str(&json))
+}
+
+#[wasm_bindgen]
+impl Engine {
+    /// Benchmark this model as `qwen-webgpu bench --model` does; resolves to the report as
+    /// JSON. `options_json` may set `prefill`, `decode_at` and `decode_tokens` (the model is
+    /// already loaded, so nothing else); lengths that do not fit its context are skipped.
+    /// Forgets the conversation (the KV cache is overwritten).
+    pub fn bench(&self, options_json: String, label: String, on_progress: Option<js_sys::Function>) -> Promise {
+        let inner = self.inner.clone();
+        future_to_promise(async move {
+            let spec = SynthBench::from_json(&options_json).map_err(js_err)?;
+            let d = SynthBench::default();
+            if spec.layers.is_some()
+                || spec.vocab.is_some()
+                || spec.context.is_some()
+                || spec.max_binding_bytes.is_some()
+                || spec.weights != d.weights
+                || spec.kv_cache != d.kv_cache
+                || spec.max_batch != d.max_batch
+            {
+                return Err(request_err(
+                    "a loaded model is benchmarked as loaded: only prefill, decode_at and decode_tokens apply",
+                ));
+            }
+            let mut model = inner.borrow_mut().take_model()?;
+            inner.borrow_mut().gen = None;
+            let r = bench_report(&mut model, &label, &spec.bench_options(), on_progress).await;
+            model.reset();
+            inner.borrow_mut().model = Some(model);
+            r
+        })
     }
 }

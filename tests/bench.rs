@@ -21,6 +21,8 @@ fn bench_reduced_size_reports_every_figure() {
     let q4 = |n: u64| n * 18 / 32;
     let layer = q4(6144 * 2048 + 2048 * 2048 + 3 * 5504 * 2048);
     assert_eq!(r["weight_format"], "q4");
+    // Just what the measurements need: the longest, 40, plus 2 decoded tokens and one more.
+    assert_eq!(r["context"], 43);
     assert_eq!(f("weight_bytes_per_token") as u64, layer + q4(1000 * 2048) + q4(2048));
     // Weights (embedding and head included), activations and the KV cache; not the
     // bandwidth probe's 2 x 128 MiB.
@@ -37,4 +39,35 @@ fn bench_reduced_size_reports_every_figure() {
         assert!(frac > 0.0 && frac.is_finite(), "{d}");
         assert!(d["tok_per_s"].as_f64().unwrap() > 0.0);
     }
+}
+
+/// The browser's options (`benchmark()`, `www/bench.html`) mean what the CLI's flags mean.
+#[test]
+fn browser_bench_options_match_the_cli() {
+    use qwen_webgpu::bench::SynthBench;
+    let d = SynthBench::from_json("{}").unwrap();
+    assert_eq!(d, SynthBench::default());
+    assert_eq!(
+        (d.prefill.as_slice(), d.decode_at.as_slice(), d.decode_tokens),
+        (&[128, 1024][..], &[128, 2048][..], 16)
+    );
+    let cfg = d.config();
+    assert_eq!((cfg.num_hidden_layers, cfg.vocab_size), (24, 151936));
+    let o = d.model_options().unwrap();
+    assert_eq!((o.context, o.max_batch, o.weights.name(), o.kv.name()), (Some(2048 + 16 + 1), 128, "f16", "f32"));
+
+    // The reduced run of the test above: the same model and KV cache length as the CLI's.
+    let s = SynthBench::from_json(
+        r#"{"layers":1,"vocab":1000,"prefill":[8,20],"decode_at":[8,40],"decode_tokens":2,"weights":"q4"}"#,
+    )
+    .unwrap();
+    assert_eq!(SynthBench::model_name(&s.config()), "Qwen-1.8B-shaped, random weights, 1 layers, vocab 1000");
+    assert_eq!(s.model_options().unwrap().context, Some(40 + 2 + 1));
+    assert_eq!(s.bench_options().seed, 7);
+
+    for bad in [r#"{"layers":0}"#, r#"{"vocab":0}"#, r#"{"prefill":[0]}"#, r#"{"layer":1}"#, r#"{"layers":-1}"#, "["] {
+        let e = SynthBench::from_json(bad).unwrap_err();
+        assert!(matches!(e, qwen_webgpu::Error::Request(_)), "{bad}: {e}");
+    }
+    assert!(SynthBench::from_json(r#"{"weights":"q5"}"#).unwrap().model_options().is_err());
 }

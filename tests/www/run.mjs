@@ -254,6 +254,136 @@ test("the cached model can be deleted from the page", async () => {
   ok(!(await page.evaluate(async (u) => (await import("/pkg/index.js")).hasModelInCache(u), modelUrl)), "still cached");
 });
 
+// ------------------------------------------------------------------ benchmark page (bench.html)
+
+// A reduced Qwen-1.8B shape, so SwiftShader gets through it in seconds.
+const BENCH = { layers: 1, vocab: 1024, weights: "q4", kv: "f32", prefill: [4, 8], decodeAt: [4], decodeTokens: 2 };
+const benchQuery = `layers=${BENCH.layers}&vocab=${BENCH.vocab}&weights=${BENCH.weights}&kv=${BENCH.kv}` +
+  `&prefill=${BENCH.prefill.join(",")}&decode_at=${BENCH.decodeAt.join(",")}&decode_tokens=${BENCH.decodeTokens}`;
+
+/** GPU bytes of this shape, from the buffers the engine allocates (src/model/weights.rs, state.rs). */
+function expectedBenchBytes() {
+  const [d, ff, heads, hd, L, V] = [2048, 5504, 16, 128, BENCH.layers, BENCH.vocab];
+  const q = heads * hd, qkv = q + 2 * heads * hd;
+  const q4 = (rows, cols) => rows * (cols / 8 * 4 + cols / 32 * 2); // every width here is a multiple of 64
+  const layer = q4(qkv, d) + q4(d, q) + 2 * q4(ff, d) + q4(d, ff) + 4 * (2 * d + qkv); // + norms, qkv bias
+  const weights = 2 * q4(V, d) + L * layer + 4 * d;
+  const ctx = Math.max(...BENCH.prefill, ...BENCH.decodeAt) + BENCH.decodeTokens + 1;
+  const t = Math.min(128, ctx);
+  const acts = 4 * t * (1 + 2 * d + qkv + 2 * q + 2 * ff + hd + 1) + 4 * V /* logits */ + 16 /* next */ +
+    16 /* next readback */ + 4 * V /* logits readback */;
+  const kv = 2 * L * ctx * heads * hd * 4;
+  return { bytes: weights + acts + kv, ctx, weightsPerToken: q4(qkv, d) + q4(d, q) + 2 * q4(ff, d) + q4(d, ff) + q4(V, d) + q4(1, d) };
+}
+
+test("bench page: the chat page links to it; bad query options show as text, with no element", async () => {
+  await page.goto(pageUrl);
+  await page.waitForFunction(() => window.qwenChat?.ready === true, null, { timeout: 60000 });
+  await page.click("a[href='bench.html']");
+  await page.waitForFunction(() => window.qwenBench?.ready === true, null, { timeout: 60000 });
+  ok((await page.inputValue("#layers")) === "24" && (await page.inputValue("#vocab")) === "151936", "CLI defaults");
+  ok((await page.inputValue("#prefill")) === "128,1024" && (await page.inputValue("#decode-at")) === "128,2048", "CLI default lengths");
+  const evil = "<img src=x onerror=alert(1)>";
+  await page.goto(`${pageUrl}bench.html?weights=${encodeURIComponent(evil)}&autorun=1`);
+  await page.waitForFunction(() => window.qwenBench?.ready === true, null, { timeout: 60000 });
+  const e = await text("#error");
+  ok(e.includes(`weights=${evil} is not one of f16, q8, q4`), `error: ${e}`);
+  ok((await page.locator("main img").count()) === 0 && dialogs.length === 0, "markup from the query became an element");
+  ok(!(await page.evaluate(() => window.qwenBench.state.running || window.qwenBench.state.done)), "ran with a bad option");
+  await page.goto(`${pageUrl}bench.html?layers=1&prefill=8,x&autorun=1`);
+  await page.waitForFunction(() => window.qwenBench?.state.done === true, null, { timeout: 60000 });
+  const e2 = await text("#error");
+  ok(/Prefill lengths: "x" is not a whole number/.test(e2), `error: ${e2}`);
+  ok(await page.locator("#results").isHidden(), "results shown after an error");
+});
+
+test("bench page: runs the benchmark in the browser and shows every figure", async () => {
+  const t0 = Date.now();
+  await page.goto(`${pageUrl}bench.html?${benchQuery}&autorun=1`);
+  const seen = [];
+  const poll = setInterval(async () => { try { seen.push(await text("#progress-text")); } catch { /* navigating */ } }, 200);
+  try {
+    await page.waitForFunction(() => window.qwenBench?.state.done === true, null, { timeout: 420000 });
+  } finally {
+    clearInterval(poll);
+  }
+  ok(!(await visible("#error")), `bench error: ${await text("#error")}`);
+  ok(seen.some((s) => /Making random weights: .* of .*\(\d+%\)/.test(s)) || seen.some((s) => /Measuring: /.test(s)), `progress: ${JSON.stringify(seen.slice(-6))}`);
+  const r = await page.evaluate(() => window.qwenBench.state.report);
+  const exp = expectedBenchBytes();
+  const num = (k) => { ok(typeof r[k] === "number" && Number.isFinite(r[k]), `${k} missing: ${JSON.stringify(r)}`); return r[k]; };
+  ok(/swiftshader/i.test(r.adapter), `adapter ${r.adapter}`);
+  ok(r.model === `Qwen-1.8B-shaped, random weights, ${BENCH.layers} layers, vocab ${BENCH.vocab}`, `model ${r.model}`);
+  ok(num("parameters") === BENCH.vocab * 2048 * 2 + BENCH.layers * (2 * 2048 + 6144 * 2048 + 2048 * 2048 + 3 * 2048 * 5504 + 6144) + 2048, `parameters ${r.parameters}`);
+  ok(r.weight_format === "q4" && r.kv_cache_format === "f32", "formats");
+  ok(num("context") === exp.ctx, `context ${r.context} != ${exp.ctx}`);
+  ok(num("gpu_bytes_allocated") === exp.bytes, `gpu bytes ${r.gpu_bytes_allocated} != expected ${exp.bytes}`);
+  ok(num("weight_bytes_per_token") === exp.weightsPerToken, `weight bytes ${r.weight_bytes_per_token} != ${exp.weightsPerToken}`);
+  ok(num("dispatches_per_decoded_token") >= 10, `dispatches ${r.dispatches_per_decoded_token}`);
+  ok(num("submissions_per_decoded_token") === 1 && num("readback_bytes_per_decoded_token") === 4, "submissions / readback");
+  ok(num("bandwidth_gb_s") > 0 && num("time_to_first_token_s") > 0 && num("load_s") > 0, "bandwidth / ttft / load time");
+  ok(JSON.stringify(r.prefill.map((p) => p.tokens)) === JSON.stringify(BENCH.prefill), `prefill ${JSON.stringify(r.prefill)}`);
+  for (const p of r.prefill) ok(p.tok_per_s > 0 && p.seconds > 0 && Math.abs(p.tok_per_s * p.seconds - p.tokens) < 1e-6 * p.tokens, `prefill ${JSON.stringify(p)}`);
+  ok(r.time_to_first_token_s === r.prefill[0].seconds, "ttft is the first prefill");
+  ok(JSON.stringify(r.decode.map((d) => d.context)) === JSON.stringify(BENCH.decodeAt), `decode ${JSON.stringify(r.decode)}`);
+  const kvRow = 2 * BENCH.layers * 16 * 128 * 4;
+  for (const d of r.decode) {
+    ok(d.tok_per_s > 0 && Math.abs(d.ms_per_token * d.tok_per_s - 1000) < 1e-6, `decode ${JSON.stringify(d)}`);
+    ok(d.bytes_per_token === exp.weightsPerToken + kvRow * (d.context + BENCH.decodeTokens / 2), `bytes per token ${d.bytes_per_token}`);
+    ok(d.roofline_fraction > 0 && d.roofline_fraction < 10, `roofline ${d.roofline_fraction}`);
+  }
+  ok(r.runtime.includes("browser") && r.user_agent.length > 0, `runtime ${r.runtime}`);
+  // The table: the CLI's rows, as text.
+  const rows = await page.locator("#rows tr").evaluateAll((trs) => trs.map((tr) => [tr.dataset.key, tr.querySelector("th").textContent, tr.querySelector("td").textContent]));
+  const keys = rows.map((x) => x[0]);
+  const want = ["adapter", "model", "gpu", "bandwidth", "per-token", "ttft", ...BENCH.prefill.map((n) => `prefill-${n}`), ...BENCH.decodeAt.map((c) => `decode-${c}`)];
+  ok(JSON.stringify(keys) === JSON.stringify(want), `rows ${keys}`);
+  ok(rows.every(([, th, td]) => th && td), "an empty cell");
+  const cell = (k) => rows.find((x) => x[0] === k)[2];
+  ok(cell("gpu").startsWith(`${exp.bytes} bytes (`), `gpu row ${cell("gpu")}`);
+  ok(/^\d+ dispatches, 1 submission, 4 bytes read back, [\d.]+ MiB of weights$/.test(cell("per-token")), `per-token row ${cell("per-token")}`);
+  ok(/^[\d.]+ tok\/s \([\d.]+ ms\/token, [\d.]+ MiB\/token, roofline [\d.]+\)$/.test(cell(`decode-${BENCH.decodeAt[0]}`)), "decode row");
+  ok(/Measured in this browser/.test(await text("#where")), `where: ${await text("#where")}`);
+  ok(JSON.stringify(JSON.parse(await text("#json"))) === JSON.stringify(r), "the JSON shown differs from the report");
+  // Copy JSON: the clipboard when allowed, else the JSON is selected.
+  await browser.grantPermissions(["clipboard-read", "clipboard-write"], { origin });
+  await page.click("#copy");
+  await page.waitForFunction(() => document.getElementById("copy-status").textContent !== "", null, { timeout: 10000 });
+  const status = await text("#copy-status");
+  if (status === "Copied.") {
+    const clip = await page.evaluate(() => navigator.clipboard.readText());
+    ok(JSON.stringify(JSON.parse(clip)) === JSON.stringify(r), "clipboard JSON differs");
+  } else {
+    ok((await page.evaluate(() => getSelection().toString())) === (await text("#json")), `copy: ${status}`);
+  }
+  await page.screenshot({ path: path.join(artifacts, "bench.png"), fullPage: true });
+  const fmt = (x) => x.toPrecision(3);
+  notes.push(`bench page (SwiftShader, ${BENCH.layers} layer, vocab ${BENCH.vocab}, q4/f32, ${((Date.now() - t0) / 1000).toFixed(1)}s): ` +
+    `${r.gpu_bytes_allocated} B GPU, ${fmt(r.bandwidth_gb_s)} GB/s, ` +
+    r.prefill.map((p) => `prefill ${p.tokens}: ${fmt(p.tok_per_s)} tok/s`).join(", ") + ", " +
+    r.decode.map((d) => `decode @${d.context}: ${fmt(d.tok_per_s)} tok/s, roofline ${fmt(d.roofline_fraction)}`).join(", ") +
+    `, ${r.dispatches_per_decoded_token} dispatches/token, weights made in ${fmt(r.load_s)} s`);
+});
+
+test("benchmark() of a loaded engine (the chat page's model, through the worker)", async () => {
+  await page.goto(pageUrl);
+  await page.waitForFunction(() => window.qwenChat?.ready === true, null, { timeout: 60000 });
+  const r = await page.evaluate(async (url) => {
+    const { createEngine } = await import("/pkg/index.js");
+    const engine = await createEngine({ model: url, useCache: false });
+    const labels = [];
+    try {
+      return { ...(await engine.benchmark({ prefill: [6], decodeAt: [5], decodeTokens: 2, onProgress: (p) => labels.push(p.text) })), labels };
+    } finally {
+      await engine.unload();
+    }
+  }, modelUrl);
+  ok(r.model === modelUrl && r.gpu_bytes_allocated > 0 && r.dispatches_per_decoded_token > 0, `report ${JSON.stringify(r).slice(0, 300)}`);
+  ok(r.prefill.length === 1 && r.prefill[0].tok_per_s > 0 && r.decode.length === 1 && r.decode[0].tok_per_s > 0, "prefill/decode");
+  ok(r.decode[0].roofline_fraction > 0 && r.decode[0].roofline_fraction < 10, `roofline ${r.decode[0].roofline_fraction}`);
+  ok(JSON.stringify(r.labels) === JSON.stringify(["bandwidth", "warm-up", "prefill 6", "decode @5"]), `progress labels ${r.labels}`);
+});
+
 // ------------------------------------------------------------------ run
 let passed = 0;
 let failed = 0;

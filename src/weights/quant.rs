@@ -15,6 +15,7 @@
 
 use crate::error::{Error, Result};
 use half::f16;
+use std::collections::BTreeMap;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum WeightFormat {
@@ -32,6 +33,17 @@ impl WeightFormat {
             "q8" => Ok(WeightFormat::Q8),
             "q4" => Ok(WeightFormat::Q4),
             _ => Err(Error::Request(format!("unknown weight format {s:?} (f16, q8 or q4)"))),
+        }
+    }
+
+    /// A requested format: `auto` (or empty) means "the checkpoint's own" (see
+    /// [`resolve_format`]), anything else must be a format.
+    pub fn parse_request(s: &str) -> Result<Option<Self>> {
+        match s {
+            "" | "auto" => Ok(None),
+            _ => Self::parse(s)
+                .map(Some)
+                .map_err(|_| Error::Request(format!("unknown weight format {s:?} (auto, f16, q8 or q4)"))),
         }
     }
 
@@ -74,6 +86,84 @@ impl WeightFormat {
     pub fn row_bytes(self, cols: usize) -> u64 {
         (self.words_per_row(cols) * 4 + self.scales_per_row(cols) * 2) as u64
     }
+}
+
+/// Metadata keys of a pre-quantized checkpoint (`qwen-webgpu quantize`), in every shard's
+/// safetensors `__metadata__`.
+pub const META_FORMAT: &str = "qwen_webgpu.format";
+pub const META_GROUP: &str = "qwen_webgpu.group";
+pub const META_VERSION: &str = "qwen_webgpu.version";
+/// The layout version this build writes and reads.
+pub const FORMAT_VERSION: &str = "1";
+/// Suffixes of a pre-quantized matrix `NAME`: `NAME.qweight` (U32 `[rows, words_per_row]`)
+/// and `NAME.scales` (F16 `[rows, cols / GROUP]`).
+pub const QWEIGHT_SUFFIX: &str = ".qweight";
+pub const SCALES_SUFFIX: &str = ".scales";
+
+/// The `__metadata__` a pre-quantized checkpoint in `format` carries.
+pub fn checkpoint_metadata(format: WeightFormat) -> BTreeMap<String, String> {
+    [(META_FORMAT, format.name()), (META_GROUP, "32"), (META_VERSION, FORMAT_VERSION)]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// The format a checkpoint's metadata declares: `None` for a plain (bf16/f16/f32) one.
+/// An unknown format, group size or version is an error, never a guess.
+pub fn stored_format(metadata: &BTreeMap<String, String>) -> Result<Option<WeightFormat>> {
+    let Some(f) = metadata.get(META_FORMAT) else {
+        if let Some(k) = metadata.keys().find(|k| k.starts_with("qwen_webgpu.")) {
+            return Err(Error::Weights(format!("safetensors metadata has {k} but no {META_FORMAT}")));
+        }
+        return Ok(None);
+    };
+    let format = match f.as_str() {
+        "q4" => WeightFormat::Q4,
+        "q8" => WeightFormat::Q8,
+        _ => {
+            return Err(Error::Weights(format!(
+                "safetensors metadata says {META_FORMAT} = {f:?}: not a pre-quantized format this build reads (q4, q8)"
+            )))
+        }
+    };
+    match metadata.get(META_VERSION).map(String::as_str) {
+        Some(FORMAT_VERSION) => {}
+        v => {
+            return Err(Error::Weights(format!(
+                "safetensors metadata says {META_VERSION} = {v:?}: this build reads version {FORMAT_VERSION:?}"
+            )))
+        }
+    }
+    let group = GROUP.to_string();
+    match metadata.get(META_GROUP) {
+        Some(g) if *g == group => {}
+        g => {
+            return Err(Error::Weights(format!(
+                "safetensors metadata says {META_GROUP} = {g:?}: this build reads groups of {GROUP}"
+            )))
+        }
+    }
+    Ok(Some(format))
+}
+
+/// The format to load a checkpoint in: the requested one for a plain checkpoint (f16 if none
+/// was asked for); a pre-quantized checkpoint's own format, which a request must not contradict.
+pub fn resolve_format(requested: Option<WeightFormat>, stored: Option<WeightFormat>) -> Result<WeightFormat> {
+    match (requested, stored) {
+        (r, None) => Ok(r.unwrap_or(WeightFormat::F16)),
+        (None, Some(s)) => Ok(s),
+        (Some(r), Some(s)) if r == s => Ok(s),
+        (Some(r), Some(s)) => Err(Error::Weights(format!(
+            "this checkpoint is pre-quantized to {s}; it loads only as {s}, not {r} (ask for {s}, or auto, or quantize the original checkpoint to {r})",
+            s = s.name(),
+            r = r.name()
+        ))),
+    }
+}
+
+/// `x` as f16 bits, refusing values f16 cannot hold (what the GPU's f16 weights get).
+pub fn f16_bits(x: f32, what: &str) -> Result<u16> {
+    f16_checked(x, what)
 }
 
 fn f16_checked(x: f32, what: &str) -> Result<u16> {

@@ -1,13 +1,13 @@
 //! Pre-quantized model folders (`qwen-webgpu quantize`): written from the tiny random
 //! fixtures in every real layout, loaded through the public loader, and compared bit for bit
-//! with quantizing the source while loading; their sizes; their errors.
+//! with quantizing the source while loading; their sizes; their errors; the q4 scale search.
 
 mod common;
 
-use common::{fixture, random_ids, temp_dir, Spec};
+use common::{fixture, random_ids, temp_dir, Rng, Spec};
 use half::f16;
 use qwen_webgpu::gpu::{GpuMatrix, GpuOptions};
-use qwen_webgpu::weights::quant::WeightFormat;
+use qwen_webgpu::weights::quant::{decode_rows, encode_rows, WeightFormat, GROUP};
 use qwen_webgpu::weights::quantize::{quantize_dir, QuantizeOptions, QuantizeReport};
 use qwen_webgpu::weights::{FileSource, TensorSource};
 use qwen_webgpu::{ModelOptions, Output, Qwen, Want};
@@ -281,4 +281,36 @@ fn corrupt_prequantized_folders_get_clear_errors() {
     std::fs::write(good.join("model.safetensors"), &original[..original.len() - 100]).unwrap();
     let e = load_err(&good, WeightFormat::Q4);
     assert!(e.contains("out of range") && e.contains("truncated"), "{e}");
+}
+
+/// The q4 scale search: never more squared error than plain Q4_0 (`m / -8`) in any group,
+/// and clearly less overall on Gaussian weights; q8 is unchanged (amax / 127).
+#[test]
+fn q4_scale_search_lowers_the_error() {
+    let mut rng = Rng::new(27);
+    let cols = 4096;
+    let rows = 64;
+    let vals: Vec<f32> = (0..rows * cols).map(|_| half::bf16::from_f32(rng.normal() * 0.02).to_f32()).collect();
+    let (w, s) = encode_rows(WeightFormat::Q4, &vals, cols, "t").unwrap();
+    let got = decode_rows(WeightFormat::Q4, &w, &s, rows, cols);
+    let (mut new_err, mut old_err, mut energy) = (0f64, 0f64, 0f64);
+    for (g, (x, y)) in vals.chunks(GROUP).zip(got.chunks(GROUP)).enumerate() {
+        // Plain Q4_0, the encoder before the search.
+        let m = x.iter().fold(0f32, |m, &v| if v.abs() > m.abs() { v } else { m });
+        let d = f16::from_f32(m / -8.0).to_f32();
+        let inv = if d != 0.0 { 1.0 / d } else { 0.0 };
+        let old: f64 = x.iter().map(|&v| ((v - (v * inv).round().clamp(-8.0, 7.0) * d) as f64).powi(2)).sum();
+        let new: f64 = x.iter().zip(y).map(|(a, b)| ((a - b) as f64).powi(2)).sum();
+        assert!(new <= old * (1.0 + 1e-5) + 1e-12, "group {g}: {new} > {old}");
+        old_err += old;
+        new_err += new;
+        energy += x.iter().map(|&v| (v as f64).powi(2)).sum::<f64>();
+    }
+    println!(
+        "q4 relative squared error on N(0, 0.02) weights: plain Q4_0 {:.5}, searched {:.5} ({:.1}% less)",
+        old_err / energy,
+        new_err / energy,
+        100.0 * (1.0 - new_err / old_err)
+    );
+    assert!(new_err < 0.93 * old_err, "search gains too little: {new_err} vs {old_err}");
 }

@@ -557,10 +557,16 @@ mod cli {
         };
         let t0 = Instant::now();
         let opts = QuantizeOptions { format, max_shard_bytes: max_shard_bytes.max(1) };
+        // Per-tensor progress on a terminal only (it redraws one line).
+        let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
         let r = quantize_dir(model, out, &opts, &mut |name, i, n| {
-            eprint!("\r[{}/{n}] {name}\x1b[K", i + 1);
+            if tty {
+                eprint!("\r[{}/{n}] {name}\x1b[K", i + 1);
+            }
         })?;
-        eprintln!();
+        if tty {
+            eprintln!();
+        }
         let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
         for (f, b) in &r.files {
             println!("wrote {} ({b} bytes, {:.1} MiB)", out.join(f).display(), mib(*b));

@@ -192,9 +192,8 @@ const Q4_SEARCH: [f32; 10] = [-9.0, -8.8, -8.6, -8.4, -8.2, -8.0, -7.8, -7.6, -7
 /// `(q - 8) * scale` with `q = clamp(round(x / scale) + 8, 0, 15)`:
 /// start from plain Q4_0's `m / -8`; for each candidate `t` quantize with `m / t`, refit the
 /// scale by least squares (`sum(x q) / sum(q q)`), round it to f16, and keep the scale whose
-/// error is smallest (for the refitted scale, the error of the candidate's levels, which the
-/// final `round(x / scale)` can only lower). Never worse than `m / -8`.
-/// None for non-finite input.
+/// squared error is smallest, among those whose largest error stays within plain Q4_0's bound
+/// (one step, `|m| / 8`). Never worse than `m / -8`. None for non-finite input.
 fn q4_scale(group: &[f32], what: &str) -> Result<Option<f16>> {
     let m = group.iter().fold(0f32, |m, &x| if x.abs() > m.abs() { x } else { m });
     if !m.is_finite() || group.iter().any(|x| !x.is_finite()) {
@@ -204,12 +203,19 @@ fn q4_scale(group: &[f32], what: &str) -> Result<Option<f16>> {
     if m == 0.0 {
         return Ok(Some(d0));
     }
-    let err_at = |d: f32| -> f32 {
+    // (squared error, largest error) of what the GPU decodes with scale `d`.
+    let eval = |d: f32| -> (f32, f32) {
         let inv = if d != 0.0 { 1.0 / d } else { 0.0 };
-        group.iter().map(|&x| (x - (x * inv).round().clamp(-8.0, 7.0) * d).powi(2)).sum()
+        group.iter().fold((0f32, 0f32), |(sq, mx), &x| {
+            let e = (x - (x * inv).round().clamp(-8.0, 7.0) * d).abs();
+            (sq + e * e, mx.max(e))
+        })
     };
     let sxx: f32 = group.iter().map(|x| x * x).sum();
-    let mut best = (err_at(d0.to_f32()), d0);
+    let (e0, max0) = eval(d0.to_f32());
+    // Keep plain Q4_0's worst case: no value off by more than one step of `m / -8`.
+    let limit = max0.max(m.abs() / 8.0);
+    let mut best = (e0, d0);
     for t in Q4_SEARCH {
         let iscale = t / m;
         let (mut sxl, mut sll) = (0f32, 0f32);
@@ -225,10 +231,14 @@ fn q4_scale(group: &[f32], what: &str) -> Result<Option<f16>> {
         if !d.is_finite() {
             continue;
         }
+        // The error of the candidate's own levels bounds the final one from above; only a
+        // candidate that may win is evaluated exactly.
         let df = d.to_f32();
-        let e = sxx - 2.0 * df * sxl + df * df * sll;
-        if e < best.0 {
-            best = (e, d);
+        if sxx - 2.0 * df * sxl + df * df * sll < best.0 {
+            let (e, mx) = eval(df);
+            if e < best.0 && mx <= limit {
+                best = (e, d);
+            }
         }
     }
     Ok(Some(best.1))

@@ -39,8 +39,9 @@ function eosIds(...configs) {
 
 /**
  * Load a model. `model`: base URL, Files, directory handle or {name: data}.
- * Options: context, maxBatch, useCache (true), maxGpuBytes, maxBindingBytes, onProgress,
- * signal, wasmUrl, fetch.
+ * Options: context, maxBatch, weights (omitted: the checkpoint's own format if it is
+ * pre-quantized, else f16), kvCache, useCache (true), maxGpuBytes, maxBindingBytes,
+ * onProgress, signal, wasmUrl, fetch.
  */
 export async function loadEngine(model, opts = {}) {
   const onProgress = opts.onProgress || (() => {});
@@ -67,24 +68,6 @@ export async function loadEngine(model, opts = {}) {
     if (await src.has("generation_config.json")) {
       try { genConfig = JSON.parse(await src.text("generation_config.json")); } catch { genConfig = null; }
     }
-    // Fit check: the GPU opens and the run state is allocated before any weight is fetched.
-    loader = await wasm.open_loader(
-      configText,
-      opts.context || 0,
-      opts.maxBatch || 0,
-      opts.maxBindingBytes || 0,
-      opts.maxGpuBytes || 0,
-      opts.weights || "f16",
-      opts.kvCache || "f32",
-    );
-    let adapter = loader.describe();
-    try {
-      // wgpu cannot name a browser adapter; WebGPU's own info can.
-      const info = (await navigator.gpu?.requestAdapter())?.info;
-      if (info && (info.vendor || info.architecture)) adapter = `${[info.vendor, info.architecture, info.description].filter(Boolean).join(" ")}: ${adapter}`;
-    } catch { /* keep wgpu's description */ }
-    report("config", 1, 1, adapter);
-
     // Shards.
     let shardNames = ["model.safetensors"];
     if (await src.has("model.safetensors.index.json")) {
@@ -98,9 +81,45 @@ export async function loadEngine(model, opts = {}) {
       if (!shardNames.length) throw namedError("WeightsError", "model.safetensors.index.json has an empty weight_map");
     }
     const tokName = (await src.has("tokenizer.json")) ? "tokenizer.json" : (await src.has("qwen.tiktoken")) ? "qwen.tiktoken" : null;
+    const caching = !!(src.ensureCached && src.useCache);
+
+    // The first shard's header (two small reads) says whether the checkpoint is
+    // pre-quantized, which decides the weight format (`weights` omitted: the file's own).
+    const readHeader = async (name, f) => {
+      const prefix = await f.read(0, 8);
+      const n = wasm.safetensors_header_len(prefix, f.size || Number.MAX_SAFE_INTEGER, name);
+      return await f.read(8, 8 + n);
+    };
+    let first = { file: await src.open(shardNames[0]) };
+    first.header = await readHeader(shardNames[0], first.file);
+    const stored = wasm.safetensors_weight_format(first.header, first.file.size || Number.MAX_SAFE_INTEGER, shardNames[0]);
+    if (caching) {
+      // Read again from the cache after the download; stop a streamed body now.
+      try { await first.file.cancel?.(); } catch { /* best effort */ }
+      first = null;
+    }
+
+    // Fit check: the GPU opens and the run state is allocated before any weight is fetched.
+    loader = await wasm.open_loader(
+      configText,
+      opts.context || 0,
+      opts.maxBatch || 0,
+      opts.maxBindingBytes || 0,
+      opts.maxGpuBytes || 0,
+      opts.weights || "",
+      opts.kvCache || "f32",
+      stored,
+    );
+    let adapter = loader.describe();
+    try {
+      // wgpu cannot name a browser adapter; WebGPU's own info can.
+      const info = (await navigator.gpu?.requestAdapter())?.info;
+      if (info && (info.vendor || info.architecture)) adapter = `${[info.vendor, info.architecture, info.description].filter(Boolean).join(" ")}: ${adapter}`;
+    } catch { /* keep wgpu's description */ }
+    report("config", 1, 1, adapter);
 
     // With the Cache API: download each file once into the cache, then read it by slices.
-    if (src.ensureCached && src.useCache) {
+    if (caching) {
       const names = ["config.json", ...(shardNames.length > 1 ? ["model.safetensors.index.json"] : []), ...shardNames];
       if (tokName) names.push(tokName);
       if (genConfig) names.push("generation_config.json");
@@ -110,11 +129,9 @@ export async function loadEngine(model, opts = {}) {
     }
 
     const files = [];
-    for (const name of shardNames) {
-      const f = await src.open(name);
-      const prefix = await f.read(0, 8);
-      const n = wasm.safetensors_header_len(prefix, f.size || Number.MAX_SAFE_INTEGER, name);
-      const header = await f.read(8, 8 + n);
+    for (const [i, name] of shardNames.entries()) {
+      const f = i === 0 && first ? first.file : await src.open(name);
+      const header = i === 0 && first ? first.header : await readHeader(name, f);
       loader.add_shard(name, header, f.size || Number.MAX_SAFE_INTEGER);
       files.push(f);
     }

@@ -34,8 +34,13 @@ export interface EngineOptions {
   context?: number;
   /** Most tokens per forward pass (default 128). */
   maxBatch?: number;
-  /** How weight matrices are stored on the GPU: f16 (default), or 8-/4-bit groups (smaller, faster). */
-  weights?: "f16" | "q8" | "q4";
+  /**
+   * How weight matrices are stored on the GPU: f16, or 8-/4-bit groups (smaller, faster),
+   * quantized while loading. Omitted (or "auto"): a pre-quantized folder's own format
+   * (`qwen-webgpu quantize`), f16 for a plain checkpoint. A pre-quantized folder loads only in
+   * its own format: asking for another rejects with a WeightsError.
+   */
+  weights?: "auto" | "f16" | "q8" | "q4";
   /** How the KV cache stores keys and values: f32 (default, exact), f16, or q8 (4x smaller). */
   kvCache?: "f32" | "f16" | "q8";
   /** Keep downloads in the Cache API (default true; URL sources only). */

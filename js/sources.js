@@ -180,6 +180,11 @@ export function streamFile(body, size, label) {
   return {
     size,
     streamed: true,
+    /** Stop the download (the file is not read further). */
+    cancel: async () => {
+      done = true;
+      await reader.cancel();
+    },
     read: async (start, end) => {
       if (start < pos) throw namedError("WeightsError", `${label}: out-of-order read in a streamed file`);
       while (pos + have < end && !done) {

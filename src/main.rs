@@ -16,7 +16,8 @@ mod cli {
     use qwen_webgpu::model::{self, read_config, KvFormat};
     use qwen_webgpu::sampler::SamplingParams;
     use qwen_webgpu::tokenizer::{chat_prompt_ids, ChatMessage, TextStream, Tokenizer, DEFAULT_SYSTEM_PROMPT};
-    use qwen_webgpu::weights::quant::WeightFormat;
+    use qwen_webgpu::weights::quant::{self, WeightFormat};
+    use qwen_webgpu::weights::{FileSource, TensorSource};
     use qwen_webgpu::{Error, ModelOptions, Qwen, Result};
     use std::io::{BufRead, Read, Write};
     use std::path::{Path, PathBuf};
@@ -53,6 +54,22 @@ mod cli {
             #[command(flatten)]
             load: LoadArgs,
         },
+        /// Write a pre-quantized copy of a model folder (q4: about 3.5x smaller than bf16,
+        /// q8: about 1.9x), which loads without re-quantizing.
+        Quantize {
+            /// Source model folder (config.json + bf16/f16/f32 safetensors).
+            #[arg(long)]
+            model: PathBuf,
+            /// Output folder (created; must not already hold a checkpoint).
+            #[arg(long)]
+            out: PathBuf,
+            /// q4 or q8.
+            #[arg(long)]
+            format: String,
+            /// Largest shard in bytes of tensor data (larger outputs are sharded with an index).
+            #[arg(long, default_value_t = qwen_webgpu::weights::quantize::DEFAULT_MAX_SHARD_BYTES, hide = true)]
+            max_shard_bytes: u64,
+        },
     }
 
     #[derive(Args)]
@@ -63,8 +80,9 @@ mod cli {
         /// Most tokens per forward pass; longer prompts are fed in chunks.
         #[arg(long, default_value_t = 128)]
         max_batch: usize,
-        /// How weights are stored on the GPU: f16, q8 or q4 (quantized while loading).
-        #[arg(long, default_value = "f16")]
+        /// How weights are stored on the GPU: auto (f16 for a plain checkpoint, the folder's
+        /// own format for a pre-quantized one), f16, q8 or q4 (quantized while loading).
+        #[arg(long, default_value = "auto")]
         weights: String,
         /// KV cache format: f32 (as the reference keeps it), f16 (half the memory) or q8 (a quarter).
         #[arg(long, default_value = "f32")]
@@ -77,18 +95,33 @@ mod cli {
         no_subgroups: bool,
     }
 
+    /// The weight format for a model folder: `requested` (`auto`, f16, q8, q4) against the
+    /// folder's own (a pre-quantized folder loads only in its format). Reads headers only.
+    fn weight_format(requested: &str, dir: Option<&Path>) -> Result<WeightFormat> {
+        let requested = WeightFormat::parse_request(requested)?;
+        let stored = match dir {
+            Some(dir) => stored_format(dir)?,
+            None => None,
+        };
+        quant::resolve_format(requested, stored)
+    }
+
+    /// The format a model folder is pre-quantized to (None: a plain checkpoint).
+    fn stored_format(dir: &Path) -> Result<Option<WeightFormat>> {
+        let src = FileSource::open_dir(dir)?;
+        quant::stored_format(src.metadata())
+    }
+
     impl LoadArgs {
-        fn weight_format(&self) -> Result<WeightFormat> {
-            WeightFormat::parse(&self.weights)
-        }
-        fn options(&self) -> Result<(GpuOptions, ModelOptions)> {
+        fn options(&self, dir: &Path) -> Result<(GpuOptions, ModelOptions)> {
+            let kv = KvFormat::parse(&self.kv_cache)?;
             Ok((
                 GpuOptions { max_binding_bytes: self.max_binding_bytes, no_subgroups: self.no_subgroups },
                 ModelOptions {
                     context: self.context,
                     max_batch: self.max_batch.max(1),
-                    weights: self.weight_format()?,
-                    kv: KvFormat::parse(&self.kv_cache)?,
+                    weights: weight_format(&self.weights, Some(dir))?,
+                    kv,
                 },
             ))
         }
@@ -147,8 +180,8 @@ mod cli {
         /// KV cache length to allocate (default: just what the measurements need).
         #[arg(long)]
         context: Option<usize>,
-        /// How weights are stored on the GPU: f16, q8 or q4.
-        #[arg(long, default_value = "f16")]
+        /// How weights are stored on the GPU: auto (f16, or a pre-quantized --model's own), f16, q8 or q4.
+        #[arg(long, default_value = "auto")]
         weights: String,
         /// KV cache format: f32, f16 or q8.
         #[arg(long, default_value = "f32")]
@@ -222,6 +255,9 @@ mod cli {
             Cmd::Bench(a) => pollster::block_on(run_bench(a)),
             Cmd::Tokenize { tokenizer, decode } => run_tokenize(&tokenizer, decode),
             Cmd::Info { model, load } => run_info(&model, &load),
+            Cmd::Quantize { model, out, format, max_shard_bytes } => {
+                run_quantize(&model, &out, &format, max_shard_bytes)
+            }
         };
         match r {
             Ok(()) => 0,
@@ -295,8 +331,8 @@ mod cli {
 
     async fn run_generate(a: GenerateArgs) -> Result<()> {
         let sampling = a.sampling.params()?;
-        let (gpu_opts, opts) = a.load.options()?;
         let cfg = read_config(&a.model)?;
+        let (gpu_opts, opts) = a.load.options(&a.model)?;
         let tok = match (&a.prompt, &a.prompt_ids) {
             (Some(_), _) => Some(model_tokenizer(&a.model, cfg.vocab_size)?),
             _ => Tokenizer::from_model_dir(&a.model).ok().flatten().filter(|t| t.check_fits(cfg.vocab_size).is_ok()),
@@ -367,8 +403,8 @@ mod cli {
 
     async fn run_chat(a: ChatArgs) -> Result<()> {
         let sampling = a.sampling.params()?;
-        let (gpu_opts, opts) = a.load.options()?;
         let cfg = read_config(&a.model)?;
+        let (gpu_opts, opts) = a.load.options(&a.model)?;
         let tok = model_tokenizer(&a.model, cfg.vocab_size)?;
         let mut model = Qwen::load_dir(&a.model, &gpu_opts, &opts).await?;
         let mut stop_ids = tok.stop_ids();
@@ -416,7 +452,7 @@ mod cli {
         let opts = ModelOptions {
             context: Some(need.max(a.context.unwrap_or(0))),
             max_batch: a.max_batch.max(1),
-            weights: WeightFormat::parse(&a.weights)?,
+            weights: weight_format(&a.weights, a.model.as_deref())?,
             kv: KvFormat::parse(&a.kv_cache)?,
         };
         let gpu = qwen_webgpu::gpu::Gpu::new(&GpuOptions {
@@ -428,7 +464,7 @@ mod cli {
         let (mut model, name) = match &a.model {
             Some(dir) => {
                 let cfg = read_config(dir)?;
-                let mut src = qwen_webgpu::weights::FileSource::open_dir(dir)?;
+                let mut src = FileSource::open_dir(dir)?;
                 (Qwen::load(gpu, cfg, &mut src, &opts, &mut |_, _| {})?, dir.display().to_string())
             }
             None => {
@@ -487,18 +523,73 @@ mod cli {
 
     fn run_info(dir: &Path, load: &LoadArgs) -> Result<()> {
         let cfg = read_config(dir)?;
-        let src = qwen_webgpu::weights::FileSource::open_dir(dir)?;
-        model::weights::check_tensors(&cfg, qwen_webgpu::weights::TensorSource::tensors(&src))?;
-        let (_, opts) = load.options()?;
+        let src = FileSource::open_dir(dir)?;
+        let stored = model::weights::check_checkpoint(&cfg, src.tensors(), src.metadata())?;
+        let (_, opts) = load.options(dir)?;
         let (w, s) = model::gpu_bytes(&cfg, &opts);
         let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
+        let file_bytes: u64 = src.tensors().values().map(|t| t.byte_len() as u64).sum();
         println!("family: {}", cfg.family.name());
         println!("config: {cfg:#?}");
         println!("parameters: {} ({:.3} B)", cfg.parameter_count(), cfg.parameter_count() as f64 / 1e9);
+        match stored {
+            Some(f) => println!("stored: pre-quantized {} ({file_bytes} bytes of tensors)", f.name()),
+            None => println!("stored: plain checkpoint ({file_bytes} bytes of tensors)"),
+        }
+        let how = match (stored, opts.weights) {
+            (Some(_), f) => format!("{} (as stored)", f.name()),
+            (None, WeightFormat::F16) => "f16".to_string(),
+            (None, f) => format!("{} (quantized while loading)", f.name()),
+        };
+        println!("weights: {how}");
         println!("context: {} tokens, batch {}", opts.context_for(&cfg), opts.max_batch);
-        println!("gpu memory: weights {} bytes ({:.1} MiB, f16)", w, mib(w));
+        println!("gpu memory: weights {} bytes ({:.1} MiB, {})", w, mib(w), opts.weights.name());
         println!("gpu memory: activations + KV cache {} bytes ({:.1} MiB)", s, mib(s));
         println!("gpu memory: total {} bytes ({:.1} MiB)", w + s, mib(w + s));
+        Ok(())
+    }
+
+    fn run_quantize(model: &Path, out: &Path, format: &str, max_shard_bytes: u64) -> Result<()> {
+        use qwen_webgpu::weights::quantize::{quantize_dir, QuantizeOptions};
+        let format = match WeightFormat::parse(format)? {
+            WeightFormat::F16 => return Err(Error::Request("--format must be q4 or q8".into())),
+            f => f,
+        };
+        let t0 = Instant::now();
+        let opts = QuantizeOptions { format, max_shard_bytes: max_shard_bytes.max(1) };
+        // Per-tensor progress on a terminal only (it redraws one line).
+        let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
+        let r = quantize_dir(model, out, &opts, &mut |name, i, n| {
+            if tty {
+                eprint!("\r[{}/{n}] {name}\x1b[K", i + 1);
+            }
+        })?;
+        if tty {
+            eprintln!();
+        }
+        let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
+        for (f, b) in &r.files {
+            println!("wrote {} ({b} bytes, {:.1} MiB)", out.join(f).display(), mib(*b));
+        }
+        if !r.copied.is_empty() {
+            println!("copied {}", r.copied.join(", "));
+        }
+        println!(
+            "{}: {} matrices quantized, {} kept f16 (width not a multiple of 64), {} vectors as stored",
+            format.name(),
+            r.quantized,
+            r.kept_f16,
+            r.vectors
+        );
+        println!(
+            "tensor data: {} -> {} bytes ({:.1} -> {:.1} MiB, {:.2}x smaller) in {:.1}s",
+            r.source_bytes,
+            r.output_bytes,
+            mib(r.source_bytes),
+            mib(r.output_bytes),
+            r.source_bytes as f64 / r.output_bytes.max(1) as f64,
+            t0.elapsed().as_secs_f64()
+        );
         Ok(())
     }
 }

@@ -22,7 +22,7 @@ use crate::model::{self, ModelOptions, Qwen, RunState};
 use crate::ops::KvFormat;
 use crate::sampler::SamplingParams;
 use crate::tokenizer::{chat_prompt_ids, ChatMessage, Role, TextStream, Tokenizer};
-use crate::weights::quant::WeightFormat;
+use crate::weights::quant::{self, WeightFormat};
 use crate::weights::{safetensors, TensorInfo, TensorSource};
 use js_sys::{Array, Promise};
 use std::cell::RefCell;
@@ -64,11 +64,22 @@ pub fn safetensors_header_len(prefix: &[u8], file_len: f64, label: &str) -> Resu
     safetensors::header_len(prefix, file_len as u64, label).map(|n| n as f64).map_err(js_err)
 }
 
+/// The format a checkpoint shard's header says it is pre-quantized to (`q4`, `q8`), or `""`
+/// for a plain checkpoint; a format this build does not know is a `WeightsError`.
+#[wasm_bindgen]
+pub fn safetensors_weight_format(header_json: &[u8], file_len: f64, label: &str) -> Result<String, JsValue> {
+    let h = safetensors::parse_header_full(header_json, file_len as u64, label).map_err(js_err)?;
+    Ok(quant::stored_format(&h.metadata).map_err(js_err)?.map(|f| f.name().to_string()).unwrap_or_default())
+}
+
 /// Open the GPU for a model and check that it fits before anything is downloaded.
 /// `context` 0: the model's own (at most 4096); `max_binding_bytes` 0: the adapter's limit;
 /// `max_gpu_bytes` 0: no memory budget (browsers do not report GPU memory);
-/// `weight_format`: how matrices are stored on the GPU, `f16`, `q8` or `q4` (empty: f16);
+/// `weight_format`: how matrices are stored on the GPU, `f16`, `q8` or `q4` (empty or `auto`:
+/// the checkpoint's own format if pre-quantized, else f16); `stored_format`: what
+/// [`safetensors_weight_format`] said of the first shard (empty: plain);
 /// `kv_format`: how the KV cache stores keys and values, `f32`, `f16` or `q8` (empty: f32).
+#[allow(clippy::too_many_arguments)]
 #[wasm_bindgen]
 pub async fn open_loader(
     config_json: String,
@@ -78,13 +89,13 @@ pub async fn open_loader(
     max_gpu_bytes: f64,
     weight_format: String,
     kv_format: String,
+    stored_format: String,
 ) -> Result<Loader, JsValue> {
     let cfg = QwenConfig::from_json(&config_json).map_err(js_err)?;
-    let weights = if weight_format.is_empty() {
-        WeightFormat::F16
-    } else {
-        WeightFormat::parse(&weight_format).map_err(js_err)?
-    };
+    let requested = WeightFormat::parse_request(&weight_format).map_err(js_err)?;
+    let stored =
+        if stored_format.is_empty() { None } else { Some(WeightFormat::parse(&stored_format).map_err(js_err)?) };
+    let weights = quant::resolve_format(requested, stored).map_err(js_err)?;
     let opts = ModelOptions {
         context: (context > 0).then_some(context as usize),
         max_batch: if max_batch > 0 { max_batch as usize } else { ModelOptions::default().max_batch },
@@ -128,6 +139,7 @@ pub async fn open_loader(
         opts,
         gpu: Some(gpu),
         tensors: BTreeMap::new(),
+        metadata: BTreeMap::new(),
         owner: BTreeMap::new(),
         shards: 0,
         uploader: None,
@@ -142,6 +154,8 @@ pub struct Loader {
     opts: ModelOptions,
     gpu: Option<Gpu>,
     tensors: BTreeMap<String, TensorInfo>,
+    /// Every shard's `__metadata__`, merged (a pre-quantized checkpoint's format).
+    metadata: BTreeMap<String, String>,
     /// Which shard each tensor is stored in (offsets are per file).
     owner: BTreeMap<String, u32>,
     shards: u32,
@@ -169,9 +183,10 @@ impl Loader {
         if self.uploader.is_some() {
             return Err(request_err("add_shard after plan()"));
         }
-        let t = safetensors::parse_header(header_json, file_len as u64, label).map_err(js_err)?;
+        let h = safetensors::parse_header_full(header_json, file_len as u64, label).map_err(js_err)?;
+        crate::weights::merge_metadata(&mut self.metadata, h.metadata, label).map_err(js_err)?;
         let shard = self.shards;
-        for (name, info) in t {
+        for (name, info) in h.tensors {
             if self.tensors.contains_key(&name) {
                 return Err(js_err(Error::Weights(format!("tensor {name} is stored twice (again in {label})"))));
             }
@@ -187,7 +202,8 @@ impl Loader {
     pub fn plan(&mut self) -> Result<Array, JsValue> {
         if self.uploader.is_none() {
             let gpu = self.gpu.take().ok_or_else(|| request_err("loader already used"))?;
-            self.uploader = Some(Uploader::new(gpu, &self.cfg, &self.tensors, self.opts.weights).map_err(js_err)?);
+            let up = Uploader::with_metadata(gpu, &self.cfg, &self.tensors, &self.metadata, self.opts.weights);
+            self.uploader = Some(up.map_err(js_err)?);
         }
         let up = self.uploader.as_ref().ok_or_else(|| request_err("no uploader"))?;
         let mut wanted: Vec<(u32, TensorInfo, String)> =

@@ -95,6 +95,47 @@ fn info_reports_family_parameters_and_memory() {
     assert!(out.contains("gpu memory: total"), "{out}");
 }
 
+/// `quantize` writes a folder that `generate` loads as q4 without being told (auto), giving
+/// the ids of `--weights q4` on the source; `info` names the format; a contradicting
+/// `--weights` is an error.
+#[test]
+fn quantize_then_generate_and_info() {
+    let spec = Spec::qwen_v1();
+    let (dir, _) = fixture("cli-quant", &spec, 67);
+    let out = common::temp_dir("cli-quant-q4");
+    let (d, o) = (dir.to_str().unwrap(), out.to_str().unwrap());
+    let (code, stdout, err) = cli(&["quantize", "--model", d, "--out", o, "--format", "q4"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(stdout.contains("matrices quantized") && stdout.contains("smaller"), "{stdout}");
+    let ids = |args: &[&str]| {
+        let mut a = vec!["generate", "--prompt-ids", "3,1,4,1,5", "--max-new-tokens", "12", "--print-ids"];
+        a.extend_from_slice(args);
+        let (code, out, err) = cli(&a);
+        assert_eq!(code, 0, "{args:?}: {err}");
+        out.trim().to_string()
+    };
+    let want = ids(&["--model", d, "--weights", "q4"]);
+    assert_eq!(ids(&["--model", o]), want, "pre-quantized folder (auto) vs --weights q4 on the source");
+    assert_eq!(ids(&["--model", o, "--weights", "q4"]), want);
+    let (code, _, err) = cli(&["generate", "--model", o, "--prompt-ids", "1", "--weights", "f16"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("error:") && err.contains("pre-quantized to q4"), "{err}");
+    let (code, info, err) = cli(&["info", "--model", o]);
+    assert_eq!(code, 0, "{err}");
+    assert!(info.contains("stored: pre-quantized q4") && info.contains("weights: q4 (as stored)"), "{info}");
+    let (_, info, _) = cli(&["info", "--model", d, "--weights", "q8"]);
+    assert!(
+        info.contains("stored: plain checkpoint") && info.contains("weights: q8 (quantized while loading)"),
+        "{info}"
+    );
+    let (code, _, err) = cli(&["quantize", "--model", d, "--out", o, "--format", "q8"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("already holds a checkpoint"), "{err}");
+    let (code, _, err) = cli(&["quantize", "--model", d, "--out", o, "--format", "f16"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("q4 or q8"), "{err}");
+}
+
 #[test]
 fn errors_exit_cleanly() {
     let spec = Spec::qwen3();

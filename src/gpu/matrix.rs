@@ -71,22 +71,57 @@ impl GpuMatrix {
                 self.cols
             )));
         }
-        let n_rows = vals.len() / self.cols;
+        let (words, scales) = encode_rows(self.format, vals, self.cols, what)?;
+        self.write_words(gpu, row0, bytemuck::cast_slice(&words), what)?;
+        if !scales.is_empty() {
+            self.write_scales(gpu, row0, bytemuck::cast_slice(&scales), what)?;
+        }
+        Ok(())
+    }
+
+    /// Write encoded value words (little-endian u32, `stride` per row) of whole rows `row0..`.
+    pub fn write_words(&self, gpu: &Gpu, row0: usize, bytes: &[u8], what: &str) -> Result<()> {
+        self.write_part(gpu, row0, bytes, self.stride * 4, false, what)
+    }
+
+    /// Write the f16 scales (little-endian, `scales_per_row` per row) of whole rows `row0..`
+    /// of a quantized matrix.
+    pub fn write_scales(&self, gpu: &Gpu, row0: usize, bytes: &[u8], what: &str) -> Result<()> {
         let spr = self.format.scales_per_row(self.cols);
+        if spr == 0 {
+            return Err(Error::Weights(format!("{what}: scales for a {} matrix", self.format.name())));
+        }
+        self.write_part(gpu, row0, bytes, spr * 2, true, what)
+    }
+
+    fn write_part(
+        &self,
+        gpu: &Gpu,
+        row0: usize,
+        bytes: &[u8],
+        row_bytes: usize,
+        scales: bool,
+        what: &str,
+    ) -> Result<()> {
+        if !bytes.len().is_multiple_of(row_bytes) || row0 + bytes.len() / row_bytes > self.rows {
+            return Err(Error::Weights(format!(
+                "{what}: {} bytes at row {row0} are not whole rows of {row_bytes} bytes of a {}-row matrix",
+                bytes.len(),
+                self.rows
+            )));
+        }
+        let n_rows = bytes.len() / row_bytes;
         for c in &self.chunks {
             let lo = row0.max(c.row0);
             let hi = (row0 + n_rows).min(c.row0 + c.rows);
             if lo >= hi {
                 continue;
             }
-            let (words, scales) =
-                encode_rows(self.format, &vals[(lo - row0) * self.cols..(hi - row0) * self.cols], self.cols, what)?;
-            gpu.write(&c.buffer, ((lo - c.row0) * self.stride * 4) as u64, bytemuck::cast_slice(&words));
-            if !scales.is_empty() {
-                // spr is even (WeightFormat::for_cols), so this offset is 4-byte aligned.
-                let at = c.scales_offset(self.stride) * 4 + (lo - c.row0) * spr * 2;
-                gpu.write(&c.buffer, at as u64, bytemuck::cast_slice(&scales));
-            }
+            // Scales start after the chunk's words; spr is even (WeightFormat::for_cols), so
+            // every offset here is 4-byte aligned.
+            let base = if scales { c.scales_offset(self.stride) * 4 } else { 0 };
+            let at = base + (lo - c.row0) * row_bytes;
+            gpu.write(&c.buffer, at as u64, &bytes[(lo - row0) * row_bytes..(hi - row0) * row_bytes]);
         }
         Ok(())
     }

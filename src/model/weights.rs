@@ -3,12 +3,16 @@
 //! Both families end up in one GPU layout: q, k and v are fused into one `[q + 2 kv, hidden]`
 //! matrix (Qwen v1 stores it fused as `c_attn`; qwen2/qwen3 store three tensors, which are
 //! written into its row ranges), the MLP is gate/up/down (v1: `w2` is the gate, `w1` is up).
-//! Matrices are f16, norms and biases f32.
+//! Matrices are f16 or quantized (see [`WeightFormat`]), norms and biases f32.
+//!
+//! A checkpoint is plain (bf16/f16/f32 tensors, quantized here if asked) or pre-quantized by
+//! `qwen-webgpu quantize`: then every matrix the format can group is stored as
+//! `NAME.qweight` + `NAME.scales`, the GPU's own words and scales, uploaded as they are.
 
 use crate::config::{Family, QwenConfig};
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, GpuMatrix};
-use crate::weights::quant::WeightFormat;
+use crate::weights::quant::{self, WeightFormat, QWEIGHT_SUFFIX, SCALES_SUFFIX};
 use crate::weights::{self, TensorInfo, TensorSource};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -130,6 +134,98 @@ pub fn expected_tensors(cfg: &QwenConfig) -> Vec<(String, Vec<usize>)> {
     plan(cfg).into_iter().map(|(n, (shape, _))| (n, shape)).collect()
 }
 
+/// Which part of a model tensor a stored tensor is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Part {
+    /// The tensor itself (bf16/f16/f32).
+    Whole,
+    /// A pre-quantized matrix's value words (U32 `[rows, words_per_row]`).
+    QWeight,
+    /// A pre-quantized matrix's scales (F16 `[rows, cols / 32]`).
+    Scales,
+}
+
+/// One tensor a checkpoint stores: its name, the model tensor it is (part of), its shape.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredTensor {
+    pub name: String,
+    pub source: String,
+    pub part: Part,
+    pub shape: Vec<usize>,
+}
+
+/// Whether a `[_, cols]` matrix is stored as qweight + scales in a checkpoint pre-quantized to
+/// `format`: exactly when loading would quantize it.
+fn grouped(format: WeightFormat, shape: &[usize]) -> bool {
+    format != WeightFormat::F16 && shape.len() == 2 && format.for_cols(shape[1]) == format
+}
+
+/// Stored name → (model tensor, part, stored shape, slot) for a checkpoint of `cfg` that is
+/// plain (`stored` None) or pre-quantized to `stored`.
+fn layout(cfg: &QwenConfig, stored: Option<WeightFormat>) -> BTreeMap<String, (String, Part, Vec<usize>, Slot)> {
+    let mut out = BTreeMap::new();
+    for (name, (shape, slot)) in plan(cfg) {
+        match stored {
+            Some(f) if grouped(f, &shape) => {
+                let (rows, cols) = (shape[0], shape[1]);
+                let q = vec![rows, f.words_per_row(cols)];
+                let s = vec![rows, f.scales_per_row(cols)];
+                out.insert(format!("{name}{QWEIGHT_SUFFIX}"), (name.clone(), Part::QWeight, q, slot));
+                out.insert(format!("{name}{SCALES_SUFFIX}"), (name, Part::Scales, s, slot));
+            }
+            _ => {
+                out.insert(name.clone(), (name, Part::Whole, shape, slot));
+            }
+        }
+    }
+    out
+}
+
+/// Every tensor a checkpoint of `cfg` stores when plain (`None`) or pre-quantized to `stored`.
+pub fn stored_tensors(cfg: &QwenConfig, stored: Option<WeightFormat>) -> Vec<StoredTensor> {
+    layout(cfg, stored)
+        .into_iter()
+        .map(|(name, (source, part, shape, _))| StoredTensor { name, source, part, shape })
+        .collect()
+}
+
+/// The pre-quantized format a tensor list looks like, from its `.qweight` shapes alone
+/// (None: no quantized tensors).
+fn infer_stored(cfg: &QwenConfig, tensors: &BTreeMap<String, TensorInfo>) -> Result<Option<WeightFormat>> {
+    let plan = plan(cfg);
+    let mut any = None;
+    for (name, t) in tensors {
+        let base = name.strip_suffix(QWEIGHT_SUFFIX).or_else(|| name.strip_suffix(SCALES_SUFFIX));
+        let Some(base) = base else { continue };
+        any.get_or_insert(name.as_str());
+        let (Some((shape, _)), true) = (plan.get(base), name.ends_with(QWEIGHT_SUFFIX)) else { continue };
+        if shape.len() != 2 || t.shape.len() != 2 {
+            continue; // the layout check names it
+        }
+        let cols = shape[1];
+        for f in [WeightFormat::Q4, WeightFormat::Q8] {
+            if grouped(f, shape) && t.shape[1] == f.words_per_row(cols) {
+                return Ok(Some(f));
+            }
+        }
+        return Err(Error::Weights(format!(
+            "tensor {name} has shape {:?}; a [{}, {cols}] matrix pre-quantized to q4 needs [{}, {}], to q8 [{}, {}]",
+            t.shape,
+            shape[0],
+            shape[0],
+            cols / 8,
+            shape[0],
+            cols / 4
+        )));
+    }
+    match any {
+        // Only scales, or quantized names we do not plan: the layout check lists what is
+        // missing (the qweights) and what is extra.
+        Some(_) => Ok(Some(WeightFormat::Q4)),
+        None => Ok(None),
+    }
+}
+
 /// Tensors a checkpoint may hold that we do not need.
 fn ignorable(name: &str, cfg: &QwenConfig) -> bool {
     name.ends_with("rotary_emb.inv_freq") || (cfg.tie_word_embeddings && name == "lm_head.weight")
@@ -149,40 +245,94 @@ pub fn weight_bytes(cfg: &QwenConfig, format: WeightFormat) -> u64 {
 }
 
 /// Check a checkpoint's tensor list against `cfg`: every tensor present with the right shape
-/// and a loadable dtype, nothing unexpected. Reads no tensor bytes.
+/// and a loadable dtype, nothing unexpected. Reads no tensor bytes. A pre-quantized layout is
+/// recognised by its `.qweight` tensors; [`check_checkpoint`] also checks the metadata.
 pub fn check_tensors(cfg: &QwenConfig, tensors: &BTreeMap<String, TensorInfo>) -> Result<()> {
-    let plan = plan(cfg);
-    let missing: Vec<&String> = plan.keys().filter(|n| !tensors.contains_key(*n)).collect();
+    let stored = infer_stored(cfg, tensors)?;
+    check_layout(cfg, tensors, stored)
+}
+
+/// [`check_tensors`] for a checkpoint with its safetensors metadata: returns the format it is
+/// pre-quantized to (None: plain). Metadata and tensors must agree.
+pub fn check_checkpoint(
+    cfg: &QwenConfig,
+    tensors: &BTreeMap<String, TensorInfo>,
+    metadata: &BTreeMap<String, String>,
+) -> Result<Option<WeightFormat>> {
+    let declared = quant::stored_format(metadata)?;
+    let inferred = infer_stored(cfg, tensors)?;
+    match (declared, inferred) {
+        (None, Some(_)) => {
+            let q = tensors.keys().find(|n| n.ends_with(QWEIGHT_SUFFIX) || n.ends_with(SCALES_SUFFIX));
+            return Err(Error::Weights(format!(
+                "checkpoint has pre-quantized tensors ({}) but its safetensors metadata has no {}: \
+                 not written by `qwen-webgpu quantize`, or its header was edited",
+                q.map(String::as_str).unwrap_or("?"),
+                quant::META_FORMAT
+            )));
+        }
+        (Some(d), Some(i)) if d != i && tensors.keys().any(|n| n.ends_with(QWEIGHT_SUFFIX)) => {
+            return Err(Error::Weights(format!(
+                "safetensors metadata says {} but the .qweight tensors have the shape of {}",
+                d.name(),
+                i.name()
+            )));
+        }
+        _ => {}
+    }
+    check_layout(cfg, tensors, declared)?;
+    Ok(declared)
+}
+
+fn check_layout(cfg: &QwenConfig, tensors: &BTreeMap<String, TensorInfo>, stored: Option<WeightFormat>) -> Result<()> {
+    let layout = layout(cfg, stored);
+    let kind = match stored {
+        Some(f) => format!("{} model with this config, pre-quantized to {},", cfg.family.name(), f.name()),
+        None => format!("{} model with this config", cfg.family.name()),
+    };
+    let missing: Vec<&String> = layout.keys().filter(|n| !tensors.contains_key(*n)).collect();
     if !missing.is_empty() {
         let more = if missing.len() > 5 { format!(" and {} more", missing.len() - 5) } else { String::new() };
         let names: Vec<&str> = missing.iter().take(5).map(|s| s.as_str()).collect();
         return Err(Error::Weights(format!(
-            "checkpoint lacks {} tensor(s) a {} model with this config needs: {}{more}",
+            "checkpoint lacks {} tensor(s) a {kind} needs: {}{more}",
             missing.len(),
-            cfg.family.name(),
             names.join(", ")
         )));
     }
-    let extra: Vec<&String> = tensors.keys().filter(|n| !plan.contains_key(*n) && !ignorable(n, cfg)).collect();
+    let extra: Vec<&String> = tensors.keys().filter(|n| !layout.contains_key(*n) && !ignorable(n, cfg)).collect();
     if !extra.is_empty() {
         let names: Vec<&str> = extra.iter().take(5).map(|s| s.as_str()).collect();
         return Err(Error::Weights(format!(
-            "checkpoint has {} tensor(s) a {} model with this config does not use (wrong model_type or layer count?): {}",
+            "checkpoint has {} tensor(s) a {kind} does not use (wrong model_type or layer count?): {}",
             extra.len(),
-            cfg.family.name(),
             names.join(", ")
         )));
     }
-    for (name, (shape, _)) in &plan {
+    for (name, (_, part, shape, _)) in &layout {
         let t = &tensors[name];
         if &t.shape != shape {
             return Err(Error::Weights(format!("tensor {name} has shape {:?}, the config implies {shape:?}", t.shape)));
         }
-        if matches!(t.dtype, weights::Dtype::Other(_)) {
-            return Err(Error::Weights(format!(
-                "tensor {name} has dtype {}; only F32, F16 and BF16 checkpoints are supported",
-                t.dtype.name()
-            )));
+        let want = match part {
+            Part::Whole => None,
+            Part::QWeight => Some("U32"),
+            Part::Scales => Some("F16"),
+        };
+        match want {
+            None if matches!(t.dtype, weights::Dtype::Other(_)) => {
+                return Err(Error::Weights(format!(
+                    "tensor {name} has dtype {}; only F32, F16 and BF16 checkpoints are supported",
+                    t.dtype.name()
+                )))
+            }
+            Some(d) if t.dtype.name() != d => {
+                return Err(Error::Weights(format!(
+                    "tensor {name} has dtype {}; a pre-quantized checkpoint stores it as {d}",
+                    t.dtype.name()
+                )))
+            }
+            _ => {}
         }
     }
     Ok(())
@@ -194,7 +344,8 @@ pub fn check_tensors(cfg: &QwenConfig, tensors: &BTreeMap<String, TensorInfo>) -
 pub struct Uploader {
     gpu: Gpu,
     cfg: QwenConfig,
-    plan: BTreeMap<String, (Vec<usize>, Slot)>,
+    /// Stored name → (model tensor, part, stored shape, slot).
+    layout: BTreeMap<String, (String, Part, Vec<usize>, Slot)>,
     infos: BTreeMap<String, TensorInfo>,
     weights: QwenWeights,
     done: BTreeSet<String>,
@@ -205,28 +356,47 @@ pub struct Uploader {
 impl Uploader {
     /// Check the checkpoint's tensor list against `cfg` and allocate every GPU buffer.
     /// Matrices are stored in `format` (see [`WeightFormat`]); norms and biases in f32.
+    /// For a checkpoint with safetensors metadata (a pre-quantized one) use [`Self::with_metadata`].
     pub fn new(
         gpu: Gpu,
         cfg: &QwenConfig,
         tensors: &BTreeMap<String, TensorInfo>,
         format: WeightFormat,
     ) -> Result<Self> {
-        let weights = Self::allocate(&gpu, cfg, tensors, format)?;
-        let plan = plan(cfg);
-        let infos: BTreeMap<String, TensorInfo> = plan.keys().map(|n| (n.clone(), tensors[n].clone())).collect();
-        let bytes_total = infos.values().map(|t| t.byte_len() as u64).sum();
-        gpu.check()?;
-        Ok(Uploader { gpu, cfg: cfg.clone(), plan, infos, weights, done: BTreeSet::new(), bytes_done: 0, bytes_total })
+        Self::with_metadata(gpu, cfg, tensors, &BTreeMap::new(), format)
     }
 
-    /// Check the tensor list and allocate every GPU buffer of the weights.
-    fn allocate(
-        gpu: &Gpu,
+    /// [`Self::new`] for a checkpoint whose merged safetensors `__metadata__` is `metadata`.
+    /// A pre-quantized checkpoint loads only in its own format (`format` must be it; see
+    /// [`quant::resolve_format`]) and its words and scales are uploaded as stored.
+    pub fn with_metadata(
+        gpu: Gpu,
         cfg: &QwenConfig,
         tensors: &BTreeMap<String, TensorInfo>,
+        metadata: &BTreeMap<String, String>,
         format: WeightFormat,
-    ) -> Result<QwenWeights> {
-        check_tensors(cfg, tensors)?;
+    ) -> Result<Self> {
+        let stored = check_checkpoint(cfg, tensors, metadata)?;
+        let format = quant::resolve_format(Some(format), stored)?;
+        let weights = Self::allocate(&gpu, cfg, format)?;
+        let layout = layout(cfg, stored);
+        let infos: BTreeMap<String, TensorInfo> = layout.keys().map(|n| (n.clone(), tensors[n].clone())).collect();
+        let bytes_total = infos.values().map(|t| t.byte_len() as u64).sum();
+        gpu.check()?;
+        Ok(Uploader {
+            gpu,
+            cfg: cfg.clone(),
+            layout,
+            infos,
+            weights,
+            done: BTreeSet::new(),
+            bytes_done: 0,
+            bytes_total,
+        })
+    }
+
+    /// Allocate every GPU buffer of the weights.
+    fn allocate(gpu: &Gpu, cfg: &QwenConfig, format: WeightFormat) -> Result<QwenWeights> {
         let (d, ff, v) = (cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size);
         let f32_buf = |label: &str, n: usize| gpu.storage(label, n as u64 * 4);
         let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
@@ -268,7 +438,7 @@ impl Uploader {
 
     /// Upload one tensor's stored bytes (its checkpoint dtype).
     pub fn put(&mut self, name: &str, bytes: &[u8]) -> Result<()> {
-        let (info, (shape, slot)) = match (self.infos.get(name), self.plan.get(name)) {
+        let (info, (_, part, shape, slot)) = match (self.infos.get(name), self.layout.get(name)) {
             (Some(i), Some(p)) => (i, p),
             _ => return Err(Error::Weights(format!("tensor {name} is not part of this model"))),
         };
@@ -290,17 +460,16 @@ impl Uploader {
             }
             Ok(bytemuck::cast_slice(&vals).to_vec())
         };
-        // Matrices are converted and encoded a block of rows at a time.
+        // Matrices: plain ones are converted and encoded a block of rows at a time;
+        // pre-quantized words and scales go up as they are.
         let matrix = |m: &GpuMatrix, row0: usize| -> Result<()> {
-            let cols = shape[1];
-            let row_bytes = info.byte_len() / shape[0].max(1);
-            let block = (1 << 22) / cols.max(1) + 1;
-            for r in (0..shape[0]).step_by(block) {
-                let n = block.min(shape[0] - r);
-                let vals = weights::to_f32(name, &info.dtype, &bytes[r * row_bytes..(r + n) * row_bytes])?;
-                m.write_rows(gpu, row0 + r, &vals, name)?;
+            match part {
+                Part::Whole => weights::for_row_blocks(name, &info.dtype, bytes, shape[0], shape[1], &mut |r, vals| {
+                    m.write_rows(gpu, row0 + r, vals, name)
+                }),
+                Part::QWeight => m.write_words(gpu, row0, bytes, name),
+                Part::Scales => m.write_scales(gpu, row0, bytes, name),
             }
-            Ok(())
         };
         let expect = |b: &'_ Option<wgpu::Buffer>| -> Result<wgpu::Buffer> {
             b.clone().ok_or_else(|| Error::Weights(format!("no destination for {name}")))
@@ -336,7 +505,8 @@ impl Uploader {
 }
 
 /// Upload a checkpoint to the GPU, reading one tensor at a time from `src`.
-/// `progress(done_bytes, total_bytes)` is called after each tensor.
+/// `progress(done_bytes, total_bytes)` is called after each tensor. A pre-quantized `src`
+/// loads only as its own format (`format` must equal it: see [`quant::resolve_format`]).
 pub fn load(
     gpu: Gpu,
     cfg: &QwenConfig,
@@ -344,7 +514,7 @@ pub fn load(
     format: WeightFormat,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<(Gpu, QwenWeights)> {
-    let mut up = Uploader::new(gpu, cfg, src.tensors(), format)?;
+    let mut up = Uploader::with_metadata(gpu, cfg, src.tensors(), src.metadata(), format)?;
     for (name, _) in up.wanted() {
         let bytes = src.read(&name)?;
         up.put(&name, &bytes)?;

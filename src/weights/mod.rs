@@ -6,6 +6,8 @@
 //! from the network.
 
 pub mod quant;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod quantize;
 pub mod safetensors;
 
 use crate::error::{Error, Result};
@@ -19,6 +21,35 @@ pub trait TensorSource {
     fn tensors(&self) -> &BTreeMap<String, TensorInfo>;
     /// The raw stored bytes of one tensor (its dtype, little-endian).
     fn read(&mut self, name: &str) -> Result<Vec<u8>>;
+    /// The safetensors `__metadata__` of the checkpoint (every shard's, merged); a
+    /// pre-quantized checkpoint names its format here (see [`quant::stored_format`]).
+    fn metadata(&self) -> &BTreeMap<String, String> {
+        static EMPTY: BTreeMap<String, String> = BTreeMap::new();
+        &EMPTY
+    }
+}
+
+/// Merge one shard's `__metadata__` into the checkpoint's. Shards of one checkpoint must
+/// agree on our `qwen_webgpu.` keys; for other keys the first shard's value is kept.
+pub fn merge_metadata(
+    all: &mut BTreeMap<String, String>,
+    shard: BTreeMap<String, String>,
+    shard_name: &str,
+) -> Result<()> {
+    for (k, v) in shard {
+        match all.get(&k) {
+            Some(old) if *old != v && k.starts_with("qwen_webgpu.") => {
+                return Err(Error::Weights(format!(
+                    "{shard_name}: metadata {k} = {v:?}, but an earlier shard says {old:?} (shards of different checkpoints?)"
+                )))
+            }
+            Some(_) => {}
+            None => {
+                all.insert(k, v);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Merge per-shard headers into one table, refusing a tensor stored twice.
@@ -44,19 +75,22 @@ pub struct BytesSource {
     shards: Vec<Vec<u8>>,
     tensors: BTreeMap<String, TensorInfo>,
     owner: BTreeMap<String, usize>,
+    metadata: BTreeMap<String, String>,
 }
 
 impl BytesSource {
     pub fn new(shards: Vec<Vec<u8>>) -> Result<Self> {
         let mut tensors = BTreeMap::new();
         let mut owner = BTreeMap::new();
+        let mut metadata = BTreeMap::new();
         for (i, bytes) in shards.iter().enumerate() {
             let label = format!("shard {i}");
             let n = safetensors::header_len(bytes, bytes.len() as u64, &label)? as usize;
-            let t = safetensors::parse_header(&bytes[8..8 + n], bytes.len() as u64, &label)?;
-            merge_shard(&mut tensors, &mut owner, i, t, &label)?;
+            let h = safetensors::parse_header_full(&bytes[8..8 + n], bytes.len() as u64, &label)?;
+            merge_shard(&mut tensors, &mut owner, i, h.tensors, &label)?;
+            merge_metadata(&mut metadata, h.metadata, &label)?;
         }
-        Ok(BytesSource { shards, tensors, owner })
+        Ok(BytesSource { shards, tensors, owner, metadata })
     }
 }
 
@@ -68,6 +102,9 @@ impl TensorSource for BytesSource {
         let info = self.tensors.get(name).ok_or_else(|| Error::Weights(format!("no tensor {name}")))?;
         let shard = &self.shards[self.owner[name]];
         Ok(shard[info.start as usize..info.end as usize].to_vec())
+    }
+    fn metadata(&self) -> &BTreeMap<String, String> {
+        &self.metadata
     }
 }
 
@@ -86,6 +123,7 @@ mod native {
         files: Vec<(PathBuf, File)>,
         tensors: BTreeMap<String, TensorInfo>,
         owner: BTreeMap<String, usize>,
+        metadata: BTreeMap<String, String>,
     }
 
     impl FileSource {
@@ -139,6 +177,7 @@ mod native {
             let mut files = Vec::new();
             let mut tensors = BTreeMap::new();
             let mut owner = BTreeMap::new();
+            let mut metadata = BTreeMap::new();
             for (i, path) in paths.iter().enumerate() {
                 let label = path.display().to_string();
                 let mut f = File::open(path).map_err(|e| Error::io(&label, e))?;
@@ -148,11 +187,12 @@ mod native {
                 let n = safetensors::header_len(&prefix[..got], len, &label)?;
                 let mut json = vec![0u8; n as usize];
                 f.read_exact(&mut json).map_err(|e| Error::io(&label, e))?;
-                let t = safetensors::parse_header(&json, len, &label)?;
-                merge_shard(&mut tensors, &mut owner, i, t, &label)?;
+                let h = safetensors::parse_header_full(&json, len, &label)?;
+                merge_shard(&mut tensors, &mut owner, i, h.tensors, &label)?;
+                merge_metadata(&mut metadata, h.metadata, &label)?;
                 files.push((path.clone(), f));
             }
-            Ok(FileSource { files, tensors, owner })
+            Ok(FileSource { files, tensors, owner, metadata })
         }
     }
 
@@ -180,6 +220,9 @@ mod native {
             f.read_exact(&mut buf).map_err(|e| Error::io(&label, e))?;
             Ok(buf)
         }
+        fn metadata(&self) -> &BTreeMap<String, String> {
+            &self.metadata
+        }
     }
 }
 
@@ -199,4 +242,28 @@ fn elements<'a>(name: &str, dtype: &Dtype, bytes: &'a [u8]) -> Result<Box<dyn It
 /// Stored bytes → f32 values (for small vectors: norms, biases).
 pub fn to_f32(name: &str, dtype: &Dtype, bytes: &[u8]) -> Result<Vec<f32>> {
     Ok(elements(name, dtype, bytes)?.collect())
+}
+
+/// Convert a `[rows, cols]` matrix's stored bytes to f32 a block of rows at a time (a few MB
+/// of f32, never the whole matrix), calling `f(first_row, values)` per block. The loader and
+/// `quantize` both encode through this, so they see the same rows.
+pub fn for_row_blocks(
+    name: &str,
+    dtype: &Dtype,
+    bytes: &[u8],
+    rows: usize,
+    cols: usize,
+    f: &mut dyn FnMut(usize, &[f32]) -> Result<()>,
+) -> Result<()> {
+    let row_bytes = bytes.len() / rows.max(1);
+    if row_bytes * rows != bytes.len() {
+        return Err(Error::Weights(format!("tensor {name}: {} bytes are not {rows} whole rows", bytes.len())));
+    }
+    let block = (1 << 22) / cols.max(1) + 1;
+    for r in (0..rows).step_by(block) {
+        let n = block.min(rows - r);
+        let vals = to_f32(name, dtype, &bytes[r * row_bytes..(r + n) * row_bytes])?;
+        f(r, &vals)?;
+    }
+    Ok(())
 }

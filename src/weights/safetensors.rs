@@ -19,7 +19,7 @@ pub enum Dtype {
 }
 
 impl Dtype {
-    fn parse(s: &str) -> Dtype {
+    pub fn parse(s: &str) -> Dtype {
         match s {
             "F32" => Dtype::F32,
             "F16" => Dtype::F16,
@@ -70,6 +70,13 @@ impl TensorInfo {
     }
 }
 
+/// A parsed header: the tensors and the `__metadata__` strings.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Header {
+    pub tensors: BTreeMap<String, TensorInfo>,
+    pub metadata: BTreeMap<String, String>,
+}
+
 /// Largest header we accept (the real Qwen-1.8B header is ~30 KB).
 pub const MAX_HEADER_BYTES: u64 = 100 << 20;
 
@@ -88,8 +95,15 @@ pub fn header_len(prefix: &[u8], file_len: u64, file: &str) -> Result<u64> {
 }
 
 /// Parse the JSON header (the `header_len` bytes after the 8-byte prefix) of a file of
-/// `file_len` bytes.
+/// `file_len` bytes: its tensors.
 pub fn parse_header(json: &[u8], file_len: u64, file: &str) -> Result<BTreeMap<String, TensorInfo>> {
+    Ok(parse_header_full(json, file_len, file)?.tensors)
+}
+
+/// [`parse_header`], keeping the `__metadata__` too (string values; the format says
+/// `Dict[str, str]`, so a non-string value under our `qwen_webgpu.` keys is an error and
+/// anywhere else is skipped).
+pub fn parse_header_full(json: &[u8], file_len: u64, file: &str) -> Result<Header> {
     let bad = |msg: String| Error::Weights(format!("{file}: {msg}"));
     let v: serde_json::Value =
         serde_json::from_slice(json).map_err(|e| bad(format!("header is not valid JSON: {e}")))?;
@@ -97,8 +111,21 @@ pub fn parse_header(json: &[u8], file_len: u64, file: &str) -> Result<BTreeMap<S
     let data_start = 8 + json.len() as u64;
     let data_len = file_len - data_start;
     let mut out = BTreeMap::new();
+    let mut metadata = BTreeMap::new();
     for (name, entry) in obj {
         if name == "__metadata__" {
+            let m = entry.as_object().ok_or_else(|| bad("__metadata__ is not a JSON object".into()))?;
+            for (k, v) in m {
+                match v.as_str() {
+                    Some(v) => {
+                        metadata.insert(k.clone(), v.to_string());
+                    }
+                    None if k.starts_with("qwen_webgpu.") => {
+                        return Err(bad(format!("__metadata__ {k} is not a string: {v}")))
+                    }
+                    None => {}
+                }
+            }
             continue;
         }
         let dtype = entry
@@ -146,5 +173,49 @@ pub fn parse_header(json: &[u8], file_len: u64, file: &str) -> Result<BTreeMap<S
             return Err(bad(format!("tensors {} and {} overlap", w[0].0, w[1].0)));
         }
     }
+    Ok(Header { tensors: out, metadata })
+}
+
+/// One tensor of a header to write: stored contiguously, in the order given.
+#[derive(Debug, Clone)]
+pub struct HeaderEntry {
+    pub name: String,
+    pub dtype: String,
+    pub shape: Vec<usize>,
+    pub bytes: u64,
+}
+
+/// The first bytes of a safetensors file holding `entries` back to back: the 8-byte length,
+/// then the JSON header padded with spaces to a multiple of 8 (as the reference writer does).
+pub fn serialize_header(entries: &[HeaderEntry], metadata: &BTreeMap<String, String>) -> Result<Vec<u8>> {
+    let mut obj = serde_json::Map::new();
+    if !metadata.is_empty() {
+        let m: serde_json::Map<String, serde_json::Value> =
+            metadata.iter().map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone()))).collect();
+        obj.insert("__metadata__".into(), serde_json::Value::Object(m));
+    }
+    let mut at = 0u64;
+    for e in entries {
+        if obj.contains_key(&e.name) {
+            return Err(Error::Weights(format!("tensor {} written twice", e.name)));
+        }
+        let numel: usize = e.shape.iter().product();
+        if Dtype::parse(&e.dtype).size().map(|s| (s * numel) as u64) != Some(e.bytes) {
+            return Err(Error::Weights(format!(
+                "tensor {}: {} bytes do not fit {:?} {}",
+                e.name, e.bytes, e.shape, e.dtype
+            )));
+        }
+        obj.insert(
+            e.name.clone(),
+            serde_json::json!({ "dtype": e.dtype, "shape": e.shape, "data_offsets": [at, at + e.bytes] }),
+        );
+        at += e.bytes;
+    }
+    // serde_json keeps keys sorted; the data order is the offsets', not the keys'.
+    let mut json = serde_json::to_vec(&serde_json::Value::Object(obj)).map_err(|e| Error::Weights(e.to_string()))?;
+    json.resize(json.len().div_ceil(8) * 8, b' ');
+    let mut out = (json.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(&json);
     Ok(out)
 }

@@ -129,6 +129,29 @@ test("q4 weights + q8 KV cache give the CLI's ids with the same options", async 
   eq(r, expected.quant, "greedy ids vs CLI --weights q4 --kv-cache q8");
 });
 
+test("pre-quantized q4 folder: weights omitted = the file's format (one file; shards via the cache); f16 asked is refused", async () => {
+  const r = await page.evaluate(async () => {
+    const run = async (model, opts) => {
+      const engine = await qwen.createEngine({ model, ...opts });
+      const out = await engine.generateIds({ promptIds: [1, 2, 3], max_tokens: 16, temperature: 0 });
+      await engine.unload();
+      return out.ids;
+    };
+    const single = await run("/fx/tiny-q4/", { useCache: false });
+    await qwen.deleteModelCache("/fx/tiny-q4-sharded/");
+    const sharded = await run("/fx/tiny-q4-sharded/", { weights: "q4" });
+    const cached = await qwen.hasModelInCache("/fx/tiny-q4-sharded/");
+    await qwen.deleteModelCache("/fx/tiny-q4-sharded/");
+    let err = "";
+    try { await run("/fx/tiny-q4/", { useCache: false, weights: "f16" }); err = "loaded?!"; } catch (e) { err = `${e.name}: ${e.message}`; }
+    return { single, sharded, cached, err };
+  });
+  eq(r.single, expected.prequant, "pre-quantized folder vs the CLI on it");
+  eq(r.sharded, expected.prequant, "sharded pre-quantized folder (cached) vs the CLI");
+  ok(r.cached, "the shards were cached");
+  ok(/^WeightsError: .*pre-quantized to q4/.test(r.err), r.err);
+});
+
 test("File objects (input type=file, no worker) give the CLI's ids", async () => {
   await page.setInputFiles("#files", [path.join(fixtures, "tiny/config.json"), path.join(fixtures, "tiny/model.safetensors")]);
   const r = await page.evaluate(async () => {

@@ -29,6 +29,15 @@ TINY=$(ids "$FX/tiny" 1,2,3 16) || fail "web: the CLI failed on the tiny fixture
 SHARDED=$(ids "$FX/sharded" 5,6,7,8 12) || fail "web: the CLI failed on the sharded fixture"
 QUANT=$("$CLI" generate --model "$FX/tiny" --prompt-ids 1,2,3 --max-new-tokens 16 --temperature 0 --print-ids \
   --weights q4 --kv-cache q8 2>/dev/null) || fail "web: the CLI failed with --weights q4 --kv-cache q8"
+# Pre-quantized copies (qwen-webgpu quantize): one file, and shards with an index.
+"$CLI" quantize --model "$FX/tiny" --out "$FX/tiny-q4" --format q4 >/dev/null || fail "web: quantize failed"
+"$CLI" quantize --model "$FX/tiny" --out "$FX/tiny-q4-sharded" --format q4 --max-shard-bytes 20000 >/dev/null \
+  || fail "web: sharded quantize failed"
+[ -f "$FX/tiny-q4-sharded/model.safetensors.index.json" ] || fail "web: the sharded quantize wrote one file"
+PREQ=$(ids "$FX/tiny-q4" 1,2,3 16) || fail "web: the CLI failed on the pre-quantized fixture"
+TINYQ4=$("$CLI" generate --model "$FX/tiny" --prompt-ids 1,2,3 --max-new-tokens 16 --temperature 0 --print-ids \
+  --weights q4 2>/dev/null) || fail "web: the CLI failed with --weights q4"
+[ "$PREQ" = "$TINYQ4" ] || fail "web: pre-quantized ids $PREQ differ from --weights q4 ids $TINYQ4"
 # Tokenizer fixture: the real Qwen vocabulary with a tiny model (hidden 32).
 VOCAB_DIR=${QWEN_VOCAB_DIR:-$HOME/.cache/qwen-webgpu/vocab}
 if [ -f "$VOCAB_DIR/tokenizer.json" ]; then
@@ -43,7 +52,7 @@ fi
 mkdir -p "$FX/truncated" "$FX/garbage"
 cp "$FX/tiny/config.json" "$FX/truncated/"; head -c 100000 "$FX/tiny/model.safetensors" > "$FX/truncated/model.safetensors"
 cp "$FX/tiny/config.json" "$FX/garbage/"; head -c 4096 /dev/urandom > "$FX/garbage/model.safetensors"
-printf '{"tiny":[%s],"sharded":[%s],"quant":[%s],"vocab":[%s]}\n' "$TINY" "$SHARDED" "$QUANT" "$VOCAB" > "$FX/expected.json"
+printf '{"tiny":[%s],"sharded":[%s],"quant":[%s],"prequant":[%s],"vocab":[%s]}\n' "$TINY" "$SHARDED" "$QUANT" "$PREQ" "$VOCAB" > "$FX/expected.json"
 
 cd "$HERE"
 FIXTURES="$FX" node run.mjs

@@ -153,9 +153,13 @@ pub fn linear(
     let kind = if n_tokens > MATVEC_MAX_TOKENS && !rec.gpu().block_prefill {
         LinearKernel::Tiled
     } else {
+        // Without subgroups the block kernel reduces through workgroup barriers, which CPU
+        // adapters (SwiftShader in browsers) pay dearly for: they keep one thread per row.
+        let gpu = rec.gpu();
+        let cpu = gpu.info.device_type == wgpu::DeviceType::Cpu;
         [LinearKernel::SubgroupBlock, LinearKernel::Block]
             .into_iter()
-            .find(|&k| linear_fits(rec.gpu(), k, w))
+            .find(|&k| linear_fits(gpu, k, w) && (k == LinearKernel::SubgroupBlock || !cpu))
             .unwrap_or(LinearKernel::MatVec)
     };
     linear_with(rec, kind, x, x_row0, n_tokens, w, bias, out, accumulate)

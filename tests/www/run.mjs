@@ -261,18 +261,21 @@ const BENCH = { layers: 1, vocab: 1024, weights: "q4", kv: "f32", prefill: [4, 8
 const benchQuery = `layers=${BENCH.layers}&vocab=${BENCH.vocab}&weights=${BENCH.weights}&kv=${BENCH.kv}` +
   `&prefill=${BENCH.prefill.join(",")}&decode_at=${BENCH.decodeAt.join(",")}&decode_tokens=${BENCH.decodeTokens}`;
 
-/** GPU bytes of this shape, from the buffers the engine allocates (src/model/weights.rs, state.rs). */
+/** GPU bytes of this shape, from the buffers the engine allocates (src/model/weights.rs, state.rs):
+ *  every storage buffer is a whole number of 16-byte units (src/gpu/mod.rs). */
 function expectedBenchBytes() {
   const [d, ff, heads, hd, L, V] = [2048, 5504, 16, 128, BENCH.layers, BENCH.vocab];
   const q = heads * hd, qkv = q + 2 * heads * hd;
+  const buf = (n) => Math.ceil(n / 16) * 16;
   const q4 = (rows, cols) => rows * (cols / 8 * 4 + cols / 32 * 2); // every width here is a multiple of 64
-  const layer = q4(qkv, d) + q4(d, q) + 2 * q4(ff, d) + q4(d, ff) + 4 * (2 * d + qkv); // + norms, qkv bias
-  const weights = 2 * q4(V, d) + L * layer + 4 * d;
+  const layer = buf(q4(qkv, d)) + buf(q4(d, q)) + 2 * buf(q4(ff, d)) + buf(q4(d, ff)) + 2 * buf(4 * d) + buf(4 * qkv); // + norms, qkv bias
+  const weights = 2 * buf(q4(V, d)) + L * layer + buf(4 * d);
   const ctx = Math.max(...BENCH.prefill, ...BENCH.decodeAt) + BENCH.decodeTokens + 1;
   const t = Math.min(128, ctx);
-  const acts = 4 * t * (1 + 2 * d + qkv + 2 * q + 2 * ff + hd + 1) + 4 * V /* logits */ + 16 /* next */ +
-    16 /* next readback */ + 4 * V /* logits readback */;
-  const kv = 2 * L * ctx * heads * hd * 4;
+  const partials = 2 * heads * 32 * (hd + 2) * 4; // split-K attention (ops::attention_partials_bytes)
+  const acts = buf(4 * t) + 2 * buf(4 * t * d) + buf(4 * t * qkv) + 2 * buf(4 * t * q) + buf(partials) + 2 * buf(4 * t * ff) +
+    buf(4 * t * (hd + 1)) + buf(4 * V) /* logits */ + 16 /* next */ + 16 /* next readback */ + 4 * V /* logits readback */;
+  const kv = 2 * L * buf(ctx * heads * hd * 4);
   return { bytes: weights + acts + kv, ctx, weightsPerToken: q4(qkv, d) + q4(d, q) + 2 * q4(ff, d) + q4(d, ff) + q4(V, d) + q4(1, d) };
 }
 

@@ -86,7 +86,6 @@ fn reduce_store(acc: array<f32, ROWS * TOKENS>, li: u32,
     }
 }
 
-#ifdef MULTI
 // Weights 8 k8 .. 8 k8 + 7 of row r, scaled, as two vec4s.
 fn weights8(r: u32, k8: u32) -> array<vec4<f32>, 2> {
 #ifdef W_Q4
@@ -109,7 +108,6 @@ fn weights8(r: u32, k8: u32) -> array<vec4<f32>, 2> {
 #endif
 }
 
-// TOKENS tokens a workgroup (prefill): each weight is loaded once for all of them.
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
 #ifdef SG
@@ -124,6 +122,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     }
     let r0 = (g % blocks) * ROWS;
     var acc: array<f32, ROWS * TOKENS>;
+#ifdef MULTI
+    // TOKENS tokens a workgroup (prefill): each weight is loaded once for all of them.
     for (var k8 = li; k8 < p.cols / 8u; k8 += WG) {
         var wr: array<array<vec4<f32>, 2>, ROWS>;
         for (var r = 0u; r < ROWS; r++) {
@@ -142,28 +142,9 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
             }
         }
     }
-    reduce_store(acc, li,
-#ifdef SG
-                 lane,
-#endif
-                 r0, t0);
-}
 #else
-@compute @workgroup_size(WG)
-fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-#ifdef SG
-        @builtin(subgroup_invocation_id) lane: u32,
-#endif
-        @builtin(local_invocation_index) li: u32) {
-    let blocks = (p.rows + ROWS - 1u) / ROWS;
-    let g = group_index(wg, nwg);
-    let t = g / blocks;
-    if (t >= p.n_tokens) {
-        return;
-    }
-    let r0 = (g % blocks) * ROWS;
-    let xb = (p.x_row0 + t) * p.cols / 4u; // in vec4s
-    var acc: array<f32, ROWS * TOKENS>; // TOKENS = 1 here
+    // One token (TOKENS = 1).
+    let xb = (p.x_row0 + t0) * p.cols / 4u; // in vec4s
 #ifdef W_QUANT
     // One group of 32 weights a block: 8 vec4s of x.
     for (var b = li; b < p.cols / 32u; b += WG) {
@@ -209,18 +190,16 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
         for (var r = 0u; r < ROWS; r++) {
             let row = r0 + r;
             if (row < p.rows) {
-                let q = w[row * p.stride / 4u + b];
-                acc[r] += dot(vec4<f32>(unpack2x16float(q.x), unpack2x16float(q.y)), x0)
-                    + dot(vec4<f32>(unpack2x16float(q.z), unpack2x16float(q.w)), x1);
+                let wv = weights8(row, b);
+                acc[r] += dot(wv[0], x0) + dot(wv[1], x1);
             }
         }
     }
 #endif
-
+#endif
     reduce_store(acc, li,
 #ifdef SG
                  lane,
 #endif
-                 r0, t);
+                 r0, t0);
 }
-#endif

@@ -171,7 +171,9 @@ impl SynthBench {
     }
 
     /// Sizes as the CLI chooses them: a KV cache just long enough for every measurement.
-    pub fn model_options(&self) -> Result<ModelOptions> {
+    /// `stored`: the format a pre-quantized model folder holds (None for the synthesised
+    /// model), which `weights = "auto"` takes.
+    pub fn model_options(&self, stored: Option<WeightFormat>) -> Result<ModelOptions> {
         let need = self
             .prefill
             .iter()
@@ -182,7 +184,7 @@ impl SynthBench {
         Ok(ModelOptions {
             context: Some(need.max(self.context.unwrap_or(0))),
             max_batch: self.max_batch.max(1),
-            weights: WeightFormat::parse(&self.weights)?,
+            weights: crate::weights::quant::resolve_format(WeightFormat::parse_request(&self.weights)?, stored)?,
             kv: KvFormat::parse(&self.kv_cache)?,
         })
     }

@@ -448,15 +448,26 @@ mod cli {
 
     async fn run_bench(a: BenchArgs) -> Result<()> {
         use qwen_webgpu::bench;
-        let need = a.prefill.iter().chain(&a.decode_at).map(|&n| n + a.decode_tokens + 1).max().unwrap_or(256);
-        let opts = ModelOptions {
-            context: Some(need.max(a.context.unwrap_or(0))),
-            max_batch: a.max_batch.max(1),
-            weights: weight_format(&a.weights, a.model.as_deref())?,
-            kv: KvFormat::parse(&a.kv_cache)?,
-        };
-        let gpu = qwen_webgpu::gpu::Gpu::new(&GpuOptions {
+        // The same options, defaults and sizing as the browser's benchmark().
+        let spec = bench::SynthBench {
+            layers: a.layers,
+            vocab: a.vocab,
+            weights: a.weights,
+            kv_cache: a.kv_cache,
+            context: a.context,
+            prefill: a.prefill,
+            decode_at: a.decode_at,
+            decode_tokens: a.decode_tokens,
+            max_batch: a.max_batch,
             max_binding_bytes: a.max_binding_bytes,
+        };
+        let stored = match &a.model {
+            Some(dir) => stored_format(dir)?,
+            None => None,
+        };
+        let opts = spec.model_options(stored)?;
+        let gpu = qwen_webgpu::gpu::Gpu::new(&GpuOptions {
+            max_binding_bytes: spec.max_binding_bytes,
             no_subgroups: a.no_subgroups,
         })
         .await?;
@@ -468,28 +479,14 @@ mod cli {
                 (Qwen::load(gpu, cfg, &mut src, &opts, &mut |_, _| {})?, dir.display().to_string())
             }
             None => {
-                let mut cfg = bench::qwen_1_8b(a.layers);
-                cfg.vocab_size = a.vocab.unwrap_or(cfg.vocab_size);
-                let name = format!(
-                    "Qwen-1.8B-shaped, random weights, {} layers, vocab {}",
-                    cfg.num_hidden_layers, cfg.vocab_size
-                );
+                let cfg = spec.config();
+                let name = bench::SynthBench::model_name(&cfg);
                 let mut src = bench::RandomSource::new(&cfg, 1);
                 (Qwen::load(gpu, cfg, &mut src, &opts, &mut |_, _| {})?, name)
             }
         };
         eprintln!("loaded in {:.1}s", t0.elapsed().as_secs_f64());
-        let report = bench::run(
-            &mut model,
-            &name,
-            &bench::BenchOptions {
-                prefill_lens: a.prefill,
-                decode_contexts: a.decode_at,
-                decode_tokens: a.decode_tokens.max(1),
-                seed: 7,
-            },
-        )
-        .await?;
+        let report = bench::run(&mut model, &name, &spec.bench_options()).await?;
         print!("{}", report.table());
         if let Some(path) = a.json {
             let text = serde_json::to_string_pretty(&report).map_err(|e| Error::Request(e.to_string()))?;

@@ -541,7 +541,7 @@ impl Engine {
 pub async fn open_bench(options_json: String) -> Result<BenchSetup, JsValue> {
     let spec = SynthBench::from_json(&options_json).map_err(js_err)?;
     let cfg = spec.config();
-    let opts = spec.model_options().map_err(js_err)?;
+    let opts = spec.model_options(None).map_err(js_err)?;
     let gpu = Gpu::new(&GpuOptions { max_binding_bytes: spec.max_binding_bytes, ..Default::default() })
         .await
         .map_err(js_err)?;

@@ -53,7 +53,7 @@ fn browser_bench_options_match_the_cli() {
     );
     let cfg = d.config();
     assert_eq!((cfg.num_hidden_layers, cfg.vocab_size), (24, 151936));
-    let o = d.model_options().unwrap();
+    let o = d.model_options(None).unwrap();
     assert_eq!((o.context, o.max_batch, o.weights.name(), o.kv.name()), (Some(2048 + 16 + 1), 128, "f16", "f32"));
 
     // The reduced run of the test above: the same model and KV cache length as the CLI's.
@@ -62,12 +62,12 @@ fn browser_bench_options_match_the_cli() {
     )
     .unwrap();
     assert_eq!(SynthBench::model_name(&s.config()), "Qwen-1.8B-shaped, random weights, 1 layers, vocab 1000");
-    assert_eq!(s.model_options().unwrap().context, Some(40 + 2 + 1));
+    assert_eq!(s.model_options(None).unwrap().context, Some(40 + 2 + 1));
     assert_eq!(s.bench_options().seed, 7);
 
     for bad in [r#"{"layers":0}"#, r#"{"vocab":0}"#, r#"{"prefill":[0]}"#, r#"{"layer":1}"#, r#"{"layers":-1}"#, "["] {
         let e = SynthBench::from_json(bad).unwrap_err();
         assert!(matches!(e, qwen_webgpu::Error::Request(_)), "{bad}: {e}");
     }
-    assert!(SynthBench::from_json(r#"{"weights":"q5"}"#).unwrap().model_options().is_err());
+    assert!(SynthBench::from_json(r#"{"weights":"q5"}"#).unwrap().model_options(None).is_err());
 }

@@ -115,11 +115,10 @@ impl Gpu {
         // re-reading weights, so prefill uses the subgroup block mat-vec a few tokens at a
         // time (measured: 9x faster prefill there; on an H100 the tiled matmul is faster).
         // QWEN_WEBGPU_PREFILL=block|tiled overrides the choice (for benchmarking).
-        let cpu = info.device_type == wgpu::DeviceType::Cpu;
         let block_prefill = match std::env::var("QWEN_WEBGPU_PREFILL").as_deref() {
             Ok("block") => true,
             Ok("tiled") => false,
-            _ => cpu && subgroup_size.is_some(),
+            _ => info.device_type == wgpu::DeviceType::Cpu && subgroup_size.is_some(),
         };
         Ok(Gpu {
             block_prefill,
@@ -134,6 +133,11 @@ impl Gpu {
             allocated: std::cell::Cell::new(0),
             fault,
         })
+    }
+
+    /// A CPU implementation (lavapipe, SwiftShader): workgroup barriers are costly there.
+    pub fn is_cpu(&self) -> bool {
+        self.info.device_type == wgpu::DeviceType::Cpu
     }
 
     /// One line naming the adapter, for logs and benchmark tables.

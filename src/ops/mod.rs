@@ -156,10 +156,9 @@ pub fn linear(
         // Without subgroups the block kernel reduces through workgroup barriers, which CPU
         // adapters (SwiftShader in browsers) pay dearly for: they keep one thread per row.
         let gpu = rec.gpu();
-        let cpu = gpu.info.device_type == wgpu::DeviceType::Cpu;
         [LinearKernel::SubgroupBlock, LinearKernel::Block]
             .into_iter()
-            .find(|&k| linear_fits(gpu, k, w) && (k == LinearKernel::SubgroupBlock || !cpu))
+            .find(|&k| linear_fits(gpu, k, w) && (k == LinearKernel::SubgroupBlock || !gpu.is_cpu()))
             .unwrap_or(LinearKernel::MatVec)
     };
     linear_with(rec, kind, x, x_row0, n_tokens, w, bias, out, accumulate)
@@ -401,14 +400,14 @@ pub fn attention(
     partials: Option<&wgpu::Buffer>,
 ) -> Result<()> {
     let d = heads.head_dim;
-    let chunk = partials.and_then(|_| attention_split_chunk(n_tokens, pos0));
+    let split = partials.zip(attention_split_chunk(n_tokens, pos0));
     let key =
         ShaderKey::new("attention").def("WG", WG).def("HEAD_DIM", d).def("DIMS_PER_THREAD", d.div_ceil(WG as usize));
-    let key = heads.kv_flags(key).flag("SPLIT", chunk.is_some());
+    let key = heads.kv_flags(key).flag("SPLIT", split.is_some());
     let k = rec.gpu().kernel(&key, &[Read, Read, Read, Rw])?;
     let mut p = heads.params(n_tokens, pos0, 1.0 / (d as f32).sqrt());
-    match (chunk, partials) {
-        (Some(chunk), Some(partials)) => {
+    match split {
+        Some((partials, chunk)) => {
             p.chunk = u(chunk);
             let splits = (pos0 + n_tokens).div_ceil(chunk);
             rec.dispatch(&k, &p, &[q, k_cache, v_cache, partials], u(n_tokens * heads.n_heads * splits))?;
@@ -416,7 +415,7 @@ pub fn attention(
             let m = rec.gpu().kernel(&merge, &[Read, Rw])?;
             rec.dispatch(&m, &p, &[partials, out], u(n_tokens * heads.n_heads))
         }
-        _ => rec.dispatch(&k, &p, &[q, k_cache, v_cache, out], u(n_tokens * heads.n_heads)),
+        None => rec.dispatch(&k, &p, &[q, k_cache, v_cache, out], u(n_tokens * heads.n_heads)),
     }
 }
 

@@ -134,13 +134,13 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
             let kb = j * kv_stride + kvh * d;
             var score = 0.0;
 #ifdef KV_F16
-            for (var i = 0u; i < d; i += 2u) {
+            for (var i = 0u; i < HEAD_DIM; i += 2u) {
                 let kv = unpack2x16float(k_cache[(kb + i) / 2u]);
                 score += qs[i] * kv.x + qs[i + 1u] * kv.y;
             }
 #else
 #ifdef KV_Q8
-            for (var i = 0u; i < d; i += 4u) {
+            for (var i = 0u; i < HEAD_DIM; i += 4u) {
                 let v = i32(k_cache[(kb + i) / 4u]);
                 let kq = vec4<f32>(f32(extractBits(v, 0u, 8u)), f32(extractBits(v, 8u, 8u)),
                                    f32(extractBits(v, 16u, 8u)), f32(extractBits(v, 24u, 8u)));
@@ -148,7 +148,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
             }
             score *= bitcast<f32>(k_cache[p.kv_scales + kb / d]);
 #else
-            for (var i = 0u; i < d; i++) {
+            for (var i = 0u; i < HEAD_DIM; i++) {
                 score += qs[i] * k_cache[kb + i];
             }
 #endif
@@ -157,9 +157,10 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
         }
         scores[li] = s;
         workgroupBarrier();
-        let count = min(WG, n_keys - j0);
+        // Whole tiles (keys past the last score -3e38 and weigh 0): loops of a constant
+        // length, which compilers unroll so that many loads are in flight at once.
         var mt = m;
-        for (var jj = 0u; jj < count; jj++) {
+        for (var jj = 0u; jj < WG; jj++) {
             mt = max(mt, scores[jj]);
         }
         var e = 0.0;
@@ -170,16 +171,18 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
         workgroupBarrier();
         let corr = exp(m - mt);
         var tile_sum = 0.0;
-        for (var jj = 0u; jj < count; jj++) {
+        for (var jj = 0u; jj < WG; jj++) {
             tile_sum += weights[jj];
         }
         l = l * corr + tile_sum;
+        // The tile's last row in the cache: rows past it are read as that row (weight 0).
+        let last = min(j0 + WG, n_keys) - 1u;
         for (var e_i = 0u; e_i < DIMS_PER_THREAD; e_i++) {
             let dd = li + e_i * WG;
             if (dd < d) {
                 var a = acc[e_i] * corr;
-                for (var jj = 0u; jj < count; jj++) {
-                    a += weights[jj] * v_at((j0 + jj) * kv_stride + kvh * d + dd);
+                for (var jj = 0u; jj < WG; jj++) {
+                    a += weights[jj] * v_at(min(j0 + jj, last) * kv_stride + kvh * d + dd);
                 }
                 acc[e_i] = a;
             }

@@ -10,35 +10,13 @@
 // (with VEC4_IO set by the caller)
 #include "common/linear.wgsl"
 
+#ifndef ONE_SUBGROUP
 #ifdef SG
 const NPART: u32 = WG / SG;
 #else
 const NPART: u32 = WG;
 #endif
 var<workgroup> part: array<f32, ROWS * TOKENS * NPART>;
-
-#ifdef W_QUANT
-// Scale of group g of row r (f16 halves at word offset p.scales).
-fn scale(r: u32, g: u32) -> f32 {
-    let i = r * (p.cols / 32u) + g;
-    let word = p.scales + i / 2u;
-    return unpack2x16float(w[word / 4u][word % 4u])[i & 1u];
-}
-#endif
-#ifdef W_Q4
-// Eight 4-bit values (weights 8j .. 8j + 7 of word j), unsigned 0..15, as two vec4s.
-fn nibbles_lo(word: u32) -> vec4<f32> {
-    return vec4<f32>((vec4<u32>(word) >> vec4<u32>(0u, 4u, 8u, 12u)) & vec4<u32>(15u));
-}
-fn nibbles_hi(word: u32) -> vec4<f32> {
-    return vec4<f32>((vec4<u32>(word) >> vec4<u32>(16u, 20u, 24u, 28u)) & vec4<u32>(15u));
-}
-#endif
-#ifdef W_Q8
-// Four int8 values of a word, sign-extended.
-fn bytes4(word: u32) -> vec4<f32> {
-    return vec4<f32>((vec4<i32>(bitcast<i32>(word)) << vec4<u32>(24u, 16u, 8u, 0u)) >> vec4<u32>(24u));
-}
 #endif
 
 // Sum each of the ROWS * TOKENS outputs over the workgroup's threads and store it
@@ -49,6 +27,18 @@ fn reduce_store(acc: array<f32, ROWS * TOKENS>, li: u32,
 #endif
                 r0: u32, t0: u32) {
     let outs: u32 = ROWS * TOKENS;
+#ifdef ONE_SUBGROUP
+    // WG == SG (CPU adapters: one SIMD vector a workgroup): the subgroup's sums are the
+    // totals, and no barrier is needed.
+    for (var i = 0u; i < outs; i++) {
+        let s = subgroupAdd(acc[i]);
+        let r = i / TOKENS;
+        let t = t0 + i % TOKENS;
+        if (lane == i % SG && r0 + r < p.rows && t < p.n_tokens) {
+            store(t, r0 + r, s);
+        }
+    }
+#else
 #ifdef SG
     for (var i = 0u; i < outs; i++) {
         let s = subgroupAdd(acc[i]);
@@ -73,17 +63,18 @@ fn reduce_store(acc: array<f32, ROWS * TOKENS>, li: u32,
     }
     let n: u32 = SUM_UNTIL; // what is left: the tree's last level
 #endif
-    if (li < outs) {
-        let r = li / TOKENS;
-        let t = t0 + li % TOKENS;
+    for (var o = li; o < outs; o += WG) {
+        let r = o / TOKENS;
+        let t = t0 + o % TOKENS;
         if (r0 + r < p.rows && t < p.n_tokens) {
             var total = 0.0;
             for (var k = 0u; k < n; k++) {
-                total += part[li * NPART + k];
+                total += part[o * NPART + k];
             }
             store(t, r0 + r, total);
         }
     }
+#endif
 }
 
 // Weights 8 k8 .. 8 k8 + 7 of row r, scaled, as two vec4s.

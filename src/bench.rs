@@ -103,6 +103,9 @@ pub struct SynthBench {
     pub max_batch: usize,
     /// A storage-binding limit below the adapter's (testing).
     pub max_binding_bytes: Option<u64>,
+    /// Time each kernel of the decode at the first `decode_at` context (native adapters with
+    /// timestamp queries inside passes).
+    pub profile: bool,
 }
 
 impl Default for SynthBench {
@@ -118,6 +121,7 @@ impl Default for SynthBench {
             decode_tokens: 16,
             max_batch: 128,
             max_binding_bytes: None,
+            profile: false,
         }
     }
 }
@@ -196,6 +200,7 @@ impl SynthBench {
             decode_contexts: self.decode_at.clone(),
             decode_tokens: self.decode_tokens.max(1),
             seed: 7,
+            profile: self.profile,
         }
     }
 }
@@ -286,6 +291,73 @@ pub struct BenchReport {
     pub time_to_first_token_s: f64,
     pub prefill: Vec<PrefillResult>,
     pub decode: Vec<DecodeResult>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub profile: Option<Profile>,
+}
+
+/// Where a decoded token's time goes, from GPU timestamps between dispatches.
+#[derive(Debug, Clone, Serialize)]
+pub struct Profile {
+    pub context: usize,
+    pub tokens: usize,
+    /// Wall time per token while profiling (timestamps add a little).
+    pub wall_ms_per_token: f64,
+    /// CPU time to record and encode a token's pass.
+    pub encode_ms_per_token: f64,
+    /// Sum of the dispatches' GPU times.
+    pub gpu_ms_per_token: f64,
+    /// By kernel and workgroup count, slowest first.
+    pub kernels: Vec<KernelTime>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct KernelTime {
+    pub kernel: String,
+    pub groups: u32,
+    pub dispatches_per_token: f64,
+    pub us_per_token: f64,
+}
+
+/// Decode `tokens` tokens after a `context`-token prompt with every dispatch timed.
+async fn profile_decode(model: &mut Qwen, context: usize, tokens: usize, rng: &mut u64) -> Result<Profile> {
+    model.reset();
+    let ids = random_ids(context, model.config.vocab_size, rng);
+    let mut tok = token(model.feed(&ids, Want::Argmax).await?)?;
+    model.set_profiling(true)?;
+    let mut by_kernel: BTreeMap<(String, u32), (usize, f64)> = BTreeMap::new();
+    let mut encode_s = 0.0;
+    let t0 = Stopwatch::start();
+    for _ in 0..tokens {
+        tok = token(model.feed(&[tok], Want::Argmax).await?)?;
+        let p = model.last_profile().ok_or_else(|| Error::Gpu("no profile was recorded".into()))?;
+        encode_s += p.encode_s;
+        for d in &p.dispatches {
+            let e = by_kernel.entry((d.kernel.clone(), d.groups)).or_default();
+            e.0 += 1;
+            e.1 += d.ns;
+        }
+    }
+    let wall = t0.seconds();
+    model.set_profiling(false)?;
+    let n = tokens as f64;
+    let mut kernels: Vec<KernelTime> = by_kernel
+        .into_iter()
+        .map(|((kernel, groups), (count, ns))| KernelTime {
+            kernel,
+            groups,
+            dispatches_per_token: count as f64 / n,
+            us_per_token: ns / 1e3 / n,
+        })
+        .collect();
+    kernels.sort_by(|a, b| b.us_per_token.total_cmp(&a.us_per_token));
+    Ok(Profile {
+        context,
+        tokens,
+        wall_ms_per_token: wall * 1e3 / n,
+        encode_ms_per_token: encode_s * 1e3 / n,
+        gpu_ms_per_token: kernels.iter().map(|k| k.us_per_token).sum::<f64>() / 1e3,
+        kernels,
+    })
 }
 
 /// Streaming bandwidth of a plain copy kernel, in GB/s (bytes read + written).
@@ -317,6 +389,8 @@ pub struct BenchOptions {
     pub decode_contexts: Vec<usize>,
     pub decode_tokens: usize,
     pub seed: u64,
+    /// Add a [`Profile`] of the decode at the first context.
+    pub profile: bool,
 }
 
 fn random_ids(n: usize, vocab: usize, state: &mut u64) -> Vec<u32> {
@@ -401,6 +475,13 @@ pub async fn run_with_progress(
             roofline_fraction: bytes as f64 / (bw * 1e9) / per,
         });
     }
+    let profile = match opts.decode_contexts.iter().find(|&&c| c + opts.decode_tokens < ctx && c > 0) {
+        Some(&c) if opts.profile => {
+            progress(&format!("profile @{c}"));
+            Some(profile_decode(model, c, opts.decode_tokens, &mut rng).await?)
+        }
+        _ => None,
+    };
     Ok(BenchReport {
         adapter: model.gpu.describe(),
         model: model_name.to_string(),
@@ -417,6 +498,7 @@ pub async fn run_with_progress(
         time_to_first_token_s: ttft,
         prefill,
         decode,
+        profile,
     })
 }
 
@@ -456,6 +538,18 @@ impl BenchReport {
                 mib(d.bytes_per_token),
                 d.roofline_fraction
             );
+        }
+        if let Some(p) = &self.profile {
+            s += &format!(
+                "profile @{}    {:.2} ms/token wall, {:.2} ms encoding (CPU), {:.2} ms in kernels (GPU), {} tokens\n",
+                p.context, p.wall_ms_per_token, p.encode_ms_per_token, p.gpu_ms_per_token, p.tokens
+            );
+            for k in &p.kernels {
+                s += &format!(
+                    "  {:>9.1} us {:>5.1}x {:>7} groups  {}\n",
+                    k.us_per_token, k.dispatches_per_token, k.groups, k.kernel
+                );
+            }
         }
         s
     }

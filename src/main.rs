@@ -116,7 +116,11 @@ mod cli {
         fn options(&self, dir: &Path) -> Result<(GpuOptions, ModelOptions)> {
             let kv = KvFormat::parse(&self.kv_cache)?;
             Ok((
-                GpuOptions { max_binding_bytes: self.max_binding_bytes, no_subgroups: self.no_subgroups },
+                GpuOptions {
+                    max_binding_bytes: self.max_binding_bytes,
+                    no_subgroups: self.no_subgroups,
+                    profile: false,
+                },
                 ModelOptions {
                     context: self.context,
                     max_batch: self.max_batch.max(1),
@@ -196,6 +200,10 @@ mod cli {
         /// Do not use subgroup kernels even where the adapter has subgroups.
         #[arg(long)]
         no_subgroups: bool,
+        /// Also time every kernel of the decode at the first --decode-at context (GPU
+        /// timestamps between dispatches; native adapters that offer them).
+        #[arg(long)]
+        profile: bool,
     }
 
     #[derive(Args)]
@@ -460,6 +468,7 @@ mod cli {
             decode_tokens: a.decode_tokens,
             max_batch: a.max_batch,
             max_binding_bytes: a.max_binding_bytes,
+            profile: a.profile,
         };
         let stored = match &a.model {
             Some(dir) => stored_format(dir)?,
@@ -469,6 +478,7 @@ mod cli {
         let gpu = qwen_webgpu::gpu::Gpu::new(&GpuOptions {
             max_binding_bytes: spec.max_binding_bytes,
             no_subgroups: a.no_subgroups,
+            profile: a.profile,
         })
         .await?;
         let t0 = Instant::now();

@@ -119,23 +119,29 @@ fn embed_gathers_rows_across_chunks() {
 
 #[test]
 fn rms_norm_rows() {
-    let g = gpu();
+    let mut g = gpu();
     let mut rng = Rng::new(2);
-    let (rows, cols, row0) = (5, 333, 2);
-    let x = randn(&mut rng, (rows + row0) * cols);
-    let w = randn(&mut rng, cols);
-    let (xb, wb) = (buf(&g, &x), buf(&g, &w));
-    let out = buf(&g, &vec![SENTINEL; (rows + 1) * cols]);
-    run(&g, |r| ops::rms_norm(r, &xb, row0, rows, cols, &wb, 1e-6, &out).unwrap());
-    let mut want = Vec::new();
-    for r in row0..row0 + rows {
-        let xr = &x[r * cols..(r + 1) * cols];
-        let ms = xr.iter().map(|v| (*v as f64).powi(2)).sum::<f64>() / cols as f64;
-        let s = 1.0 / (ms + 1e-6).sqrt();
-        want.extend(xr.iter().zip(&w).map(|(a, b)| (*a as f64 * s * *b as f64) as f32));
+    // Widths with and without 16-byte loads; a CPU adapter's and a GPU's workgroup width.
+    for (rows, cols, row0) in [(5, 333, 2), (3, 2052, 1)] {
+        for norm_wg in [ops::WG, ops::NORM_WG] {
+            g.norm_wg = norm_wg;
+            let x = randn(&mut rng, (rows + row0) * cols);
+            let w = randn(&mut rng, cols);
+            let (xb, wb) = (buf(&g, &x), buf(&g, &w));
+            let out = buf(&g, &vec![SENTINEL; (rows + 1) * cols]);
+            run(&g, |r| ops::rms_norm(r, &xb, row0, rows, cols, &wb, 1e-6, &out).unwrap());
+            let mut want = Vec::new();
+            for r in row0..row0 + rows {
+                let xr = &x[r * cols..(r + 1) * cols];
+                let ms = xr.iter().map(|v| (*v as f64).powi(2)).sum::<f64>() / cols as f64;
+                let s = 1.0 / (ms + 1e-6).sqrt();
+                want.extend(xr.iter().zip(&w).map(|(a, b)| (*a as f64 * s * *b as f64) as f32));
+            }
+            want.extend(vec![SENTINEL; cols]);
+            let what = format!("rms_norm {rows}x{cols}, {norm_wg} threads");
+            assert_close(&what, &read(&g, &out, (rows + 1) * cols), &want, 1e-5, 1e-5);
+        }
     }
-    want.extend(vec![SENTINEL; cols]);
-    assert_close("rms_norm", &read(&g, &out, (rows + 1) * cols), &want, 1e-5, 1e-5);
 }
 
 /// Every linear kernel that can run `m` here.
@@ -148,7 +154,7 @@ fn kinds(g: &Gpu, m: &GpuMatrix) -> Vec<LinearKernel> {
 #[test]
 fn linear_every_kernel_odd_shapes() {
     let mut rng = Rng::new(3);
-    for (g, split) in [(gpu(), false), (gpu_with(Some(64 << 10)), true)] {
+    for (mut g, split) in [(gpu(), false), (gpu_with(Some(64 << 10)), true)] {
         for &(n_tokens, cols, rows) in &[
             (1, 35, 77),
             (2, 130, 300),
@@ -169,7 +175,16 @@ fn linear_every_kernel_odd_shapes() {
             let bias = randn(&mut rng, rows);
             let init = randn(&mut rng, n_tokens * rows);
             let (xb, bb) = (buf(&g, &x), buf(&g, &bias));
-            for kind in kinds(&g, &m) {
+            // The block kernels' geometries: a GPU's (4 rows, 64 threads) and a CPU adapter's
+            // (16 rows, one subgroup a workgroup).
+            let geometries = [(4, ops::WG), (16, g.subgroup_size.unwrap_or(ops::WG))];
+            let runs = kinds(&g, &m).into_iter().flat_map(|k| {
+                let n = if matches!(k, LinearKernel::Block | LinearKernel::SubgroupBlock) { 2 } else { 1 };
+                geometries[..n].iter().map(move |&geo| (k, geo))
+            });
+            for (kind, (block_rows, block_wg)) in runs.collect::<Vec<_>>() {
+                g.block_rows = block_rows;
+                g.block_wg = block_wg;
                 for (use_bias, acc) in [(false, false), (true, false), (false, true), (true, true)] {
                     let mut start = init.clone();
                     start.extend(vec![SENTINEL; rows]);
@@ -195,7 +210,7 @@ fn linear_every_kernel_odd_shapes() {
                     }
                     want.extend(vec![SENTINEL; rows]);
                     let what =
-                        format!("linear {kind:?} t={n_tokens} {rows}x{cols} bias={use_bias} acc={acc} split={split}");
+                        format!("linear {kind:?} ({block_rows} rows, {block_wg} threads) t={n_tokens} {rows}x{cols} bias={use_bias} acc={acc} split={split}");
                     assert_close(&what, &read(&g, &out, (n_tokens + 1) * rows), &want, 1e-4, 1e-4);
                 }
             }
@@ -362,17 +377,19 @@ fn attention_causal_gqa_long_context() {
 fn silu_mul_elementwise() {
     let g = gpu();
     let mut rng = Rng::new(6);
-    let n = 1001;
-    let gate: Vec<f32> = randn(&mut rng, n).iter().map(|x| x * 8.0).collect();
-    let up = randn(&mut rng, n);
-    let mut start = gate.clone();
-    start.push(SENTINEL);
-    let (gb, ub) = (buf(&g, &start), buf(&g, &up));
-    run(&g, |r| ops::silu_mul(r, &gb, &ub, n).unwrap());
-    let mut want: Vec<f32> =
-        gate.iter().zip(&up).map(|(x, u)| (*x as f64 / (1.0 + (-*x as f64).exp()) * *u as f64) as f32).collect();
+    let (tokens, width) = (3, 1001);
+    // Rows of [gate | up].
+    let gate_up: Vec<f32> = randn(&mut rng, tokens * 2 * width).iter().map(|x| x * 8.0).collect();
+    let gb = buf(&g, &gate_up);
+    let out = buf(&g, &vec![SENTINEL; tokens * width + 1]);
+    run(&g, |r| ops::silu_mul(r, &gb, tokens, width, &out).unwrap());
+    let mut want = Vec::new();
+    for row in gate_up.chunks(2 * width) {
+        let (gate, up) = row.split_at(width);
+        want.extend(gate.iter().zip(up).map(|(x, u)| (*x as f64 / (1.0 + (-*x as f64).exp()) * *u as f64) as f32));
+    }
     want.push(SENTINEL);
-    assert_close("silu_mul", &read(&g, &gb, n + 1), &want, 1e-6, 1e-5);
+    assert_close("silu_mul", &read(&g, &out, tokens * width + 1), &want, 1e-6, 1e-5);
 }
 
 #[test]
@@ -401,7 +418,7 @@ fn argmax_first_max_and_nan() {
 #[test]
 fn quantized_formats_in_every_weight_kernel() {
     let mut rng = Rng::new(8);
-    for (g, split) in [(gpu(), false), (gpu_with(Some(64 << 10)), true)] {
+    for (mut g, split) in [(gpu(), false), (gpu_with(Some(64 << 10)), true)] {
         for format in [WeightFormat::Q8, WeightFormat::Q4] {
             for (rows, cols) in [(601, 320), (77, 2112)] {
                 let w = randn(&mut rng, rows * cols);
@@ -430,13 +447,18 @@ fn quantized_formats_in_every_weight_kernel() {
                             want.push((s + bias[o] as f64) as f32);
                         }
                     }
-                    for kind in kinds(&g, &m) {
+                    let geometries = [(4, ops::WG), (16, g.subgroup_size.unwrap_or(ops::WG))];
+                    for (kind, (block_rows, block_wg)) in
+                        kinds(&g, &m).into_iter().flat_map(|k| geometries.map(|geo| (k, geo)))
+                    {
+                        g.block_rows = block_rows;
+                        g.block_wg = block_wg;
                         let out = buf(&g, &vec![SENTINEL; n_tokens * rows + 1]);
                         run(&g, |r| ops::linear_with(r, kind, &xb, 0, n_tokens, &m, Some(&bb), &out, false).unwrap());
                         let mut want = want.clone();
                         want.push(SENTINEL);
                         assert_close(
-                            &format!("{format:?} {kind:?} t={n_tokens} split={split}"),
+                            &format!("{format:?} {kind:?} ({block_rows} rows, {block_wg} threads) t={n_tokens} split={split}"),
                             &read(&g, &out, want.len()),
                             &want,
                             1e-4,

@@ -53,7 +53,7 @@ fn matrices(m: &Qwen) -> Vec<(String, &GpuMatrix)> {
     let w = &m.weights;
     let mut v = vec![("embed".to_string(), &w.embed)];
     for (i, l) in w.layers.iter().enumerate() {
-        for (n, x) in [("qkv", &l.qkv), ("o_proj", &l.o_proj), ("gate", &l.gate), ("up", &l.up), ("down", &l.down)] {
+        for (n, x) in [("qkv", &l.qkv), ("o_proj", &l.o_proj), ("gate_up", &l.gate_up), ("down", &l.down)] {
             v.push((format!("layer{i}.{n}"), x));
         }
     }

@@ -58,6 +58,33 @@ fn group_dot(r: u32, grp: u32, xk: u32) -> f32 {
 #endif
 #endif
 
+#ifdef VEC4_IO
+#ifdef W_QUANT
+// Scale of group g of row r (f16 halves at word offset p.scales).
+fn scale(r: u32, g: u32) -> f32 {
+    let i = r * (p.cols / 32u) + g;
+    let word = p.scales + i / 2u;
+    return unpack2x16float(w[word / 4u][word % 4u])[i & 1u];
+}
+#endif
+#ifdef W_Q4
+// Eight 4-bit values (weights 8j .. 8j + 7 of word j), unsigned 0..15, as two vec4s.
+fn nibbles_lo(word: u32) -> vec4<f32> {
+    return vec4<f32>((vec4<u32>(word) >> vec4<u32>(0u, 4u, 8u, 12u)) & vec4<u32>(15u));
+}
+fn nibbles_hi(word: u32) -> vec4<f32> {
+    return vec4<f32>((vec4<u32>(word) >> vec4<u32>(16u, 20u, 24u, 28u)) & vec4<u32>(15u));
+}
+#endif
+#ifdef W_Q8
+// Four int8 values of a word, sign-extended.
+fn bytes4(word: u32) -> vec4<f32> {
+    return vec4<f32>((vec4<i32>(bitcast<i32>(word)) << vec4<u32>(24u, 16u, 8u, 0u)) >> vec4<u32>(24u));
+}
+#endif
+
+#endif
+
 // out[t, row0 + r] (+)= acc (+ bias).
 fn store(t: u32, r: u32, acc_in: f32) {
     var acc = acc_in;

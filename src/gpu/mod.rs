@@ -4,6 +4,7 @@
 //! with `pollster::block_on`.
 
 pub mod matrix;
+pub mod profile;
 pub mod recorder;
 pub mod shaders;
 
@@ -24,6 +25,9 @@ pub struct GpuOptions {
     pub max_binding_bytes: Option<u64>,
     /// Do not use subgroup kernels even where the adapter has subgroups.
     pub no_subgroups: bool,
+    /// Ask for timestamp queries between dispatches (native adapters that have them), for
+    /// [`profile::Profiler`].
+    pub profile: bool,
 }
 
 /// An open device. Cheap to share by reference; owns the compiled-kernel cache.
@@ -40,6 +44,16 @@ pub struct Gpu {
     /// Prefill through the block mat-vec ([`crate::ops::BLOCK_TOKENS`] tokens a workgroup)
     /// rather than the tiled matmul.
     pub block_prefill: bool,
+    /// Rows per workgroup of the block mat-vec ([`crate::ops::LinearKernel::Block`]): each
+    /// block of x is loaded once for this many rows.
+    pub block_rows: u32,
+    /// Threads per workgroup of the block mat-vec: the subgroup size on CPU adapters (one
+    /// SIMD vector a workgroup, reduced without barriers), else [`crate::ops::WG`].
+    pub block_wg: u32,
+    /// Threads of an RMSNorm workgroup: [`crate::ops::NORM_WG`] on GPUs (a row in one round
+    /// of loads), [`crate::ops::WG`] on CPU adapters (which pay for each barrier of the wider
+    /// reduction instead).
+    pub norm_wg: u32,
     /// Largest storage buffer binding we use, in bytes: a multiple of 4, at most the
     /// device's `max_storage_buffer_binding_size` and `max_buffer_size`.
     pub max_binding: u64,
@@ -63,7 +77,8 @@ impl Gpu {
             .map_err(|e| Error::Gpu(format!("no GPU adapter found ({e}); is WebGPU/Vulkan available?")))?;
         let info = adapter.get_info();
         let limits = adapter.limits();
-        let wanted = wgpu::Features::SUBGROUP;
+        let timestamps = wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES;
+        let wanted = if opts.profile { wgpu::Features::SUBGROUP | timestamps } else { wgpu::Features::SUBGROUP };
         let features = adapter.features() & wanted;
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
@@ -120,8 +135,24 @@ impl Gpu {
             Ok("tiled") => false,
             _ => info.device_type == wgpu::DeviceType::Cpu && subgroup_size.is_some(),
         };
+        // CPU adapters load x one SIMD lane at a time, as they load weights: more rows share
+        // each x load there (lavapipe: 8 rows and one subgroup a workgroup run q4 mat-vecs
+        // 2-3x faster than 4 rows of 64 threads; the H100 was measured at 4). QWEN_WEBGPU_ROWS overrides it (benchmarking).
+        let block_rows = match std::env::var("QWEN_WEBGPU_ROWS").ok().and_then(|v| v.parse::<u32>().ok()) {
+            Some(n @ 1..=32) => n,
+            _ if info.device_type == wgpu::DeviceType::Cpu => 8,
+            _ => 4,
+        };
+        let block_wg = match subgroup_size {
+            Some(sg) if info.device_type == wgpu::DeviceType::Cpu => sg,
+            _ => crate::ops::WG,
+        };
+        let norm_wg = if info.device_type == wgpu::DeviceType::Cpu { crate::ops::WG } else { crate::ops::NORM_WG };
         Ok(Gpu {
+            norm_wg,
             block_prefill,
+            block_rows,
+            block_wg,
             device,
             queue,
             info,

@@ -114,18 +114,26 @@ impl<'g> Recorder<'g> {
 
     /// Encode into an existing encoder, with a parameter buffer of its own.
     pub fn encode(&self, enc: &mut wgpu::CommandEncoder) -> Result<()> {
-        self.encode_with(enc, &mut None, None)
+        self.encode_with(enc, &mut None, None, None)
+    }
+
+    /// Each dispatch's kernel label and workgroup count, in order (for profiles).
+    pub fn dispatch_info(&self) -> Vec<(String, u32)> {
+        self.dispatches.iter().map(|d| (d.kernel.label.clone(), d.groups.0 * d.groups.1)).collect()
     }
 
     /// Encode into an existing encoder, writing the parameters into `arena` (grown when too
     /// small, else reused: no allocation per forward pass). The arena's contents are replaced
     /// at the next queue operation, so one arena serves one recorder per submission.
-    /// With `cache`, bind groups are reused across passes that bind the same buffers.
+    /// With `cache`, bind groups are reused across passes that bind the same buffers. With
+    /// `timestamps`, timestamp i is written before dispatch i and one after the last
+    /// (see [`super::profile::Profiler`]).
     pub fn encode_with(
         &self,
         enc: &mut wgpu::CommandEncoder,
         arena: &mut Option<wgpu::Buffer>,
         mut cache: Option<&mut BindGroupCache>,
+        timestamps: Option<&wgpu::QuerySet>,
     ) -> Result<()> {
         if self.dispatches.is_empty() {
             return Ok(());
@@ -176,11 +184,18 @@ impl<'g> Recorder<'g> {
             .collect();
         let mut pass =
             enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("forward"), timestamp_writes: None });
-        for (d, bg) in self.dispatches.iter().zip(&groups) {
+        let stamp = |pass: &mut wgpu::ComputePass, i: usize| {
+            if let Some(q) = timestamps.filter(|_| i < super::profile::MAX_QUERIES as usize) {
+                pass.write_timestamp(q, i as u32);
+            }
+        };
+        for (i, (d, bg)) in self.dispatches.iter().zip(&groups).enumerate() {
+            stamp(&mut pass, i);
             pass.set_pipeline(&d.kernel.pipeline);
             pass.set_bind_group(0, bg, &[d.params_offset as u32]);
             pass.dispatch_workgroups(d.groups.0, d.groups.1, 1);
         }
+        stamp(&mut pass, self.dispatches.len());
         Ok(())
     }
 }

@@ -1,5 +1,5 @@
 //! The Qwen forward pass: embed → per layer (norm, fused qkv + bias, q/k norm + RoPE + KV
-//! write, attention, o_proj + residual, norm, gate/up, SiLU·mul, down + residual) → final
+//! write, attention, o_proj + residual, norm, fused gate/up, SiLU·mul, down + residual) → final
 //! norm → LM head, recorded top to bottom into one submission per forward.
 
 pub mod rope;
@@ -83,6 +83,18 @@ pub struct Qwen {
     params_arena: Option<wgpu::Buffer>,
     /// Bind groups of the forward pass, reused from pass to pass (the buffers never change).
     bind_groups: crate::gpu::recorder::BindGroupCache,
+    /// Timestamps between dispatches, when profiling.
+    profiler: Option<crate::gpu::profile::Profiler>,
+    last_profile: Option<PassProfile>,
+}
+
+/// Where the last forward pass spent its time (see [`Qwen::set_profiling`]).
+#[derive(Debug, Clone)]
+pub struct PassProfile {
+    /// GPU time of each dispatch, in order.
+    pub dispatches: Vec<crate::gpu::profile::DispatchTime>,
+    /// CPU time to record and encode the pass (before its submission).
+    pub encode_s: f64,
 }
 
 impl Qwen {
@@ -126,6 +138,8 @@ impl Qwen {
             last_dispatches: 0,
             params_arena: None,
             bind_groups: Default::default(),
+            profiler: None,
+            last_profile: None,
         }
     }
 
@@ -171,6 +185,19 @@ impl Qwen {
     /// Kernel dispatches recorded by the last forward pass (all in one submission).
     pub fn last_dispatches(&self) -> usize {
         self.last_dispatches
+    }
+
+    /// Time each dispatch of the following forward passes on the GPU (needs a device opened
+    /// with [`crate::gpu::GpuOptions::profile`]; slower: for benchmarks).
+    pub fn set_profiling(&mut self, on: bool) -> Result<()> {
+        self.profiler = if on { Some(crate::gpu::profile::Profiler::new(&self.gpu)?) } else { None };
+        self.last_profile = None;
+        Ok(())
+    }
+
+    /// The last forward pass's profile, while profiling.
+    pub fn last_profile(&self) -> Option<&PassProfile> {
+        self.last_profile.as_ref()
     }
 
     /// Forget the conversation: the next prompt starts at position 0.
@@ -251,6 +278,7 @@ impl Qwen {
         gpu.write(&s.rope, 0, bytemuck::cast_slice(&self.rope_host));
         gpu.write(&s.tokens, 0, bytemuck::cast_slice(tokens));
 
+        let clock = crate::bench::Stopwatch::start();
         let mut rec = Recorder::new(gpu);
         ops::embed(&mut rec, &s.tokens, n, &w.embed, &s.x)?;
         for (i, l) in w.layers.iter().enumerate() {
@@ -273,10 +301,9 @@ impl Qwen {
             ops::linear(&mut rec, &s.att, 0, n, &l.o_proj, None, &s.x, true)?;
             // MLP block: x += down(silu(gate(norm(x))) * up(norm(x)))
             ops::rms_norm(&mut rec, &s.x, 0, n, d, &l.mlp_norm, cfg.rms_norm_eps, &s.xn)?;
-            ops::linear(&mut rec, &s.xn, 0, n, &l.gate, None, &s.gate, false)?;
-            ops::linear(&mut rec, &s.xn, 0, n, &l.up, None, &s.up, false)?;
-            ops::silu_mul(&mut rec, &s.gate, &s.up, n * ff)?;
-            ops::linear(&mut rec, &s.gate, 0, n, &l.down, None, &s.x, true)?;
+            ops::linear(&mut rec, &s.xn, 0, n, &l.gate_up, None, &s.gate_up, false)?;
+            ops::silu_mul(&mut rec, &s.gate_up, n, ff, &s.act)?;
+            ops::linear(&mut rec, &s.act, 0, n, &l.down, None, &s.x, true)?;
         }
 
         // The tail of the pass: only the last token goes through the final norm and the LM
@@ -295,7 +322,12 @@ impl Qwen {
         }
         self.last_dispatches = rec.len();
         let mut enc = gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("forward") });
-        rec.encode_with(&mut enc, &mut self.params_arena, Some(&mut self.bind_groups))?;
+        let timestamps = self.profiler.as_ref().map(|p| p.query_set());
+        rec.encode_with(&mut enc, &mut self.params_arena, Some(&mut self.bind_groups), timestamps)?;
+        let profiled = self.profiler.as_ref().map(|p| {
+            p.resolve(&mut enc, rec.len() as u32 + 1);
+            (rec.dispatch_info(), clock.seconds())
+        });
 
         let out = match want {
             Want::Nothing => {
@@ -348,6 +380,9 @@ impl Qwen {
             }
         };
         self.pos += n;
+        if let (Some(p), Some((info, encode_s))) = (&self.profiler, profiled) {
+            self.last_profile = Some(PassProfile { dispatches: p.read(gpu, info).await?, encode_s });
+        }
         Ok(out)
     }
 }

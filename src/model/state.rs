@@ -17,8 +17,8 @@ pub struct RunState {
     pub q: wgpu::Buffer,               // [max_tokens, q_dim] rotated queries
     pub att: wgpu::Buffer,             // [max_tokens, q_dim] attention output
     pub att_partials: wgpu::Buffer,    // split-K attention partials (ops::attention_partials_bytes)
-    pub gate: wgpu::Buffer,            // [max_tokens, intermediate]
-    pub up: wgpu::Buffer,              // [max_tokens, intermediate]
+    pub gate_up: wgpu::Buffer,         // [max_tokens, 2 intermediate] gate | up
+    pub act: wgpu::Buffer,             // [max_tokens, intermediate] silu(gate) * up
     pub rope: wgpu::Buffer,            // [max_tokens, head_dim + 1] cos | sin | q scale
     pub logits: wgpu::Buffer,          // [vocab] last token's logits
     pub next: wgpu::Buffer,            // [4] u32: argmax result
@@ -33,7 +33,7 @@ pub struct RunState {
 pub fn state_bytes(cfg: &QwenConfig, max_tokens: usize, context: usize, kv: KvFormat) -> u64 {
     let t = max_tokens as u64;
     let per_token =
-        2 * cfg.hidden_size + cfg.qkv_dim() + 2 * cfg.q_dim() + 2 * cfg.intermediate_size + cfg.head_dim + 1;
+        2 * cfg.hidden_size + cfg.qkv_dim() + 2 * cfg.q_dim() + 3 * cfg.intermediate_size + cfg.head_dim + 1;
     let acts = t * 4 + t * per_token as u64 * 4 + 2 * cfg.vocab_size as u64 * 4 + 32;
     let partials = crate::ops::attention_partials_bytes(cfg.num_attention_heads, cfg.head_dim);
     acts + partials + kv_cache_bytes(cfg, context, kv)
@@ -86,8 +86,8 @@ impl RunState {
             att: f("att", t * cfg.q_dim())?,
             att_partials: gpu
                 .storage("att_partials", crate::ops::attention_partials_bytes(cfg.num_attention_heads, cfg.head_dim))?,
-            gate: f("gate", t * cfg.intermediate_size)?,
-            up: f("up", t * cfg.intermediate_size)?,
+            gate_up: f("gate_up", t * 2 * cfg.intermediate_size)?,
+            act: f("act", t * cfg.intermediate_size)?,
             rope: f("rope", t * (cfg.head_dim + 1))?,
             logits: f("logits", cfg.vocab_size)?,
             next: f("next", 4)?,

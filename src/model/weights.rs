@@ -2,7 +2,8 @@
 //!
 //! Both families end up in one GPU layout: q, k and v are fused into one `[q + 2 kv, hidden]`
 //! matrix (Qwen v1 stores it fused as `c_attn`; qwen2/qwen3 store three tensors, which are
-//! written into its row ranges), the MLP is gate/up/down (v1: `w2` is the gate, `w1` is up).
+//! written into its row ranges), and so are gate and up, as one `[2 intermediate, hidden]`
+//! matrix, gate rows first (v1: `w2` is the gate, `w1` is up), then down.
 //! Matrices are f16 or quantized (see [`WeightFormat`]), norms and biases f32.
 //!
 //! A checkpoint is plain (bf16/f16/f32 tensors, quantized here if asked) or pre-quantized by
@@ -23,8 +24,7 @@ pub struct LayerWeights {
     pub qk_norm: Option<wgpu::Buffer>,  // [2 head_dim] f32: q_norm then k_norm (qwen3)
     pub o_proj: GpuMatrix,              // [hidden, q_dim]
     pub mlp_norm: wgpu::Buffer,         // [hidden] f32
-    pub gate: GpuMatrix,                // [intermediate, hidden]
-    pub up: GpuMatrix,                  // [intermediate, hidden]
+    pub gate_up: GpuMatrix,             // [2 intermediate, hidden]: gate rows, then up rows
     pub down: GpuMatrix,                // [hidden, intermediate]
 }
 
@@ -46,9 +46,7 @@ impl QwenWeights {
         let layers: u64 = self
             .layers
             .iter()
-            .map(|l| {
-                l.qkv.gpu_bytes() + l.o_proj.gpu_bytes() + l.gate.gpu_bytes() + l.up.gpu_bytes() + l.down.gpu_bytes()
-            })
+            .map(|l| l.qkv.gpu_bytes() + l.o_proj.gpu_bytes() + l.gate_up.gpu_bytes() + l.down.gpu_bytes())
             .sum();
         layers + self.lm_head().gpu_bytes() + self.embed.format.row_bytes(self.embed.cols)
     }
@@ -68,8 +66,8 @@ enum Slot {
     QNorm(usize),
     KNorm(usize),
     OProj(usize),
-    Gate(usize),
-    Up(usize),
+    /// Rows `row0..` of layer's fused gate/up matrix.
+    GateUp(usize, usize),
     Down(usize),
 }
 
@@ -92,8 +90,8 @@ fn plan(cfg: &QwenConfig) -> BTreeMap<String, (Vec<usize>, Slot)> {
                 add(n("attn.c_attn.bias"), vec![qd + 2 * kvd], Slot::QkvBias(i, 0));
                 add(n("attn.c_proj.weight"), vec![d, qd], Slot::OProj(i));
                 add(n("ln_2.weight"), vec![d], Slot::MlpNorm(i));
-                add(n("mlp.w2.weight"), vec![ff, d], Slot::Gate(i));
-                add(n("mlp.w1.weight"), vec![ff, d], Slot::Up(i));
+                add(n("mlp.w2.weight"), vec![ff, d], Slot::GateUp(i, 0));
+                add(n("mlp.w1.weight"), vec![ff, d], Slot::GateUp(i, ff));
                 add(n("mlp.c_proj.weight"), vec![d, ff], Slot::Down(i));
             }
         }
@@ -117,8 +115,8 @@ fn plan(cfg: &QwenConfig) -> BTreeMap<String, (Vec<usize>, Slot)> {
                 }
                 add(n("self_attn.o_proj.weight"), vec![d, qd], Slot::OProj(i));
                 add(n("post_attention_layernorm.weight"), vec![d], Slot::MlpNorm(i));
-                add(n("mlp.gate_proj.weight"), vec![ff, d], Slot::Gate(i));
-                add(n("mlp.up_proj.weight"), vec![ff, d], Slot::Up(i));
+                add(n("mlp.gate_proj.weight"), vec![ff, d], Slot::GateUp(i, 0));
+                add(n("mlp.up_proj.weight"), vec![ff, d], Slot::GateUp(i, ff));
                 add(n("mlp.down_proj.weight"), vec![d, ff], Slot::Down(i));
             }
         }
@@ -238,6 +236,8 @@ pub fn weight_bytes(cfg: &QwenConfig, format: WeightFormat) -> u64 {
         .map(|(shape, slot)| match slot {
             Slot::Qkv(_, 0) => GpuMatrix::bytes_for(cfg.qkv_dim(), cfg.hidden_size, format),
             Slot::Qkv(..) => 0,
+            Slot::GateUp(_, 0) => GpuMatrix::bytes_for(2 * cfg.intermediate_size, cfg.hidden_size, format),
+            Slot::GateUp(..) => 0,
             _ if shape.len() == 2 => GpuMatrix::bytes_for(shape[0], shape[1], format),
             _ => shape[0] as u64 * 4,
         })
@@ -413,8 +413,7 @@ impl Uploader {
                 },
                 o_proj: GpuMatrix::new(gpu, &l("o_proj"), d, cfg.q_dim(), format)?,
                 mlp_norm: f32_buf(&l("mlp_norm"), d)?,
-                gate: GpuMatrix::new(gpu, &l("gate"), ff, d, format)?,
-                up: GpuMatrix::new(gpu, &l("up"), ff, d, format)?,
+                gate_up: GpuMatrix::new(gpu, &l("gate_up"), 2 * ff, d, format)?,
                 down: GpuMatrix::new(gpu, &l("down"), d, ff, format)?,
             });
         }
@@ -485,8 +484,7 @@ impl Uploader {
             Slot::QNorm(i) => gpu.write(&expect(&w.layers[i].qk_norm)?, 0, &vector()?),
             Slot::KNorm(i) => gpu.write(&expect(&w.layers[i].qk_norm)?, cfg.head_dim as u64 * 4, &vector()?),
             Slot::OProj(i) => matrix(&w.layers[i].o_proj, 0)?,
-            Slot::Gate(i) => matrix(&w.layers[i].gate, 0)?,
-            Slot::Up(i) => matrix(&w.layers[i].up, 0)?,
+            Slot::GateUp(i, row0) => matrix(&w.layers[i].gate_up, row0)?,
             Slot::Down(i) => matrix(&w.layers[i].down, 0)?,
         }
         self.done.insert(name.to_string());

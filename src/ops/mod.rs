@@ -66,6 +66,9 @@ pub fn embed(
     Ok(())
 }
 
+/// Threads of an RMSNorm workgroup on GPUs (2048 values: two 16-byte loads a thread).
+pub const NORM_WG: u32 = 256;
+
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
 pub struct RmsNormParams {
@@ -87,7 +90,8 @@ pub fn rms_norm(
     eps: f64,
     out: &wgpu::Buffer,
 ) -> Result<()> {
-    let k = rec.gpu().kernel(&ShaderKey::new("rms_norm").def("WG", WG), &[Read, Read, Rw])?;
+    let key = ShaderKey::new("rms_norm").def("WG", rec.gpu().norm_wg).flag("VEC4", cols.is_multiple_of(4));
+    let k = rec.gpu().kernel(&key, &[Read, Read, Rw])?;
     let p = RmsNormParams { rows: u(rows), cols: u(cols), in_row0: u(in_row0), eps: eps as f32 };
     rec.dispatch(&k, &p, &[x, w, out], u(rows))
 }
@@ -111,7 +115,7 @@ pub enum LinearKernel {
     /// One thread per output: any width (the fallback for f16 widths that are not a
     /// multiple of 8).
     MatVec,
-    /// [`MATVEC_ROWS`] rows per workgroup, threads along the rows with 16-byte loads, the sums
+    /// [`crate::gpu::Gpu::block_rows`] rows per workgroup, threads along the rows with 16-byte loads, the sums
     /// reduced through workgroup memory (widths % 8 == 0).
     Block,
     /// [`LinearKernel::Block`] reduced with subgroupAdd (adapters with fixed-size subgroups).
@@ -120,8 +124,6 @@ pub enum LinearKernel {
     Tiled,
 }
 
-/// Rows per workgroup of the block mat-vec: each block of x is loaded once for this many rows.
-pub const MATVEC_ROWS: u32 = 4;
 /// Tokens per workgroup of the block mat-vec above [`MATVEC_MAX_TOKENS`] tokens: each weight
 /// is loaded once for this many.
 pub const BLOCK_TOKENS: u32 = 8;
@@ -183,11 +185,11 @@ pub fn linear_with(
             w.cols
         )));
     }
-    let rows = MATVEC_ROWS;
+    let rows = rec.gpu().block_rows;
     let tokens = if n_tokens > MATVEC_MAX_TOKENS { BLOCK_TOKENS } else { 1 };
-    let block = || {
+    let block = |wg: u32| {
         ShaderKey::new("matvec_block")
-            .def("WG", WG)
+            .def("WG", wg)
             .def("ROWS", rows)
             .def("TOKENS", tokens)
             .flag("MULTI", tokens > 1)
@@ -195,8 +197,11 @@ pub fn linear_with(
     };
     let key = match kind {
         LinearKernel::MatVec => ShaderKey::new("matvec").def("WG", WG),
-        LinearKernel::Block => block().def("SUM_UNTIL", 8),
-        LinearKernel::SubgroupBlock => block().def("SG", rec.gpu().subgroup_size.unwrap_or(0)),
+        LinearKernel::Block => block(WG).def("SUM_UNTIL", 8),
+        LinearKernel::SubgroupBlock => {
+            let (sg, wg) = (rec.gpu().subgroup_size.unwrap_or(0), rec.gpu().block_wg);
+            block(wg).def("SG", sg).flag("ONE_SUBGROUP", wg == sg)
+        }
         LinearKernel::Tiled => ShaderKey::new("matmul").def("TILE", TILE).def("TILE_PAD", TILE + 1),
     };
     let key = weight_format(key, w.format).flag("BIAS", bias.is_some()).flag("ACCUMULATE", accumulate);
@@ -426,10 +431,26 @@ pub struct CountParams {
     pub _pad: [u32; 3],
 }
 
-/// `gate[i] = silu(gate[i]) * up[i]` for `n` elements.
-pub fn silu_mul(rec: &mut Recorder, gate: &wgpu::Buffer, up: &wgpu::Buffer, n: usize) -> Result<()> {
-    let k = rec.gpu().kernel(&ShaderKey::new("silu_mul").def("WG", WG), &[Rw, Read])?;
-    rec.dispatch(&k, &CountParams { n: u(n), _pad: [0; 3] }, &[gate, up], groups(n, WG)?)
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+pub struct SiluMulParams {
+    pub n_tokens: u32,
+    pub width: u32,
+    pub _pad: [u32; 2],
+}
+
+/// SwiGLU: `out[t, i] = silu(gate_up[t, i]) * gate_up[t, width + i]`. gate_up:
+/// `[n_tokens, 2 width]` (gate | up), out: `[n_tokens, width]`.
+pub fn silu_mul(
+    rec: &mut Recorder,
+    gate_up: &wgpu::Buffer,
+    n_tokens: usize,
+    width: usize,
+    out: &wgpu::Buffer,
+) -> Result<()> {
+    let k = rec.gpu().kernel(&ShaderKey::new("silu_mul").def("WG", WG), &[Read, Rw])?;
+    let p = SiluMulParams { n_tokens: u(n_tokens), width: u(width), _pad: [0; 2] };
+    rec.dispatch(&k, &p, &[gate_up, out], groups(n_tokens * width, WG)?)
 }
 
 /// `dst[..n] = src[..n]` in 16-byte elements (`n` counts vec4<u32>): the bandwidth probe.

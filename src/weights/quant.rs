@@ -245,7 +245,43 @@ fn q4_scale(group: &[f32], what: &str) -> Result<Option<f16>> {
 }
 
 /// Encode whole rows (`vals.len()` a multiple of `cols`): (value words, scale halves).
+/// Natively, large matrices are encoded on every core (the q4 scale search is the slow part
+/// of loading a bf16 checkpoint as q4).
 pub fn encode_rows(format: WeightFormat, vals: &[f32], cols: usize, what: &str) -> Result<(Vec<u32>, Vec<u16>)> {
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        let rows = vals.len() / cols;
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(rows / 64).max(1);
+        if format != WeightFormat::F16 && threads > 1 {
+            let per = rows.div_ceil(threads) * cols;
+            let parts: Vec<Result<(Vec<u32>, Vec<u16>)>> = std::thread::scope(|s| {
+                let handles: Vec<_> = vals
+                    .chunks(per)
+                    .enumerate()
+                    .map(|(i, part)| s.spawn(move || encode_rows_here(format, part, cols, i * per / cols, what)))
+                    .collect();
+                handles.into_iter().map(|h| h.join().expect("an encoder thread panicked")).collect()
+            });
+            let (mut words, mut scales) = (Vec::new(), Vec::new());
+            for part in parts {
+                let (w, sc) = part?;
+                words.extend_from_slice(&w);
+                scales.extend_from_slice(&sc);
+            }
+            return Ok((words, scales));
+        }
+    }
+    encode_rows_here(format, vals, cols, 0, what)
+}
+
+/// [`encode_rows`] on this thread; `row0` numbers the rows in errors.
+fn encode_rows_here(
+    format: WeightFormat,
+    vals: &[f32],
+    cols: usize,
+    row0: usize,
+    what: &str,
+) -> Result<(Vec<u32>, Vec<u16>)> {
     let rows = vals.len() / cols;
     let wpr = format.words_per_row(cols);
     let mut words = vec![0u32; rows * wpr];
@@ -263,7 +299,7 @@ pub fn encode_rows(format: WeightFormat, vals: &[f32], cols: usize, what: &str) 
                 for (g, group) in row.chunks(GROUP).enumerate() {
                     let amax = group.iter().fold(0f32, |m, x| m.max(x.abs()));
                     if !amax.is_finite() {
-                        return Err(Error::Weights(format!("{what}: non-finite value in row {r}")));
+                        return Err(Error::Weights(format!("{what}: non-finite value in row {}", row0 + r)));
                     }
                     let s = f16::from_bits(f16_checked(amax / 127.0, what)?);
                     scales.push(s.to_bits());
@@ -278,7 +314,7 @@ pub fn encode_rows(format: WeightFormat, vals: &[f32], cols: usize, what: &str) 
             WeightFormat::Q4 => {
                 for (g, group) in row.chunks(GROUP).enumerate() {
                     let s = q4_scale(group, what)?
-                        .ok_or_else(|| Error::Weights(format!("{what}: non-finite value in row {r}")))?;
+                        .ok_or_else(|| Error::Weights(format!("{what}: non-finite value in row {}", row0 + r)))?;
                     scales.push(s.to_bits());
                     let inv = if s.to_f32() != 0.0 { 1.0 / s.to_f32() } else { 0.0 };
                     for (j, &x) in group.iter().enumerate() {

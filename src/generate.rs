@@ -81,12 +81,28 @@ impl Generator {
     }
 
     /// The next token, or `None` once generation has finished.
+    ///
+    /// Greedy decoding keeps one pass queued ahead ([`Qwen::queue_next`]): the pass for the
+    /// token after this one is submitted before this one is read back, fed with this token's
+    /// id on the GPU, so the GPU does not wait for the readback or for the CPU to record the
+    /// next pass. If this token ends generation (a stop id), that pass is dropped at the
+    /// model's next use and its position freed.
     pub async fn next(&mut self, model: &mut Qwen) -> Result<Option<u32>> {
         if self.finish.is_some() {
             return Ok(None);
         }
+        if self.want == Want::Argmax {
+            // This call returns token number `returned + 1`; queue the one after it when the
+            // length limit and the context allow it.
+            let returned = self.history.len() - self.prompt_len;
+            let queued = usize::from(self.pending.is_none());
+            if returned + 2 <= self.opts.max_new_tokens && model.pos() + queued < model.context() {
+                model.queue_next().await?;
+            }
+        }
         let out = match self.pending.take() {
             Some(o) => o,
+            None if self.want == Want::Argmax => Output::Token(model.take_token().await?),
             None => {
                 let last = *self.history.last().expect("a token was generated");
                 model.feed(&[last], self.want).await?

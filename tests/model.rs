@@ -253,3 +253,46 @@ fn compressed_kv_caches_track_reference() {
         }
     }
 }
+
+/// Greedy generation keeps a pass queued ahead of the token it reads. A stop id drops that
+/// pass: the next turn continues from the right position (its logits match feeding the whole
+/// sequence at once), and generation that fills the context ends with ContextFull, its
+/// tokens those of the unbounded run (which the candle tests check against the reference).
+#[test]
+fn queued_decode_stops_cleanly_and_continues() {
+    use qwen_webgpu::generate::FinishReason;
+    let spec = Spec::qwen2(false);
+    let (dir, _) = fixture("queued", &spec, 91);
+    let prompt = random_ids(7, spec.vocab, 92);
+    let mut m = load(&dir, ModelOptions { context: Some(24), max_batch: 24, ..Default::default() }, None);
+    let free_run = greedy(&mut m, &prompt, 10);
+    // Stop at the 4th generated token: the pass queued for the 5th is dropped.
+    let stop = free_run[3];
+    assert!(!free_run[..3].contains(&stop), "the fixture's 4th token repeats an earlier one");
+    m.reset();
+    let opts = GenerateOptions { max_new_tokens: 10, sampling: Default::default(), stop_ids: vec![stop] };
+    let g = pollster::block_on(generate(&mut m, &prompt, &opts, &mut |_| true)).unwrap();
+    assert_eq!((g.tokens.as_slice(), g.finish), (&free_run[..4], FinishReason::Stop));
+    // The stop token is not in the cache yet: the prompt and 3 tokens are.
+    assert_eq!(m.pos(), prompt.len() + 3);
+    // Next turn: the stop token and two more, fed after the stopped generation.
+    let turn: Vec<u32> = vec![stop, 5, 9];
+    let got = match pollster::block_on(m.feed(&turn, Want::Logits)).unwrap() {
+        Output::Logits(l) => l,
+        o => panic!("unexpected {o:?}"),
+    };
+    let mut whole = prompt.clone();
+    whole.extend_from_slice(&free_run[..3]);
+    whole.extend_from_slice(&turn);
+    let want = all_logits(&mut m, &whole);
+    assert_close("logits after a stopped turn", &got, &want[want.len() - spec.vocab..], ATOL, RTOL);
+    // Up to the end of the context: 24 - 7 prompt tokens leave room to feed 17 tokens, so
+    // generation yields 18 (the last is never fed).
+    m.reset();
+    let long = GenerateOptions { max_new_tokens: 100, sampling: Default::default(), stop_ids: vec![] };
+    let g = pollster::block_on(generate(&mut m, &prompt, &long, &mut |_| true)).unwrap();
+    assert_eq!(g.finish, FinishReason::ContextFull);
+    assert_eq!(g.tokens.len(), 24 - prompt.len() + 1);
+    assert_eq!(g.tokens[..10], free_run[..]);
+    assert_eq!(m.pos(), 24);
+}

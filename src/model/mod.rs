@@ -51,6 +51,8 @@ pub enum Want {
     Nothing,
     /// The argmax of the last token's logits, computed on the GPU (4 bytes read back).
     Argmax,
+    /// [`Want::Argmax`], submitted but not read (see [`Qwen::queue_next`]).
+    QueuedArgmax,
     /// The last token's logits.
     Logits,
     /// Logits for every token (tests, evaluation): `[n_tokens, vocab]`.
@@ -83,6 +85,12 @@ pub struct Qwen {
     params_arena: Option<wgpu::Buffer>,
     /// Bind groups of the forward pass, reused from pass to pass (the buffers never change).
     bind_groups: crate::gpu::recorder::BindGroupCache,
+    /// Readback slots (of `state.next_readback`) of submitted argmax passes not yet read,
+    /// oldest first: at most two (see [`Qwen::queue_next`]).
+    in_flight: std::collections::VecDeque<usize>,
+    next_slot: usize,
+    /// Whether `state.next` holds the last pass's argmax (what [`Qwen::queue_next`] feeds).
+    next_on_gpu: bool,
     /// Timestamps between dispatches, when profiling.
     profiler: Option<crate::gpu::profile::Profiler>,
     last_profile: Option<PassProfile>,
@@ -138,6 +146,9 @@ impl Qwen {
             last_dispatches: 0,
             params_arena: None,
             bind_groups: Default::default(),
+            in_flight: Default::default(),
+            next_slot: 0,
+            next_on_gpu: false,
             profiler: None,
             last_profile: None,
         }
@@ -157,9 +168,10 @@ impl Qwen {
         Qwen::load(gpu, config, &mut src, opts, &mut |_, _| {})
     }
 
-    /// Tokens in the KV cache.
+    /// Tokens in the KV cache (passes queued by [`Qwen::queue_next`] and not yet read
+    /// not counted).
     pub fn pos(&self) -> usize {
-        self.pos
+        self.pos - self.in_flight.len()
     }
 
     /// KV cache length.
@@ -202,6 +214,8 @@ impl Qwen {
 
     /// Forget the conversation: the next prompt starts at position 0.
     pub fn reset(&mut self) {
+        self.in_flight.clear();
+        self.next_on_gpu = false;
         self.pos = 0;
         self.ntk_alpha = 1.0;
         self.inv_freq = rope::inv_freq(self.config.rope_theta, self.config.head_dim);
@@ -233,6 +247,7 @@ impl Qwen {
     /// about the last chunk. On a fresh cache this is the prefill that fixes Qwen v1's NTK
     /// alpha for the rest of the sequence, as the reference does.
     pub async fn feed(&mut self, tokens: &[u32], want: Want) -> Result<Output> {
+        self.discard_queued();
         self.check_tokens(tokens)?;
         if self.pos == 0 {
             self.ntk_alpha =
@@ -246,7 +261,7 @@ impl Qwen {
         let mut last = Output::Nothing;
         for (i, c) in tokens.chunks(chunk).enumerate() {
             let w = if i + 1 == n_chunks || want == Want::AllLogits { want } else { Want::Nothing };
-            last = self.forward(c, w).await?;
+            last = self.forward(Some(c), w).await?;
             if want == Want::AllLogits {
                 if let Output::Logits(l) = &last {
                     all.extend_from_slice(l);
@@ -256,10 +271,48 @@ impl Qwen {
         Ok(if want == Want::AllLogits { Output::Logits(all) } else { last })
     }
 
-    /// One forward pass over at most `max_batch` tokens at positions `pos..`.
-    async fn forward(&mut self, tokens: &[u32], want: Want) -> Result<Output> {
+    /// Queue the decode of one token without waiting for anything: the token is the last
+    /// argmax pass's result, read by the GPU itself, so the pass can be submitted before that
+    /// result is read back. [`Qwen::take_token`] reads each queued pass's argmax in order.
+    /// Greedy generation keeps one pass queued ahead this way, so the GPU never waits for a
+    /// readback or for the CPU to record the next pass. Any other call ([`Qwen::feed`],
+    /// [`Qwen::reset`]) first drops queued passes that were not read (their positions are
+    /// freed again).
+    pub async fn queue_next(&mut self) -> Result<()> {
+        if !self.next_on_gpu || self.in_flight.len() >= 2 {
+            return Err(Error::Request(
+                "queue_next needs the previous pass to be an argmax pass, with at most one pass queued".into(),
+            ));
+        }
+        if self.pos >= self.state.context {
+            return Err(Error::ContextFull(format!("the context of {} tokens is full", self.state.context)));
+        }
+        self.forward(None, Want::QueuedArgmax).await.map(|_| ())
+    }
+
+    /// The argmax of the oldest queued pass ([`Qwen::queue_next`]), once the GPU has it.
+    pub async fn take_token(&mut self) -> Result<u32> {
+        let slot = self.in_flight.pop_front().ok_or_else(|| Error::Request("no pass is queued".into()))?;
+        let b = self.gpu.map_read(&self.state.next_readback[slot], 4).await?;
+        let id = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+        if id as usize >= self.config.vocab_size {
+            return Err(Error::Gpu("argmax found no finite logit (NaN logits)".into()));
+        }
+        Ok(id)
+    }
+
+    /// Forget queued passes that were not read: their positions are free again (whatever
+    /// they write there is overwritten by the next pass).
+    fn discard_queued(&mut self) {
+        self.pos -= self.in_flight.len();
+        self.in_flight.clear();
+    }
+
+    /// One forward pass over at most `max_batch` tokens at positions `pos..`: `tokens`, or
+    /// (None) one token, the last pass's argmax, copied on the GPU.
+    async fn forward(&mut self, tokens: Option<&[u32]>, want: Want) -> Result<Output> {
         let cfg = &self.config;
-        let n = tokens.len();
+        let n = tokens.map_or(1, |t| t.len());
         let pos0 = self.pos;
         let (d, ff) = (cfg.hidden_size, cfg.intermediate_size);
         let heads = Heads {
@@ -276,7 +329,9 @@ impl Qwen {
         let logn = cfg.use_logn_attn.then_some(cfg.seq_length);
         rope::fill_table(&mut self.rope_host, &self.inv_freq, pos0, n, logn);
         gpu.write(&s.rope, 0, bytemuck::cast_slice(&self.rope_host));
-        gpu.write(&s.tokens, 0, bytemuck::cast_slice(tokens));
+        if let Some(tokens) = tokens {
+            gpu.write(&s.tokens, 0, bytemuck::cast_slice(tokens));
+        }
 
         let clock = crate::bench::Stopwatch::start();
         let mut rec = Recorder::new(gpu);
@@ -311,10 +366,10 @@ impl Qwen {
         let vocab = cfg.vocab_size;
         match want {
             Want::Nothing => {}
-            Want::Argmax | Want::Logits => {
+            Want::Argmax | Want::QueuedArgmax | Want::Logits => {
                 ops::rms_norm(&mut rec, &s.x, n - 1, 1, d, &w.norm, cfg.rms_norm_eps, &s.xn)?;
                 ops::linear(&mut rec, &s.xn, 0, 1, w.lm_head(), None, &s.logits, false)?;
-                if want == Want::Argmax {
+                if want != Want::Logits {
                     ops::argmax(&mut rec, &s.logits, vocab, &s.next)?;
                 }
             }
@@ -322,6 +377,9 @@ impl Qwen {
         }
         self.last_dispatches = rec.len();
         let mut enc = gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("forward") });
+        if tokens.is_none() {
+            enc.copy_buffer_to_buffer(&s.next, 0, &s.tokens, 0, 4);
+        }
         let timestamps = self.profiler.as_ref().map(|p| p.query_set());
         rec.encode_with(&mut enc, &mut self.params_arena, Some(&mut self.bind_groups), timestamps)?;
         let profiled = self.profiler.as_ref().map(|p| {
@@ -335,15 +393,13 @@ impl Qwen {
                 gpu.check()?;
                 Output::Nothing
             }
-            Want::Argmax => {
-                enc.copy_buffer_to_buffer(&s.next, 0, &s.next_readback, 0, 4);
+            Want::Argmax | Want::QueuedArgmax => {
+                let slot = self.next_slot;
+                self.next_slot ^= 1;
+                enc.copy_buffer_to_buffer(&s.next, 0, &s.next_readback[slot], 0, 4);
                 gpu.queue.submit([enc.finish()]);
-                let b = gpu.map_read(&s.next_readback, 4).await?;
-                let id = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
-                if id as usize >= vocab {
-                    return Err(Error::Gpu("argmax found no finite logit (NaN logits)".into()));
-                }
-                Output::Token(id)
+                self.in_flight.push_back(slot);
+                Output::Nothing
             }
             Want::Logits => {
                 enc.copy_buffer_to_buffer(&s.logits, 0, &s.logits_readback, 0, vocab as u64 * 4);
@@ -380,8 +436,12 @@ impl Qwen {
             }
         };
         self.pos += n;
+        self.next_on_gpu = matches!(want, Want::Argmax | Want::QueuedArgmax);
         if let (Some(p), Some((info, encode_s))) = (&self.profiler, profiled) {
             self.last_profile = Some(PassProfile { dispatches: p.read(gpu, info).await?, encode_s });
+        }
+        if want == Want::Argmax {
+            return Ok(Output::Token(self.take_token().await?));
         }
         Ok(out)
     }

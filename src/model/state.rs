@@ -10,22 +10,22 @@ pub struct RunState {
     /// KV cache length in tokens.
     pub context: usize,
     pub kv: KvFormat,
-    pub tokens: wgpu::Buffer,          // [max_tokens] u32
-    pub x: wgpu::Buffer,               // [max_tokens, hidden] residual stream
-    pub xn: wgpu::Buffer,              // [max_tokens, hidden] normalised x
-    pub qkv: wgpu::Buffer,             // [max_tokens, q_dim + 2 kv_dim]
-    pub q: wgpu::Buffer,               // [max_tokens, q_dim] rotated queries
-    pub att: wgpu::Buffer,             // [max_tokens, q_dim] attention output
-    pub att_partials: wgpu::Buffer,    // split-K attention partials (ops::attention_partials_bytes)
-    pub gate_up: wgpu::Buffer,         // [max_tokens, 2 intermediate] gate | up
-    pub act: wgpu::Buffer,             // [max_tokens, intermediate] silu(gate) * up
-    pub rope: wgpu::Buffer,            // [max_tokens, head_dim + 1] cos | sin | q scale
-    pub logits: wgpu::Buffer,          // [vocab] last token's logits
-    pub next: wgpu::Buffer,            // [4] u32: argmax result
-    pub next_readback: wgpu::Buffer,   // [4] u32, MAP_READ
-    pub logits_readback: wgpu::Buffer, // [vocab] f32, MAP_READ
-    pub k_cache: Vec<wgpu::Buffer>,    // per layer [context, kv_dim]
-    pub v_cache: Vec<wgpu::Buffer>,    // per layer [context, kv_dim]
+    pub tokens: wgpu::Buffer,             // [max_tokens] u32
+    pub x: wgpu::Buffer,                  // [max_tokens, hidden] residual stream
+    pub xn: wgpu::Buffer,                 // [max_tokens, hidden] normalised x
+    pub qkv: wgpu::Buffer,                // [max_tokens, q_dim + 2 kv_dim]
+    pub q: wgpu::Buffer,                  // [max_tokens, q_dim] rotated queries
+    pub att: wgpu::Buffer,                // [max_tokens, q_dim] attention output
+    pub att_partials: wgpu::Buffer,       // split-K attention partials (ops::attention_partials_bytes)
+    pub gate_up: wgpu::Buffer,            // [max_tokens, 2 intermediate] gate | up
+    pub act: wgpu::Buffer,                // [max_tokens, intermediate] silu(gate) * up
+    pub rope: wgpu::Buffer,               // [max_tokens, head_dim + 1] cos | sin | q scale
+    pub logits: wgpu::Buffer,             // [vocab] last token's logits
+    pub next: wgpu::Buffer,               // [4] u32: argmax result
+    pub next_readback: [wgpu::Buffer; 2], // [4] u32, MAP_READ: two, for a pass queued ahead
+    pub logits_readback: wgpu::Buffer,    // [vocab] f32, MAP_READ
+    pub k_cache: Vec<wgpu::Buffer>,       // per layer [context, kv_dim]
+    pub v_cache: Vec<wgpu::Buffer>,       // per layer [context, kv_dim]
 }
 
 /// Bytes of activations + KV cache for `cfg` at these sizes (what [`RunState::new`] allocates,
@@ -34,7 +34,7 @@ pub fn state_bytes(cfg: &QwenConfig, max_tokens: usize, context: usize, kv: KvFo
     let t = max_tokens as u64;
     let per_token =
         2 * cfg.hidden_size + cfg.qkv_dim() + 2 * cfg.q_dim() + 3 * cfg.intermediate_size + cfg.head_dim + 1;
-    let acts = t * 4 + t * per_token as u64 * 4 + 2 * cfg.vocab_size as u64 * 4 + 32;
+    let acts = t * 4 + t * per_token as u64 * 4 + 2 * cfg.vocab_size as u64 * 4 + 48;
     let partials = crate::ops::attention_partials_bytes(cfg.num_attention_heads, cfg.head_dim);
     acts + partials + kv_cache_bytes(cfg, context, kv)
 }
@@ -91,7 +91,7 @@ impl RunState {
             rope: f("rope", t * (cfg.head_dim + 1))?,
             logits: f("logits", cfg.vocab_size)?,
             next: f("next", 4)?,
-            next_readback: readback("next_readback", 16),
+            next_readback: [readback("next_readback0", 16), readback("next_readback1", 16)],
             logits_readback: readback("logits_readback", cfg.vocab_size as u64 * 4),
             k_cache,
             v_cache,

@@ -268,13 +268,13 @@ function expectedBenchBytes() {
   const q = heads * hd, qkv = q + 2 * heads * hd;
   const buf = (n) => Math.ceil(n / 16) * 16;
   const q4 = (rows, cols) => rows * (cols / 8 * 4 + cols / 32 * 2); // every width here is a multiple of 64
-  const layer = buf(q4(qkv, d)) + buf(q4(d, q)) + 2 * buf(q4(ff, d)) + buf(q4(d, ff)) + 2 * buf(4 * d) + buf(4 * qkv); // + norms, qkv bias
+  const layer = buf(q4(qkv, d)) + buf(q4(d, q)) + buf(q4(2 * ff, d)) /* gate|up */ + buf(q4(d, ff)) + 2 * buf(4 * d) + buf(4 * qkv); // + norms, qkv bias
   const weights = 2 * buf(q4(V, d)) + L * layer + buf(4 * d);
   const ctx = Math.max(...BENCH.prefill, ...BENCH.decodeAt) + BENCH.decodeTokens + 1;
   const t = Math.min(128, ctx);
   const partials = 2 * heads * 32 * (hd + 2) * 4; // split-K attention (ops::attention_partials_bytes)
-  const acts = buf(4 * t) + 2 * buf(4 * t * d) + buf(4 * t * qkv) + 2 * buf(4 * t * q) + buf(partials) + 2 * buf(4 * t * ff) +
-    buf(4 * t * (hd + 1)) + buf(4 * V) /* logits */ + 16 /* next */ + 16 /* next readback */ + 4 * V /* logits readback */;
+  const acts = buf(4 * t) + 2 * buf(4 * t * d) + buf(4 * t * qkv) + 2 * buf(4 * t * q) + buf(partials) + buf(4 * t * 2 * ff) /* gate|up */ + buf(4 * t * ff) /* act */ +
+    buf(4 * t * (hd + 1)) + buf(4 * V) /* logits */ + 16 /* next */ + 2 * 16 /* next readbacks */ + 4 * V /* logits readback */;
   const kv = 2 * L * buf(ctx * heads * hd * 4);
   return { bytes: weights + acts + kv, ctx, weightsPerToken: q4(qkv, d) + q4(d, q) + 2 * q4(ff, d) + q4(d, ff) + q4(V, d) + q4(1, d) };
 }

@@ -4,7 +4,8 @@
 // and its scale; f16: 8 weights), with 16-byte loads. Each block of x is loaded once and used
 // for all ROWS rows, so x costs 1/ROWS of the loads it would cost one row at a time. The
 // partial sums are reduced with subgroupAdd where the adapter has subgroups of one size SG,
-// else through workgroup memory. Needs cols % 8 == 0 (whole groups for q4/q8), so that rows
+// else through workgroup memory; with ONE_SUBGROUP (WG == SG, CPU adapters) subgroupAdd
+// alone, with no barrier. Needs cols % 8 == 0 (whole groups for q4/q8), so that rows
 // and x rows start on 16-byte boundaries.
 #include "common/grid.wgsl"
 // (with VEC4_IO set by the caller)

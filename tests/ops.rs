@@ -151,10 +151,26 @@ fn kinds(g: &Gpu, m: &GpuMatrix) -> Vec<LinearKernel> {
     all.into_iter().filter(|&k| ops::linear_fits(g, k, m)).collect()
 }
 
+/// Every linear kernel that can run `m` here, the block kernels in each geometry (rows,
+/// threads): the adapter's own `own`, a GPU's (4, 64) and 16 rows of one subgroup.
+fn kernel_runs(g: &Gpu, m: &GpuMatrix, own: (u32, u32)) -> Vec<(LinearKernel, (u32, u32))> {
+    let mut geometries = vec![own, (4, ops::WG), (16, g.subgroup_size.unwrap_or(ops::WG))];
+    geometries.sort();
+    geometries.dedup();
+    kinds(g, m)
+        .into_iter()
+        .flat_map(|k| {
+            let n = if matches!(k, LinearKernel::Block | LinearKernel::SubgroupBlock) { geometries.len() } else { 1 };
+            geometries[..n].iter().map(move |&geo| (k, geo)).collect::<Vec<_>>()
+        })
+        .collect()
+}
+
 #[test]
 fn linear_every_kernel_odd_shapes() {
     let mut rng = Rng::new(3);
     for (mut g, split) in [(gpu(), false), (gpu_with(Some(64 << 10)), true)] {
+        let own = (g.block_rows, g.block_wg);
         for &(n_tokens, cols, rows) in &[
             (1, 35, 77),
             (2, 130, 300),
@@ -175,14 +191,7 @@ fn linear_every_kernel_odd_shapes() {
             let bias = randn(&mut rng, rows);
             let init = randn(&mut rng, n_tokens * rows);
             let (xb, bb) = (buf(&g, &x), buf(&g, &bias));
-            // The block kernels' geometries: a GPU's (4 rows, 64 threads) and a CPU adapter's
-            // (16 rows, one subgroup a workgroup).
-            let geometries = [(4, ops::WG), (16, g.subgroup_size.unwrap_or(ops::WG))];
-            let runs = kinds(&g, &m).into_iter().flat_map(|k| {
-                let n = if matches!(k, LinearKernel::Block | LinearKernel::SubgroupBlock) { 2 } else { 1 };
-                geometries[..n].iter().map(move |&geo| (k, geo))
-            });
-            for (kind, (block_rows, block_wg)) in runs.collect::<Vec<_>>() {
+            for (kind, (block_rows, block_wg)) in kernel_runs(&g, &m, own) {
                 g.block_rows = block_rows;
                 g.block_wg = block_wg;
                 for (use_bias, acc) in [(false, false), (true, false), (false, true), (true, true)] {
@@ -419,6 +428,7 @@ fn argmax_first_max_and_nan() {
 fn quantized_formats_in_every_weight_kernel() {
     let mut rng = Rng::new(8);
     for (mut g, split) in [(gpu(), false), (gpu_with(Some(64 << 10)), true)] {
+        let own = (g.block_rows, g.block_wg);
         for format in [WeightFormat::Q8, WeightFormat::Q4] {
             for (rows, cols) in [(601, 320), (77, 2112)] {
                 let w = randn(&mut rng, rows * cols);
@@ -447,10 +457,7 @@ fn quantized_formats_in_every_weight_kernel() {
                             want.push((s + bias[o] as f64) as f32);
                         }
                     }
-                    let geometries = [(4, ops::WG), (16, g.subgroup_size.unwrap_or(ops::WG))];
-                    for (kind, (block_rows, block_wg)) in
-                        kinds(&g, &m).into_iter().flat_map(|k| geometries.map(|geo| (k, geo)))
-                    {
+                    for (kind, (block_rows, block_wg)) in kernel_runs(&g, &m, own) {
                         g.block_rows = block_rows;
                         g.block_wg = block_wg;
                         let out = buf(&g, &vec![SENTINEL; n_tokens * rows + 1]);

@@ -322,13 +322,13 @@ pub struct KernelTime {
 async fn profile_decode(model: &mut Qwen, context: usize, tokens: usize, rng: &mut u64) -> Result<Profile> {
     model.reset();
     let ids = random_ids(context, model.config.vocab_size, rng);
-    let mut tok = token(model.feed(&ids, Want::Argmax).await?)?;
+    let mut tok = token(model.feed(&ids, Want::Token).await?)?;
     model.set_profiling(true)?;
     let mut by_kernel: BTreeMap<(String, u32), (usize, f64)> = BTreeMap::new();
     let mut encode_s = 0.0;
     let t0 = Stopwatch::start();
     for _ in 0..tokens {
-        tok = token(model.feed(&[tok], Want::Argmax).await?)?;
+        tok = token(model.feed(&[tok], Want::Token).await?)?;
         let p = model.last_profile().ok_or_else(|| Error::Gpu("no profile was recorded".into()))?;
         encode_s += p.encode_s;
         for d in &p.dispatches {
@@ -434,8 +434,8 @@ pub async fn run_with_progress(
     progress("warm-up");
     model.reset();
     let warm = random_ids(4.min(ctx - 1), cfg.vocab_size, &mut rng);
-    let t = token(model.feed(&warm, Want::Argmax).await?)?;
-    token(model.feed(&[t], Want::Argmax).await?)?;
+    let t = token(model.feed(&warm, Want::Token).await?)?;
+    token(model.feed(&[t], Want::Token).await?)?;
 
     let mut prefill = Vec::new();
     for &n in opts.prefill_lens.iter().filter(|&&n| n < ctx) {
@@ -443,7 +443,7 @@ pub async fn run_with_progress(
         model.reset();
         let ids = random_ids(n, cfg.vocab_size, &mut rng);
         let t0 = Stopwatch::start();
-        token(model.feed(&ids, Want::Argmax).await?)?;
+        token(model.feed(&ids, Want::Token).await?)?;
         let s = t0.seconds();
         prefill.push(PrefillResult { tokens: n, tok_per_s: n as f64 / s, seconds: s });
     }
@@ -459,7 +459,7 @@ pub async fn run_with_progress(
         progress(&format!("decode @{c}"));
         model.reset();
         let ids = random_ids(c, cfg.vocab_size, &mut rng);
-        token(model.feed(&ids, Want::Argmax).await?)?;
+        token(model.feed(&ids, Want::Token).await?)?;
         // As greedy generation decodes: one pass queued ahead of the one being read.
         let t0 = Stopwatch::start();
         model.queue_next().await?;

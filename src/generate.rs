@@ -3,7 +3,7 @@
 
 use crate::error::{Error, Result};
 use crate::model::{Output, Qwen, Want};
-use crate::sampler::{Sampler, SamplingParams};
+use crate::sampler::SamplingParams;
 
 #[derive(Debug, Clone)]
 pub struct GenerateOptions {
@@ -33,10 +33,12 @@ pub struct Generation {
 
 /// Step-by-step generation: [`Generator::start`] prefills, each [`Generator::next`] yields
 /// one token. The CLI and the browser engine both drive this; [`generate`] wraps it.
+///
+/// Every token is chosen on the GPU (argmax, or a draw by [`crate::sampler`]'s definition,
+/// the same tokens as [`crate::sampler::Sampler`] on the CPU would pick from the same
+/// logits), so each decoded token costs one submission and a 4-byte readback.
 pub struct Generator {
     opts: GenerateOptions,
-    sampler: Sampler,
-    want: Want,
     /// Prompt and output so far (the repetition penalty looks at both, as HF does).
     history: Vec<u32>,
     prompt_len: usize,
@@ -49,7 +51,7 @@ impl Generator {
     /// Check the request and prefill `prompt`, continuing the model's current KV cache (call
     /// [`Qwen::reset`] first for a fresh sequence).
     pub async fn start(model: &mut Qwen, prompt: &[u32], opts: GenerateOptions) -> Result<Generator> {
-        let sampler = Sampler::new(opts.sampling.clone())?;
+        opts.sampling.validate()?;
         if model.pos() + prompt.len() > model.context() {
             return Err(Error::Request(format!(
                 "the prompt has {} tokens, but only {} of the context of {} are free",
@@ -58,31 +60,19 @@ impl Generator {
                 model.context()
             )));
         }
-        let want = if opts.sampling.is_greedy() && opts.sampling.repetition_penalty == 1.0 {
-            Want::Argmax
-        } else {
-            Want::Logits
-        };
-        let mut g = Generator {
-            sampler,
-            want,
-            history: prompt.to_vec(),
-            prompt_len: prompt.len(),
-            pending: None,
-            finish: None,
-            opts,
-        };
+        model.set_sampling(Some(&opts.sampling), prompt)?;
+        let mut g = Generator { history: prompt.to_vec(), prompt_len: prompt.len(), pending: None, finish: None, opts };
         if g.opts.max_new_tokens == 0 {
             g.finish = Some(FinishReason::Length);
         } else {
-            g.pending = Some(model.feed(prompt, want).await?);
+            g.pending = Some(model.feed(prompt, Want::Token).await?);
         }
         Ok(g)
     }
 
     /// The next token, or `None` once generation has finished.
     ///
-    /// Greedy decoding keeps one pass queued ahead ([`Qwen::queue_next`]): the pass for the
+    /// Decoding keeps one pass queued ahead ([`Qwen::queue_next`]): the pass for the
     /// token after this one is submitted before this one is read back, fed with this token's
     /// id on the GPU, so the GPU does not wait for the readback or for the CPU to record the
     /// next pass. If this token ends generation (a stop id), that pass is dropped at the
@@ -91,27 +81,20 @@ impl Generator {
         if self.finish.is_some() {
             return Ok(None);
         }
-        if self.want == Want::Argmax {
-            // This call returns token number `returned + 1`; queue the one after it when the
-            // length limit and the context allow it.
-            let returned = self.history.len() - self.prompt_len;
-            let queued = usize::from(self.pending.is_none());
-            if returned + 2 <= self.opts.max_new_tokens && model.pos() + queued < model.context() {
-                model.queue_next().await?;
-            }
+        // This call returns token number `returned + 1`; queue the one after it when the
+        // length limit and the context allow it.
+        let returned = self.history.len() - self.prompt_len;
+        let queued = usize::from(self.pending.is_none());
+        if returned + 2 <= self.opts.max_new_tokens && model.pos() + queued < model.context() {
+            model.queue_next().await?;
         }
         let out = match self.pending.take() {
             Some(o) => o,
-            None if self.want == Want::Argmax => Output::Token(model.take_token().await?),
-            None => {
-                let last = *self.history.last().expect("a token was generated");
-                model.feed(&[last], self.want).await?
-            }
+            None => Output::Token(model.take_token().await?),
         };
         let tok = match out {
             Output::Token(t) => t,
-            Output::Logits(mut l) => self.sampler.sample(&mut l, &self.history)?,
-            Output::Nothing => return Err(Error::Gpu("forward pass returned no output".into())),
+            _ => return Err(Error::Gpu("forward pass returned no token".into())),
         };
         self.history.push(tok);
         let n = self.history.len() - self.prompt_len;

@@ -1,6 +1,21 @@
-//! Choosing the next token from logits, on the CPU: repetition penalty, temperature, top-k,
-//! top-p, in the order Hugging Face `generate` applies them, with a seeded RNG so runs repeat.
-//! Temperature 0 is greedy (and the engine then takes the argmax on the GPU instead).
+//! Choosing the next token from logits: repetition penalty, temperature, top-k, top-p, in the
+//! order Hugging Face `generate` applies them, then a seeded draw so runs repeat.
+//!
+//! One definition, two implementations: [`Sampler`] here on the CPU, and `shaders/sample.wgsl`
+//! on the GPU (what generation uses: the token is chosen where the logits are, and only its
+//! 4-byte id is read back). They give the same token for the same logits, seed and step:
+//!
+//! - penalty `r` on every token of the history: `l * (1/r)` if `l > 0`, else `l * r` (HF/CTRL);
+//! - temperature 0 is greedy: the first index of the largest logit;
+//! - `s = l * (1/temperature)` in f32;
+//! - top-k keeps `s >=` the k-th largest `s` (values tied with it are kept too, as HF does);
+//! - top-p keeps, of those, `s >= v` for the largest `v` whose kept mass
+//!   `sum(exp(s_j - max s), s_j >= v)` reaches `top_p` times the whole kept mass;
+//! - the token is the first index of the largest `s_i + g_i` among the kept, where
+//!   `g_i = -log(-log(u_i))` and `u_i` is a uniform hashed from (seed, step, i): the
+//!   Gumbel-max trick, which draws `i` with probability `exp(s_i) / sum(exp(s_j))`.
+//!
+//! `step` counts the draws of one generation (0, 1, ...).
 
 use crate::error::{Error, Result};
 
@@ -26,14 +41,21 @@ impl Default for SamplingParams {
 impl SamplingParams {
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(Error::Request(m));
-        if !self.temperature.is_finite() || self.temperature < 0.0 {
-            return bad(format!("temperature must be a finite number >= 0, got {}", self.temperature));
+        let t = self.temperature;
+        if !t.is_finite() || t < 0.0 || (t != 0.0 && !(1.0 / t).is_finite()) {
+            return bad(format!("temperature must be 0 (greedy) or a finite number > 0, got {}", self.temperature));
         }
         if !(self.top_p > 0.0 && self.top_p <= 1.0) {
             return bad(format!("top_p must be in (0, 1], got {}", self.top_p));
         }
-        if !self.repetition_penalty.is_finite() || self.repetition_penalty <= 0.0 {
+        if !self.repetition_penalty.is_finite()
+            || self.repetition_penalty <= 0.0
+            || !(1.0 / self.repetition_penalty).is_finite()
+        {
             return bad(format!("repetition_penalty must be a finite number > 0, got {}", self.repetition_penalty));
+        }
+        if self.top_k > u32::MAX as usize {
+            return bad(format!("top_k must be at most {}, got {}", u32::MAX, self.top_k));
         }
         Ok(())
     }
@@ -43,89 +65,127 @@ impl SamplingParams {
     }
 }
 
+/// The f32 factors both implementations multiply by.
+#[derive(Debug, Clone, Copy)]
+pub struct KernelTerms {
+    /// 0 when greedy.
+    pub inv_temperature: f32,
+    pub inv_penalty: f32,
+}
+
+impl KernelTerms {
+    pub fn of(p: &SamplingParams) -> KernelTerms {
+        KernelTerms {
+            inv_temperature: if p.temperature == 0.0 { 0.0 } else { 1.0 / p.temperature },
+            inv_penalty: 1.0 / p.repetition_penalty,
+        }
+    }
+}
+
+/// The PCG hash (Jarzynski and Olano), as the kernel computes it.
+fn pcg(x: u32) -> u32 {
+    let s = x.wrapping_mul(747_796_405).wrapping_add(2_891_336_453);
+    let w = ((s >> ((s >> 28) + 4)) ^ s).wrapping_mul(277_803_737);
+    (w >> 22) ^ w
+}
+
+/// The uniform in (0, 1) of token `i` at `step` (exactly the kernel's f32 value).
+pub fn uniform(seed: u64, step: u32, i: u32) -> f64 {
+    let base = pcg(step ^ pcg(seed as u32 ^ pcg((seed >> 32) as u32)));
+    ((pcg(pcg(i) ^ base) >> 8) as f64 + 0.5) / 16_777_216.0
+}
+
+/// Apply the repetition penalty to `logits` in place, once per distinct token of `history`.
+pub fn apply_penalty(logits: &mut [f32], history: &[u32], penalty: f32) {
+    if penalty == 1.0 {
+        return;
+    }
+    let inv = 1.0 / penalty;
+    let mut seen = history.to_vec();
+    seen.sort_unstable();
+    seen.dedup();
+    for &t in &seen {
+        if let Some(l) = logits.get_mut(t as usize) {
+            *l = if *l > 0.0 { *l * inv } else { *l * penalty };
+        }
+    }
+}
+
+/// The CPU implementation of the sampling definition (see the module docs).
 pub struct Sampler {
     params: SamplingParams,
-    rng: u64,
+    step: u32,
 }
 
 impl Sampler {
     pub fn new(params: SamplingParams) -> Result<Self> {
         params.validate()?;
-        let rng = params.seed ^ 0x9E37_79B9_7F4A_7C15;
-        Ok(Sampler { params, rng })
+        Ok(Sampler { params, step: 0 })
     }
 
-    /// SplitMix64 → uniform f64 in [0, 1).
-    fn uniform(&mut self) -> f64 {
-        self.rng = self.rng.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.rng;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^= z >> 31;
-        (z >> 11) as f64 / (1u64 << 53) as f64
+    /// The step the next draw uses.
+    pub fn step(&self) -> u32 {
+        self.step
     }
 
     /// Pick a token. `history` is every token so far (prompt and output), for the penalty.
-    /// `logits` is modified in place.
+    /// `logits` is modified in place (the penalty).
     pub fn sample(&mut self, logits: &mut [f32], history: &[u32]) -> Result<u32> {
-        if logits.is_empty() {
-            return Err(Error::Request("no logits to sample from".into()));
-        }
-        let p = &self.params;
-        if p.repetition_penalty != 1.0 {
-            let mut seen = history.to_vec();
-            seen.sort_unstable();
-            seen.dedup();
-            for &t in &seen {
-                if let Some(l) = logits.get_mut(t as usize) {
-                    *l = if *l > 0.0 { *l / p.repetition_penalty } else { *l * p.repetition_penalty };
-                }
-            }
-        }
-        if p.is_greedy() {
-            return argmax(logits);
-        }
-        // Candidates as (logit / temperature), best first, cut to top-k.
-        let t = p.temperature as f64;
-        let mut cand: Vec<(u32, f64)> =
-            logits.iter().enumerate().filter(|(_, l)| !l.is_nan()).map(|(i, &l)| (i as u32, l as f64 / t)).collect();
-        if cand.is_empty() {
-            return Err(Error::Gpu("all logits are NaN".into()));
-        }
-        let by_logit = |a: &(u32, f64), b: &(u32, f64)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
-        if p.top_k > 0 && p.top_k < cand.len() {
-            cand.select_nth_unstable_by(p.top_k - 1, by_logit);
-            cand.truncate(p.top_k);
-        }
-        cand.sort_unstable_by(by_logit);
-        let max = cand[0].1;
-        let mut probs: Vec<f64> = cand.iter().map(|c| (c.1 - max).exp()).collect();
-        let sum: f64 = probs.iter().sum();
-        probs.iter_mut().for_each(|x| *x /= sum);
-        if p.top_p < 1.0 {
-            let mut acc = 0.0;
-            let mut keep = probs.len();
-            for (i, &pr) in probs.iter().enumerate() {
-                acc += pr;
-                if acc >= p.top_p as f64 {
-                    keep = i + 1;
-                    break;
-                }
-            }
-            probs.truncate(keep);
-            let s: f64 = probs.iter().sum();
-            probs.iter_mut().for_each(|x| *x /= s);
-        }
-        let r = self.uniform();
-        let mut acc = 0.0;
-        for (i, &pr) in probs.iter().enumerate() {
-            acc += pr;
-            if r < acc {
-                return Ok(cand[i].0);
-            }
-        }
-        Ok(cand[probs.len() - 1].0)
+        let step = self.step;
+        self.step = self.step.wrapping_add(1);
+        draw(&self.params, logits, history, step)
     }
+}
+
+/// The token the sampling definition picks at `step` (see the module docs): what
+/// [`Sampler::sample`] returns for its `step`-th draw. `logits` gets the penalty in place.
+pub fn draw(p: &SamplingParams, logits: &mut [f32], history: &[u32], step: u32) -> Result<u32> {
+    if logits.is_empty() {
+        return Err(Error::Request("no logits to sample from".into()));
+    }
+    apply_penalty(logits, history, p.repetition_penalty);
+    if p.is_greedy() {
+        return argmax(logits);
+    }
+    let inv_t = KernelTerms::of(p).inv_temperature;
+    let s: Vec<f32> = logits.iter().map(|&l| l * inv_t).collect();
+    let mut kept: Vec<f32> = s.iter().copied().filter(|v| !v.is_nan()).collect();
+    if kept.is_empty() {
+        return Err(Error::Gpu("all logits are NaN".into()));
+    }
+    kept.sort_unstable_by(|a, b| b.total_cmp(a));
+    let mut lo = *kept.last().expect("not empty");
+    if p.top_k > 0 && p.top_k < kept.len() {
+        lo = kept[p.top_k - 1];
+        let n = kept.partition_point(|v| !v.total_cmp(&lo).is_lt());
+        kept.truncate(n);
+    }
+    if p.top_p < 1.0 {
+        let smax = kept[0] as f64;
+        let mass = |v: f32| (v as f64 - smax).exp();
+        let target = p.top_p as f64 * kept.iter().map(|&v| mass(v)).sum::<f64>();
+        let mut acc = 0.0;
+        for (j, &v) in kept.iter().enumerate() {
+            acc += mass(v);
+            // Ties count as one value: decide after the last of them.
+            if acc >= target && kept.get(j + 1).map(|x| x.to_bits()) != Some(v.to_bits()) {
+                lo = v;
+                break;
+            }
+        }
+    }
+    let mut best: Option<(u32, f64)> = None;
+    let floor = -3.402823e38f32 as f64; // the kernel's starting value
+    for (i, &v) in s.iter().enumerate() {
+        if v.is_nan() || v.total_cmp(&lo).is_lt() {
+            continue;
+        }
+        let score = v as f64 - (-uniform(p.seed, step, i as u32).ln()).ln();
+        if score > best.map_or(floor, |b| b.1) || (best.is_none() && score == floor) {
+            best = Some((i as u32, score));
+        }
+    }
+    best.map(|b| b.0).ok_or_else(|| Error::Gpu("no finite logit to sample from".into()))
 }
 
 /// Index of the largest logit (first on ties), ignoring NaN.

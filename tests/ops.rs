@@ -507,3 +507,76 @@ fn block_matvec_kernels_run_where_they_fit() {
     let mut rec = Recorder::new(&g);
     assert!(ops::linear_with(&mut rec, LinearKernel::Block, &x, 0, 1, &odd, None, &out, false).is_err());
 }
+
+/// The sampling kernel against the CPU's definition (`sampler::draw`): the same token for the
+/// same logits, parameters, seed and step, across greedy-with-penalty, temperature, top-k,
+/// top-p and both, with ties, NaN and -inf among the logits; and the chosen token's bit set.
+#[test]
+fn sampling_kernel_matches_the_cpu_sampler() {
+    use qwen_webgpu::sampler::{self, SamplingParams};
+    let g = gpu();
+    let mut rng = Rng::new(11);
+    let p = |temperature, top_k, top_p, repetition_penalty, seed| SamplingParams {
+        temperature,
+        top_k,
+        top_p,
+        repetition_penalty,
+        seed,
+    };
+    let configs = [
+        p(0.0, 0, 1.0, 1.3, 1),
+        p(0.7, 0, 1.0, 1.0, 2),
+        p(1.0, 1, 1.0, 1.0, 3),
+        p(0.8, 40, 1.0, 1.0, 4),
+        p(1.2, 0, 0.9, 1.0, 5),
+        p(0.6, 50, 0.8, 1.2, 0x1234_5678_9abc_def0),
+        p(1.0, 0, 0.02, 1.0, 6),
+        p(2.0, 999, 0.999, 0.8, 7),
+        p(1e-3, 5, 1.0, 1.0, 8),
+        // More than the kernel keeps in workgroup memory (1024): top-p over global keys.
+        p(0.9, 2000, 0.7, 1.0, 9),
+    ];
+    let mut checked = 0;
+    for (case, n) in [1000usize, 3001, 151_937].into_iter().enumerate() {
+        let mut logits: Vec<f32> = (0..n).map(|_| 3.0 * rng.normal()).collect();
+        logits[n / 3] = f32::NAN;
+        logits[n / 2] = f32::NEG_INFINITY;
+        if case == 1 {
+            // Many ties: values on a grid of 1/4.
+            logits.iter_mut().for_each(|x| *x = (*x * 4.0).round() / 4.0);
+        }
+        let history: Vec<u32> = (0..40).map(|_| rng.below(n as u32)).collect();
+        let mut bits = vec![0u32; n.div_ceil(32)];
+        for &t in &history {
+            bits[t as usize / 32] |= 1 << (t % 32);
+        }
+        for params in &configs {
+            for step in [0u32, 1, 2, 17, 1000] {
+                let want = sampler::draw(params, &mut logits.clone(), &history, step).unwrap();
+                let lb = buf(&g, &logits);
+                let seen = g.storage_init("seen", bytemuck::cast_slice(&bits)).unwrap();
+                let out = g.storage("out", 4).unwrap();
+                let sp = ops::SampleParams::new(params, n, step);
+                run(&g, |r| ops::sample(r, &lb, &sp, &seen, &out).unwrap());
+                let got = pollster::block_on(g.read(&out, 0, 4)).unwrap();
+                let got = u32::from_le_bytes([got[0], got[1], got[2], got[3]]);
+                assert_eq!(got, want, "n {n}, {params:?}, step {step}");
+                let after: Vec<u32> =
+                    bytemuck::cast_slice(&pollster::block_on(g.read(&seen, 0, bits.len() as u64 * 4)).unwrap())
+                        .to_vec();
+                let mut expect = bits.clone();
+                expect[want as usize / 32] |= 1 << (want % 32);
+                assert_eq!(after, expect, "seen bits after choosing {want}");
+                checked += 1;
+            }
+        }
+    }
+    assert_eq!(checked, 3 * configs.len() * 5);
+    // Nothing to choose: all NaN.
+    let lb = buf(&g, &[f32::NAN; 37]);
+    let seen = g.storage("seen", 8).unwrap();
+    let out = g.storage("out", 4).unwrap();
+    let sp = ops::SampleParams::new(&p(1.0, 0, 1.0, 1.0, 1), 37, 0);
+    run(&g, |r| ops::sample(r, &lb, &sp, &seen, &out).unwrap());
+    assert_eq!(pollster::block_on(g.read(&out, 0, 4)).unwrap(), u32::MAX.to_le_bytes());
+}

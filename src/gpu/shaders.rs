@@ -25,6 +25,7 @@ const SOURCES: &[(&str, &str)] = &[
     ("attention.wgsl", include_str!("../../shaders/attention.wgsl")),
     ("silu_mul.wgsl", include_str!("../../shaders/silu_mul.wgsl")),
     ("argmax.wgsl", include_str!("../../shaders/argmax.wgsl")),
+    ("sample.wgsl", include_str!("../../shaders/sample.wgsl")),
     ("copy.wgsl", include_str!("../../shaders/copy.wgsl")),
 ];
 

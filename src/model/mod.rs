@@ -49,10 +49,11 @@ impl ModelOptions {
 pub enum Want {
     /// Nothing (the KV cache is filled).
     Nothing,
-    /// The argmax of the last token's logits, computed on the GPU (4 bytes read back).
-    Argmax,
-    /// [`Want::Argmax`], submitted but not read (see [`Qwen::queue_next`]).
-    QueuedArgmax,
+    /// The next token, chosen on the GPU from the last token's logits (4 bytes read back):
+    /// their argmax, or a draw by the sampling settings of [`Qwen::set_sampling`].
+    Token,
+    /// [`Want::Token`], submitted but not read (see [`Qwen::queue_next`]).
+    QueuedToken,
     /// The last token's logits.
     Logits,
     /// Logits for every token (tests, evaluation): `[n_tokens, vocab]`.
@@ -85,12 +86,16 @@ pub struct Qwen {
     params_arena: Option<wgpu::Buffer>,
     /// Bind groups of the forward pass, reused from pass to pass (the buffers never change).
     bind_groups: crate::gpu::recorder::BindGroupCache,
-    /// Readback slots (of `state.next_readback`) of submitted argmax passes not yet read,
+    /// Readback slots (of `state.next_readback`) of submitted token passes not yet read,
     /// oldest first: at most two (see [`Qwen::queue_next`]).
     in_flight: std::collections::VecDeque<usize>,
     next_slot: usize,
-    /// Whether `state.next` holds the last pass's argmax (what [`Qwen::queue_next`] feeds).
+    /// Whether `state.next` holds the last pass's token (what [`Qwen::queue_next`] feeds).
     next_on_gpu: bool,
+    /// How token passes choose: `None` (or greedy without a penalty) is the argmax.
+    sampling: Option<crate::sampler::SamplingParams>,
+    /// The sampling step of the next token pass (one per drawn token, queued ones included).
+    sample_step: u32,
     /// Timestamps between dispatches, when profiling.
     profiler: Option<crate::gpu::profile::Profiler>,
     last_profile: Option<PassProfile>,
@@ -149,6 +154,8 @@ impl Qwen {
             in_flight: Default::default(),
             next_slot: 0,
             next_on_gpu: false,
+            sampling: None,
+            sample_step: 0,
             profiler: None,
             last_profile: None,
         }
@@ -212,9 +219,32 @@ impl Qwen {
         self.last_profile.as_ref()
     }
 
+    /// How the following token passes ([`Want::Token`], [`Qwen::queue_next`]) choose: `None`
+    /// for the argmax, else a draw by `params` (see [`crate::sampler`]) from step 0, with the
+    /// repetition penalty on the tokens of `history` and on each token drawn from here on.
+    /// Call it once per generation ([`crate::generate::Generator`] does).
+    pub fn set_sampling(&mut self, params: Option<&crate::sampler::SamplingParams>, history: &[u32]) -> Result<()> {
+        self.discard_queued();
+        if let Some(p) = params {
+            p.validate()?;
+        }
+        let mut bits = vec![0u32; self.config.vocab_size.div_ceil(32)];
+        if params.is_some_and(|p| p.repetition_penalty != 1.0) {
+            for &t in history {
+                if let Some(w) = bits.get_mut(t as usize / 32) {
+                    *w |= 1 << (t % 32);
+                }
+            }
+        }
+        self.gpu.write(&self.state.seen, 0, bytemuck::cast_slice(&bits));
+        self.sampling = params.filter(|p| !(p.is_greedy() && p.repetition_penalty == 1.0)).cloned();
+        self.sample_step = 0;
+        Ok(())
+    }
+
     /// Forget the conversation: the next prompt starts at position 0.
     pub fn reset(&mut self) {
-        self.in_flight.clear();
+        self.discard_queued();
         self.next_on_gpu = false;
         self.pos = 0;
         self.ntk_alpha = 1.0;
@@ -272,44 +302,47 @@ impl Qwen {
     }
 
     /// Queue the decode of one token without waiting for anything: the token is the last
-    /// argmax pass's result, read by the GPU itself, so the pass can be submitted before that
-    /// result is read back. [`Qwen::take_token`] reads each queued pass's argmax in order.
-    /// Greedy generation keeps one pass queued ahead this way, so the GPU never waits for a
+    /// token pass's result, read by the GPU itself, so the pass can be submitted before that
+    /// result is read back. [`Qwen::take_token`] reads each queued pass's token in order.
+    /// Generation keeps one pass queued ahead this way, so the GPU never waits for a
     /// readback or for the CPU to record the next pass. Any other call ([`Qwen::feed`],
     /// [`Qwen::reset`]) first drops queued passes that were not read (their positions are
     /// freed again).
     pub async fn queue_next(&mut self) -> Result<()> {
         if !self.next_on_gpu || self.in_flight.len() >= 2 {
             return Err(Error::Request(
-                "queue_next needs the previous pass to be an argmax pass, with at most one pass queued".into(),
+                "queue_next needs the previous pass to be a token pass, with at most one pass queued".into(),
             ));
         }
         if self.pos >= self.state.context {
             return Err(Error::ContextFull(format!("the context of {} tokens is full", self.state.context)));
         }
-        self.forward(None, Want::QueuedArgmax).await.map(|_| ())
+        self.forward(None, Want::QueuedToken).await.map(|_| ())
     }
 
-    /// The argmax of the oldest queued pass ([`Qwen::queue_next`]), once the GPU has it.
+    /// The token of the oldest queued pass ([`Qwen::queue_next`]), once the GPU has it.
     pub async fn take_token(&mut self) -> Result<u32> {
         let slot = self.in_flight.pop_front().ok_or_else(|| Error::Request("no pass is queued".into()))?;
         let b = self.gpu.map_read(&self.state.next_readback[slot], 4).await?;
         let id = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
         if id as usize >= self.config.vocab_size {
-            return Err(Error::Gpu("argmax found no finite logit (NaN logits)".into()));
+            return Err(Error::Gpu("no token to choose: the logits are all NaN (or, when sampling, all -inf)".into()));
         }
         Ok(id)
     }
 
     /// Forget queued passes that were not read: their positions are free again (whatever
-    /// they write there is overwritten by the next pass).
+    /// they write there is overwritten by the next pass), and so are their sampling steps.
     fn discard_queued(&mut self) {
         self.pos -= self.in_flight.len();
+        if self.sampling.is_some() {
+            self.sample_step = self.sample_step.wrapping_sub(self.in_flight.len() as u32);
+        }
         self.in_flight.clear();
     }
 
     /// One forward pass over at most `max_batch` tokens at positions `pos..`: `tokens`, or
-    /// (None) one token, the last pass's argmax, copied on the GPU.
+    /// (None) one token, the last pass's chosen token, copied on the GPU.
     async fn forward(&mut self, tokens: Option<&[u32]>, want: Want) -> Result<Output> {
         let cfg = &self.config;
         let n = tokens.map_or(1, |t| t.len());
@@ -366,11 +399,17 @@ impl Qwen {
         let vocab = cfg.vocab_size;
         match want {
             Want::Nothing => {}
-            Want::Argmax | Want::QueuedArgmax | Want::Logits => {
+            Want::Token | Want::QueuedToken | Want::Logits => {
                 ops::rms_norm(&mut rec, &s.x, n - 1, 1, d, &w.norm, cfg.rms_norm_eps, &s.xn)?;
                 ops::linear(&mut rec, &s.xn, 0, 1, w.lm_head(), None, &s.logits, false)?;
-                if want != Want::Logits {
-                    ops::argmax(&mut rec, &s.logits, vocab, &s.next)?;
+                match (&self.sampling, want) {
+                    (_, Want::Logits) => {}
+                    (None, _) => ops::argmax(&mut rec, &s.logits, vocab, &s.next)?,
+                    (Some(p), _) => {
+                        let sp = ops::SampleParams::new(p, vocab, self.sample_step);
+                        self.sample_step = self.sample_step.wrapping_add(1);
+                        ops::sample(&mut rec, &s.logits, &sp, &s.seen, &s.next)?;
+                    }
                 }
             }
             Want::AllLogits => ops::rms_norm(&mut rec, &s.x, 0, n, d, &w.norm, cfg.rms_norm_eps, &s.xn)?,
@@ -393,7 +432,7 @@ impl Qwen {
                 gpu.check()?;
                 Output::Nothing
             }
-            Want::Argmax | Want::QueuedArgmax => {
+            Want::Token | Want::QueuedToken => {
                 let slot = self.next_slot;
                 self.next_slot ^= 1;
                 enc.copy_buffer_to_buffer(&s.next, 0, &s.next_readback[slot], 0, 4);
@@ -436,11 +475,11 @@ impl Qwen {
             }
         };
         self.pos += n;
-        self.next_on_gpu = matches!(want, Want::Argmax | Want::QueuedArgmax);
+        self.next_on_gpu = matches!(want, Want::Token | Want::QueuedToken);
         if let (Some(p), Some((info, encode_s))) = (&self.profiler, profiled) {
             self.last_profile = Some(PassProfile { dispatches: p.read(gpu, info).await?, encode_s });
         }
-        if want == Want::Argmax {
+        if want == Want::Token {
             return Ok(Output::Token(self.take_token().await?));
         }
         Ok(out)

@@ -21,7 +21,8 @@ pub struct RunState {
     pub act: wgpu::Buffer,                // [max_tokens, intermediate] silu(gate) * up
     pub rope: wgpu::Buffer,               // [max_tokens, head_dim + 1] cos | sin | q scale
     pub logits: wgpu::Buffer,             // [vocab] last token's logits
-    pub next: wgpu::Buffer,               // [4] u32: argmax result
+    pub next: wgpu::Buffer,               // [4] u32: the chosen token
+    pub seen: wgpu::Buffer,               // [ceil(vocab / 32)] u32: tokens the repetition penalty hits
     pub next_readback: [wgpu::Buffer; 2], // [4] u32, MAP_READ: two, for a pass queued ahead
     pub logits_readback: wgpu::Buffer,    // [vocab] f32, MAP_READ
     pub k_cache: Vec<wgpu::Buffer>,       // per layer [context, kv_dim]
@@ -34,12 +35,17 @@ pub fn state_bytes(cfg: &QwenConfig, max_tokens: usize, context: usize, kv: KvFo
     let t = max_tokens as u64;
     let per_token =
         2 * cfg.hidden_size + cfg.qkv_dim() + 2 * cfg.q_dim() + 3 * cfg.intermediate_size + cfg.head_dim + 1;
-    let acts = t * 4 + t * per_token as u64 * 4 + 2 * cfg.vocab_size as u64 * 4 + 48;
+    let acts = t * 4 + t * per_token as u64 * 4 + 2 * cfg.vocab_size as u64 * 4 + 48 + seen_bytes(cfg.vocab_size);
     let partials = crate::ops::attention_partials_bytes(cfg.num_attention_heads, cfg.head_dim);
     acts + partials + kv_cache_bytes(cfg, context, kv)
 }
 
 pub use crate::ops::KvFormat;
+
+/// Bytes of the sampler's bitset of penalised tokens.
+pub fn seen_bytes(vocab: usize) -> u64 {
+    vocab.div_ceil(32) as u64 * 4
+}
 
 /// Bytes of the KV cache for `context` tokens.
 pub fn kv_cache_bytes(cfg: &QwenConfig, context: usize, kv: KvFormat) -> u64 {
@@ -91,6 +97,7 @@ impl RunState {
             rope: f("rope", t * (cfg.head_dim + 1))?,
             logits: f("logits", cfg.vocab_size)?,
             next: f("next", 4)?,
+            seen: gpu.storage("seen", seen_bytes(cfg.vocab_size))?,
             next_readback: [readback("next_readback0", 16), readback("next_readback1", 16)],
             logits_readback: readback("logits_readback", cfg.vocab_size as u64 * 4),
             k_cache,

@@ -468,6 +468,64 @@ pub fn argmax(rec: &mut Recorder, logits: &wgpu::Buffer, n: usize, out: &wgpu::B
     rec.dispatch(&k, &CountParams { n: u(n), _pad: [0; 3] }, &[logits, out], 1)
 }
 
+/// Uniform parameters of the sampling kernel (see `shaders/sample.wgsl`).
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable, Debug, PartialEq)]
+pub struct SampleParams {
+    pub n: u32,
+    /// 0: off.
+    pub top_k: u32,
+    pub seed_lo: u32,
+    pub seed_hi: u32,
+    /// The sampling step (a fresh uniform stream each).
+    pub step: u32,
+    /// 0: greedy.
+    pub inv_temperature: f32,
+    /// 1: off.
+    pub top_p: f32,
+    /// 1: off.
+    pub penalty: f32,
+    pub inv_penalty: f32,
+    pub _pad: [u32; 3],
+}
+
+impl SampleParams {
+    /// The kernel's parameters for `params` at sampling step `step` over `n` logits.
+    pub fn new(params: &crate::sampler::SamplingParams, n: usize, step: u32) -> SampleParams {
+        let t = crate::sampler::KernelTerms::of(params);
+        SampleParams {
+            n: u(n),
+            top_k: params.top_k.min(u32::MAX as usize) as u32,
+            seed_lo: params.seed as u32,
+            seed_hi: (params.seed >> 32) as u32,
+            step,
+            inv_temperature: t.inv_temperature,
+            top_p: params.top_p,
+            penalty: params.repetition_penalty,
+            inv_penalty: t.inv_penalty,
+            _pad: [0; 3],
+        }
+    }
+}
+
+/// Threads of the one sampling workgroup.
+pub const SAMPLE_WG: u32 = 256;
+
+/// Choose the next token from `logits[0..n]` on the GPU, as [`crate::sampler::Sampler`] does on
+/// the CPU: `out[0]` = the token (0xffffffff if none can be chosen), its bit set in `seen`
+/// (`[ceil(n / 32)]` u32, the tokens the repetition penalty applies to). `logits` is
+/// overwritten (with sort keys).
+pub fn sample(
+    rec: &mut Recorder,
+    logits: &wgpu::Buffer,
+    params: &SampleParams,
+    seen: &wgpu::Buffer,
+    out: &wgpu::Buffer,
+) -> Result<()> {
+    let k = rec.gpu().kernel(&ShaderKey::new("sample").def("WG", SAMPLE_WG), &[Rw, Rw, Rw])?;
+    rec.dispatch(&k, params, &[logits, seen, out], 1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -479,5 +537,6 @@ mod tests {
         assert_eq!(std::mem::size_of::<LinearParams>(), 32);
         assert_eq!(std::mem::size_of::<HeadParams>(), 32);
         assert_eq!(std::mem::size_of::<CountParams>(), 16);
+        assert_eq!(std::mem::size_of::<SampleParams>(), 48);
     }
 }

@@ -99,6 +99,21 @@ test("URL load (Range requests, worker) gives the CLI's greedy ids", async () =>
 });
 
 
+test("sampling on the GPU (temperature, top-k, top-p, penalty) gives the CLI's ids for the same seed", async () => {
+  const r = await page.evaluate(async () => {
+    const engine = await qwen.createEngine({ model: "/fx/tiny/", useCache: false });
+    const req = { promptIds: [1, 2, 3], max_tokens: 16, temperature: 0.9, top_k: 40, top_p: 0.9, repetition_penalty: 1.2, seed: 42 };
+    const a = await engine.generateIds(req);
+    const b = await engine.generateIds(req);
+    const c = await engine.generateIds({ ...req, seed: 43 });
+    await engine.unload();
+    return { a: a.ids, b: b.ids, c: c.ids };
+  });
+  eq(r.a, expected.sampled, "sampled ids vs CLI");
+  eq(r.b, r.a, "the same seed again");
+  ok(JSON.stringify(r.c) !== JSON.stringify(r.a), "another seed draws other ids");
+});
+
 test("streamed-body fallback (server ignores Range) gives the same ids", async () => {
   const r = await page.evaluate(async () => {
     const engine = await qwen.createEngine({ model: "/norange/tiny/", useCache: false });
@@ -283,6 +298,12 @@ if (expected.vocab.length) {
     const r = await page.evaluate(async () => {
       const engine = await qwen.createEngine({ model: "/fx/vocab/", useCache: false, context: 256 });
       const raw = await engine.generateIds({ promptIds: [9707, 11, 1879], max_tokens: 8, temperature: 0 });
+      const sampled = await engine.generateIds({ promptIds: [9707, 11, 1879], max_tokens: 8, temperature: 1.1, top_p: 0.95, seed: 9 });
+      // Decode speed over the whole 151936-token vocabulary, greedy vs sampled (both on the GPU).
+      const long = { promptIds: [9707, 11, 1879], max_tokens: 48, ignore_eos: true };
+      const g = await engine.generateIds({ ...long, temperature: 0 });
+      const t = await engine.generateIds({ ...long, temperature: 0.7, seed: 1 });
+      const s = await engine.generateIds({ ...long, temperature: 0.8, top_k: 40, top_p: 0.9, seed: 1 });
       const text = "你好，世界 🙂 𠮷𝔘𝔫𝔦 龘 héllo";
       const ids = await engine.tokenize(text);
       const dt = await engine.detokenize(ids);
@@ -306,9 +327,11 @@ if (expected.vocab.length) {
       }
       const again = await engine.chat.completions.create({ messages, temperature: 0, max_tokens: 12 });
       await engine.unload();
-      return { raw: raw.ids, text, ids, dt, streamed, n, last, whole, finish, again: again.choices[0].message.content };
+      return { raw: raw.ids, sampled: sampled.ids, greedyTps: g.usage.decode_tokens_per_s, tempTps: t.usage.decode_tokens_per_s, sampledTps: s.usage.decode_tokens_per_s, text, ids, dt, streamed, n, last, whole, finish, again: again.choices[0].message.content };
     });
     eq(r.raw, expected.vocab, "greedy ids vs CLI (vocab 151936)");
+    eq(r.sampled, expected.vocabSampled, "sampled ids vs CLI (vocab 151936)");
+    figures.push(`vocab 151936 (hidden 32): decode ${r.greedyTps.toFixed(1)} tok/s greedy, ${r.tempTps.toFixed(1)} tok/s at temperature 0.7, ${r.sampledTps.toFixed(1)} tok/s sampled (temperature 0.8, top-k 40, top-p 0.9)`);
     eq(r.dt.text, r.text, "decode(encode(text))");
     eq(r.dt.chunks.join(""), r.text, "streamed chunks join to the text");
     ok(r.dt.chunks.every((c) => !c.includes("\uFFFD")), `a chunk split a character: ${JSON.stringify(r.dt.chunks)}`);

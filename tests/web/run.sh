@@ -29,6 +29,9 @@ TINY=$(ids "$FX/tiny" 1,2,3 16) || fail "web: the CLI failed on the tiny fixture
 SHARDED=$(ids "$FX/sharded" 5,6,7,8 12) || fail "web: the CLI failed on the sharded fixture"
 QUANT=$("$CLI" generate --model "$FX/tiny" --prompt-ids 1,2,3 --max-new-tokens 16 --temperature 0 --print-ids \
   --weights q4 --kv-cache q8 2>/dev/null) || fail "web: the CLI failed with --weights q4 --kv-cache q8"
+# Sampling (temperature, top-k, top-p, penalty, seed): the browser's GPU draws the CLI's ids.
+SAMPLED=$("$CLI" generate --model "$FX/tiny" --prompt-ids 1,2,3 --max-new-tokens 16 --temperature 0.9 --top-k 40 \
+  --top-p 0.9 --repetition-penalty 1.2 --seed 42 --print-ids 2>/dev/null) || fail "web: the CLI failed to sample"
 # Pre-quantized copies (qwen-webgpu quantize): one file, and shards with an index.
 "$CLI" quantize --model "$FX/tiny" --out "$FX/tiny-q4" --format q4 >/dev/null || fail "web: quantize failed"
 "$CLI" quantize --model "$FX/tiny" --out "$FX/tiny-q4-sharded" --format q4 --max-shard-bytes 20000 >/dev/null \
@@ -44,15 +47,19 @@ if [ -f "$VOCAB_DIR/tokenizer.json" ]; then
   "$MK" "$FX/vocab" --vocab 151936 --hidden 32 --layers 1 --ff 64 --heads 2 --kv-heads 1 --seed 3 --tie >/dev/null
   cp "$VOCAB_DIR/tokenizer.json" "$FX/vocab/"
   VOCAB=$(ids "$FX/vocab" 9707,11,1879 8) || fail "web: the CLI failed on the vocab fixture"
+  VOCABS=$("$CLI" generate --model "$FX/vocab" --prompt-ids 9707,11,1879 --max-new-tokens 8 --temperature 1.1 \
+    --top-p 0.95 --seed 9 --print-ids 2>/dev/null) || fail "web: the CLI failed to sample on the vocab fixture"
 else
   echo "web: no $VOCAB_DIR/tokenizer.json (scripts/fetch-vocab.sh): tokenizer tests will be skipped" >&2
   VOCAB=""
+  VOCABS=""
 fi
 # Corrupt copies: a truncated checkpoint and a header of garbage.
 mkdir -p "$FX/truncated" "$FX/garbage"
 cp "$FX/tiny/config.json" "$FX/truncated/"; head -c 100000 "$FX/tiny/model.safetensors" > "$FX/truncated/model.safetensors"
 cp "$FX/tiny/config.json" "$FX/garbage/"; head -c 4096 /dev/urandom > "$FX/garbage/model.safetensors"
-printf '{"tiny":[%s],"sharded":[%s],"quant":[%s],"prequant":[%s],"vocab":[%s]}\n' "$TINY" "$SHARDED" "$QUANT" "$PREQ" "$VOCAB" > "$FX/expected.json"
+printf '{"tiny":[%s],"sharded":[%s],"quant":[%s],"prequant":[%s],"vocab":[%s],"sampled":[%s],"vocabSampled":[%s]}\n' \
+  "$TINY" "$SHARDED" "$QUANT" "$PREQ" "$VOCAB" "$SAMPLED" "$VOCABS" > "$FX/expected.json"
 
 cd "$HERE"
 FIXTURES="$FX" node run.mjs

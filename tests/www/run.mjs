@@ -274,7 +274,7 @@ function expectedBenchBytes() {
   const t = Math.min(128, ctx);
   const partials = 2 * heads * 32 * (hd + 2) * 4; // split-K attention (ops::attention_partials_bytes)
   const acts = buf(4 * t) + 2 * buf(4 * t * d) + buf(4 * t * qkv) + 2 * buf(4 * t * q) + buf(partials) + buf(4 * t * 2 * ff) /* gate|up */ + buf(4 * t * ff) /* act */ +
-    buf(4 * t * (hd + 1)) + buf(4 * V) /* logits */ + 16 /* next */ + 2 * 16 /* next readbacks */ + 4 * V /* logits readback */;
+    buf(4 * t * (hd + 1)) + buf(4 * V) /* logits */ + 16 /* next */ + buf(4 * Math.ceil(V / 32)) /* sampler's penalised-token bits */ + 2 * 16 /* next readbacks */ + 4 * V /* logits readback */;
   const kv = 2 * L * buf(ctx * heads * hd * 4);
   return { bytes: weights + acts + kv, ctx, weightsPerToken: q4(qkv, d) + q4(d, q) + 2 * q4(ff, d) + q4(d, ff) + q4(V, d) + q4(1, d) };
 }

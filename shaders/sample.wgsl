@@ -1,0 +1,344 @@
+// Sampling on the GPU, one workgroup: the next token from the LM head's logits, with the
+// definition src/sampler.rs implements on the CPU (the tests compare the two token for token):
+//
+//   l'_i = l_i, or for a token in `seen` with penalty r: l_i * (1/r) if l_i > 0 else l_i * r
+//   greedy (temperature 0): the first i of the largest l'_i
+//   s_i  = l'_i * (1 / temperature)
+//   top-k: keep s_i >= the k-th largest s (values tied with it are kept too)
+//   top-p: of those, keep s_i >= v, v the largest kept value with
+//          sum(exp(s_j - max s) for kept s_j >= v) >= top_p * sum(exp(s_j - max s), kept)
+//   token = the first i of the largest s_i + g_i among the kept, g_i = -log(-log(u_i)),
+//           u_i a uniform in (0, 1) hashed from (seed, step, i)
+//
+// The last line is the Gumbel-max trick: it draws i with probability exp(s_i) / sum(exp(s_j))
+// over the kept set, with one pass and no sort or prefix sum. NaN logits are never chosen;
+// with nothing to choose (all NaN or -inf) out[0] = 0xffffffff. The chosen token's bit is set
+// in `seen`, so the next pass (queued before this one is read back) penalises it.
+//
+// Without top-k and top-p (greedy, or the page's plain temperature) that is one sweep over the
+// logits. Otherwise the logits are rewritten in place as order-preserving u32 keys of s (0 for
+// NaN); top-k is a radix select on them (8 bits a round, 4 rounds, the first in that same
+// sweep), after which the few kept (key, index) pairs are copied to workgroup memory; top-p
+// bisects the kept keys 16 ways a round (at most 8 rounds) by their mass; the draw sweeps the
+// kept ones.
+#include "common/reduce.wgsl"
+
+struct Params {
+    n: u32,
+    top_k: u32,           // 0: off
+    seed_lo: u32,
+    seed_hi: u32,
+    step: u32,            // the sampling step, a new uniform stream each
+    inv_temperature: f32, // 0: greedy
+    top_p: f32,           // 1: off
+    penalty: f32,         // repetition penalty; 1: off
+    inv_penalty: f32,     // 1 / penalty (both, so each side is one correctly rounded multiply)
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read_write> logits: array<u32>; // f32 bits in, keys out
+@group(0) @binding(2) var<storage, read_write> seen: array<u32>;   // bit per token id
+@group(0) @binding(3) var<storage, read_write> out: array<u32>;
+
+const NONE: u32 = 0xffffffffu;
+const BINS: u32 = 16u;
+// Most pairs kept in workgroup memory after top-k (more, from ties: the sweeps stay global).
+const CAP: u32 = 1024u;
+
+var<workgroup> red_u: array<u32, WG>;
+var<workgroup> hist: array<atomic<u32>, 256>;
+var<workgroup> bin_mass: array<f32, BINS>;
+var<workgroup> pick: vec3<u32>; // thread 0's decisions, read back by all
+var<workgroup> best_v: array<f32, WG>;
+var<workgroup> best_i: array<u32, WG>;
+var<workgroup> kept_key: array<u32, CAP>;
+var<workgroup> kept_idx: array<u32, CAP>;
+var<workgroup> kept_n: atomic<u32>;
+
+// Order-preserving key of an f32 (larger value, larger key); 0 for NaN.
+fn key_of(s: f32) -> u32 {
+    let b = bitcast<u32>(s);
+    if ((b & 0x7fffffffu) > 0x7f800000u) {
+        return 0u;
+    }
+    if ((b & 0x80000000u) != 0u) {
+        return ~b;
+    }
+    return b | 0x80000000u;
+}
+
+fn value_of(k: u32) -> f32 {
+    if ((k & 0x80000000u) != 0u) {
+        return bitcast<f32>(k & 0x7fffffffu);
+    }
+    return bitcast<f32>(~k);
+}
+
+// The PCG hash (Jarzynski and Olano): a permutation of u32.
+fn pcg(x: u32) -> u32 {
+    let s = x * 747796405u + 2891336453u;
+    let w = ((s >> ((s >> 28u) + 4u)) ^ s) * 277803737u;
+    return (w >> 22u) ^ w;
+}
+
+// s_i: the logit after the penalty and the temperature.
+fn score(i: u32) -> f32 {
+    var l = bitcast<f32>(logits[i]);
+    if (p.penalty != 1.0 && (seen[i >> 5u] & (1u << (i & 31u))) != 0u) {
+        l = select(l * p.penalty, l * p.inv_penalty, l > 0.0);
+    }
+    return select(l * p.inv_temperature, l, p.inv_temperature == 0.0);
+}
+
+// g_i for this step (`base` hashes the seed and the step).
+fn gumbel(i: u32, base: u32) -> f32 {
+    let u = (f32(pcg(pcg(i) ^ base) >> 8u) + 0.5) * (1.0 / 16777216.0);
+    return -log(-log(u));
+}
+
+// The j-th candidate (key, token): from workgroup memory once compacted, else the j-th key.
+fn entry(j: u32, compact: bool) -> vec2<u32> {
+    if (compact) {
+        return vec2<u32>(kept_key[j], kept_idx[j]);
+    }
+    return vec2<u32>(logits[j], j);
+}
+
+fn reduce_max_u(li: u32, x: u32) -> u32 {
+    red_u[li] = x;
+    workgroupBarrier();
+    for (var k = WG / 2u; k > 0u; k >>= 1u) {
+        if (li < k) {
+            red_u[li] = max(red_u[li], red_u[li + k]);
+        }
+        workgroupBarrier();
+    }
+    return workgroupUniformLoad(&red_u[0]);
+}
+
+fn reduce_sum_u(li: u32, x: u32) -> u32 {
+    red_u[li] = x;
+    workgroupBarrier();
+    for (var k = WG / 2u; k > 0u; k >>= 1u) {
+        if (li < k) {
+            red_u[li] += red_u[li + k];
+        }
+        workgroupBarrier();
+    }
+    return workgroupUniformLoad(&red_u[0]);
+}
+
+// Whether (v, i) beats (bv, bi): larger, or as large with a smaller index.
+fn beats(v: f32, i: u32, bv: f32, bi: u32) -> bool {
+    return v > bv || (v == bv && i < bi);
+}
+
+// The workgroup's best (v, i) is the token: out[0], and its bit in `seen`.
+fn finish(li: u32, bv: f32, bi: u32) {
+    best_v[li] = bv;
+    best_i[li] = bi;
+    workgroupBarrier();
+    for (var k = WG / 2u; k > 0u; k >>= 1u) {
+        if (li < k && beats(best_v[li + k], best_i[li + k], best_v[li], best_i[li])) {
+            best_v[li] = best_v[li + k];
+            best_i[li] = best_i[li + k];
+        }
+        workgroupBarrier();
+    }
+    if (li == 0u) {
+        let t = best_i[0];
+        out[0] = t;
+        if (t != NONE) {
+            seen[t >> 5u] |= 1u << (t & 31u);
+        }
+    }
+}
+
+@compute @workgroup_size(WG)
+fn main(@builtin(local_invocation_index) li: u32) {
+    let n = p.n;
+    let greedy = p.inv_temperature == 0.0;
+    let use_k = !greedy && p.top_k > 0u && p.top_k < n;
+    let use_p = !greedy && p.top_p < 1.0;
+    let base = pcg(p.step ^ pcg(p.seed_lo ^ pcg(p.seed_hi)));
+    var bv = -3.402823e38; // ~ -FLT_MAX (Tint rejects the exact literal)
+    var bi = NONE;
+
+    if (!use_k && !use_p) {
+        // Every token is a candidate: one sweep.
+        for (var i = li; i < n; i += WG) {
+            let s = score(i);
+            if (key_of(s) != 0u) {
+                var v = s;
+                if (!greedy) {
+                    v += gumbel(i, base);
+                }
+                if (beats(v, i, bv, bi)) {
+                    bv = v;
+                    bi = i;
+                }
+            }
+        }
+        finish(li, bv, bi);
+        return;
+    }
+
+    // Keys, their maximum, how many are not NaN, and top-k's first histogram (top 8 bits).
+    for (var b = li; b < 256u; b += WG) {
+        atomicStore(&hist[b], 0u);
+    }
+    if (li == 0u) {
+        atomicStore(&kept_n, 0u);
+    }
+    workgroupBarrier();
+    var kmax = 0u;
+    var valid = 0u;
+    for (var i = li; i < n; i += WG) {
+        let k = key_of(score(i));
+        logits[i] = k;
+        kmax = max(kmax, k);
+        if (k != 0u) {
+            valid += 1u;
+            atomicAdd(&hist[k >> 24u], 1u);
+        }
+    }
+    let top = reduce_max_u(li, kmax);
+    let count = reduce_sum_u(li, valid);
+
+    // The smallest key kept (1: every one not NaN).
+    var lo = 1u;
+    var compact = false;
+    var m = n;
+    if (use_k && p.top_k < count) {
+        // top-k: the k-th largest key, 8 bits a round from the top.
+        var prefix = 0u;
+        var need = p.top_k;
+        for (var r = 0u; r < 4u; r++) {
+            let shift = 24u - 8u * r;
+            if (r > 0u) {
+                let high = (0xffffffffu << shift) << 8u; // the bits fixed by earlier rounds
+                for (var b = li; b < 256u; b += WG) {
+                    atomicStore(&hist[b], 0u);
+                }
+                workgroupBarrier();
+                for (var i = li; i < n; i += WG) {
+                    let k = logits[i];
+                    if (k != 0u && (k & high) == prefix) {
+                        atomicAdd(&hist[(k >> shift) & 255u], 1u);
+                    }
+                }
+            }
+            workgroupBarrier();
+            if (li == 0u) {
+                var acc = 0u;
+                var b = 255u;
+                loop {
+                    let h = atomicLoad(&hist[b]);
+                    if (acc + h >= need || b == 0u) {
+                        break;
+                    }
+                    acc += h;
+                    b -= 1u;
+                }
+                pick = vec3<u32>(b, need - acc, 0u);
+            }
+            let chosen = workgroupUniformLoad(&pick);
+            prefix |= chosen.x << shift;
+            need = chosen.y;
+        }
+        lo = prefix;
+        // The kept pairs to workgroup memory, when they fit.
+        for (var i = li; i < n; i += WG) {
+            let k = logits[i];
+            if (k >= lo) {
+                let j = atomicAdd(&kept_n, 1u);
+                if (j < CAP) {
+                    kept_key[j] = k;
+                    kept_idx[j] = i;
+                }
+            }
+        }
+        workgroupBarrier();
+        if (li == 0u) {
+            pick = vec3<u32>(atomicLoad(&kept_n), 0u, 0u);
+        }
+        let kept = workgroupUniformLoad(&pick).x;
+        if (kept <= CAP) {
+            compact = true;
+            m = kept;
+        }
+    }
+
+    if (use_p) {
+        // top-p: bisect the keys [lo, hi) 16 ways a round, keeping
+        // mass(key >= lo) >= goal > mass(key >= hi), until one key is left.
+        let smax = value_of(top);
+        var z = 0.0;
+        for (var j = li; j < m; j += WG) {
+            let k = entry(j, compact).x;
+            if (k >= lo) {
+                z += exp(value_of(k) - smax);
+            }
+        }
+        let goal = p.top_p * reduce_sum(li, z);
+        var hi = top + 1u;
+        var above = 0.0; // mass(key >= hi)
+        for (var round = 0u; round < 9u && hi - lo > 1u; round++) {
+            let width = (hi - lo + BINS - 1u) / BINS;
+            // Zeroed by hand: Chromium (Tint on SwiftShader) kept the last round's sums in a
+            // loop-scoped `var mass: array<f32, BINS>;` despite WGSL's zero initialisation.
+            var mass: array<f32, BINS>;
+            for (var b = 0u; b < BINS; b++) {
+                mass[b] = 0.0;
+            }
+            for (var j = li; j < m; j += WG) {
+                let k = entry(j, compact).x;
+                if (k >= lo && k < hi) {
+                    mass[(k - lo) / width] += exp(value_of(k) - smax);
+                }
+            }
+            for (var b = 0u; b < BINS; b++) {
+                let s = reduce_sum(li, mass[b]);
+                if (li == 0u) {
+                    bin_mass[b] = s;
+                }
+            }
+            workgroupBarrier();
+            if (li == 0u) {
+                // From the top bin down, the first whose mass reaches the goal (the lowest
+                // one if rounding leaves every bin short).
+                var acc = above;
+                var b = BINS - 1u;
+                loop {
+                    if (acc + bin_mass[b] >= goal || b == 0u) {
+                        break;
+                    }
+                    acc += bin_mass[b];
+                    b -= 1u;
+                }
+                pick = vec3<u32>(b, bitcast<u32>(acc), 0u);
+            }
+            let chosen = workgroupUniformLoad(&pick);
+            let new_lo = lo + chosen.x * width;
+            hi = min(new_lo + width, hi);
+            lo = new_lo;
+            above = bitcast<f32>(chosen.y);
+        }
+    }
+
+    // The draw among the kept.
+    for (var j = li; j < m; j += WG) {
+        let e = entry(j, compact);
+        if (e.x >= lo) {
+            let v = value_of(e.x) + gumbel(e.y, base);
+            if (beats(v, e.y, bv, bi)) {
+                bv = v;
+                bi = e.y;
+            }
+        }
+    }
+    finish(li, bv, bi);
+}

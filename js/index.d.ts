@@ -71,6 +71,8 @@ export interface SamplingOptions {
   /** 0 = off. */
   top_k?: number;
   repetition_penalty?: number;
+  /** The same seed draws the same tokens from the same logits (the draw is a function of the
+   *  seed, the step and the logits alone); default random. Sampling runs on the GPU. */
   seed?: number;
   /** Default 256. */
   max_tokens?: number;

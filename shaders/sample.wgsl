@@ -18,9 +18,11 @@
 // Without top-k and top-p (greedy, or the page's plain temperature) that is one sweep over the
 // logits. Otherwise the logits are rewritten in place as order-preserving u32 keys of s (0 for
 // NaN); top-k is a radix select on them (8 bits a round, 4 rounds, the first in that same
-// sweep), after which the few kept (key, index) pairs are copied to workgroup memory; top-p
-// bisects the kept keys 16 ways a round (at most 8 rounds) by their mass; the draw sweeps the
-// kept ones.
+// sweep), after which the kept (key, index) pairs are copied to workgroup memory when at most
+// CAP. top-p is solved exactly on pairs in workgroup memory (each pair's mass above it, O(m^2)):
+// those top-k kept, or else those within 2, 4, 8 or 16 of the largest s, the nearest window
+// that holds the top-p mass and fits; failing both it bisects the keys in global memory 16 ways
+// a round (at most 8 rounds) by their mass. The draw sweeps the kept ones.
 #include "common/reduce.wgsl"
 
 struct Params {
@@ -52,10 +54,9 @@ var<workgroup> red_u: array<u32, WG>;
 var<workgroup> hist: array<atomic<u32>, 256>;
 var<workgroup> bin_mass: array<f32, BINS>;
 var<workgroup> pick: vec3<u32>; // thread 0's decisions, read back by all
-var<workgroup> best_v: array<f32, WG>;
-var<workgroup> best_i: array<u32, WG>;
 var<workgroup> kept_key: array<u32, CAP>;
 var<workgroup> kept_idx: array<u32, CAP>;
+var<workgroup> kept_mass: array<f32, CAP>; // exp(s - max s), for top-p
 var<workgroup> kept_n: atomic<u32>;
 
 // Order-preserving key of an f32 (larger value, larger key); 0 for NaN.
@@ -119,6 +120,20 @@ fn reduce_max_u(li: u32, x: u32) -> u32 {
     return workgroupUniformLoad(&red_u[0]);
 }
 
+// reduce_sum with a result the uniformity analysis knows is uniform (branches with barriers
+// depend on it).
+fn reduce_sum_uniform(li: u32, x: f32) -> f32 {
+    red[li] = x;
+    workgroupBarrier();
+    for (var k = WG / 2u; k > 0u; k >>= 1u) {
+        if (li < k) {
+            red[li] += red[li + k];
+        }
+        workgroupBarrier();
+    }
+    return workgroupUniformLoad(&red[0]);
+}
+
 fn reduce_sum_u(li: u32, x: u32) -> u32 {
     red_u[li] = x;
     workgroupBarrier();
@@ -138,23 +153,70 @@ fn beats(v: f32, i: u32, bv: f32, bi: u32) -> bool {
 
 // The workgroup's best (v, i) is the token: out[0], and its bit in `seen`.
 fn finish(li: u32, bv: f32, bi: u32) {
-    best_v[li] = bv;
-    best_i[li] = bi;
+    red[li] = bv;
+    red_u[li] = bi;
     workgroupBarrier();
     for (var k = WG / 2u; k > 0u; k >>= 1u) {
-        if (li < k && beats(best_v[li + k], best_i[li + k], best_v[li], best_i[li])) {
-            best_v[li] = best_v[li + k];
-            best_i[li] = best_i[li + k];
+        if (li < k && beats(red[li + k], red_u[li + k], red[li], red_u[li])) {
+            red[li] = red[li + k];
+            red_u[li] = red_u[li + k];
         }
         workgroupBarrier();
     }
     if (li == 0u) {
-        let t = best_i[0];
+        let t = red_u[0];
         out[0] = t;
         if (t != NONE) {
             seen[t >> 5u] |= 1u << (t & 31u);
         }
     }
+}
+
+// Copy the pairs (key, token) with smax - value <= d (d = +inf: key >= lo) to workgroup
+// memory; how many there are (the copy is whole only when that is <= CAP).
+fn compact_pairs(li: u32, n: u32, lo: u32, smax: f32, d: f32) -> u32 {
+    if (li == 0u) {
+        atomicStore(&kept_n, 0u);
+    }
+    workgroupBarrier();
+    for (var i = li; i < n; i += WG) {
+        let k = logits[i];
+        if (k >= lo && smax - value_of(k) <= d) {
+            let j = atomicAdd(&kept_n, 1u);
+            if (j < CAP) {
+                kept_key[j] = k;
+                kept_idx[j] = i;
+            }
+        }
+    }
+    workgroupBarrier();
+    if (li == 0u) {
+        pick = vec3<u32>(atomicLoad(&kept_n), 0u, 0u);
+    }
+    return workgroupUniformLoad(&pick).x;
+}
+
+// top-p among the m compacted pairs, exactly: the largest key whose mass (its own, its ties'
+// and every larger key's) reaches `goal`; 1 (keep them all) if rounding leaves none there.
+fn top_p_compact(li: u32, m: u32, smax: f32, goal: f32) -> u32 {
+    for (var j = li; j < m; j += WG) {
+        kept_mass[j] = exp(value_of(kept_key[j]) - smax);
+    }
+    workgroupBarrier();
+    var best = 0u;
+    for (var j = li; j < m; j += WG) {
+        let kj = kept_key[j];
+        var mass = 0.0;
+        for (var i = 0u; i < m; i++) {
+            if (kept_key[i] >= kj) {
+                mass += kept_mass[i];
+            }
+        }
+        if (mass >= goal) {
+            best = max(best, kj);
+        }
+    }
+    return max(reduce_max_u(li, best), 1u);
 }
 
 @compute @workgroup_size(WG)
@@ -189,9 +251,6 @@ fn main(@builtin(local_invocation_index) li: u32) {
     // Keys, their maximum, how many are not NaN, and top-k's first histogram (top 8 bits).
     for (var b = li; b < 256u; b += WG) {
         atomicStore(&hist[b], 0u);
-    }
-    if (li == 0u) {
-        atomicStore(&kept_n, 0u);
     }
     workgroupBarrier();
     var kmax = 0u;
@@ -250,22 +309,7 @@ fn main(@builtin(local_invocation_index) li: u32) {
             need = chosen.y;
         }
         lo = prefix;
-        // The kept pairs to workgroup memory, when they fit.
-        for (var i = li; i < n; i += WG) {
-            let k = logits[i];
-            if (k >= lo) {
-                let j = atomicAdd(&kept_n, 1u);
-                if (j < CAP) {
-                    kept_key[j] = k;
-                    kept_idx[j] = i;
-                }
-            }
-        }
-        workgroupBarrier();
-        if (li == 0u) {
-            pick = vec3<u32>(atomicLoad(&kept_n), 0u, 0u);
-        }
-        let kept = workgroupUniformLoad(&pick).x;
+        let kept = compact_pairs(li, n, lo, 0.0, 3.402823e38);
         if (kept <= CAP) {
             compact = true;
             m = kept;
@@ -273,59 +317,96 @@ fn main(@builtin(local_invocation_index) li: u32) {
     }
 
     if (use_p) {
-        // top-p: bisect the keys [lo, hi) 16 ways a round, keeping
-        // mass(key >= lo) >= goal > mass(key >= hi), until one key is left.
         let smax = value_of(top);
-        var z = 0.0;
-        for (var j = li; j < m; j += WG) {
-            let k = entry(j, compact).x;
-            if (k >= lo) {
-                z += exp(value_of(k) - smax);
-            }
-        }
-        let goal = p.top_p * reduce_sum(li, z);
-        var hi = top + 1u;
-        var above = 0.0; // mass(key >= hi)
-        for (var round = 0u; round < 9u && hi - lo > 1u; round++) {
-            let width = (hi - lo + BINS - 1u) / BINS;
-            // Zeroed by hand: Chromium (Tint on SwiftShader) kept the last round's sums in a
-            // loop-scoped `var mass: array<f32, BINS>;` despite WGSL's zero initialisation.
-            var mass: array<f32, BINS>;
-            for (var b = 0u; b < BINS; b++) {
-                mass[b] = 0.0;
-            }
+        if (compact) {
+            // After top-k: the few kept pairs are in workgroup memory.
+            var z = 0.0;
             for (var j = li; j < m; j += WG) {
-                let k = entry(j, compact).x;
-                if (k >= lo && k < hi) {
-                    mass[(k - lo) / width] += exp(value_of(k) - smax);
+                z += exp(value_of(kept_key[j]) - smax);
+            }
+            lo = top_p_compact(li, m, smax, p.top_p * reduce_sum(li, z));
+        } else {
+            // The whole mass, and the mass and count within 2, 4, 8 and 16 of the largest
+            // s: the nearest of those that reaches the goal and fits is compacted and
+            // solved exactly; if none does, bisect the keys in global memory.
+            var z = 0.0;
+            var near = vec4<f32>(0.0);
+            var count = vec4<u32>(0u);
+            let reach = vec4<f32>(2.0, 4.0, 8.0, 16.0);
+            for (var i = li; i < n; i += WG) {
+                let k = logits[i];
+                if (k >= lo) {
+                    let v = value_of(k);
+                    let e = exp(v - smax);
+                    z += e;
+                    let within = vec4<f32>(smax - v) <= reach;
+                    near += select(vec4<f32>(0.0), vec4<f32>(e), within);
+                    count += select(vec4<u32>(0u), vec4<u32>(1u), within);
                 }
             }
-            for (var b = 0u; b < BINS; b++) {
-                let s = reduce_sum(li, mass[b]);
-                if (li == 0u) {
-                    bin_mass[b] = s;
+            let goal = p.top_p * reduce_sum_uniform(li, z);
+            var d = -1.0;
+            var fits = 0u;
+            for (var c = 0u; c < 4u; c++) {
+                let mc = reduce_sum_uniform(li, near[c]);
+                let cc = reduce_sum_u(li, count[c]);
+                if (d < 0.0 && mc >= goal && cc <= CAP) {
+                    d = reach[c];
+                    fits = cc;
                 }
             }
-            workgroupBarrier();
-            if (li == 0u) {
-                // From the top bin down, the first whose mass reaches the goal (the lowest
-                // one if rounding leaves every bin short).
-                var acc = above;
-                var b = BINS - 1u;
-                loop {
-                    if (acc + bin_mass[b] >= goal || b == 0u) {
-                        break;
+            if (fits > 0u && compact_pairs(li, n, lo, smax, d) == fits) {
+                compact = true;
+                m = fits;
+                lo = top_p_compact(li, m, smax, goal);
+            } else {
+                // Bisect the keys [lo, hi) 16 ways a round, keeping
+                // mass(key >= lo) >= goal > mass(key >= hi), until one key is left.
+                var hi = top + 1u;
+                var above = 0.0; // mass(key >= hi)
+                for (var round = 0u; round < 9u && hi - lo > 1u; round++) {
+                    let width = (hi - lo + BINS - 1u) / BINS;
+                    // Zeroed by hand: Chromium (Tint on SwiftShader) kept the last round's sums
+                    // in a loop-scoped `var mass: array<f32, BINS>;` despite WGSL's zero
+                    // initialisation.
+                    var mass: array<f32, BINS>;
+                    for (var b = 0u; b < BINS; b++) {
+                        mass[b] = 0.0;
                     }
-                    acc += bin_mass[b];
-                    b -= 1u;
+                    for (var i = li; i < n; i += WG) {
+                        let k = logits[i];
+                        if (k >= lo && k < hi) {
+                            mass[(k - lo) / width] += exp(value_of(k) - smax);
+                        }
+                    }
+                    for (var b = 0u; b < BINS; b++) {
+                        let sb = reduce_sum(li, mass[b]);
+                        if (li == 0u) {
+                            bin_mass[b] = sb;
+                        }
+                    }
+                    workgroupBarrier();
+                    if (li == 0u) {
+                        // From the top bin down, the first whose mass reaches the goal (the
+                        // lowest one if rounding leaves every bin short).
+                        var acc = above;
+                        var b = BINS - 1u;
+                        loop {
+                            if (acc + bin_mass[b] >= goal || b == 0u) {
+                                break;
+                            }
+                            acc += bin_mass[b];
+                            b -= 1u;
+                        }
+                        pick = vec3<u32>(b, bitcast<u32>(acc), 0u);
+                    }
+                    let chosen = workgroupUniformLoad(&pick);
+                    let new_lo = lo + chosen.x * width;
+                    hi = min(new_lo + width, hi);
+                    lo = new_lo;
+                    above = bitcast<f32>(chosen.y);
                 }
-                pick = vec3<u32>(b, bitcast<u32>(acc), 0u);
             }
-            let chosen = workgroupUniformLoad(&pick);
-            let new_lo = lo + chosen.x * width;
-            hi = min(new_lo + width, hi);
-            lo = new_lo;
-            above = bitcast<f32>(chosen.y);
         }
     }
 

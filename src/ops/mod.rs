@@ -508,8 +508,15 @@ impl SampleParams {
     }
 }
 
-/// Threads of the one sampling workgroup.
-pub const SAMPLE_WG: u32 = 256;
+/// Threads of the one sampling workgroup: 256 on GPUs, 64 on CPU adapters (which pay for
+/// every barrier of a wider workgroup).
+pub fn sample_wg(gpu: &crate::gpu::Gpu) -> u32 {
+    if gpu.is_cpu() {
+        64
+    } else {
+        256
+    }
+}
 
 /// Choose the next token from `logits[0..n]` on the GPU, as [`crate::sampler::Sampler`] does on
 /// the CPU: `out[0]` = the token (0xffffffff if none can be chosen), its bit set in `seen`
@@ -522,7 +529,23 @@ pub fn sample(
     seen: &wgpu::Buffer,
     out: &wgpu::Buffer,
 ) -> Result<()> {
-    let k = rec.gpu().kernel(&ShaderKey::new("sample").def("WG", SAMPLE_WG), &[Rw, Rw, Rw])?;
+    let wg = sample_wg(rec.gpu());
+    sample_in(rec, wg, logits, params, seen, out)
+}
+
+/// [`sample`] with `wg` threads (a power of two from 32 to 256): tests run both sizes.
+pub fn sample_in(
+    rec: &mut Recorder,
+    wg: u32,
+    logits: &wgpu::Buffer,
+    params: &SampleParams,
+    seen: &wgpu::Buffer,
+    out: &wgpu::Buffer,
+) -> Result<()> {
+    if !wg.is_power_of_two() || !(32..=256).contains(&wg) {
+        return Err(Error::Request(format!("sampling workgroup of {wg} threads: want a power of two in 32..=256")));
+    }
+    let k = rec.gpu().kernel(&ShaderKey::new("sample").def("WG", wg), &[Rw, Rw, Rw])?;
     rec.dispatch(&k, params, &[logits, seen, out], 1)
 }
 

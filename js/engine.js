@@ -238,6 +238,7 @@ export class Engine {
     } catch (e) {
       throw asNamed(e, "RequestError");
     }
+    const cached = this.inner.reused_tokens();
     let first = null;
     let n = 0;
     const onAbort = () => this.inner.abort();
@@ -270,13 +271,20 @@ export class Engine {
     const decodeS = (t1 - (first ?? t1)) / 1000;
     const extra = {
       time_to_first_token_s: ttft,
-      prefill_tokens_per_s: ttft > 0 ? promptIds.length / ttft : 0,
+      prefill_tokens_per_s: ttft > 0 ? (promptIds.length - cached) / ttft : 0,
       decode_tokens_per_s: decodeS > 0 && n > 1 ? (n - 1) / decodeS : 0,
       e2e_latency_s: (t1 - t0) / 1000,
     };
     return {
       finish_reason: this.inner.finish_reason() ?? "stop",
-      usage: { prompt_tokens: promptIds.length, completion_tokens: n, total_tokens: promptIds.length + n, ...extra, extra },
+      usage: {
+        prompt_tokens: promptIds.length,
+        prompt_tokens_details: { cached_tokens: cached },
+        completion_tokens: n,
+        total_tokens: promptIds.length + n,
+        ...extra,
+        extra,
+      },
     };
   }
 

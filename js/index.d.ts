@@ -92,9 +92,13 @@ export type FinishReason = "stop" | "length" | "context_full" | "abort";
 
 export interface Usage {
   prompt_tokens: number;
+  /** `cached_tokens`: prompt tokens the engine still had in its KV cache from the last call
+   *  (the conversation so far, up to the first token that differs) and did not prefill again. */
+  prompt_tokens_details: { cached_tokens: number };
   completion_tokens: number;
   total_tokens: number;
   time_to_first_token_s: number;
+  /** Prompt tokens actually prefilled (cached ones excluded) per second. */
   prefill_tokens_per_s: number;
   decode_tokens_per_s: number;
   e2e_latency_s: number;

@@ -51,11 +51,45 @@ impl Generator {
     /// Check the request and prefill `prompt`, continuing the model's current KV cache (call
     /// [`Qwen::reset`] first for a fresh sequence).
     pub async fn start(model: &mut Qwen, prompt: &[u32], opts: GenerateOptions) -> Result<Generator> {
+        Generator::start_at(model, prompt, 0, opts).await
+    }
+
+    /// [`Generator::start`] for a whole sequence `prompt` of which the model's KV cache holds
+    /// `cached`, the ids of positions `0..model.pos()` (the last generation's
+    /// [`Generator::sequence`], cut to `model.pos()`): their longest common prefix is kept
+    /// ([`Qwen::rewind`]) and only the rest is fed, always at least one token. Multi-turn chat
+    /// prefills only the new turn; an edited or regenerated turn, only what follows the edit.
+    /// Returns the generator and how many prompt tokens were reused.
+    pub async fn start_reusing(
+        model: &mut Qwen,
+        cached: &[u32],
+        prompt: &[u32],
+        opts: GenerateOptions,
+    ) -> Result<(Generator, usize)> {
+        if cached.len() != model.pos() {
+            return Err(Error::Request(format!(
+                "{} cached ids given for a cache holding {} tokens",
+                cached.len(),
+                model.pos()
+            )));
+        }
         opts.sampling.validate()?;
-        if model.pos() + prompt.len() > model.context() {
+        let common = cached.iter().zip(prompt).take_while(|(a, b)| a == b).count();
+        let keep = common.min(prompt.len().saturating_sub(1));
+        model.rewind(keep)?;
+        let g = Generator::start_at(model, prompt, keep, opts).await?;
+        Ok((g, keep))
+    }
+
+    /// Prefill `prompt[skip..]` after a cache holding `prompt[..skip]` (the repetition
+    /// penalty sees all of `prompt`).
+    async fn start_at(model: &mut Qwen, prompt: &[u32], skip: usize, opts: GenerateOptions) -> Result<Generator> {
+        opts.sampling.validate()?;
+        let new = &prompt[skip..];
+        if model.pos() + new.len() > model.context() {
             return Err(Error::Request(format!(
                 "the prompt has {} tokens, but only {} of the context of {} are free",
-                prompt.len(),
+                new.len(),
                 model.context() - model.pos(),
                 model.context()
             )));
@@ -65,7 +99,7 @@ impl Generator {
         if g.opts.max_new_tokens == 0 {
             g.finish = Some(FinishReason::Length);
         } else {
-            g.pending = Some(model.feed(prompt, Want::Token).await?);
+            g.pending = Some(model.feed(new, Want::Token).await?);
         }
         Ok(g)
     }
@@ -123,6 +157,12 @@ impl Generator {
     /// The tokens generated so far.
     pub fn tokens(&self) -> &[u32] {
         &self.history[self.prompt_len..]
+    }
+
+    /// The whole prompt followed by the tokens generated so far: its first `model.pos()` ids
+    /// are what the KV cache holds (for the next [`Generator::start_reusing`]).
+    pub fn sequence(&self) -> &[u32] {
+        &self.history
     }
 }
 

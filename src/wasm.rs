@@ -255,6 +255,8 @@ impl Loader {
                 stream,
                 unloaded: false,
                 abort_requested: false,
+                cached: Vec::new(),
+                reused: 0,
             })),
         })
     }
@@ -268,6 +270,11 @@ struct Inner {
     stream: Option<TextStream>,
     unloaded: bool,
     abort_requested: bool,
+    /// The ids the KV cache holds while no generation does (a generation's own are its
+    /// [`Generator::sequence`]).
+    cached: Vec<u32>,
+    /// Prompt tokens the last `start` found in the cache and did not feed again.
+    reused: usize,
 }
 
 impl Inner {
@@ -293,8 +300,10 @@ pub struct Engine {
 
 #[wasm_bindgen]
 impl Engine {
-    /// Prefill `prompt` and prepare to generate. `keep_cache`: continue after what the KV
-    /// cache holds (multi-turn chat) instead of starting fresh. Resolves when prefill is done.
+    /// Prefill `prompt` and prepare to generate. The longest prefix `prompt` shares with what
+    /// the KV cache holds (the last conversation) is not fed again ([`Engine::reused_tokens`]
+    /// says how much); `keep_cache`: append `prompt` to what the cache holds instead. Resolves
+    /// when prefill is done.
     #[allow(clippy::too_many_arguments)]
     pub fn start(
         &self,
@@ -311,17 +320,25 @@ impl Engine {
         let inner = self.inner.clone();
         future_to_promise(async move {
             let mut model = inner.borrow_mut().take_model()?;
-            {
+            let mut cached = {
                 let mut i = inner.borrow_mut();
-                i.gen = None;
                 i.abort_requested = false;
+                i.reused = 0;
                 if let Some(s) = i.stream.as_mut() {
                     s.reset();
                 }
-            }
-            if !keep_cache {
+                match i.gen.take() {
+                    Some(g) => g.sequence().to_vec(),
+                    None => std::mem::take(&mut i.cached),
+                }
+            };
+            if cached.len() < model.pos() {
+                // Never expected: forget the cache rather than trust it.
                 model.reset();
+                cached.clear();
             }
+            cached.truncate(model.pos());
+            let prompt = if keep_cache { [cached.as_slice(), &prompt].concat() } else { prompt };
             let opts = GenerateOptions {
                 max_new_tokens: max_tokens as usize,
                 sampling: SamplingParams {
@@ -334,19 +351,25 @@ impl Engine {
                 stop_ids,
             };
             let r = match opts.sampling.validate() {
-                Ok(()) => Generator::start(&mut model, &prompt, opts).await,
+                Ok(()) => Generator::start_reusing(&mut model, &cached, &prompt, opts).await,
                 Err(e) => Err(e),
             };
             let mut i = inner.borrow_mut();
             match r {
-                Ok(g) => {
+                Ok((g, reused)) => {
                     i.gen = Some(g);
+                    i.reused = reused;
                     i.model = Some(model);
                     Ok(JsValue::UNDEFINED)
                 }
                 Err(e) => {
-                    // A failed prefill may have written part of the cache: start over next time.
-                    model.reset();
+                    // A refused request leaves the cache as it was; a failed prefill may have
+                    // written part of it: start over next time.
+                    if matches!(e, crate::Error::Request(_)) && model.pos() == cached.len() {
+                        i.cached = cached;
+                    } else {
+                        model.reset();
+                    }
                     i.model = Some(model);
                     Err(js_err(e))
                 }
@@ -376,13 +399,18 @@ impl Engine {
             if i.abort_requested {
                 g.abort();
             }
-            i.model = Some(model);
             match r {
                 Ok(t) => {
                     i.gen = Some(g);
+                    i.model = Some(model);
                     Ok(t.map(JsValue::from).unwrap_or(JsValue::UNDEFINED))
                 }
-                Err(e) => Err(js_err(e)),
+                Err(e) => {
+                    // What the cache holds is no longer known for sure.
+                    model.reset();
+                    i.model = Some(model);
+                    Err(js_err(e))
+                }
             }
         })
     }
@@ -418,7 +446,13 @@ impl Engine {
         m.reset();
         i.model = Some(m);
         i.gen = None;
+        i.cached.clear();
         Ok(())
+    }
+
+    /// Prompt tokens the last `start` found in the KV cache and did not prefill again.
+    pub fn reused_tokens(&self) -> u32 {
+        self.inner.borrow().reused as u32
     }
 
     /// Tokens in the KV cache.
@@ -662,6 +696,7 @@ impl Engine {
             }
             let mut model = inner.borrow_mut().take_model()?;
             inner.borrow_mut().gen = None;
+            inner.borrow_mut().cached.clear();
             let r = bench_report(&mut model, &label, &spec.bench_options(), on_progress).await;
             model.reset();
             inner.borrow_mut().model = Some(model);

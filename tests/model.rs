@@ -362,6 +362,60 @@ fn sampled_generation_matches_the_cpu_sampler() {
     assert_ne!(a, b);
 }
 
+/// Multi-turn reuse of the KV cache (`Generator::start_reusing`, what the browser engine does
+/// on every call): the next turn feeds only what follows the longest common prefix with what
+/// the cache holds, and generates what a fresh prefill of the whole sequence generates; an
+/// edited turn rewinds to the edit; the same prompt again re-feeds only its last token.
+#[test]
+fn next_turn_reuses_the_cache_and_matches_a_fresh_prefill() {
+    use qwen_webgpu::generate::Generator;
+    let spec = Spec::qwen2(false);
+    let (dir, _) = fixture("reuse", &spec, 95);
+    let mut m = load(&dir, ModelOptions { context: Some(64), max_batch: 16, ..Default::default() }, None);
+    let opts = |n| GenerateOptions { max_new_tokens: n, sampling: Default::default(), stop_ids: vec![] };
+    // Run a generation to the end; (tokens, what the cache holds after, prompt tokens reused).
+    let run = |m: &mut Qwen, cached: &[u32], prompt: &[u32], n: usize| {
+        let (mut g, reused) = pollster::block_on(Generator::start_reusing(m, cached, prompt, opts(n))).unwrap();
+        while pollster::block_on(g.next(m)).unwrap().is_some() {}
+        (g.tokens().to_vec(), g.sequence()[..m.pos()].to_vec(), reused)
+    };
+    let fresh = |m: &mut Qwen, prompt: &[u32], n: usize| {
+        m.reset();
+        run(m, &[], prompt, n).0
+    };
+    let a = random_ids(21, spec.vocab, 96);
+    m.reset();
+    let (gen_a, cached, reused) = run(&mut m, &[], &a, 6);
+    assert_eq!(reused, 0);
+    assert_eq!(cached.len(), a.len() + 5, "the last generated token is not fed");
+    // Next turn: the whole conversation plus new tokens; only the new part is fed.
+    let mut b = a.clone();
+    b.extend_from_slice(&gen_a);
+    b.extend_from_slice(&random_ids(19, spec.vocab, 97)); // over a max_batch chunk boundary
+    let (gen_b, cached_b, reused) = run(&mut m, &cached, &b, 8);
+    assert_eq!(reused, a.len() + 5);
+    let want_b = fresh(&mut m, &b, 8);
+    assert_eq!(gen_b, want_b, "second turn vs a fresh prefill");
+    // An edit in the middle of the first prompt: rewind to it.
+    let mut c = b.clone();
+    c[10] = (c[10] + 1) % spec.vocab as u32;
+    m.reset();
+    let (_, cached_b2, _) = run(&mut m, &[], &b, 8);
+    assert_eq!(cached_b2, cached_b);
+    let (gen_c, _, reused) = run(&mut m, &cached_b2, &c, 8);
+    assert_eq!(reused, 10);
+    assert_eq!(gen_c, fresh(&mut m, &c, 8), "edited turn vs a fresh prefill");
+    // The same prompt again: everything but its last token is reused.
+    m.reset();
+    let (_, cached_c, _) = run(&mut m, &[], &c, 3);
+    let (again, _, reused) = run(&mut m, &cached_c, &c, 8);
+    assert_eq!(reused, c.len() - 1);
+    assert_eq!(again, gen_c);
+    // Cached ids that do not match the cache's length are refused.
+    let err = pollster::block_on(Generator::start_reusing(&mut m, &[1, 2], &c, opts(1))).err().unwrap();
+    assert!(err.to_string().contains("cached ids"), "{err}");
+}
+
 /// Greedy generation keeps a pass queued ahead of the token it reads. A stop id drops that
 /// pass: the next turn continues from the right position (its logits match feeding the whole
 /// sequence at once), and generation that fills the context ends with ContextFull, its

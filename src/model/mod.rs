@@ -242,6 +242,21 @@ impl Qwen {
         Ok(())
     }
 
+    /// Keep only the first `n` tokens of the KV cache (a conversation's common prefix with the
+    /// next prompt): the next token fed goes to position `n`. `n = 0` is [`Qwen::reset`].
+    pub fn rewind(&mut self, n: usize) -> Result<()> {
+        self.discard_queued();
+        if n > self.pos {
+            return Err(Error::Request(format!("cannot rewind to {n} tokens: the cache holds {}", self.pos)));
+        }
+        if n == 0 {
+            self.reset();
+        } else {
+            self.pos = n;
+        }
+        Ok(())
+    }
+
     /// Forget the conversation: the next prompt starts at position 0.
     pub fn reset(&mut self) {
         self.discard_queued();

@@ -114,6 +114,24 @@ test("sampling on the GPU (temperature, top-k, top-p, penalty) gives the CLI's i
   ok(JSON.stringify(r.c) !== JSON.stringify(r.a), "another seed draws other ids");
 });
 
+test("a second turn prefills only what is new (KV cache reused) and gives the CLI's ids for the whole sequence", async () => {
+  const r = await page.evaluate(async ({ first }) => {
+    const engine = await qwen.createEngine({ model: "/fx/tiny/", useCache: false });
+    const a = await engine.generateIds({ promptIds: [1, 2, 3], max_tokens: 16, temperature: 0 });
+    const b = await engine.generateIds({ promptIds: [1, 2, 3, ...first, 5, 6, 7], max_tokens: 16, temperature: 0 });
+    // An edit early in the conversation: only its first two ids are reused.
+    const c = await engine.generateIds({ promptIds: [1, 2, 4, ...first, 5, 6, 7], max_tokens: 16, temperature: 0 });
+    await engine.unload();
+    return { a: a.ids, b: b.ids, bCached: b.usage.prompt_tokens_details.cached_tokens, aCached: a.usage.prompt_tokens_details.cached_tokens,
+      cCached: c.usage.prompt_tokens_details.cached_tokens };
+  }, { first: expected.tiny });
+  eq(r.a, expected.tiny, "first turn");
+  eq(r.aCached, 0, "first turn cached tokens");
+  eq(r.bCached, 3 + 15, "second turn cached tokens (the first turn's last id was never fed)");
+  eq(r.b, expected.turn2, "second turn ids vs the CLI on the whole sequence");
+  eq(r.cCached, 2, "edited turn cached tokens");
+});
+
 test("streamed-body fallback (server ignores Range) gives the same ids", async () => {
   const r = await page.evaluate(async () => {
     const engine = await qwen.createEngine({ model: "/norange/tiny/", useCache: false });

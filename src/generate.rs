@@ -75,7 +75,13 @@ impl Generator {
         }
         opts.sampling.validate()?;
         let common = cached.iter().zip(prompt).take_while(|(a, b)| a == b).count();
-        let keep = common.min(prompt.len().saturating_sub(1));
+        let mut keep = common.min(prompt.len().saturating_sub(1));
+        // Qwen v1's dynamic NTK fixes its alpha at the prefill from the prompt's length: a
+        // prompt that would get another alpha than the cache was written with starts afresh.
+        let cfg = &model.config;
+        if cfg.use_dynamic_ntk && crate::model::rope::ntk_alpha(prompt.len(), cfg.seq_length) != model.ntk_alpha() {
+            keep = 0;
+        }
         model.rewind(keep)?;
         let g = Generator::start_at(model, prompt, keep, opts).await?;
         Ok((g, keep))

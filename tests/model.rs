@@ -102,8 +102,22 @@ fn qwen_v1_ntk_and_logn_match_reference() {
 
     // A short prompt keeps alpha 1 while decoding runs past seq_length (logN only).
     let short = random_ids(10, spec.vocab, 23);
-    assert_eq!(greedy(&mut m, &short, 32), r.greedy(&short, 32), "greedy crossing seq_length");
+    let gen = greedy(&mut m, &short, 32);
+    assert_eq!(gen, r.greedy(&short, 32), "greedy crossing seq_length");
     assert_eq!(m.ntk_alpha(), 1.0);
+
+    // Reusing that cache for the 40-token prompt that starts with it would keep alpha 1,
+    // where a prefill of the whole prompt takes alpha 7: the engine starts afresh instead.
+    let mut longer = short.clone();
+    longer.extend_from_slice(&prompt[10..]);
+    let (mut g, reused) = {
+        let opts = GenerateOptions { max_new_tokens: 32, sampling: Default::default(), stop_ids: vec![] };
+        let cached = &[short.as_slice(), &gen].concat()[..m.pos()];
+        pollster::block_on(qwen_webgpu::generate::Generator::start_reusing(&mut m, cached, &longer, opts)).unwrap()
+    };
+    assert_eq!((reused, m.ntk_alpha()), (0, 7.0));
+    while pollster::block_on(g.next(&mut m)).unwrap().is_some() {}
+    assert_eq!(g.tokens(), r.greedy(&longer, 32), "greedy after a refused reuse");
 
     // NTK really changes the result: without it the logits differ.
     let plain = Spec { ntk_logn: false, ..spec.clone() };

@@ -421,6 +421,8 @@ mod cli {
         eprintln!("[{}] chatting with {}; /reset starts over, Ctrl-D quits", model.gpu.describe(), a.model.display());
         let stdin = std::io::stdin();
         let mut lines = stdin.lock().lines();
+        // What the KV cache holds: each turn prefills only what follows it (the new turn).
+        let mut cached: Vec<u32> = Vec::new();
         loop {
             eprint!("> ");
             let Some(line) = lines.next() else { break };
@@ -428,6 +430,8 @@ mod cli {
             let line = line.trim_end();
             if line == "/reset" {
                 messages.truncate(1);
+                model.reset();
+                cached.clear();
                 continue;
             }
             if line.is_empty() {
@@ -436,18 +440,18 @@ mod cli {
             messages.push(ChatMessage::user(line));
             let budget = model.context().saturating_sub(a.max_new_tokens.min(model.context() / 2));
             let prompt = chat_prompt_ids(&tok, &messages, budget)?;
-            model.reset();
             let gen_opts = GenerateOptions {
                 max_new_tokens: a.max_new_tokens,
                 sampling: sampling.clone(),
                 stop_ids: stop_ids.clone(),
             };
-            let mut g = Generator::start(&mut model, &prompt, gen_opts).await?;
+            let (mut g, _) = Generator::start_reusing(&mut model, &cached, &prompt, gen_opts).await?;
             let mut printer = Printer::new(Some(&tok));
             while let Some(id) = g.next(&mut model).await? {
                 printer.push(id)?;
             }
             printer.finish();
+            cached = g.sequence()[..model.pos()].to_vec();
             let reply: Vec<u32> = g.tokens().iter().copied().filter(|&id| !tok.is_special(id)).collect();
             messages.push(ChatMessage::assistant(tok.decode(&reply)?));
         }

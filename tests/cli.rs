@@ -231,6 +231,16 @@ fn generate_text_prompt_with_chat_template() {
         plain.join(",").as_bytes(),
     );
     assert_eq!(text.strip_suffix('\n').unwrap(), String::from_utf8_lossy(&want));
+    // `chat`: the first reply is generate's; after /reset the same again; a second turn (which
+    // prefills only itself, reusing the cache) answers too.
+    let chat_args = ["chat", "--model", d, "--max-new-tokens", "12"];
+    let (code, out, err) = cli_stdin(&chat_args, "你好, Qwen!\n/reset\n你好, Qwen!\n再见\n".as_bytes());
+    assert_eq!(code, 0, "{err}");
+    let out = String::from_utf8_lossy(&out);
+    // Each reply ends with a newline (random replies may hold newlines of their own).
+    let twice = format!("{text}{text}");
+    assert!(out.starts_with(&twice), "first turn vs generate --chat, then the same after /reset: {out:?}");
+    assert!(out.len() > twice.len() && out.ends_with('\n'), "no third reply: {out:?}");
     // A tokenizer that does not fit the model is refused.
     let small = Spec::qwen2(false);
     let (sdir, _) = fixture("cli-vocab-small", &small, 68);

@@ -8,6 +8,7 @@ use crate::error::{Error, Result};
 use crate::gpu::{Gpu, Recorder};
 use crate::model::{ModelOptions, Output, Qwen, Want};
 use crate::ops::{self, KvFormat};
+use crate::sampler::SamplingParams;
 use crate::weights::quant::WeightFormat;
 use crate::weights::{Dtype, TensorInfo, TensorSource};
 use serde::{Deserialize, Serialize};
@@ -106,6 +107,11 @@ pub struct SynthBench {
     /// Time each kernel of the decode at the first `decode_at` context (native adapters with
     /// timestamp queries inside passes).
     pub profile: bool,
+    /// Decode by sampling on the GPU with this temperature (0: greedy, the argmax), top-k
+    /// (0: off) and top-p (1: off), as generation does.
+    pub temperature: f32,
+    pub top_k: usize,
+    pub top_p: f32,
 }
 
 impl Default for SynthBench {
@@ -122,6 +128,9 @@ impl Default for SynthBench {
             max_batch: 128,
             max_binding_bytes: None,
             profile: false,
+            temperature: 0.0,
+            top_k: 0,
+            top_p: 1.0,
         }
     }
 }
@@ -139,7 +148,8 @@ impl SynthBench {
         Ok(s)
     }
 
-    fn check(&self) -> Result<()> {
+    /// Refuse out-of-range or contradictory options.
+    pub fn check(&self) -> Result<()> {
         let bad = |what: &str, v: usize| {
             Err(Error::Request(format!("benchmark option {what} = {v} is out of range (1..={SYNTH_MAX})")))
         };
@@ -158,6 +168,11 @@ impl SynthBench {
         }
         if self.max_batch > SYNTH_MAX {
             return bad("max_batch", self.max_batch);
+        }
+        if let Some(p) = self.sampling() {
+            p.validate()?;
+        } else if self.top_k != 0 || self.top_p != 1.0 {
+            return Err(Error::Request("benchmark options top_k and top_p need a temperature > 0".into()));
         }
         Ok(())
     }
@@ -201,7 +216,20 @@ impl SynthBench {
             decode_tokens: self.decode_tokens.max(1),
             seed: 7,
             profile: self.profile,
+            sampling: self.sampling(),
         }
+    }
+
+    /// How decoding chooses tokens: `None` for the argmax.
+    pub fn sampling(&self) -> Option<SamplingParams> {
+        let p = SamplingParams {
+            temperature: self.temperature,
+            top_k: self.top_k,
+            top_p: self.top_p,
+            repetition_penalty: 1.0,
+            seed: 7,
+        };
+        (!p.is_greedy()).then_some(p)
     }
 }
 
@@ -286,6 +314,8 @@ pub struct BenchReport {
     pub dispatches_per_decoded_token: usize,
     pub submissions_per_decoded_token: usize,
     pub readback_bytes_per_decoded_token: usize,
+    /// How decoded tokens were chosen: `"argmax"`, or the sampling settings.
+    pub decode_sampling: String,
     /// Streaming copy bandwidth (read + write bytes / second), measured in this run.
     pub bandwidth_gb_s: f64,
     pub time_to_first_token_s: f64,
@@ -319,9 +349,16 @@ pub struct KernelTime {
 }
 
 /// Decode `tokens` tokens after a `context`-token prompt with every dispatch timed.
-async fn profile_decode(model: &mut Qwen, context: usize, tokens: usize, rng: &mut u64) -> Result<Profile> {
+async fn profile_decode(
+    model: &mut Qwen,
+    context: usize,
+    tokens: usize,
+    sampling: Option<&SamplingParams>,
+    rng: &mut u64,
+) -> Result<Profile> {
     model.reset();
     let ids = random_ids(context, model.config.vocab_size, rng);
+    model.set_sampling(sampling, &ids)?;
     let mut tok = token(model.feed(&ids, Want::Token).await?)?;
     model.set_profiling(true)?;
     let mut by_kernel: BTreeMap<(String, u32), (usize, f64)> = BTreeMap::new();
@@ -391,6 +428,8 @@ pub struct BenchOptions {
     pub seed: u64,
     /// Add a [`Profile`] of the decode at the first context.
     pub profile: bool,
+    /// Decode by drawing on the GPU with these settings; `None`: the argmax.
+    pub sampling: Option<SamplingParams>,
 }
 
 fn random_ids(n: usize, vocab: usize, state: &mut u64) -> Vec<u32> {
@@ -434,8 +473,10 @@ pub async fn run_with_progress(
     progress("warm-up");
     model.reset();
     let warm = random_ids(4.min(ctx - 1), cfg.vocab_size, &mut rng);
+    model.set_sampling(opts.sampling.as_ref(), &warm)?;
     let t = token(model.feed(&warm, Want::Token).await?)?;
     token(model.feed(&[t], Want::Token).await?)?;
+    model.set_sampling(None, &[])?;
 
     let mut prefill = Vec::new();
     for &n in opts.prefill_lens.iter().filter(|&&n| n < ctx) {
@@ -459,8 +500,9 @@ pub async fn run_with_progress(
         progress(&format!("decode @{c}"));
         model.reset();
         let ids = random_ids(c, cfg.vocab_size, &mut rng);
+        model.set_sampling(opts.sampling.as_ref(), &ids)?;
         token(model.feed(&ids, Want::Token).await?)?;
-        // As greedy generation decodes: one pass queued ahead of the one being read.
+        // As generation decodes: one pass queued ahead of the one being read.
         let t0 = Stopwatch::start();
         model.queue_next().await?;
         for i in 0..opts.decode_tokens {
@@ -483,9 +525,14 @@ pub async fn run_with_progress(
     let profile = match opts.decode_contexts.iter().find(|&&c| c + opts.decode_tokens < ctx && c > 0) {
         Some(&c) if opts.profile => {
             progress(&format!("profile @{c}"));
-            Some(profile_decode(model, c, opts.decode_tokens, &mut rng).await?)
+            Some(profile_decode(model, c, opts.decode_tokens, opts.sampling.as_ref(), &mut rng).await?)
         }
         _ => None,
+    };
+    model.set_sampling(None, &[])?;
+    let decode_sampling = match &opts.sampling {
+        None => "argmax".to_string(),
+        Some(p) => format!("temperature {}, top-k {}, top-p {} (drawn on the GPU)", p.temperature, p.top_k, p.top_p),
     };
     Ok(BenchReport {
         adapter: model.gpu.describe(),
@@ -499,6 +546,7 @@ pub async fn run_with_progress(
         dispatches_per_decoded_token: dispatches,
         submissions_per_decoded_token: 1,
         readback_bytes_per_decoded_token: 4,
+        decode_sampling,
         bandwidth_gb_s: bw,
         time_to_first_token_s: ttft,
         prefill,
@@ -530,6 +578,7 @@ impl BenchReport {
             self.readback_bytes_per_decoded_token,
             mib(self.weight_bytes_per_token)
         );
+        s += &format!("decoding       {}\n", self.decode_sampling);
         s += &format!("first token    {:.3} s\n", self.time_to_first_token_s);
         for p in &self.prefill {
             s += &format!("prefill {:>5}  {:>9.1} tok/s ({:.3} s)\n", p.tokens, p.tok_per_s, p.seconds);

@@ -204,6 +204,15 @@ mod cli {
         /// timestamps between dispatches; native adapters that offer them).
         #[arg(long)]
         profile: bool,
+        /// Decode by sampling on the GPU at this temperature (0: the argmax), as generation does.
+        #[arg(long, default_value_t = 0.0)]
+        temperature: f32,
+        /// With --temperature: keep the k most likely tokens (0: off).
+        #[arg(long, default_value_t = 0)]
+        top_k: usize,
+        /// With --temperature: nucleus sampling (1: off).
+        #[arg(long, default_value_t = 1.0)]
+        top_p: f32,
     }
 
     #[derive(Args)]
@@ -473,7 +482,11 @@ mod cli {
             max_batch: a.max_batch,
             max_binding_bytes: a.max_binding_bytes,
             profile: a.profile,
+            temperature: a.temperature,
+            top_k: a.top_k,
+            top_p: a.top_p,
         };
+        spec.check()?;
         let stored = match &a.model {
             Some(dir) => stored_format(dir)?,
             None => None,

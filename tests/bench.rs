@@ -39,6 +39,21 @@ fn bench_reduced_size_reports_every_figure() {
         assert!(frac > 0.0 && frac.is_finite(), "{d}");
         assert!(d["tok_per_s"].as_f64().unwrap() > 0.0);
     }
+    assert_eq!(r["decode_sampling"], "argmax");
+    // Decoding by sampling on the GPU (as generation with a temperature does): the same
+    // dispatches (the sampling kernel in place of the argmax) and 4 bytes read back.
+    let out = Command::new(env!("CARGO_BIN_EXE_qwen-webgpu"))
+        .args(["bench", "--layers", "1", "--vocab", "1000", "--prefill", "8", "--decode-at", "8"])
+        .args(["--decode-tokens", "3", "--weights", "q4", "--temperature", "0.8", "--top-k", "40", "--top-p", "0.9"])
+        .args(["--json", json.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let s: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(s["decode_sampling"], "temperature 0.8, top-k 40, top-p 0.9 (drawn on the GPU)");
+    assert_eq!(s["dispatches_per_decoded_token"], r["dispatches_per_decoded_token"]);
+    assert_eq!(s["readback_bytes_per_decoded_token"], 4);
+    assert!(s["decode"][0]["tok_per_s"].as_f64().unwrap() > 0.0);
 }
 
 /// The browser's options (`benchmark()`, `www/bench.html`) mean what the CLI's flags mean.
@@ -65,7 +80,21 @@ fn browser_bench_options_match_the_cli() {
     assert_eq!(s.model_options(None).unwrap().context, Some(40 + 2 + 1));
     assert_eq!(s.bench_options().seed, 7);
 
-    for bad in [r#"{"layers":0}"#, r#"{"vocab":0}"#, r#"{"prefill":[0]}"#, r#"{"layer":1}"#, r#"{"layers":-1}"#, "["] {
+    assert_eq!(s.sampling(), None);
+    let t = SynthBench::from_json(r#"{"temperature":0.7,"top_p":0.95}"#).unwrap().sampling().unwrap();
+    assert_eq!((t.temperature, t.top_k, t.top_p), (0.7, 0, 0.95));
+
+    for bad in [
+        r#"{"layers":0}"#,
+        r#"{"vocab":0}"#,
+        r#"{"prefill":[0]}"#,
+        r#"{"layer":1}"#,
+        r#"{"layers":-1}"#,
+        "[",
+        r#"{"top_k":40}"#,
+        r#"{"temperature":-1}"#,
+        r#"{"temperature":1,"top_p":0}"#,
+    ] {
         let e = SynthBench::from_json(bad).unwrap_err();
         assert!(matches!(e, qwen_webgpu::Error::Request(_)), "{bad}: {e}");
     }

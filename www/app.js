@@ -336,7 +336,9 @@ async function send() {
 function statsLine(u, finish, t0, tFirst) {
   const why = { stop: "", length: " · hit max tokens", context_full: " · context is full", abort: " · stopped", error: " · failed" }[finish] ?? "";
   if (u) {
-    return `TTFT ${u.time_to_first_token_s.toFixed(2)} s · ${u.decode_tokens_per_s.toFixed(1)} tok/s · prefill ${u.prefill_tokens_per_s.toFixed(0)} tok/s · ${u.prompt_tokens} prompt + ${u.completion_tokens} reply tokens${why}`;
+    const cached = u.prompt_tokens_details?.cached_tokens ?? 0;
+    const reuse = cached > 0 ? ` (${cached} already in the cache)` : "";
+    return `TTFT ${u.time_to_first_token_s.toFixed(2)} s · ${u.decode_tokens_per_s.toFixed(1)} tok/s · prefill ${u.prefill_tokens_per_s.toFixed(0)} tok/s · ${u.prompt_tokens} prompt${reuse} + ${u.completion_tokens} reply tokens${why}`;
   }
   const ttft = tFirst !== null ? ((tFirst - t0) / 1000).toFixed(2) : "–";
   return `TTFT ${ttft} s${why}`;

@@ -193,6 +193,10 @@ test("Stop mid-stream, then send again (multi-turn history)", async () => {
   const h = await page.evaluate(() => window.qwenChat.state.history.map((m) => m.role));
   ok(JSON.stringify(h) === JSON.stringify(["user", "assistant", "user", "assistant", "user", "assistant"]), `history ${h}`);
   ok((await page.locator("#log .msg.assistant .body").last().textContent()).length > 0, "reply after stop");
+  // The history sent again was found in the KV cache: only the new turn was prefilled.
+  const turnStats = await text("#stats");
+  ok(/\d+ prompt \(\d+ already in the cache\)/.test(turnStats), `stats of a later turn: ${turnStats}`);
+  notes.push(`third turn: ${turnStats}`);
 });
 
 test("model output containing HTML is shown as text (no element, no alert)", async () => {

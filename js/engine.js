@@ -152,6 +152,7 @@ export async function loadEngine(model, opts = {}) {
       tokBytes = await src.bytes(tokName);
     }
     const l = loader;
+    const formats = { weights: l.weight_format(), kvCache: l.kv_format() };
     loader = null; // finish() consumes it
     const engine = l.finish(tokBytes);
     report("tokenizer", 1, 1, tokName || "no tokenizer");
@@ -161,6 +162,7 @@ export async function loadEngine(model, opts = {}) {
       modelId: typeof model === "string" ? model : src.label,
       adapter,
       config,
+      formats,
     });
   } catch (e) {
     if (loader) { try { loader.free(); } catch { /* already gone */ } }
@@ -173,8 +175,9 @@ let nextId = 1;
 
 /** A loaded model with the OpenAI/WebLLM-shaped API. Calls run one at a time, in order. */
 export class Engine {
-  constructor(inner, { eos, modelId, adapter, config }) {
+  constructor(inner, { eos, modelId, adapter, config, formats }) {
     this.inner = inner;
+    this.formats = formats;
     this.eos = eos;
     this.modelId = modelId;
     this.adapter = adapter;
@@ -203,6 +206,8 @@ export class Engine {
       vocabSize: this.inner.vocab_size(),
       hasTokenizer: this.inner.has_tokenizer(),
       eos: this.eos,
+      weights: this.formats.weights,
+      kvCache: this.formats.kvCache,
     };
   }
 

@@ -148,6 +148,9 @@ export interface EngineInfo {
   vocabSize: number;
   hasTokenizer: boolean;
   eos: number[];
+  /** How matrices are stored on the GPU (`auto` resolved). */
+  weights: "f16" | "q8" | "q4";
+  kvCache: "f32" | "f16" | "q8";
 }
 
 export interface QwenEngine {

@@ -165,6 +165,16 @@ pub struct Loader {
 
 #[wasm_bindgen]
 impl Loader {
+    /// How matrices will be stored on the GPU (`auto` resolved): `f16`, `q8` or `q4`.
+    pub fn weight_format(&self) -> String {
+        self.opts.weights.name().to_string()
+    }
+
+    /// The KV cache format: `f32`, `f16` or `q8`.
+    pub fn kv_format(&self) -> String {
+        self.opts.kv.name().to_string()
+    }
+
     /// The adapter, in one line.
     pub fn describe(&self) -> String {
         match (&self.gpu, &self.uploader) {

@@ -215,7 +215,7 @@ async function loadModel() {
     const info = await engine.info();
     state.context = info.context;
     state.modelName = fromFolder ? (el.folderInfo.textContent.match(/"([^"]*)"/)?.[1] || "local model") : url.replace(/\/+$/, "").replace(/\/resolve\/main$/, "").split("/").slice(-2).join("/");
-    show(el.modelStatus, `Loaded ${state.modelName} (${el.weights.value} weights, ${el.kv.value} KV cache, context ${info.context} tokens) on ${info.adapter}.`);
+    show(el.modelStatus, `Loaded ${state.modelName} (${info.weights} weights, ${info.kvCache} KV cache, context ${info.context} tokens) on ${info.adapter}.`);
     if (!info.hasTokenizer) showError("This model has no tokenizer.json / qwen.tiktoken, so it cannot chat.");
     setChatEnabled(info.hasTokenizer);
     el.modelPanel.open = false;

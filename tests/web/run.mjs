@@ -164,22 +164,28 @@ test("q4 weights + q8 KV cache give the CLI's ids with the same options", async 
 
 test("pre-quantized q4 folder: weights omitted = the file's format (one file; shards via the cache); f16 asked is refused", async () => {
   const r = await page.evaluate(async () => {
+    const infos = [];
     const run = async (model, opts) => {
       const engine = await qwen.createEngine({ model, ...opts });
       const out = await engine.generateIds({ promptIds: [1, 2, 3], max_tokens: 16, temperature: 0 });
+      const info = await engine.info();
+      infos.push([info.weights, info.kvCache]);
       await engine.unload();
       return out.ids;
     };
     const single = await run("/fx/tiny-q4/", { useCache: false });
+    const auto = await run("/fx/tiny-q4/", { useCache: false, weights: "auto", kvCache: "q8" });
     await qwen.deleteModelCache("/fx/tiny-q4-sharded/");
     const sharded = await run("/fx/tiny-q4-sharded/", { weights: "q4" });
     const cached = await qwen.hasModelInCache("/fx/tiny-q4-sharded/");
     await qwen.deleteModelCache("/fx/tiny-q4-sharded/");
     let err = "";
     try { await run("/fx/tiny-q4/", { useCache: false, weights: "f16" }); err = "loaded?!"; } catch (e) { err = `${e.name}: ${e.message}`; }
-    return { single, sharded, cached, err };
+    return { single, auto, sharded, cached, err, infos };
   });
   eq(r.single, expected.prequant, "pre-quantized folder vs the CLI on it");
+  eq(r.auto, expected.prequant, "weights: auto");
+  eq(r.infos, [["q4", "f32"], ["q4", "q8"], ["q4", "f32"]], "info() weights and kvCache (auto resolved)");
   eq(r.sharded, expected.prequant, "sharded pre-quantized folder (cached) vs the CLI");
   ok(r.cached, "the shards were cached");
   ok(/^WeightsError: .*pre-quantized to q4/.test(r.err), r.err);

@@ -173,6 +173,14 @@ export async function loadEngine(model, opts = {}) {
 
 let nextId = 1;
 
+/** `v` if it is a whole number in 0..=max, else a RequestError naming `name`. */
+function wholeNumber(name, v, max) {
+  if (!Number.isInteger(v) || v < 0 || v > max) {
+    throw namedError("RequestError", `${name} must be a whole number from 0 to ${max}, got ${JSON.stringify(v)}`);
+  }
+  return v;
+}
+
 /** A loaded model with the OpenAI/WebLLM-shaped API. Calls run one at a time, in order. */
 export class Engine {
   constructor(inner, { eos, modelId, adapter, config, formats }) {
@@ -226,19 +234,27 @@ export class Engine {
   async *_tokens(promptIds, req, withText) {
     const signal = req.signal;
     const t0 = now();
-    const maxTokens = req.max_tokens ?? req.max_new_tokens ?? 256;
-    const temperature = req.temperature ?? (withText ? 0.7 : 0);
     try {
+      // Whole numbers are checked here: wasm would silently wrap or truncate them.
+      const maxTokens = wholeNumber("max_tokens", req.max_tokens ?? req.max_new_tokens ?? 256, 2 ** 32 - 1);
+      const topK = wholeNumber("top_k", req.top_k ?? 0, 2 ** 32 - 1);
+      const seed = wholeNumber("seed", req.seed ?? Math.floor(Math.random() * 2 ** 32), Number.MAX_SAFE_INTEGER);
+      const ids = Uint32Array.from(promptIds, (id) => wholeNumber("token id", id, 2 ** 32 - 1));
+      const stops = Uint32Array.from(this._stopIds(req, withText), (id) => wholeNumber("stop token id", id, 2 ** 32 - 1));
+      const real = (name, v) => {
+        if (typeof v !== "number") throw namedError("RequestError", `${name} must be a number, got ${JSON.stringify(v)}`);
+        return v;
+      };
       await this.inner.start(
-        Uint32Array.from(promptIds),
+        ids,
         false,
         maxTokens,
-        temperature,
-        req.top_k ?? 0,
-        req.top_p ?? 1,
-        req.repetition_penalty ?? 1,
-        req.seed ?? Math.floor(Math.random() * 2 ** 32),
-        Uint32Array.from(this._stopIds(req, withText)),
+        real("temperature", req.temperature ?? (withText ? 0.7 : 0)),
+        topK,
+        real("top_p", req.top_p ?? 1),
+        real("repetition_penalty", req.repetition_penalty ?? 1),
+        seed,
+        stops,
       );
     } catch (e) {
       throw asNamed(e, "RequestError");

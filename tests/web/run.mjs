@@ -273,11 +273,17 @@ test("abort mid-stream stops promptly, then the engine generates again; calls ar
     // A bad request is a RequestError and leaves the engine usable.
     let bad = "";
     try { await engine.generateIds({ promptIds: [1, 99999], max_tokens: 4 }); } catch (e) { bad = `${e.name}: ${e.message}`; }
+    // Numbers wasm would wrap or truncate are refused by name.
+    const refused = [];
+    for (const req of [{ max_tokens: -1 }, { max_tokens: 2.5 }, { top_k: -3 }, { seed: "7" }, { promptIds: [1, -2] },
+      { promptIds: [1.5] }, { temperature: "hot" }, { top_p: NaN }, { stop_token_ids: [1e10] }]) {
+      try { await engine.generateIds({ promptIds: [1, 2], max_tokens: 2, ...req }); refused.push("accepted"); } catch (e) { refused.push(e.name); }
+    }
     const after = await engine.generateIds({ promptIds: [1, 2, 3], max_tokens: 16, temperature: 0 });
     await engine.unload();
     let unloaded = "";
     try { await engine.generateIds({ promptIds: [1], max_tokens: 1 }); } catch (e) { unloaded = `${e.name}: ${e.message}`; }
-    return { aborted: { n: aborted.ids.length, finish: aborted.finish_reason }, a: a.ids, b: b.ids, s1: s1.ids, s2: s2.ids, bad, after: after.ids, unloaded };
+    return { aborted: { n: aborted.ids.length, finish: aborted.finish_reason }, a: a.ids, b: b.ids, s1: s1.ids, s2: s2.ids, bad, refused, after: after.ids, unloaded };
   });
   ok(r.aborted.finish === "abort", `finish_reason ${r.aborted.finish}`);
   ok(r.aborted.n >= 3 && r.aborted.n <= 5, `aborted after ${r.aborted.n} tokens`);
@@ -285,6 +291,7 @@ test("abort mid-stream stops promptly, then the engine generates again; calls ar
   eq(r.b, expected.tiny.slice(0, 5), "queued call 2");
   eq(r.s1, r.s2, "seeded sampling repeats");
   ok(/^RequestError: .*99999/.test(r.bad), r.bad);
+  eq(r.refused, Array(9).fill("RequestError"), "bad numbers refused");
   eq(r.after, expected.tiny, "ids after abort and error");
   ok(/^RequestError: .*unloaded/.test(r.unloaded), r.unloaded);
 });

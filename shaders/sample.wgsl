@@ -50,7 +50,6 @@ const BINS: u32 = 16u;
 // Most pairs kept in workgroup memory after top-k (more, from ties: the sweeps stay global).
 const CAP: u32 = 1024u;
 
-var<workgroup> red_u: array<u32, WG>;
 var<workgroup> hist: array<atomic<u32>, 256>;
 var<workgroup> bin_mass: array<f32, BINS>;
 var<workgroup> pick: vec3<u32>; // thread 0's decisions, read back by all
@@ -106,44 +105,6 @@ fn entry(j: u32, compact: bool) -> vec2<u32> {
         return vec2<u32>(kept_key[j], kept_idx[j]);
     }
     return vec2<u32>(logits[j], j);
-}
-
-fn reduce_max_u(li: u32, x: u32) -> u32 {
-    red_u[li] = x;
-    workgroupBarrier();
-    for (var k = WG / 2u; k > 0u; k >>= 1u) {
-        if (li < k) {
-            red_u[li] = max(red_u[li], red_u[li + k]);
-        }
-        workgroupBarrier();
-    }
-    return workgroupUniformLoad(&red_u[0]);
-}
-
-// reduce_sum with a result the uniformity analysis knows is uniform (branches with barriers
-// depend on it).
-fn reduce_sum_uniform(li: u32, x: f32) -> f32 {
-    red[li] = x;
-    workgroupBarrier();
-    for (var k = WG / 2u; k > 0u; k >>= 1u) {
-        if (li < k) {
-            red[li] += red[li + k];
-        }
-        workgroupBarrier();
-    }
-    return workgroupUniformLoad(&red[0]);
-}
-
-fn reduce_sum_u(li: u32, x: u32) -> u32 {
-    red_u[li] = x;
-    workgroupBarrier();
-    for (var k = WG / 2u; k > 0u; k >>= 1u) {
-        if (li < k) {
-            red_u[li] += red_u[li + k];
-        }
-        workgroupBarrier();
-    }
-    return workgroupUniformLoad(&red_u[0]);
 }
 
 // Whether (v, i) beats (bv, bi): larger, or as large with a smaller index.

@@ -95,8 +95,10 @@ fn score(i: u32) -> f32 {
 
 // g_i for this step (`base` hashes the seed and the step).
 fn gumbel(i: u32, base: u32) -> f32 {
-    let u = (f32(pcg(pcg(i) ^ base) >> 8u) + 0.5) * (1.0 / 16777216.0);
-    return -log(-log(u));
+    // 23 bits: u = (h + 0.5) / 2^23 is exact in f32 and below 1 (24 bits rounded the top one
+    // to 1.0, an infinite g). -log(u) is at least ~6e-8; kept there where a GPU's log is short.
+    let u = (f32(pcg(pcg(i) ^ base) >> 9u) + 0.5) * (1.0 / 8388608.0);
+    return -log(max(-log(u), 5.9e-8));
 }
 
 // The j-th candidate (key, token): from workgroup memory once compacted, else the j-th key.

@@ -92,7 +92,7 @@ fn pcg(x: u32) -> u32 {
 /// The uniform in (0, 1) of token `i` at `step` (exactly the kernel's f32 value).
 pub fn uniform(seed: u64, step: u32, i: u32) -> f64 {
     let base = pcg(step ^ pcg(seed as u32 ^ pcg((seed >> 32) as u32)));
-    ((pcg(pcg(i) ^ base) >> 8) as f64 + 0.5) / 16_777_216.0
+    ((pcg(pcg(i) ^ base) >> 9) as f64 + 0.5) / 8_388_608.0
 }
 
 /// Apply the repetition penalty to `logits` in place, once per distinct token of `history`.
@@ -180,7 +180,7 @@ pub fn draw(p: &SamplingParams, logits: &mut [f32], history: &[u32], step: u32) 
         if v.is_nan() || v.total_cmp(&lo).is_lt() {
             continue;
         }
-        let score = v as f64 - (-uniform(p.seed, step, i as u32).ln()).ln();
+        let score = v as f64 - (-uniform(p.seed, step, i as u32).ln()).max(5.9e-8f32 as f64).ln();
         if score > best.map_or(floor, |b| b.1) || (best.is_none() && score == floor) {
             best = Some((i as u32, score));
         }

@@ -251,8 +251,10 @@ impl Qwen {
         }
         if n == 0 {
             self.reset();
-        } else {
+        } else if n < self.pos {
+            // The last pass's token is not the input of position n: queue_next must not feed it.
             self.pos = n;
+            self.next_on_gpu = false;
         }
         Ok(())
     }

@@ -95,10 +95,16 @@ fn score(i: u32) -> f32 {
 
 // g_i for this step (`base` hashes the seed and the step).
 fn gumbel(i: u32, base: u32) -> f32 {
-    // 23 bits: u = (h + 0.5) / 2^23 is exact in f32 and below 1 (24 bits rounded the top one
-    // to 1.0, an infinite g). -log(u) is at least ~6e-8; kept there where a GPU's log is short.
-    let u = (f32(pcg(pcg(i) ^ base) >> 9u) + 0.5) * (1.0 / 8388608.0);
-    return -log(max(-log(u), 5.9e-8));
+    // u = (h + 0.5) / 2^23 for 23 hashed bits: exact in f32 and inside (0, 1). The draw's
+    // winners are the tokens with u nearest 1, where -log(u) is tiny and a GPU's log(u) (an
+    // absolute error near 2^-21) would be all error: there -log(u) = -log1p(-w) is summed
+    // from w = 1 - u (exact) as a series.
+    let w = (f32(8388607u - (pcg(pcg(i) ^ base) >> 9u)) + 0.5) * (1.0 / 8388608.0);
+    var e = -log(1.0 - w);
+    if (w < 0.015625) {
+        e = w * (1.0 + w * (0.5 + w * (1.0 / 3.0 + w * 0.25)));
+    }
+    return -log(e);
 }
 
 // The j-th candidate (key, token): from workgroup memory once compacted, else the j-th key.

@@ -180,7 +180,9 @@ pub fn draw(p: &SamplingParams, logits: &mut [f32], history: &[u32], step: u32) 
         if v.is_nan() || v.total_cmp(&lo).is_lt() {
             continue;
         }
-        let score = v as f64 - (-uniform(p.seed, step, i as u32).ln()).max(5.9e-8f32 as f64).ln();
+        // -log(u) from w = 1 - u (exact), as the kernel does near 1.
+        let w = 1.0 - uniform(p.seed, step, i as u32);
+        let score = v as f64 - (-(-w).ln_1p()).ln();
         if score > best.map_or(floor, |b| b.1) || (best.is_none() && score == floor) {
             best = Some((i as u32, score));
         }

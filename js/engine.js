@@ -1,8 +1,12 @@
 // The engine itself: wasm + the loader + the OpenAI-shaped API. Runs in a Web Worker (see
-// worker.js / index.js) or, with `useWorker: false`, on the calling thread.
+// worker.js / index.js) or, with `useWorker: false`, on the calling thread (index.js then
+// imports this module on demand). The Qwen rules (default system prompt, prompt budget, stop
+// ids, request defaults and checks) are the crate's, in wasm: this file only drives it.
 
 import init, * as wasm from "./qwen_webgpu.js";
-import { openSource, namedError } from "./sources.js";
+import { openSource } from "./sources.js";
+import { qwenError, asQwenError } from "./errors.js";
+import { pushStream } from "./stream.js";
 
 let ready = null;
 /** Instantiate the wasm module once. */
@@ -10,32 +14,19 @@ export function initWasm(wasmUrl) {
   if (!ready) {
     ready = init({ module_or_path: wasmUrl || new URL("./qwen_webgpu_bg.wasm", import.meta.url) }).catch((e) => {
       ready = null;
-      throw namedError("GpuError", `cannot instantiate the WebAssembly module: ${e.message || e}`, e);
+      throw qwenError("wasm_failed", `cannot instantiate the WebAssembly module: ${e.message || e}`, e);
     });
   }
   return ready;
 }
 
-/** Errors from wasm already carry a name; anything else becomes a named Error. */
-function asNamed(e, fallback = "GpuError") {
-  if (e instanceof Error) {
-    if (!e.name || e.name === "Error") e.name = fallback;
-    return e;
-  }
-  return namedError(fallback, String(e));
+/** Qwen's ChatML constants, from the crate (`tokenizer::CHATML`). */
+export async function chatFormat(wasmUrl) {
+  await initWasm(wasmUrl);
+  return wasm.chat_format();
 }
 
 const now = () => (typeof performance !== "undefined" ? performance.now() : Date.now());
-
-function eosIds(...configs) {
-  const ids = [];
-  for (const c of configs) {
-    const v = c && c.eos_token_id;
-    if (typeof v === "number") ids.push(v);
-    else if (Array.isArray(v)) ids.push(...v.filter((x) => typeof x === "number"));
-  }
-  return [...new Set(ids)];
-}
 
 /**
  * Load a model. `model`: base URL, Files, directory handle or {name: data}.
@@ -58,16 +49,7 @@ export async function loadEngine(model, opts = {}) {
   try {
     report("config", 0, 1, `reading ${src.label}config.json`);
     const configText = await src.text("config.json");
-    let config;
-    try {
-      config = JSON.parse(configText);
-    } catch (e) {
-      throw namedError("ConfigError", `config.json is not valid JSON: ${e.message}`);
-    }
-    let genConfig = null;
-    if (await src.has("generation_config.json")) {
-      try { genConfig = JSON.parse(await src.text("generation_config.json")); } catch { genConfig = null; }
-    }
+    const genConfigText = (await src.has("generation_config.json")) ? await src.text("generation_config.json") : null;
     // Shards.
     let shardNames = ["model.safetensors"];
     if (await src.has("model.safetensors.index.json")) {
@@ -75,10 +57,10 @@ export async function loadEngine(model, opts = {}) {
       try {
         index = JSON.parse(await src.text("model.safetensors.index.json"));
       } catch (e) {
-        throw namedError("WeightsError", `model.safetensors.index.json is not valid JSON: ${e.message}`);
+        throw qwenError("weights_corrupt", `model.safetensors.index.json is not valid JSON: ${e.message}`);
       }
       shardNames = [...new Set(Object.values(index.weight_map || {}))].sort();
-      if (!shardNames.length) throw namedError("WeightsError", "model.safetensors.index.json has an empty weight_map");
+      if (!shardNames.length) throw qwenError("weights_corrupt", "model.safetensors.index.json has an empty weight_map");
     }
     const tokName = (await src.has("tokenizer.json")) ? "tokenizer.json" : (await src.has("qwen.tiktoken")) ? "qwen.tiktoken" : null;
     const caching = !!(src.ensureCached && src.useCache);
@@ -100,29 +82,19 @@ export async function loadEngine(model, opts = {}) {
     }
 
     // Fit check: the GPU opens and the run state is allocated before any weight is fetched.
-    loader = await wasm.open_loader(
-      configText,
-      opts.context || 0,
-      opts.maxBatch || 0,
-      opts.maxBindingBytes || 0,
-      opts.maxGpuBytes || 0,
-      opts.weights || "",
-      opts.kvCache || "f32",
-      stored,
-    );
-    let adapter = loader.describe();
-    try {
-      // wgpu cannot name a browser adapter; WebGPU's own info can.
-      const info = (await navigator.gpu?.requestAdapter())?.info;
-      if (info && (info.vendor || info.architecture)) adapter = `${[info.vendor, info.architecture, info.description].filter(Boolean).join(" ")}: ${adapter}`;
-    } catch { /* keep wgpu's description */ }
+    // The options are read by wasm (LoadOptions: context, maxBatch, maxBindingBytes,
+    // maxGpuBytes, weights, kvCache).
+    const { context, maxBatch, maxBindingBytes, maxGpuBytes, weights, kvCache } = opts;
+    loader = await wasm.open_loader(configText, { context, maxBatch, maxBindingBytes, maxGpuBytes, weights, kvCache }, stored);
+    if (genConfigText !== null) loader.add_generation_config(genConfigText);
+    const adapter = await webgpuAdapter(loader.describe());
     report("config", 1, 1, adapter);
 
     // With the Cache API: download each file once into the cache, then read it by slices.
     if (caching) {
       const names = ["config.json", ...(shardNames.length > 1 ? ["model.safetensors.index.json"] : []), ...shardNames];
       if (tokName) names.push(tokName);
-      if (genConfig) names.push("generation_config.json");
+      if (genConfigText !== null) names.push("generation_config.json");
       for (const n of names) {
         await src.ensureCached(n, (loaded, total) => report("download", loaded, total, n));
       }
@@ -136,11 +108,11 @@ export async function loadEngine(model, opts = {}) {
       files.push(f);
     }
     const plan = loader.plan();
-    const total = plan.reduce((s, [, , a, b]) => s + (b - a), 0);
+    const total = plan.reduce((s, t) => s + (t.end - t.start), 0);
     let loaded = 0;
     report("weights", 0, total, adapter);
-    for (const [name, shard, start, end] of plan) {
-      if (opts.signal?.aborted) throw namedError("AbortError", "the load was aborted");
+    for (const { name, shard, start, end } of plan) {
+      if (opts.signal?.aborted) throw qwenError("aborted", "the load was aborted");
       const bytes = await files[shard].read(start, end);
       loader.put(name, bytes);
       loaded += end - start;
@@ -152,44 +124,35 @@ export async function loadEngine(model, opts = {}) {
       tokBytes = await src.bytes(tokName);
     }
     const l = loader;
-    const formats = { weights: l.weight_format(), kvCache: l.kv_format() };
     loader = null; // finish() consumes it
     const engine = l.finish(tokBytes);
     report("tokenizer", 1, 1, tokName || "no tokenizer");
     report("ready", total, total, adapter);
     return new Engine(engine, {
-      eos: eosIds(config, genConfig),
       modelId: typeof model === "string" ? model : src.label,
       adapter,
-      config,
-      formats,
     });
   } catch (e) {
     if (loader) { try { loader.free(); } catch { /* already gone */ } }
     try { await src.discardWritten(); } catch { /* best effort */ }
-    throw asNamed(e, "WeightsError");
+    throw asQwenError(e, "weights_corrupt");
   }
 }
 
 let nextId = 1;
 
-/** `v` if it is a whole number in 0..=max, else a RequestError naming `name`. */
-function wholeNumber(name, v, max) {
-  if (!Number.isInteger(v) || v < 0 || v > max) {
-    throw namedError("RequestError", `${name} must be a whole number from 0 to ${max}, got ${JSON.stringify(v)}`);
-  }
-  return v;
+/** What wasm reads of a request (`Request` in src/wasm.rs): the data fields, no callbacks. */
+function wireRequest(req, promptIds) {
+  const { signal: _s, onToken: _t, stream: _st, streamIds: _si, ...data } = req;
+  return promptIds === undefined ? data : { ...data, prompt_ids: promptIds };
 }
 
 /** A loaded model with the OpenAI/WebLLM-shaped API. Calls run one at a time, in order. */
 export class Engine {
-  constructor(inner, { eos, modelId, adapter, config, formats }) {
+  constructor(inner, { modelId, adapter }) {
     this.inner = inner;
-    this.formats = formats;
-    this.eos = eos;
     this.modelId = modelId;
     this.adapter = adapter;
-    this.config = config;
     this.queue = Promise.resolve();
     this.unloaded = false;
     const self = this;
@@ -199,69 +162,29 @@ export class Engine {
   /** Run `job` after every earlier call has finished. */
   _enqueue(job) {
     const run = this.queue.then(() => {
-      if (this.unloaded) throw namedError("RequestError", "the engine was unloaded");
+      if (this.unloaded) throw qwenError("engine_unloaded", "the engine was unloaded");
       return job();
     });
     this.queue = run.catch(() => {});
     return run;
   }
 
+  /** The model, its formats and the chat rules in use (EngineInfo in index.d.ts). */
   info() {
-    return {
-      model: this.modelId,
-      adapter: this.adapter,
-      context: this.inner.context(),
-      vocabSize: this.inner.vocab_size(),
-      hasTokenizer: this.inner.has_tokenizer(),
-      eos: this.eos,
-      weights: this.formats.weights,
-      kvCache: this.formats.kvCache,
-    };
-  }
-
-  _stopIds(req, fromTokenizer) {
-    if (req.ignore_eos) return req.stop_token_ids || [];
-    const ids = [...(req.stop_token_ids || []), ...this.eos];
-    if (fromTokenizer) ids.push(...this.inner.stop_ids());
-    if (!ids.length) ids.push(151643); // <|endoftext|>, as the CLI does
-    return [...new Set(ids)];
+    return { model: this.modelId, adapter: this.adapter, ...this.inner.info() };
   }
 
   /**
-   * Core loop: prefill `promptIds`, then yield `{ id, text }` per token; returns usage.
-   * Aborting (signal) stops after the token in flight.
+   * Core loop: prefill the request's prompt (wasm builds it: `prompt_ids`, or for `chat` the
+   * ChatML prompt of `messages`), then yield `{ id, text }` per token; returns
+   * `{ finish_reason, usage }`. Aborting (signal) stops after the token in flight.
    */
-  async *_tokens(promptIds, req, withText) {
-    const signal = req.signal;
-    const t0 = now();
+  async *_tokens(request, signal, chat) {
     try {
-      // Whole numbers are checked here: wasm would silently wrap or truncate them.
-      const maxTokens = wholeNumber("max_tokens", req.max_tokens ?? req.max_new_tokens ?? 256, 2 ** 32 - 1);
-      const topK = wholeNumber("top_k", req.top_k ?? 0, 2 ** 32 - 1);
-      const seed = wholeNumber("seed", req.seed ?? Math.floor(Math.random() * 2 ** 32), Number.MAX_SAFE_INTEGER);
-      const ids = Uint32Array.from(promptIds, (id) => wholeNumber("token id", id, 2 ** 32 - 1));
-      const stops = Uint32Array.from(this._stopIds(req, withText), (id) => wholeNumber("stop token id", id, 2 ** 32 - 1));
-      const real = (name, v) => {
-        if (typeof v !== "number") throw namedError("RequestError", `${name} must be a number, got ${JSON.stringify(v)}`);
-        return v;
-      };
-      await this.inner.start(
-        ids,
-        false,
-        maxTokens,
-        real("temperature", req.temperature ?? (withText ? 0.7 : 0)),
-        topK,
-        real("top_p", req.top_p ?? 1),
-        real("repetition_penalty", req.repetition_penalty ?? 1),
-        seed,
-        stops,
-      );
+      await this.inner.start(request, chat);
     } catch (e) {
-      throw asNamed(e, "RequestError");
+      throw asQwenError(e, "request_invalid");
     }
-    const cached = this.inner.reused_tokens();
-    let first = null;
-    let n = 0;
     const onAbort = () => this.inner.abort();
     signal?.addEventListener("abort", onAbort);
     try {
@@ -271,42 +194,19 @@ export class Engine {
         try {
           id = await this.inner.next();
         } catch (e) {
-          throw asNamed(e, "GpuError");
+          throw asQwenError(e, "gpu_failed");
         }
         if (id === undefined) break;
-        if (first === null) first = now();
-        n++;
-        let text = "";
-        if (withText && !this.inner.is_special(id)) text = this.inner.stream_push(id) ?? "";
-        yield { id, text };
+        yield { id, text: chat ? this.inner.stream_push(id) ?? "" : "" };
       }
-      if (withText) {
+      if (chat) {
         const tail = this.inner.stream_finish();
         if (tail) yield { id: undefined, text: tail };
       }
     } finally {
       signal?.removeEventListener("abort", onAbort);
     }
-    const t1 = now();
-    const ttft = ((first ?? t1) - t0) / 1000;
-    const decodeS = (t1 - (first ?? t1)) / 1000;
-    const extra = {
-      time_to_first_token_s: ttft,
-      prefill_tokens_per_s: ttft > 0 ? (promptIds.length - cached) / ttft : 0,
-      decode_tokens_per_s: decodeS > 0 && n > 1 ? (n - 1) / decodeS : 0,
-      e2e_latency_s: (t1 - t0) / 1000,
-    };
-    return {
-      finish_reason: this.inner.finish_reason() ?? "stop",
-      usage: {
-        prompt_tokens: promptIds.length,
-        prompt_tokens_details: { cached_tokens: cached },
-        completion_tokens: n,
-        total_tokens: promptIds.length + n,
-        ...extra,
-        extra,
-      },
-    };
+    return { finish_reason: this.inner.finish_reason() ?? "stop", usage: this.inner.usage() };
   }
 
   /**
@@ -316,7 +216,8 @@ export class Engine {
   generateIds(req) {
     return this._enqueue(async () => {
       const ids = [];
-      const it = this._tokens(Array.from(req.promptIds || req.prompt_ids || []), req, false);
+      const promptIds = Array.from(req.promptIds || req.prompt_ids || []);
+      const it = this._tokens(wireRequest(req, promptIds), req.signal, false);
       let r;
       while (!(r = await it.next()).done) {
         ids.push(r.value.id);
@@ -326,41 +227,14 @@ export class Engine {
     });
   }
 
-  _prompt(req) {
-    if (!this.inner.has_tokenizer()) {
-      throw namedError("TokenizerError", "chat needs a tokenizer (tokenizer.json or qwen.tiktoken next to the model); use generateIds for raw ids");
-    }
-    const msgs = req.messages;
-    if (!Array.isArray(msgs) || !msgs.length) throw namedError("RequestError", "messages must be a non-empty array");
-    const roles = [];
-    const contents = [];
-    for (const m of msgs) {
-      let c = m.content;
-      if (Array.isArray(c)) c = c.filter((p) => p.type === "text").map((p) => p.text).join("");
-      if (typeof c !== "string") throw namedError("RequestError", "message content must be a string");
-      roles.push(String(m.role));
-      contents.push(c);
-    }
-    if (roles[0] !== "system") {
-      roles.unshift("system");
-      contents.unshift("You are a helpful assistant.");
-    }
-    const maxTokens = req.max_tokens ?? 256;
-    const budget = Math.max(1, this.inner.context() - Math.min(maxTokens, this.inner.context() - 1));
-    try {
-      return Array.from(this.inner.chat_prompt(roles, contents, budget));
-    } catch (e) {
-      throw asNamed(e, "RequestError");
-    }
-  }
-
   _create(req) {
     const id = `chatcmpl-${nextId++}`;
     const created = Math.floor(Date.now() / 1000);
     const model = this.modelId;
+    const wire = wireRequest(req);
     if (!req.stream) {
       return this._enqueue(async () => {
-        const it = this._tokens(this._prompt(req), req, true);
+        const it = this._tokens(wire, req.signal, true);
         let content = "";
         let r;
         while (!(r = await it.next()).done) content += r.value.text;
@@ -374,62 +248,34 @@ export class Engine {
         };
       });
     }
-    // Streaming: the job is queued now; chunks flow through a small async queue. Leaving the
-    // loop early (break) aborts this request only.
+    // Streaming: the job is queued now; chunks flow through the shared push stream. Leaving
+    // the loop early (break) aborts this request only.
     const ctl = new AbortController();
     if (req.signal) {
       if (req.signal.aborted) ctl.abort();
       else req.signal.addEventListener("abort", () => ctl.abort(), { once: true });
     }
-    req = { ...req, signal: ctl.signal };
-    const chunks = [];
-    let wake = null;
-    let finished = false;
-    let failure = null;
-    const push = (c) => { chunks.push(c); if (wake) { wake(); wake = null; } };
+    const out = pushStream(() => ctl.abort());
     const chunk = (delta, finish_reason, usage) => ({
       id, object: "chat.completion.chunk", created, model,
       choices: [{ index: 0, delta, finish_reason, logprobs: null }],
       ...(usage ? { usage } : {}),
     });
     this._enqueue(async () => {
-      const it = this._tokens(this._prompt(req), req, true);
-      push(chunk({ role: "assistant", content: "" }, null));
+      const it = this._tokens(wire, ctl.signal, true);
+      out.push(chunk({ role: "assistant", content: "" }, null));
       let r;
       while (!(r = await it.next()).done) {
-        if (r.value.text) push(chunk({ content: r.value.text }, null));
+        if (r.value.text) out.push(chunk({ content: r.value.text }, null));
       }
-      push(chunk({}, r.value.finish_reason, r.value.usage));
-    }).then(
-      () => { finished = true; push(null); },
-      (e) => { failure = e; finished = true; push(null); },
-    );
-    return {
-      [Symbol.asyncIterator]() { return this; },
-      async next() {
-        for (;;) {
-          if (chunks.length) {
-            const c = chunks.shift();
-            if (c !== null) return { value: c, done: false };
-            continue;
-          }
-          if (finished) {
-            if (failure) { const f = failure; failure = null; throw f; }
-            return { value: undefined, done: true };
-          }
-          await new Promise((res) => { wake = res; });
-        }
-      },
-      async return() {
-        ctl.abort();
-        return { value: undefined, done: true };
-      },
-    };
+      out.push(chunk({}, r.value.finish_reason, r.value.usage));
+    }).then(() => out.end(), (e) => out.end(e));
+    return out.iterator;
   }
 
   /** Token ids of `text` (special-token strings stay plain text). Needs a tokenizer. */
   tokenize(text) {
-    try { return Array.from(this.inner.encode(String(text))); } catch (e) { throw asNamed(e, "TokenizerError"); }
+    try { return Array.from(this.inner.encode(String(text))); } catch (e) { throw asQwenError(e, "tokenizer_invalid"); }
   }
 
   /**
@@ -441,7 +287,7 @@ export class Engine {
       const u = Uint32Array.from(ids);
       return { text: this.inner.decode(u), chunks: Array.from(this.inner.stream_chunks(u)) };
     } catch (e) {
-      throw asNamed(e, "TokenizerError");
+      throw asQwenError(e, "tokenizer_invalid");
     }
   }
 
@@ -456,13 +302,13 @@ export class Engine {
       const steps = 2 + (opts.prefill?.length ?? 2) + (opts.decodeAt?.length ?? 2);
       let step = 0;
       const cb = (label) => { try { opts.onProgress?.({ phase: "bench", loaded: step++, total: steps, text: label }); } catch { /* ignore */ } };
-      let json;
+      let report;
       try {
-        json = await this.inner.bench(spec, String(this.modelId), cb);
+        report = await this.inner.bench(spec, String(this.modelId), cb);
       } catch (e) {
-        throw asNamed(e, "GpuError");
+        throw asQwenError(e, "gpu_failed");
       }
-      return { ...JSON.parse(json), adapter: this.adapter, ...browserInfo() };
+      return { ...report, adapter: this.adapter, ...browserInfo() };
     });
   }
 
@@ -482,7 +328,7 @@ export class Engine {
 
 // ------------------------------------------------------------------ benchmark
 
-/** Options of `benchmark()` (camelCase) → the Rust `SynthBench` JSON (snake_case). */
+/** Options of `benchmark()` (camelCase) → the Rust `SynthBench` (snake_case, as the CLI's flags). */
 function benchSpec(opts, keys) {
   const map = {
     layers: "layers", vocab: "vocab", weights: "weights", kvCache: "kv_cache", context: "context",
@@ -495,7 +341,7 @@ function benchSpec(opts, keys) {
     if (v === undefined || v === null || v === "") continue;
     spec[map[k]] = (k === "prefill" || k === "decodeAt") ? Array.from(v, Number) : v;
   }
-  return JSON.stringify(spec);
+  return spec;
 }
 
 /** The WebGPU adapter's own name (wgpu cannot name a browser adapter), then wgpu's line. */
@@ -535,7 +381,7 @@ export async function runBenchmark(opts = {}) {
   try {
     setup = await wasm.open_bench(spec);
   } catch (e) {
-    throw asNamed(e, "GpuError");
+    throw asQwenError(e, "gpu_failed");
   }
   const adapter = await webgpuAdapter(setup.describe());
   const model = setup.model();
@@ -544,7 +390,7 @@ export async function runBenchmark(opts = {}) {
   try {
     let more = true;
     while (more) {
-      if (aborted()) throw namedError("AbortError", "the benchmark was aborted");
+      if (aborted()) throw qwenError("aborted", "the benchmark was aborted");
       more = setup.step();
       const [done, total] = setup.progress();
       report("weights", done, total, model);
@@ -552,17 +398,17 @@ export async function runBenchmark(opts = {}) {
     }
   } catch (e) {
     try { setup.free(); } catch { /* already gone */ }
-    throw asNamed(e, "WeightsError");
+    throw asQwenError(e, "weights_corrupt");
   }
   const loadS = (now() - t0) / 1000;
   const steps = 2 + (opts.prefill?.length ?? 2) + (opts.decodeAt?.length ?? 2);
   let step = 0;
-  let json;
+  let result;
   try {
-    json = await setup.run((label) => report("bench", step++, steps, label));
+    result = await setup.run((label) => report("bench", step++, steps, label));
   } catch (e) {
-    throw asNamed(e, "GpuError");
+    throw asQwenError(e, "gpu_failed");
   }
   report("bench", steps, steps, "done");
-  return { ...JSON.parse(json), adapter, load_s: loadS, ...browserInfo() };
+  return { ...result, adapter, load_s: loadS, ...browserInfo() };
 }

@@ -5,19 +5,32 @@
 //   for await (const chunk of engine.chat.completions.create({ messages, stream: true })) ...
 //
 // By default the engine runs in a module Web Worker and this file is a thin proxy with the
-// same API; `useWorker: false` runs it on the calling thread.
-import { loadEngine, initWasm, runBenchmark } from "./engine.js";
-import { hasModelInCache, deleteModelCache, namedError, CACHE_NAME } from "./sources.js";
+// same API: the main thread then loads only this file, errors.js, stream.js and cache.js.
+// engine.js (the engine, the wasm glue and the loaders) is imported on demand, only for
+// `useWorker: false` (and `initWasm`).
+import { qwenError, fromWire, ERROR_CODES } from "./errors.js";
+import { pushStream } from "./stream.js";
+import { hasModelInCache, deleteModelCache, CACHE_NAME } from "./cache.js";
 
-export { hasModelInCache, deleteModelCache, CACHE_NAME, initWasm };
+export { hasModelInCache, deleteModelCache, CACHE_NAME, ERROR_CODES };
 
-const fromWire = (e) => namedError(e.name || "Error", e.message || "unknown error");
+/** engine.js, loaded once when first needed (bundlers split it into its own chunk). */
+const engineModule = () => import("./engine.js");
+
+/** Instantiate the wasm module on this thread ahead of time (only useful with `useWorker: false`). */
+export async function initWasm(wasmUrl) {
+  return (await engineModule()).initWasm(wasmUrl);
+}
+
+const inWindow = () => typeof Worker !== "undefined" && typeof window !== "undefined";
+
+/** A module worker running worker.js (the literal `new URL(...)` is what bundlers look for). */
+const spawnWorker = () => new Worker(new URL("./worker.js", import.meta.url), { type: "module" });
 
 /** Load a model and return an engine. See index.d.ts for the options. */
 export async function createEngine(opts = {}) {
-  if (opts.model === undefined) throw namedError("RequestError", "createEngine: `model` is required");
-  const worker = opts.useWorker ?? (typeof Worker !== "undefined" && typeof window !== "undefined");
-  if (!worker) return await loadEngine(opts.model, opts);
+  if (opts.model === undefined) throw qwenError("request_invalid", "createEngine: `model` is required");
+  if (!(opts.useWorker ?? inWindow())) return await (await engineModule()).loadEngine(opts.model, opts);
   return await WorkerEngine.create(opts);
 }
 
@@ -27,23 +40,22 @@ export async function createEngine(opts = {}) {
  * afterwards, which frees the GPU memory) unless `useWorker: false`.
  */
 export async function benchmark(opts = {}) {
-  const useWorker = opts.useWorker ?? (typeof Worker !== "undefined" && typeof window !== "undefined");
-  if (!useWorker) return await runBenchmark(opts);
+  if (!(opts.useWorker ?? inWindow())) return await (await engineModule()).runBenchmark(opts);
   const { onProgress, signal, worker, useWorker: _u, ...rest } = opts;
-  if (signal?.aborted) throw namedError("AbortError", "the benchmark was aborted");
-  const w = worker || new Worker(new URL("./worker.js", import.meta.url), { type: "module" });
+  if (signal?.aborted) throw qwenError("aborted", "the benchmark was aborted");
+  const w = worker || spawnWorker();
   let onAbort = null;
   try {
     return await new Promise((resolve, reject) => {
-      w.onmessage = (ev) => {
-        const m = ev.data;
-        if (m.type === "chunk") { try { onProgress?.(m.chunk); } catch { /* ignore */ } }
-        else if (m.type === "result") resolve(m.value);
-        else if (m.type === "error") reject(fromWire(m.error));
+      const on = {
+        chunk: (m) => { try { onProgress?.(m.chunk); } catch { /* ignore */ } },
+        result: (m) => resolve(m.value),
+        error: (m) => reject(fromWire(m.error)),
       };
-      w.onerror = (ev) => reject(namedError("GpuError", `the benchmark worker failed: ${ev.message || "unknown error"}`));
+      w.onmessage = (ev) => on[ev.data?.type]?.(ev.data);
+      w.onerror = (ev) => reject(qwenError("worker_failed", `the benchmark worker failed: ${ev.message || "unknown error"}`));
       // Aborting ends the worker: a measurement in flight cannot be interrupted otherwise.
-      onAbort = () => reject(namedError("AbortError", "the benchmark was aborted"));
+      onAbort = () => reject(qwenError("aborted", "the benchmark was aborted"));
       signal?.addEventListener("abort", onAbort, { once: true });
       w.postMessage({ type: "bench", id: 1, opts: rest });
     });
@@ -53,19 +65,20 @@ export async function benchmark(opts = {}) {
   }
 }
 
+/** The engine's API, answered by a worker (worker.js). */
 class WorkerEngine {
   static async create(opts) {
-    const w = opts.worker || new Worker(new URL("./worker.js", import.meta.url), { type: "module" });
+    const { onProgress, signal, worker, useWorker: _u, fetch: f, model, ...rest } = opts;
+    if (f) throw qwenError("request_invalid", "a custom fetch cannot cross into the worker; use useWorker: false");
+    const w = worker || spawnWorker();
     const e = new WorkerEngine(w);
-    const { onProgress, signal, worker: _w, useWorker: _u, fetch: f, ...rest } = opts;
-    if (f) throw namedError("RequestError", "a custom fetch cannot cross into the worker; use useWorker: false");
     await e._ready;
     const onAbort = () => w.postMessage({ type: "abort", id: "load" });
     signal?.addEventListener("abort", onAbort);
     try {
       e._info = await new Promise((resolve, reject) => {
         e._load = { resolve, reject, onProgress };
-        w.postMessage({ type: "load", model: rest.model, opts: { ...rest, model: undefined } });
+        w.postMessage({ type: "load", model, opts: rest });
       });
     } catch (err) {
       w.terminate();
@@ -82,9 +95,12 @@ class WorkerEngine {
     this.nextId = 1;
     this._load = null;
     this._ready = new Promise((resolve) => { this._onReady = resolve; });
-    worker.onmessage = (ev) => this._onMessage(ev.data);
+    worker.onmessage = (ev) => {
+      const m = ev.data;
+      this._on[m?.type]?.(m);
+    };
     worker.onerror = (ev) => {
-      const err = namedError("GpuError", `the engine worker failed: ${ev.message || "unknown error"}`);
+      const err = qwenError("worker_failed", `the engine worker failed: ${ev.message || "unknown error"}`);
       this._load?.reject(err);
       for (const c of this.calls.values()) c.reject(err);
       this.calls.clear();
@@ -93,28 +109,33 @@ class WorkerEngine {
     this.chat = { completions: { create: (req) => self._create(req) } };
   }
 
-  _onMessage(m) {
-    if (m.type === "ready") return this._onReady();
-    if (m.type === "progress") { try { this._load?.onProgress?.(m.p); } catch { /* ignore */ } return; }
-    if (m.type === "loaded") { this._load?.resolve(m.info); this._load = null; return; }
-    if (m.type === "error" && (m.id === undefined || !this.calls.has(m.id))) {
+  /** Handlers of the worker's messages, by type. */
+  _on = {
+    ready: () => this._onReady(),
+    progress: (m) => { try { this._load?.onProgress?.(m.p); } catch { /* ignore */ } },
+    loaded: (m) => { this._load?.resolve(m.info); this._load = null; },
+    chunk: (m) => this.calls.get(m.id)?.onChunk?.(m.chunk),
+    result: (m) => this._settle(m.id, (c) => c.resolve(m.value)),
+    error: (m) => {
+      if (m.id !== undefined && this.calls.has(m.id)) return this._settle(m.id, (c) => c.reject(fromWire(m.error)));
       this._load?.reject(fromWire(m.error));
       this._load = null;
-      return;
-    }
-    const c = this.calls.get(m.id);
+    },
+  };
+
+  _settle(id, fn) {
+    const c = this.calls.get(id);
     if (!c) return;
-    if (m.type === "chunk") c.onChunk?.(m.chunk);
-    else if (m.type === "result") { this.calls.delete(m.id); c.resolve(m.value); }
-    else if (m.type === "error") { this.calls.delete(m.id); c.reject(fromWire(m.error)); }
+    this.calls.delete(id);
+    fn(c);
   }
 
   _call(method, req = {}, onChunk) {
     const id = this.nextId++;
     if (this.unloaded) {
-      return { id, promise: Promise.reject(namedError("RequestError", "the engine was unloaded")) };
+      return { id, promise: Promise.reject(qwenError("engine_unloaded", "the engine was unloaded")) };
     }
-    const { signal, onToken, ...wire } = req;
+    const { signal, onToken, onProgress: _p, ...wire } = req;
     return {
       id,
       promise: new Promise((resolve, reject) => {
@@ -141,36 +162,15 @@ class WorkerEngine {
     return this._call("generateIds", req, req.onToken).promise;
   }
   benchmark(req = {}) {
-    const { onProgress, ...wire } = req;
-    return this._call("benchmark", wire, onProgress).promise;
+    return this._call("benchmark", req, req.onProgress).promise;
   }
 
   _create(req) {
     if (!req.stream) return this._call("chat", req).promise;
-    const chunks = [];
-    let wake = null;
-    let done = false;
-    let failure = null;
-    const kick = () => { if (wake) { wake(); wake = null; } };
-    const call = this._call("chat", req, (c) => { chunks.push(c); kick(); });
-    call.promise.then(() => { done = true; kick(); }, (e) => { failure = e; done = true; kick(); });
-    const worker = this.worker;
-    return {
-      [Symbol.asyncIterator]() { return this; },
-      async next() {
-        for (;;) {
-          if (chunks.length) return { value: chunks.shift(), done: false };
-          if (done) {
-            if (failure) { const f = failure; failure = null; throw f; }
-            return { value: undefined, done: true };
-          }
-          await new Promise((r) => { wake = r; });
-        }
-      },
-      async return() {
-        worker.postMessage({ type: "abort", id: call.id });
-        return { value: undefined, done: true };
-      },
-    };
+    let call = null;
+    const out = pushStream(() => this.worker.postMessage({ type: "abort", id: call.id }));
+    call = this._call("chat", req, (c) => out.push(c));
+    call.promise.then(() => out.end(), (e) => out.end(e));
+    return out.iterator;
   }
 }

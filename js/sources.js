@@ -5,16 +5,11 @@
 // Downloads can go through the Cache API (one full response per file, written while it
 // streams, read back by slices); a failed or partial download is never left in the cache.
 
-export const CACHE_NAME = "qwen-webgpu-v1";
-
-export function namedError(name, message, cause) {
-  const e = new Error(message, cause ? { cause } : undefined);
-  e.name = name;
-  return e;
-}
+import { qwenError } from "./errors.js";
+import { CACHE_NAME, normaliseBase } from "./cache.js";
 
 function abortError() {
-  return namedError("AbortError", "the load was aborted");
+  return qwenError("aborted", "the load was aborted");
 }
 
 /** The files a model needs, as far as any source knows them. */
@@ -27,11 +22,8 @@ export const MODEL_FILES = [
   "qwen.tiktoken",
 ];
 
-function normaliseBase(url) {
-  let s = String(url);
-  if (typeof location !== "undefined") s = new URL(s, location.href).href;
-  return s.endsWith("/") ? s : s + "/";
-}
+/** The code of a file that is not there: config.json's, or a checkpoint file's. */
+const missingCode = (name) => (name === "config.json" ? "config_missing" : name === "tokenizer.json" || name === "qwen.tiktoken" ? "tokenizer_missing" : "weights_missing");
 
 // ---------------------------------------------------------------- URL source
 
@@ -55,7 +47,7 @@ class UrlSource {
       res = await this.fetch(this.url(name), { ...init, signal: this.signal });
     } catch (e) {
       if (this.signal?.aborted) throw abortError();
-      throw namedError("NetworkError", `cannot fetch ${this.url(name)}: ${e.message || e}`, e);
+      throw qwenError("network", `cannot fetch ${this.url(name)}: ${e.message || e}`, e);
     }
     return res;
   }
@@ -71,7 +63,7 @@ class UrlSource {
     try { await res.body?.cancel(); } catch { /* ignore */ }
     const ok = res.ok;
     if (!ok && res.status !== 404 && res.status !== 403 && res.status !== 401) {
-      throw namedError("NetworkError", `${this.url(name)}: HTTP ${res.status} ${res.statusText}`);
+      throw qwenError("network", `${this.url(name)}: HTTP ${res.status} ${res.statusText}`);
     }
     this.exists.set(name, ok);
     return ok;
@@ -81,8 +73,8 @@ class UrlSource {
     if (hit) return hit;
     const res = await this._get(name);
     if (!res.ok) {
-      throw namedError(
-        res.status === 404 ? (name === "config.json" ? "ConfigError" : "WeightsError") : "NetworkError",
+      throw qwenError(
+        res.status === 404 ? missingCode(name) : "network",
         `${this.url(name)}: HTTP ${res.status} ${res.statusText}`.trim(),
       );
     }
@@ -101,7 +93,7 @@ class UrlSource {
     const url = this.url(name);
     if (await cache.match(url)) return;
     const res = await this._get(name);
-    if (!res.ok) throw namedError("NetworkError", `${url}: HTTP ${res.status} ${res.statusText}`.trim());
+    if (!res.ok) throw qwenError("network", `${url}: HTTP ${res.status} ${res.statusText}`.trim());
     const expected = Number(res.headers.get("Content-Length") || 0);
     let seen = 0;
     const counted = res.body.pipeThrough(
@@ -121,13 +113,13 @@ class UrlSource {
     } catch (e) {
       await cache.delete(url);
       if (this.signal?.aborted) throw abortError();
-      throw namedError("NetworkError", `download of ${url} failed: ${e.message || e}`, e);
+      throw qwenError("network", `download of ${url} failed: ${e.message || e}`, e);
     }
     const stored = await cache.match(url);
     const size = stored ? (await stored.blob()).size : -1;
     if (!stored || (expected && size !== expected)) {
       await cache.delete(url);
-      throw namedError("NetworkError", `download of ${url} is incomplete (${size} of ${expected} bytes)`);
+      throw qwenError("network", `download of ${url} is incomplete (${size} of ${expected} bytes)`);
     }
   }
   async open(name) {
@@ -138,26 +130,26 @@ class UrlSource {
     if (res.status === 206) {
       const head = new Uint8Array(await res.arrayBuffer());
       const total = Number((res.headers.get("Content-Range") || "").split("/")[1]);
-      if (!Number.isFinite(total)) throw namedError("NetworkError", `${this.url(name)}: no size in Content-Range`);
+      if (!Number.isFinite(total)) throw qwenError("network", `${this.url(name)}: no size in Content-Range`);
       return {
         size: total,
         read: async (start, end) => {
           if (start === 0 && end <= head.length) return head.slice(0, end);
           const r = await this._get(name, { headers: { Range: `bytes=${start}-${end - 1}` } });
           if (r.status !== 206 && r.status !== 200) {
-            throw namedError("NetworkError", `${this.url(name)} bytes ${start}-${end - 1}: HTTP ${r.status}`);
+            throw qwenError("network", `${this.url(name)} bytes ${start}-${end - 1}: HTTP ${r.status}`);
           }
           let b = new Uint8Array(await r.arrayBuffer());
           if (r.status === 200) b = b.subarray(start, end); // server ignored the range
           if (b.length !== end - start) {
-            throw namedError("WeightsError", `${this.url(name)}: got ${b.length} bytes for a ${end - start}-byte range (truncated file?)`);
+            throw qwenError("weights_corrupt", `${this.url(name)}: got ${b.length} bytes for a ${end - start}-byte range (truncated file?)`);
           }
           return b;
         },
       };
     }
     if (!res.ok) {
-      throw namedError(res.status === 404 ? "WeightsError" : "NetworkError", `${this.url(name)}: HTTP ${res.status} ${res.statusText}`.trim());
+      throw qwenError(res.status === 404 ? missingCode(name) : "network", `${this.url(name)}: HTTP ${res.status} ${res.statusText}`.trim());
     }
     const size = Number(res.headers.get("Content-Length"));
     return streamFile(res.body, Number.isFinite(size) && size > 0 ? size : NaN, this.url(name));
@@ -186,7 +178,7 @@ export function streamFile(body, size, label) {
       await reader.cancel();
     },
     read: async (start, end) => {
-      if (start < pos) throw namedError("WeightsError", `${label}: out-of-order read in a streamed file`);
+      if (start < pos) throw qwenError("weights_corrupt", `${label}: out-of-order read in a streamed file`);
       while (pos + have < end && !done) {
         const { value, done: d } = await reader.read();
         if (d) { done = true; break; }
@@ -200,7 +192,7 @@ export function streamFile(body, size, label) {
         }
       }
       if (pos + have < end) {
-        throw namedError("WeightsError", `${label}: file ends at ${pos + have} bytes, expected at least ${end} (truncated?)`);
+        throw qwenError("weights_corrupt", `${label}: file ends at ${pos + have} bytes, expected at least ${end} (truncated?)`);
       }
       // Copy [start, end) out once; keep the rest of the last chunk used.
       const out = new Uint8Array(end - start);
@@ -231,7 +223,7 @@ function blobFile(blob, label) {
   return {
     size: blob.size,
     read: async (start, end) => {
-      if (end > blob.size) throw namedError("WeightsError", `${label}: file is ${blob.size} bytes, need ${end} (truncated?)`);
+      if (end > blob.size) throw qwenError("weights_corrupt", `${label}: file is ${blob.size} bytes, need ${end} (truncated?)`);
       return new Uint8Array(await blob.slice(start, end).arrayBuffer());
     },
   };
@@ -248,13 +240,13 @@ class MapSource {
   async _blob(name) {
     const f = this.files.get(name);
     if (f === undefined) {
-      throw namedError(name === "config.json" ? "ConfigError" : "WeightsError", `${this.label}: no ${name}`);
+      throw qwenError(missingCode(name), `${this.label}: no ${name}`);
     }
     if (f instanceof Blob) return f;
     if (typeof f === "string") return new Blob([f]);
     if (f instanceof ArrayBuffer || ArrayBuffer.isView(f)) return new Blob([f]);
     if (f && typeof f.getFile === "function") return await f.getFile(); // FileSystemFileHandle
-    throw namedError("RequestError", `${this.label}: ${name} is not a File, Blob, ArrayBuffer or string`);
+    throw qwenError("request_invalid", `${this.label}: ${name} is not a File, Blob, ArrayBuffer or string`);
   }
   async has(name) {
     return this.files.has(name);
@@ -289,7 +281,7 @@ export async function openSource(model, opts = {}) {
     if (Array.isArray(list)) {
       const files = new Map();
       for (const f of list) {
-        if (!(f instanceof Blob) || !f.name) throw namedError("RequestError", "model: a list must hold File objects");
+        if (!(f instanceof Blob) || !f.name) throw qwenError("request_invalid", "model: a list must hold File objects");
         files.set(f.name, f);
       }
       return new MapSource(files, "files");
@@ -297,32 +289,5 @@ export async function openSource(model, opts = {}) {
     if (model instanceof Map) return new MapSource(model, "files");
     return new MapSource(new Map(Object.entries(model)), "files");
   }
-  throw namedError("RequestError", "model must be a base URL, a list of Files, a directory handle or a {name: data} object");
-}
-
-/** Whether every file of the model at `url` is in the cache. */
-export async function hasModelInCache(url) {
-  if (typeof caches === "undefined") return false;
-  const base = normaliseBase(url);
-  const cache = await caches.open(CACHE_NAME);
-  if (!(await cache.match(base + "config.json"))) return false;
-  const index = await cache.match(base + "model.safetensors.index.json");
-  if (index) {
-    const map = (await index.json()).weight_map || {};
-    for (const f of new Set(Object.values(map))) if (!(await cache.match(base + f))) return false;
-    return true;
-  }
-  return !!(await cache.match(base + "model.safetensors"));
-}
-
-/** Remove every cached file of the model at `url`; resolves to how many were removed. */
-export async function deleteModelCache(url) {
-  if (typeof caches === "undefined") return 0;
-  const base = normaliseBase(url);
-  const cache = await caches.open(CACHE_NAME);
-  let n = 0;
-  for (const req of await cache.keys()) {
-    if (req.url.startsWith(base) && (await cache.delete(req))) n++;
-  }
-  return n;
+  throw qwenError("request_invalid", "model must be a base URL, a list of Files, a directory handle or a {name: data} object");
 }

@@ -1,74 +1,80 @@
 // Web Worker entry: owns one Engine and answers the main-thread proxy in index.js.
 // Messages in:  {type:"load", model, opts} | {type:"call", id, method, req} | {type:"abort", id}
 //               | {type:"bench", id, opts} (a synthesised-model benchmark; needs no engine)
-// Messages out: {type:"progress", p} | {type:"loaded", info} | {type:"chunk", id, chunk}
-//               | {type:"result", id, value} | {type:"error", id?, error:{name, message}}
+// Messages out: {type:"ready"} | {type:"progress", p} | {type:"loaded", info}
+//               | {type:"chunk", id, chunk} | {type:"result", id, value}
+//               | {type:"error", id?, error:{name, code, message}}
+// Both directions are dispatched by tables keyed by `type` (and `method` for calls).
 import { loadEngine, runBenchmark } from "./engine.js";
+import { qwenError, toWire } from "./errors.js";
 
 let engine = null;
 const aborts = new Map();
 const post = (m) => self.postMessage(m);
-const errorOf = (e) => ({ name: (e && e.name) || "Error", message: (e && e.message) || String(e) });
+
+/** Run `job(signal)` under an AbortController that `{type:"abort", id: key}` fires. */
+async function abortable(key, job) {
+  const ctl = new AbortController();
+  aborts.set(key, ctl);
+  try {
+    return await job(ctl.signal);
+  } finally {
+    aborts.delete(key);
+  }
+}
+
+/** Engine methods a `call` may name: `(req, progress) => value` (progress posts a chunk). */
+const methods = {
+  async chat(req, progress) {
+    if (!req.stream) return await engine.chat.completions.create(req);
+    for await (const chunk of engine.chat.completions.create(req)) progress(chunk);
+    return undefined;
+  },
+  generateIds: (req, progress) => engine.generateIds({ ...req, onToken: req.streamIds ? progress : undefined }),
+  benchmark: (req, progress) => engine.benchmark({ ...req, onProgress: progress }),
+  resetChat: () => engine.resetChat(),
+  async unload() {
+    await engine.unload();
+    engine = null;
+  },
+  tokenize: (req) => engine.tokenize(req.text),
+  detokenize: (req) => engine.detokenize(req.ids),
+  info: () => engine.info(),
+};
+
+/** Handlers by message type; each may throw, and the error goes back with the message's id. */
+const handlers = {
+  async load(m) {
+    engine = await abortable("load", (signal) =>
+      loadEngine(m.model, { ...m.opts, signal, onProgress: (p) => post({ type: "progress", p }) }));
+    post({ type: "loaded", info: engine.info() });
+  },
+  async bench(m) {
+    const value = await abortable(m.id, (signal) =>
+      runBenchmark({ ...m.opts, signal, onProgress: (p) => post({ type: "chunk", id: m.id, chunk: p }) }));
+    post({ type: "result", id: m.id, value });
+  },
+  abort(m) {
+    aborts.get(m.id)?.abort();
+  },
+  async call(m) {
+    const method = Object.hasOwn(methods, m.method) ? methods[m.method] : null;
+    if (!method) throw qwenError("request_invalid", `unknown method ${m.method}`);
+    if (!engine) throw qwenError("engine_unloaded", "no model is loaded");
+    const value = await abortable(m.id, (signal) =>
+      method({ ...(m.req || {}), signal }, (chunk) => post({ type: "chunk", id: m.id, chunk })));
+    post({ type: "result", id: m.id, value });
+  },
+};
 
 self.onmessage = async (ev) => {
   const m = ev.data;
   try {
-    if (m.type === "load") {
-      const loadAbort = new AbortController();
-      aborts.set("load", loadAbort);
-      try {
-        engine = await loadEngine(m.model, { ...m.opts, signal: loadAbort.signal, onProgress: (p) => post({ type: "progress", p }) });
-      } finally {
-        aborts.delete("load");
-      }
-      post({ type: "loaded", info: engine.info() });
-    } else if (m.type === "bench") {
-      const ctl = new AbortController();
-      aborts.set(m.id, ctl);
-      try {
-        const value = await runBenchmark({ ...m.opts, signal: ctl.signal, onProgress: (p) => post({ type: "chunk", id: m.id, chunk: p }) });
-        post({ type: "result", id: m.id, value });
-      } finally {
-        aborts.delete(m.id);
-      }
-    } else if (m.type === "abort") {
-      aborts.get(m.id)?.abort();
-    } else if (m.type === "call") {
-      if (!engine) throw Object.assign(new Error("no model is loaded"), { name: "RequestError" });
-      const ctl = new AbortController();
-      aborts.set(m.id, ctl);
-      const req = { ...(m.req || {}), signal: ctl.signal };
-      try {
-        let value;
-        if (m.method === "chat" && req.stream) {
-          for await (const chunk of engine.chat.completions.create(req)) post({ type: "chunk", id: m.id, chunk });
-        } else if (m.method === "chat") {
-          value = await engine.chat.completions.create(req);
-        } else if (m.method === "generateIds") {
-          value = await engine.generateIds({ ...req, onToken: req.streamIds ? (t) => post({ type: "chunk", id: m.id, chunk: t }) : undefined });
-        } else if (m.method === "resetChat") {
-          value = await engine.resetChat();
-        } else if (m.method === "unload") {
-          value = await engine.unload();
-          engine = null;
-        } else if (m.method === "tokenize") {
-          value = engine.tokenize(req.text);
-        } else if (m.method === "detokenize") {
-          value = engine.detokenize(req.ids);
-        } else if (m.method === "benchmark") {
-          value = await engine.benchmark({ ...req, onProgress: (p) => post({ type: "chunk", id: m.id, chunk: p }) });
-        } else if (m.method === "info") {
-          value = engine.info();
-        } else {
-          throw Object.assign(new Error(`unknown method ${m.method}`), { name: "RequestError" });
-        }
-        post({ type: "result", id: m.id, value });
-      } finally {
-        aborts.delete(m.id);
-      }
-    }
+    const handler = Object.hasOwn(handlers, m?.type) ? handlers[m.type] : null;
+    if (!handler) throw qwenError("request_invalid", `unknown message type ${m?.type}`);
+    await handler(m);
   } catch (e) {
-    post({ type: "error", id: m.id, error: errorOf(e) });
+    post({ type: "error", id: m?.id, error: toWire(e) });
   }
 };
 post({ type: "ready" });

@@ -5,10 +5,13 @@
 #
 #   scripts/build-pkg.sh            # release build into pkg/
 #   QWEN_PKG_DEBUG=1 scripts/build-pkg.sh   # skip wasm-opt (faster, bigger)
+#   QWEN_WASM_TARGET_DIR=DIR scripts/build-pkg.sh   # build the wasm in DIR
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/qwen-webgpu/target}
+# QWEN_WASM_TARGET_DIR: a target dir of its own for the wasm build, so that it need not wait
+# for cargo's lock while a native build or test run holds the usual one.
+export CARGO_TARGET_DIR=${QWEN_WASM_TARGET_DIR:-${CARGO_TARGET_DIR:-$HOME/.cache/qwen-webgpu/target}}
 WB_VERSION=$(sed -n 's/^wasm-bindgen = "=\([0-9.]*\)".*/\1/p' Cargo.toml | head -n1)
 [ -n "$WB_VERSION" ] || { echo "build-pkg: no wasm-bindgen = \"=x.y.z\" pin in Cargo.toml" >&2; exit 1; }
 
@@ -60,7 +63,7 @@ cat > "$OUT/package.json" <<JSON
     "./worker.js": "./worker.js",
     "./package.json": "./package.json"
   },
-  "files": ["index.js", "index.d.ts", "engine.js", "sources.js", "worker.js", "qwen_webgpu.js", "qwen_webgpu_bg.wasm", "README.md"],
+  "files": ["index.js", "index.d.ts", "engine.js", "sources.js", "worker.js", "errors.js", "stream.js", "cache.js", "qwen_webgpu.js", "qwen_webgpu_bg.wasm", "README.md"],
   "sideEffects": false,
   "keywords": ["qwen", "llm", "webgpu", "wasm", "wgsl"]
 }

@@ -5,26 +5,37 @@
 //! - [`Loader`]: config → GPU + fit check → safetensors headers → the tensor plan → one
 //!   tensor's bytes at a time ([`Uploader::put`]) → [`Engine`]. The JS side never hands over
 //!   more than one tensor, so wasm memory never holds the model.
-//! - [`Engine`]: step-wise generation ([`Generator`]) from token ids, plus the tokenizer,
-//!   the ChatML prompt and the UTF-8-safe [`TextStream`].
+//! - [`Engine`]: step-wise generation ([`Generator`]) from a request (token ids, or chat
+//!   messages made into the ChatML prompt here), plus the tokenizer and the UTF-8-safe
+//!   [`TextStream`].
 //!
-//! Every failure reaches JS as an `Error` whose `name` is one of `ConfigError`,
-//! `WeightsError`, `TokenizerError`, `GpuError`, `RequestError` (the JS layer adds
-//! `NetworkError` and `AbortError`). Nothing here panics on input; a panic hook logs anyway.
+//! Values cross the boundary as the Rust types' own serde shapes (serde-wasm-bindgen): the
+//! request ([`Request`]), the load options ([`LoadOptions`]), the plan ([`PlanEntry`]), usage
+//! ([`Usage`]), engine info ([`EngineInfo`], with [`CHATML`]) and the bench options and report
+//! ([`SynthBench`], [`bench::BenchReport`]). The Qwen rules the CLI follows too live in the
+//! crate, not in JS: the default system prompt, the prompt budget ([`prompt_budget`]), the stop
+//! ids ([`stop_ids`], [`eos_ids_in`]).
+//!
+//! Every failure reaches JS as an `Error` with a `name` (`ConfigError`, `WeightsError`,
+//! `TokenizerError`, `GpuError`, `RequestError`; the JS layer adds `NetworkError` and
+//! `AbortError`) and a machine-readable `code` ([`error_name_code`] gives the default one of
+//! each [`Error`]; call sites that know more give a finer one). The codes are listed in
+//! `js/README.md` and `js/index.d.ts`. Nothing here panics on input; a panic hook logs anyway.
 
-use crate::bench::{self, RandomSource, SynthBench};
+use crate::bench::{self, RandomSource, Stopwatch, SynthBench};
 use crate::config::QwenConfig;
 use crate::error::Error;
-use crate::generate::{FinishReason, GenerateOptions, Generator};
+use crate::generate::{eos_ids_in, stop_ids, FinishReason, GenerateOptions, Generator};
 use crate::gpu::{Gpu, GpuOptions};
 use crate::model::weights::Uploader;
 use crate::model::{self, ModelOptions, Qwen, RunState};
 use crate::ops::KvFormat;
 use crate::sampler::SamplingParams;
-use crate::tokenizer::{chat_prompt_ids, ChatMessage, Role, TextStream, Tokenizer};
+use crate::tokenizer::{chat_prompt_ids, prompt_budget, ChatFormat, ChatMessage, Role, TextStream, Tokenizer, CHATML};
 use crate::weights::quant::{self, WeightFormat};
 use crate::weights::{safetensors, TensorInfo, TensorSource};
-use js_sys::{Array, Promise};
+use js_sys::Promise;
+use serde::{Deserialize, Serialize};
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -36,27 +47,80 @@ fn start() {
     console_error_panic_hook::set_once();
 }
 
-/// A JS `Error` with a `name`.
-fn named(name: &str, msg: &str) -> JsValue {
+// ------------------------------------------------------------------ errors
+
+/// A JS `Error` with a `name` and a machine-readable `code`.
+fn coded(name: &str, code: &str, msg: &str) -> JsValue {
     let e = js_sys::Error::new(msg);
     e.set_name(name);
+    let _ = js_sys::Reflect::set(&e, &JsValue::from_str("code"), &JsValue::from_str(code));
     e.into()
 }
 
+/// The JS error name of a crate [`Error`] and its default code. Call sites that know the
+/// situation better give a finer code ([`js_err_code`], [`js_err_gpu`]).
+pub fn error_name_code(e: &Error) -> (&'static str, &'static str) {
+    match e {
+        Error::Config(_) => ("ConfigError", "config_invalid"),
+        Error::Io { .. } => ("WeightsError", "weights_missing"),
+        Error::Weights(_) => ("WeightsError", "weights_corrupt"),
+        Error::Tokenizer(_) => ("TokenizerError", "tokenizer_invalid"),
+        Error::Gpu(_) | Error::Shader { .. } => ("GpuError", "gpu_failed"),
+        Error::Request(_) => ("RequestError", "request_invalid"),
+        Error::ContextFull(_) => ("RequestError", "context_full"),
+    }
+}
+
 fn js_err(e: Error) -> JsValue {
-    let name = match &e {
-        Error::Config(_) => "ConfigError",
-        Error::Io { .. } | Error::Weights(_) => "WeightsError",
-        Error::Tokenizer(_) => "TokenizerError",
-        Error::Gpu(_) | Error::Shader { .. } => "GpuError",
-        Error::Request(_) | Error::ContextFull(_) => "RequestError",
-    };
-    named(name, &e.to_string())
+    let (name, code) = error_name_code(&e);
+    coded(name, code, &e.to_string())
+}
+
+/// `e` with its own name but `code`.
+fn js_err_code(code: &'static str) -> impl Fn(Error) -> JsValue {
+    move |e| coded(error_name_code(&e).0, code, &e.to_string())
+}
+
+/// A GPU error gets `code` (what a failing GPU step means here); any other keeps its own.
+fn js_err_gpu(code: &'static str) -> impl Fn(Error) -> JsValue {
+    move |e| match e {
+        Error::Gpu(_) => js_err_code(code)(e),
+        e => js_err(e),
+    }
 }
 
 fn request_err(msg: &str) -> JsValue {
-    named("RequestError", msg)
+    coded("RequestError", "request_invalid", msg)
 }
+
+fn tokenizer_missing(what: &str) -> JsValue {
+    coded(
+        "TokenizerError",
+        "tokenizer_missing",
+        &format!(
+            "{what} needs a tokenizer (tokenizer.json or qwen.tiktoken next to the model); use generateIds for raw ids"
+        ),
+    )
+}
+
+// ------------------------------------------------------------------ serde across the boundary
+
+/// A JS value as `T` (its serde shape); a bad value is a request error naming its field.
+fn from_js<T: serde::de::DeserializeOwned>(v: JsValue, what: &str) -> Result<T, Error> {
+    serde_path_to_error::deserialize(serde_wasm_bindgen::Deserializer::from(v)).map_err(|e| {
+        let path = e.path().to_string();
+        let at = if path == "." { String::new() } else { format!(" {path}") };
+        Error::Request(format!("{what}{at}: {}", e.into_inner()))
+    })
+}
+
+/// `v` as a plain JS value (objects, not `Map`s; `None` as `null`), as `JSON.parse` would give.
+fn to_js<T: Serialize + ?Sized>(v: &T) -> Result<JsValue, JsValue> {
+    v.serialize(&serde_wasm_bindgen::Serializer::json_compatible())
+        .map_err(|e| js_err(Error::Request(format!("cannot convert a result for JavaScript: {e}"))))
+}
+
+// ------------------------------------------------------------------ free functions
 
 /// Length of a safetensors JSON header from the file's first 8 bytes.
 #[wasm_bindgen]
@@ -65,59 +129,92 @@ pub fn safetensors_header_len(prefix: &[u8], file_len: f64, label: &str) -> Resu
 }
 
 /// The format a checkpoint shard's header says it is pre-quantized to (`q4`, `q8`), or `""`
-/// for a plain checkpoint; a format this build does not know is a `WeightsError`.
+/// for a plain checkpoint; a format this build does not know is a `WeightsError`
+/// (`weights_format`).
 #[wasm_bindgen]
 pub fn safetensors_weight_format(header_json: &[u8], file_len: f64, label: &str) -> Result<String, JsValue> {
     let h = safetensors::parse_header_full(header_json, file_len as u64, label).map_err(js_err)?;
-    Ok(quant::stored_format(&h.metadata).map_err(js_err)?.map(|f| f.name().to_string()).unwrap_or_default())
+    Ok(quant::stored_format(&h.metadata)
+        .map_err(js_err_code("weights_format"))?
+        .map(|f| f.name().to_string())
+        .unwrap_or_default())
+}
+
+/// Qwen's ChatML as data (`start`, `end`, `default_system`, `end_of_text_id`): [`CHATML`].
+#[wasm_bindgen]
+pub fn chat_format() -> Result<JsValue, JsValue> {
+    to_js(&CHATML)
+}
+
+/// Tokens a chat prompt may take in a `context`-token cache when the reply may take
+/// `max_tokens` ([`prompt_budget`], the CLI's rule too).
+#[wasm_bindgen(js_name = prompt_budget)]
+pub fn prompt_budget_js(context: u32, max_tokens: u32) -> u32 {
+    prompt_budget(context as usize, max_tokens as usize) as u32
+}
+
+/// Options of [`open_loader`]: the JS `createEngine` options of the same names (others are
+/// ignored). Every one is optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LoadOptions {
+    /// KV cache tokens (default: the model's context, at most 4096).
+    pub context: Option<u32>,
+    /// Most tokens per forward pass.
+    pub max_batch: Option<u32>,
+    /// A storage-binding limit below the adapter's.
+    pub max_binding_bytes: Option<u64>,
+    /// A GPU memory budget (browsers do not report GPU memory).
+    pub max_gpu_bytes: Option<u64>,
+    /// `f16`, `q8`, `q4` (`auto` or none: the checkpoint's own format if pre-quantized, else f16).
+    pub weights: Option<String>,
+    /// `f32` (default), `f16`, `q8`.
+    pub kv_cache: Option<String>,
 }
 
 /// Open the GPU for a model and check that it fits before anything is downloaded.
-/// `context` 0: the model's own (at most 4096); `max_binding_bytes` 0: the adapter's limit;
-/// `max_gpu_bytes` 0: no memory budget (browsers do not report GPU memory);
-/// `weight_format`: how matrices are stored on the GPU, `f16`, `q8` or `q4` (empty or `auto`:
-/// the checkpoint's own format if pre-quantized, else f16); `stored_format`: what
-/// [`safetensors_weight_format`] said of the first shard (empty: plain);
-/// `kv_format`: how the KV cache stores keys and values, `f32`, `f16` or `q8` (empty: f32).
-#[allow(clippy::too_many_arguments)]
+/// `options`: [`LoadOptions`]; `stored_format`: what [`safetensors_weight_format`] said of
+/// the first shard (empty: plain). A model that does not fit is a `GpuError` with code
+/// `gpu_out_of_memory`; no WebGPU adapter or device, `gpu_unavailable`.
 #[wasm_bindgen]
-pub async fn open_loader(
-    config_json: String,
-    context: u32,
-    max_batch: u32,
-    max_binding_bytes: f64,
-    max_gpu_bytes: f64,
-    weight_format: String,
-    kv_format: String,
-    stored_format: String,
-) -> Result<Loader, JsValue> {
+pub async fn open_loader(config_json: String, options: JsValue, stored_format: String) -> Result<Loader, JsValue> {
+    let o: LoadOptions = if options.is_undefined() || options.is_null() {
+        LoadOptions::default()
+    } else {
+        from_js(options, "load options").map_err(js_err)?
+    };
     let cfg = QwenConfig::from_json(&config_json).map_err(js_err)?;
-    let requested = WeightFormat::parse_request(&weight_format).map_err(js_err)?;
-    let stored =
-        if stored_format.is_empty() { None } else { Some(WeightFormat::parse(&stored_format).map_err(js_err)?) };
-    let weights = quant::resolve_format(requested, stored).map_err(js_err)?;
+    let eos = eos_ids_in(&config_json).map_err(js_err)?;
+    let requested = WeightFormat::parse_request(o.weights.as_deref().unwrap_or("")).map_err(js_err)?;
+    let stored = if stored_format.is_empty() {
+        None
+    } else {
+        Some(WeightFormat::parse(&stored_format).map_err(js_err_code("weights_format"))?)
+    };
+    let weights = quant::resolve_format(requested, stored).map_err(js_err_code("weights_format"))?;
     let opts = ModelOptions {
-        context: (context > 0).then_some(context as usize),
-        max_batch: if max_batch > 0 { max_batch as usize } else { ModelOptions::default().max_batch },
+        context: o.context.filter(|&c| c > 0).map(|c| c as usize),
+        max_batch: o.max_batch.filter(|&b| b > 0).map(|b| b as usize).unwrap_or(ModelOptions::default().max_batch),
         weights,
-        kv: if kv_format.is_empty() { KvFormat::F32 } else { KvFormat::parse(&kv_format).map_err(js_err)? },
+        kv: match o.kv_cache.as_deref() {
+            None | Some("") => KvFormat::F32,
+            Some(k) => KvFormat::parse(k).map_err(js_err)?,
+        },
     };
-    let gpu_opts = GpuOptions {
-        max_binding_bytes: (max_binding_bytes > 0.0).then_some(max_binding_bytes as u64),
-        ..Default::default()
-    };
-    let gpu = Gpu::new(&gpu_opts).await.map_err(js_err)?;
+    let gpu_opts = GpuOptions { max_binding_bytes: o.max_binding_bytes.filter(|&b| b > 0), ..Default::default() };
+    let gpu = Gpu::new(&gpu_opts).await.map_err(js_err_gpu("gpu_unavailable"))?;
     let (weights, state) = model::gpu_bytes(&cfg, &opts);
     let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
-    if max_gpu_bytes > 0.0 && (weights + state) as f64 > max_gpu_bytes {
-        return Err(js_err(Error::Gpu(format!(
+    let too_big = js_err_code("gpu_out_of_memory");
+    if let Some(budget) = o.max_gpu_bytes.filter(|&b| b > 0 && weights + state > b) {
+        return Err(too_big(Error::Gpu(format!(
             "the model needs {:.1} MiB of GPU memory (weights {:.1} MiB {}, KV cache and activations {:.1} MiB), \
              more than the budget of {:.1} MiB: pick a smaller model or a shorter context",
             mib(weights + state),
             mib(weights),
             opts.weights.name(),
             mib(state),
-            max_gpu_bytes / (1u64 << 20) as f64
+            mib(budget)
         ))));
     }
     // The largest single buffers: one row of the embedding must fit a binding (the matrices
@@ -125,15 +222,15 @@ pub async fn open_loader(
     let cols = cfg.hidden_size.max(cfg.intermediate_size);
     let row = opts.weights.for_cols(cols).row_bytes(cols);
     if row > gpu.max_binding {
-        return Err(js_err(Error::Gpu(format!(
+        return Err(too_big(Error::Gpu(format!(
             "a weight row needs {row} bytes, above this GPU's storage binding limit of {} bytes",
             gpu.max_binding
         ))));
     }
     let ctx = opts.context_for(&cfg);
     RunState::new(&gpu, &cfg, opts.max_batch.min(ctx), ctx, opts.kv)
-        .map_err(|e| js_err(Error::Gpu(format!("the model does not fit this GPU ({}): {e}", gpu.describe()))))?;
-    gpu.check().map_err(js_err)?;
+        .map_err(|e| too_big(Error::Gpu(format!("the model does not fit this GPU ({}): {e}", gpu.describe()))))?;
+    gpu.check().map_err(js_err_gpu("gpu_out_of_memory"))?;
     Ok(Loader {
         cfg,
         opts,
@@ -144,7 +241,17 @@ pub async fn open_loader(
         shards: 0,
         uploader: None,
         needs: (weights, state),
+        eos,
     })
+}
+
+/// One tensor to upload: its bytes are `start..end` of shard `shard` ([`Loader::plan`]).
+#[derive(Debug, Clone, Serialize)]
+pub struct PlanEntry {
+    pub name: String,
+    pub shard: u32,
+    pub start: u64,
+    pub end: u64,
 }
 
 /// Puts one checkpoint on the GPU, one tensor at a time.
@@ -161,6 +268,8 @@ pub struct Loader {
     shards: u32,
     uploader: Option<Uploader>,
     needs: (u64, u64),
+    /// The model's eos ids (config.json, then generation_config.json).
+    eos: Vec<u32>,
 }
 
 #[wasm_bindgen]
@@ -188,6 +297,17 @@ impl Loader {
         vec![self.needs.0 as f64, self.needs.1 as f64]
     }
 
+    /// The text of `generation_config.json`: its `eos_token_id`s join the config's (a file
+    /// that is not JSON adds none; an id above u32 is a `ConfigError`).
+    pub fn add_generation_config(&mut self, json: &str) -> Result<(), JsValue> {
+        for id in eos_ids_in(json).map_err(js_err)? {
+            if !self.eos.contains(&id) {
+                self.eos.push(id);
+            }
+        }
+        Ok(())
+    }
+
     /// Add one shard's header (the JSON after the 8-byte prefix); returns its shard index.
     pub fn add_shard(&mut self, label: &str, header_json: &[u8], file_len: f64) -> Result<u32, JsValue> {
         if self.uploader.is_some() {
@@ -208,27 +328,20 @@ impl Loader {
     }
 
     /// Check the tensor list against the config, allocate every GPU buffer, and return the
-    /// tensors to upload as `[name, shard, start, end]`, in file order.
-    pub fn plan(&mut self) -> Result<Array, JsValue> {
+    /// tensors to upload ([`PlanEntry`] objects), in file order.
+    pub fn plan(&mut self) -> Result<JsValue, JsValue> {
         if self.uploader.is_none() {
             let gpu = self.gpu.take().ok_or_else(|| request_err("loader already used"))?;
             let up = Uploader::with_metadata(gpu, &self.cfg, &self.tensors, &self.metadata, self.opts.weights);
-            self.uploader = Some(up.map_err(js_err)?);
+            self.uploader = Some(up.map_err(js_err_gpu("gpu_out_of_memory"))?);
         }
         let up = self.uploader.as_ref().ok_or_else(|| request_err("no uploader"))?;
         let mut wanted: Vec<(u32, TensorInfo, String)> =
             up.wanted().into_iter().map(|(n, t)| (self.owner.get(&n).copied().unwrap_or(0), t, n)).collect();
         wanted.sort_by_key(|(s, t, _)| (*s, t.start));
-        let out = Array::new();
-        for (shard, t, name) in wanted {
-            let row = Array::new();
-            row.push(&JsValue::from_str(&name));
-            row.push(&JsValue::from(shard));
-            row.push(&JsValue::from(t.start as f64));
-            row.push(&JsValue::from(t.end as f64));
-            out.push(&row);
-        }
-        Ok(out)
+        let plan: Vec<PlanEntry> =
+            wanted.into_iter().map(|(shard, t, name)| PlanEntry { name, shard, start: t.start, end: t.end }).collect();
+        to_js(&plan)
     }
 
     /// Upload one tensor's stored bytes.
@@ -255,7 +368,8 @@ impl Loader {
         };
         let up = self.uploader.ok_or_else(|| request_err("finish before plan()"))?;
         let (gpu, weights) = up.finish().map_err(js_err)?;
-        let model = Qwen::from_weights(gpu, self.cfg, weights, &self.opts).map_err(js_err)?;
+        let model = Qwen::from_weights(gpu, self.cfg, weights, &self.opts).map_err(js_err_gpu("gpu_out_of_memory"))?;
+        let (context, vocab_size) = (model.context(), model.config.vocab_size);
         let stream = tok.as_ref().map(TextStream::new);
         Ok(Engine {
             inner: Rc::new(RefCell::new(Inner {
@@ -267,6 +381,11 @@ impl Loader {
                 abort_requested: false,
                 cached: Vec::new(),
                 reused: 0,
+                eos: self.eos,
+                formats: (self.opts.weights.name(), self.opts.kv.name()),
+                run: Run::default(),
+                context,
+                vocab_size,
             })),
         })
     }
@@ -285,21 +404,234 @@ struct Inner {
     cached: Vec<u32>,
     /// Prompt tokens the last `start` found in the cache and did not feed again.
     reused: usize,
+    /// The model's eos ids (config.json and generation_config.json).
+    eos: Vec<u32>,
+    /// How weights and the KV cache are stored (`auto` resolved).
+    formats: (&'static str, &'static str),
+    /// Timings of the current (or last) generation.
+    run: Run,
+    /// KV cache length and vocabulary (known while a call holds the model, too).
+    context: usize,
+    vocab_size: usize,
+}
+
+/// What [`Usage`] is computed from.
+#[derive(Default)]
+struct Run {
+    prompt_tokens: usize,
+    completion_tokens: usize,
+    /// Started with the request; seconds from then to the first generated token and to the end.
+    clock: Option<Stopwatch>,
+    first_s: Option<f64>,
+    end_s: Option<f64>,
 }
 
 impl Inner {
     fn take_model(&mut self) -> Result<Qwen, JsValue> {
-        match self.model.take() {
-            Some(m) => Ok(m),
-            None if self.unloaded => Err(request_err("the engine was unloaded")),
-            None => Err(request_err("the engine is busy with another call (calls must not overlap)")),
+        self.model.take().ok_or_else(|| self.take_model_err())
+    }
+
+    fn tok(&self, what: &str) -> Result<&Tokenizer, JsValue> {
+        self.tok.as_ref().ok_or_else(|| tokenizer_missing(what))
+    }
+
+    /// The ids a generation stops at ([`stop_ids`], the CLI's rule): the request's own, then
+    /// unless `ignore_eos` the model's eos ids and, for chat, the tokenizer's stop tokens.
+    fn stop_ids(&self, extra: &[u32], chat: bool, ignore_eos: bool) -> Vec<u32> {
+        let chat_stops = if chat { self.tok.as_ref().map(|t| t.stop_ids()).unwrap_or_default() } else { Vec::new() };
+        stop_ids(extra, &self.eos, &chat_stops, ignore_eos)
+    }
+
+    /// The prompt ids and generation options of `req` for a `context`-token cache.
+    fn prepare(&self, req: Request, chat: bool, context: usize) -> Result<(Vec<u32>, GenerateOptions), JsValue> {
+        let max_new_tokens = req.max_tokens.or(req.max_new_tokens).unwrap_or(DEFAULT_MAX_TOKENS) as usize;
+        let prompt = if chat {
+            let tok = self.tok("chat")?;
+            let messages = req.messages.unwrap_or_default();
+            if messages.is_empty() {
+                return Err(request_err("messages must be a non-empty array"));
+            }
+            let mut msgs: Vec<ChatMessage> =
+                messages.into_iter().map(|m| ChatMessage::new(m.role, m.content.text())).collect();
+            if msgs[0].role != Role::System {
+                msgs.insert(0, ChatMessage::new(Role::System, CHATML.default_system));
+            }
+            // A prompt over the budget is a context_full error (chat_prompt_ids' only
+            // Request error); a vocabulary without the ChatML markers stays a TokenizerError.
+            chat_prompt_ids(tok, &msgs, prompt_budget(context, max_new_tokens)).map_err(|e| match e {
+                Error::Request(_) => js_err_code("context_full")(e),
+                e => js_err(e),
+            })?
+        } else {
+            req.prompt_ids.unwrap_or_default()
+        };
+        if prompt.len() > context {
+            return Err(js_err(Error::ContextFull(format!(
+                "the prompt has {} tokens, more than the context of {context}",
+                prompt.len()
+            ))));
+        }
+        let seed = req.seed.unwrap_or_else(|| (js_sys::Math::random() * 4294967296.0) as u64);
+        let opts = GenerateOptions {
+            max_new_tokens,
+            sampling: SamplingParams {
+                temperature: req.temperature.unwrap_or(if chat { DEFAULT_CHAT_TEMPERATURE } else { 0.0 }),
+                top_k: req.top_k.unwrap_or(0) as usize,
+                top_p: req.top_p.unwrap_or(1.0),
+                repetition_penalty: req.repetition_penalty.unwrap_or(1.0),
+                seed,
+            },
+            stop_ids: self.stop_ids(&req.stop_token_ids.unwrap_or_default(), chat, req.ignore_eos.unwrap_or(false)),
+        };
+        Ok((prompt, opts))
+    }
+}
+
+/// `max_tokens` when a request gives none.
+const DEFAULT_MAX_TOKENS: u32 = 256;
+/// `temperature` of a chat request that gives none (`generateIds`: 0, greedy).
+const DEFAULT_CHAT_TEMPERATURE: f32 = 0.7;
+
+/// One generation request, as `chat.completions.create` and `generateIds` take it (the
+/// OpenAI names; other fields, such as `stream` or `signal`, are the JS layer's). Every
+/// field is optional; a value of the wrong type or range is a `RequestError` naming it.
+#[derive(Debug, Default, Deserialize)]
+pub struct Request {
+    /// `generateIds`: the prompt's token ids.
+    pub prompt_ids: Option<Vec<u32>>,
+    /// Chat: the conversation (a system message is added when the first is not one).
+    pub messages: Option<Vec<WireMessage>>,
+    /// Default 256.
+    pub max_tokens: Option<u32>,
+    /// An older name of `max_tokens`.
+    pub max_new_tokens: Option<u32>,
+    /// Default 0.7 for chat, 0 (greedy) for ids.
+    pub temperature: Option<f32>,
+    pub top_k: Option<u32>,
+    pub top_p: Option<f32>,
+    pub repetition_penalty: Option<f32>,
+    /// Default: random.
+    pub seed: Option<u64>,
+    /// Stop ids besides the model's.
+    pub stop_token_ids: Option<Vec<u32>>,
+    /// Stop only at `stop_token_ids`.
+    pub ignore_eos: Option<bool>,
+}
+
+/// A chat message as the OpenAI API sends it.
+#[derive(Debug, Deserialize)]
+pub struct WireMessage {
+    pub role: Role,
+    pub content: Content,
+}
+
+/// A message's content: text, or parts of which the `text` ones count.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum Content {
+    Text(String),
+    Parts(Vec<ContentPart>),
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ContentPart {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub text: Option<String>,
+}
+
+impl Content {
+    fn text(self) -> String {
+        match self {
+            Content::Text(t) => t,
+            Content::Parts(p) => p.into_iter().filter(|p| p.kind == "text").filter_map(|p| p.text).collect(),
         }
     }
-    fn tok(&self) -> Result<&Tokenizer, JsValue> {
-        self.tok.as_ref().ok_or_else(|| {
-            named("TokenizerError", "this model was loaded without a tokenizer (tokenizer.json or qwen.tiktoken)")
-        })
+}
+
+/// Token counts and timings of a generation (OpenAI's `usage`, with the timings WebLLM adds
+/// both at the top and under `extra`).
+#[derive(Debug, Clone, Serialize)]
+pub struct Usage {
+    pub prompt_tokens: usize,
+    pub prompt_tokens_details: PromptTokensDetails,
+    pub completion_tokens: usize,
+    pub total_tokens: usize,
+    #[serde(flatten)]
+    pub timings: Timings,
+    pub extra: Timings,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PromptTokensDetails {
+    /// Prompt tokens found in the KV cache (not prefilled again).
+    pub cached_tokens: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Timings {
+    pub time_to_first_token_s: f64,
+    /// Prompt tokens actually prefilled (cached ones excluded) per second.
+    pub prefill_tokens_per_s: f64,
+    pub decode_tokens_per_s: f64,
+    pub e2e_latency_s: f64,
+}
+
+impl Run {
+    fn seconds(&self) -> f64 {
+        self.clock.as_ref().map(|c| c.seconds()).unwrap_or(0.0)
     }
+
+    fn usage(&self, cached: usize) -> Usage {
+        let t1 = self.end_s.unwrap_or_else(|| self.seconds());
+        let first = self.first_s.unwrap_or(t1);
+        let ttft = first;
+        let decode_s = t1 - first;
+        let n = self.completion_tokens;
+        let timings = Timings {
+            time_to_first_token_s: ttft,
+            prefill_tokens_per_s: if ttft > 0.0 {
+                self.prompt_tokens.saturating_sub(cached) as f64 / ttft
+            } else {
+                0.0
+            },
+            decode_tokens_per_s: if decode_s > 0.0 && n > 1 { (n - 1) as f64 / decode_s } else { 0.0 },
+            e2e_latency_s: t1,
+        };
+        Usage {
+            prompt_tokens: self.prompt_tokens,
+            prompt_tokens_details: PromptTokensDetails { cached_tokens: cached },
+            completion_tokens: n,
+            total_tokens: self.prompt_tokens + n,
+            extra: timings.clone(),
+            timings,
+        }
+    }
+}
+
+/// What [`Engine::info`] says of a loaded model (the JS `engine.info()` adds `model` and
+/// `adapter`).
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EngineInfo {
+    /// KV cache length.
+    pub context: usize,
+    pub vocab_size: usize,
+    pub has_tokenizer: bool,
+    /// The model's eos ids (config.json and generation_config.json).
+    pub eos: Vec<u32>,
+    /// The ids a chat request without `stop_token_ids` stops at.
+    pub chat_stop_ids: Vec<u32>,
+    /// The ids a `generateIds` request without `stop_token_ids` stops at.
+    pub stop_ids: Vec<u32>,
+    /// How matrices are stored on the GPU (`auto` resolved).
+    pub weights: &'static str,
+    pub kv_cache: &'static str,
+    /// The chat template: [`CHATML`] (`default_system` is the system prompt added when a
+    /// chat has none; `end_of_text_id` the stop id when nothing else names one).
+    pub chat_format: ChatFormat,
+    /// Prompt tokens a chat with the default `max_tokens` may take ([`prompt_budget`]).
+    pub chat_prompt_budget: usize,
 }
 
 /// A loaded model, generating one token per [`Engine::next`].
@@ -310,30 +642,30 @@ pub struct Engine {
 
 #[wasm_bindgen]
 impl Engine {
-    /// Prefill `prompt` and prepare to generate. The longest prefix `prompt` shares with what
-    /// the KV cache holds (the last conversation) is not fed again ([`Engine::reused_tokens`]
-    /// says how much); `keep_cache`: append `prompt` to what the cache holds instead. Resolves
-    /// when prefill is done.
-    #[allow(clippy::too_many_arguments)]
-    pub fn start(
-        &self,
-        prompt: Vec<u32>,
-        keep_cache: bool,
-        max_tokens: u32,
-        temperature: f32,
-        top_k: u32,
-        top_p: f32,
-        repetition_penalty: f32,
-        seed: f64,
-        stop_ids: Vec<u32>,
-    ) -> Promise {
+    /// Prefill the prompt of `request` ([`Request`]: `prompt_ids`, or with `chat` the
+    /// `messages`, made into the ChatML prompt within [`prompt_budget`]) and prepare to
+    /// generate. The longest prefix the prompt shares with what the KV cache holds (the last
+    /// conversation) is not fed again ([`Engine::reused_tokens`] says how much). Resolves when
+    /// prefill is done.
+    pub fn start(&self, request: JsValue, chat: bool) -> Promise {
         let inner = self.inner.clone();
         future_to_promise(async move {
+            let clock = Stopwatch::start();
+            let req: Request = from_js(request, "request").map_err(js_err)?;
             let mut model = inner.borrow_mut().take_model()?;
+            let prepared = inner.borrow().prepare(req, chat, model.context());
+            let (prompt, opts) = match prepared {
+                Ok(p) => p,
+                Err(e) => {
+                    inner.borrow_mut().model = Some(model);
+                    return Err(e);
+                }
+            };
             let mut cached = {
                 let mut i = inner.borrow_mut();
                 i.abort_requested = false;
                 i.reused = 0;
+                i.run = Run { prompt_tokens: prompt.len(), clock: Some(clock), ..Run::default() };
                 if let Some(s) = i.stream.as_mut() {
                     s.reset();
                 }
@@ -348,18 +680,6 @@ impl Engine {
                 cached.clear();
             }
             cached.truncate(model.pos());
-            let prompt = if keep_cache { [cached.as_slice(), &prompt].concat() } else { prompt };
-            let opts = GenerateOptions {
-                max_new_tokens: max_tokens as usize,
-                sampling: SamplingParams {
-                    temperature,
-                    top_k: top_k as usize,
-                    top_p,
-                    repetition_penalty,
-                    seed: seed as u64,
-                },
-                stop_ids,
-            };
             let r = match opts.sampling.validate() {
                 Ok(()) => Generator::start_reusing(&mut model, &cached, &prompt, opts).await,
                 Err(e) => Err(e),
@@ -409,10 +729,20 @@ impl Engine {
             if i.abort_requested {
                 g.abort();
             }
+            let now = i.run.seconds();
             match r {
                 Ok(t) => {
                     i.gen = Some(g);
                     i.model = Some(model);
+                    match t {
+                        Some(_) => {
+                            i.run.first_s.get_or_insert(now);
+                            i.run.completion_tokens += 1;
+                        }
+                        None => {
+                            i.run.end_s.get_or_insert(now);
+                        }
+                    }
                     Ok(t.map(JsValue::from).unwrap_or(JsValue::UNDEFINED))
                 }
                 Err(e) => {
@@ -448,8 +778,13 @@ impl Engine {
         })
     }
 
-    /// Forget the conversation (the next `start` begins at position 0 either way unless
-    /// `keep_cache`).
+    /// Token counts and timings of the last generation ([`Usage`]).
+    pub fn usage(&self) -> Result<JsValue, JsValue> {
+        let i = self.inner.borrow();
+        to_js(&i.run.usage(i.reused))
+    }
+
+    /// Forget the conversation (the next `start` begins at position 0).
     pub fn reset(&self) -> Result<(), JsValue> {
         let mut i = self.inner.borrow_mut();
         let mut m = i.take_model()?;
@@ -470,13 +805,22 @@ impl Engine {
         self.inner.borrow().model.as_ref().map(|m| m.pos() as u32).unwrap_or(0)
     }
 
-    /// KV cache length.
-    pub fn context(&self) -> u32 {
-        self.inner.borrow().model.as_ref().map(|m| m.context() as u32).unwrap_or(0)
-    }
-
-    pub fn vocab_size(&self) -> u32 {
-        self.inner.borrow().model.as_ref().map(|m| m.config.vocab_size as u32).unwrap_or(0)
+    /// The model, its formats and the chat rules in use ([`EngineInfo`]).
+    pub fn info(&self) -> Result<JsValue, JsValue> {
+        let i = self.inner.borrow();
+        let context = i.context;
+        to_js(&EngineInfo {
+            context,
+            vocab_size: i.vocab_size,
+            has_tokenizer: i.tok.is_some(),
+            eos: i.eos.clone(),
+            chat_stop_ids: i.stop_ids(&[], true, false),
+            stop_ids: i.stop_ids(&[], false, false),
+            weights: i.formats.0,
+            kv_cache: i.formats.1,
+            chat_format: CHATML,
+            chat_prompt_budget: prompt_budget(context, DEFAULT_MAX_TOKENS as usize),
+        })
     }
 
     /// The adapter, in one line.
@@ -499,59 +843,25 @@ impl Engine {
         self.inner.borrow().tok.is_some()
     }
 
-    /// The ChatML prompt for `roles[i]`/`contents[i]` (`system`, `user`, `assistant`).
-    pub fn chat_prompt(
-        &self,
-        roles: Vec<String>,
-        contents: Vec<String>,
-        max_prompt_tokens: u32,
-    ) -> Result<Vec<u32>, JsValue> {
-        if roles.len() != contents.len() {
-            return Err(request_err("roles and contents differ in length"));
-        }
-        let mut msgs = Vec::with_capacity(roles.len());
-        for (r, c) in roles.into_iter().zip(contents) {
-            let role = match r.as_str() {
-                "system" => Role::System,
-                "user" => Role::User,
-                "assistant" => Role::Assistant,
-                other => {
-                    return Err(request_err(&format!(
-                        "message role {other:?} is not supported (use system, user or assistant)"
-                    )))
-                }
-            };
-            msgs.push(ChatMessage::new(role, c));
-        }
-        let i = self.inner.borrow();
-        chat_prompt_ids(i.tok()?, &msgs, max_prompt_tokens as usize).map_err(js_err)
-    }
-
+    /// Token ids of `text` (special-token strings stay plain text).
     pub fn encode(&self, text: &str) -> Result<Vec<u32>, JsValue> {
         let i = self.inner.borrow();
-        i.tok()?.encode(text).map_err(js_err)
+        i.tok("tokenize")?.encode(text).map_err(js_err)
     }
 
     pub fn decode(&self, ids: Vec<u32>) -> Result<String, JsValue> {
         let i = self.inner.borrow();
-        i.tok()?.decode(&ids).map_err(js_err)
+        i.tok("detokenize")?.decode(&ids).map_err(js_err)
     }
 
-    /// Ids of `<|endoftext|>`, `<|im_start|>`, `<|im_end|>` (empty without a tokenizer).
-    pub fn stop_ids(&self) -> Vec<u32> {
-        self.inner.borrow().tok.as_ref().map(|t| t.stop_ids()).unwrap_or_default()
-    }
-
-    /// Whether `id` is a special token (not shown as text).
-    pub fn is_special(&self, id: u32) -> bool {
-        self.inner.borrow().tok.as_ref().map(|t| t.is_special(id)).unwrap_or(false)
-    }
-
-    /// Feed one generated id to the text stream; returns the text now complete, if any.
+    /// Feed one generated id to the text stream; returns the text now complete, if any (a
+    /// special token shows no text).
     pub fn stream_push(&self, id: u32) -> Result<Option<String>, JsValue> {
         let mut i = self.inner.borrow_mut();
-        let s =
-            i.stream.as_mut().ok_or_else(|| named("TokenizerError", "this model was loaded without a tokenizer"))?;
+        if i.tok.as_ref().is_some_and(|t| t.is_special(id)) {
+            return Ok(None);
+        }
+        let s = i.stream.as_mut().ok_or_else(|| tokenizer_missing("text output"))?;
         s.push(id).map_err(js_err)
     }
 
@@ -559,7 +869,7 @@ impl Engine {
     /// character is still incomplete), then the flushed tail.
     pub fn stream_chunks(&self, ids: Vec<u32>) -> Result<Vec<String>, JsValue> {
         let i = self.inner.borrow();
-        let mut s = TextStream::new(i.tok()?);
+        let mut s = TextStream::new(i.tok("detokenize")?);
         let mut out = Vec::with_capacity(ids.len() + 1);
         for id in ids {
             out.push(s.push(id).map_err(js_err)?.unwrap_or_default());
@@ -574,28 +884,50 @@ impl Engine {
     }
 }
 
+impl Inner {
+    /// The error [`Inner::take_model`] would give now.
+    fn take_model_err(&self) -> JsValue {
+        if self.unloaded {
+            coded("RequestError", "engine_unloaded", "the engine was unloaded")
+        } else {
+            coded("RequestError", "engine_busy", "the engine is busy with another call (calls must not overlap)")
+        }
+    }
+}
+
 // ------------------------------------------------------------------ benchmark
 
 /// Start `qwen-webgpu bench` in the browser on a synthesised Qwen-1.8B-shaped model.
-/// `options_json`: [`SynthBench`] as JSON (`"{}"`: the CLI's defaults). Opens the GPU and
+/// `options`: [`SynthBench`] (`{}`: the CLI's defaults; snake_case, as the CLI's flags). Opens the GPU and
 /// allocates every weight buffer; [`BenchSetup::step`] then makes and uploads the random
 /// weights one tensor at a time (the same weights as the CLI's), and [`BenchSetup::run`]
 /// measures.
 #[wasm_bindgen]
-pub async fn open_bench(options_json: String) -> Result<BenchSetup, JsValue> {
-    let spec = SynthBench::from_json(&options_json).map_err(js_err)?;
+pub async fn open_bench(options: JsValue) -> Result<BenchSetup, JsValue> {
+    let spec = bench_options(options)?;
     let cfg = spec.config();
     let opts = spec.model_options(None).map_err(js_err)?;
     let gpu = Gpu::new(&GpuOptions { max_binding_bytes: spec.max_binding_bytes, ..Default::default() })
         .await
-        .map_err(js_err)?;
+        .map_err(js_err_gpu("gpu_unavailable"))?;
     let adapter = gpu.describe();
     let src = RandomSource::new(&cfg, 1);
-    let uploader = Uploader::new(gpu, &cfg, src.tensors(), opts.weights).map_err(js_err)?;
+    let uploader = Uploader::new(gpu, &cfg, src.tensors(), opts.weights).map_err(js_err_gpu("gpu_out_of_memory"))?;
     // Upload order, as the CLI's loader (`weights::load`): what makes the weights the same.
     let mut todo: Vec<String> = uploader.wanted().into_iter().map(|(n, _)| n).collect();
     todo.reverse();
     Ok(BenchSetup { spec, cfg, opts, src, uploader: Some(uploader), todo, adapter })
+}
+
+/// [`SynthBench`] from a JS object, checked as the CLI checks its flags.
+fn bench_options(options: JsValue) -> Result<SynthBench, JsValue> {
+    let spec: SynthBench = if options.is_undefined() || options.is_null() {
+        SynthBench::default()
+    } else {
+        from_js(options, "benchmark options").map_err(js_err)?
+    };
+    spec.check().map_err(js_err)?;
+    Ok(spec)
 }
 
 /// A synthesised model on its way to the GPU, then benchmarked (see [`open_bench`]).
@@ -645,8 +977,8 @@ impl BenchSetup {
         self.uploader.as_ref().map(|u| u.progress()).map(|(a, b)| vec![a as f64, b as f64]).unwrap_or(vec![0.0, 0.0])
     }
 
-    /// Measure (after every [`BenchSetup::step`]); resolves to the report as JSON, the same
-    /// fields as `qwen-webgpu bench --json`. `on_progress(label)` is called before each
+    /// Measure (after every [`BenchSetup::step`]); resolves to the report
+    /// ([`bench::BenchReport`], the fields of `qwen-webgpu bench --json`). `on_progress(label)` is called before each
     /// measurement. The GPU device is destroyed afterwards.
     pub fn run(self, on_progress: Option<js_sys::Function>) -> Promise {
         future_to_promise(async move {
@@ -656,7 +988,8 @@ impl BenchSetup {
             }
             let (gpu, weights) = up.finish().map_err(js_err)?;
             let name = SynthBench::model_name(&self.cfg);
-            let mut model = Qwen::from_weights(gpu, self.cfg, weights, &self.opts).map_err(js_err)?;
+            let mut model =
+                Qwen::from_weights(gpu, self.cfg, weights, &self.opts).map_err(js_err_gpu("gpu_out_of_memory"))?;
             let r = bench_report(&mut model, &name, &self.spec.bench_options(), on_progress).await;
             model.gpu.device.destroy();
             r
@@ -677,20 +1010,19 @@ async fn bench_report(
         }
     };
     let report = bench::run_with_progress(model, name, opts, &mut progress).await.map_err(js_err)?;
-    let json = serde_json::to_string(&report).map_err(|e| js_err(Error::Request(e.to_string())))?;
-    Ok(JsValue::from_str(&json))
+    to_js(&report)
 }
 
 #[wasm_bindgen]
 impl Engine {
-    /// Benchmark this model as `qwen-webgpu bench --model` does; resolves to the report as
-    /// JSON. `options_json` may set `prefill`, `decode_at` and `decode_tokens` (the model is
-    /// already loaded, so nothing else); lengths that do not fit its context are skipped.
-    /// Forgets the conversation (the KV cache is overwritten).
-    pub fn bench(&self, options_json: String, label: String, on_progress: Option<js_sys::Function>) -> Promise {
+    /// Benchmark this model as `qwen-webgpu bench --model` does; resolves to the report
+    /// ([`bench::BenchReport`]). `options` ([`SynthBench`]) may set `prefill`, `decode_at` and
+    /// `decode_tokens` (the model is already loaded, so nothing else); lengths that do not fit
+    /// its context are skipped. Forgets the conversation (the KV cache is overwritten).
+    pub fn bench(&self, options: JsValue, label: String, on_progress: Option<js_sys::Function>) -> Promise {
         let inner = self.inner.clone();
         future_to_promise(async move {
-            let spec = SynthBench::from_json(&options_json).map_err(js_err)?;
+            let spec = bench_options(options)?;
             let d = SynthBench::default();
             if spec.layers.is_some()
                 || spec.vocab.is_some()

@@ -46,29 +46,44 @@ function fmtTime(s) {
   return `${Math.floor(m / 60)} h ${m % 60} min`;
 }
 
+/** What to tell the user about an engine error, by its machine-readable `code` (see the
+ *  package's README); the engine's message follows in brackets. */
 function describeError(e) {
-  const name = e?.name || "Error";
   const msg = e?.message || String(e);
-  switch (name) {
-    case "GpuError":
-      if (/needs .*GPU memory|does not fit|too (big|large)|exceeds|limit/i.test(msg)) {
-        return `This model is too big for this GPU. Try q4 weights, a q8 KV cache or a smaller model. (${msg})`;
-      }
-      return `GPU error: ${msg}`;
-    case "NetworkError":
+  switch (e?.code) {
+    case "gpu_out_of_memory":
+      return `This model is too big for this GPU. Try q4 weights, a q8 KV cache or a smaller model. (${msg})`;
+    case "gpu_unavailable":
+      return `No usable WebGPU device: ${msg}`;
+    case "gpu_failed":
+    case "worker_failed":
+      return `GPU error: ${msg}. Reloading the model (or the page) may help.`;
+    case "wasm_failed":
+      return `The engine could not start in this browser: ${msg}`;
+    case "network":
       return `Network error: could not download the model. Check the URL and your connection; the server must allow cross-origin requests. (${msg})`;
-    case "ConfigError":
+    case "config_missing":
+    case "config_invalid":
       return `This does not look like a model folder (config.json could not be read). Check the URL or folder. (${msg})`;
-    case "WeightsError":
+    case "weights_missing":
+      return `A weights file of the model is missing: ${msg}`;
+    case "weights_format":
+      return `This folder is stored in another weight format: pick "auto" (its own format). (${msg})`;
+    case "weights_corrupt":
       return `The model's weights could not be read: ${msg}`;
-    case "TokenizerError":
+    case "tokenizer_missing":
+    case "tokenizer_invalid":
       return `The model's tokenizer could not be read: ${msg}`;
-    case "RequestError":
+    case "context_full":
+      return `The conversation no longer fits the model's context: start a new chat or lower the reply length. (${msg})`;
+    case "request_invalid":
+    case "engine_busy":
+    case "engine_unloaded":
       return `Request error: ${msg}`;
-    case "AbortError":
+    case "aborted":
       return "Loading was cancelled.";
     default:
-      return `Unexpected error (${name}): ${msg}`;
+      return `Unexpected error (${e?.name || "Error"}): ${msg}`;
   }
 }
 
@@ -210,7 +225,7 @@ async function loadModel() {
       signal: ctl.signal,
       ...(budgetMiB > 0 ? { maxGpuBytes: Math.round(budgetMiB * 1024 * 1024) } : {}),
     });
-    if (ctl.signal.aborted) { await engine.unload(); throw Object.assign(new Error("cancelled"), { name: "AbortError" }); }
+    if (ctl.signal.aborted) { await engine.unload(); throw Object.assign(new Error("cancelled"), { name: "AbortError", code: "aborted" }); }
     state.engine = engine;
     const info = await engine.info();
     state.context = info.context;
@@ -318,7 +333,7 @@ async function send() {
       if (chunk.usage) usage = chunk.usage;
     }
   } catch (e) {
-    if (e?.name === "AbortError") finish = "abort";
+    if (e?.code === "aborted") finish = "abort";
     else { console.error(e); showError(describeError(e)); finish = "error"; }
   } finally {
     state.generating = null;

@@ -144,14 +144,14 @@ el.copy.addEventListener("click", async () => {
 
 // ------------------------------------------------------------------ run
 
+/** What to tell the user, by the error's machine-readable `code` (see the package's README). */
 function describeError(e) {
-  const name = e?.name || "Error";
   const msg = e?.message || String(e);
-  if (name === "AbortError") return "The benchmark was cancelled.";
-  if (name === "GpuError" && /limit|does not fit|too (big|large)|exceeds|out of memory|allocate/i.test(msg)) {
+  if (e?.code === "aborted") return "The benchmark was cancelled.";
+  if (e?.code === "gpu_out_of_memory") {
     return `This size does not fit this GPU: try fewer layers, a smaller vocabulary, q4 weights or a q8 KV cache. (${msg})`;
   }
-  return `${name}: ${msg}`;
+  return `${e?.name || "Error"}: ${msg}`;
 }
 
 function setRunning(on) {

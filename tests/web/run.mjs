@@ -212,23 +212,25 @@ test("File objects (input type=file, no worker) give the CLI's ids", async () =>
 test("bad URL / corrupt files reject with named errors; a later good load works", async () => {
   const r = await page.evaluate(async () => {
     const errs = [];
+    const codes = [];
     for (const model of ["/fx/nope/", "/fx/truncated/", "/fx/garbage/", "http://127.0.0.1:9/none/"]) {
       try {
         await qwen.createEngine({ model, useCache: false });
         errs.push(`${model}: loaded?!`);
       } catch (e) {
         errs.push(`${model}: ${e.name}: ${e.message}`);
+        codes.push(e.code);
       }
     }
     // Files: truncated safetensors, inline (same wasm module instance as later loads).
     const tr = new File([await (await fetch("/fx/truncated/model.safetensors")).arrayBuffer()], "model.safetensors");
     const cfg = new File([await (await fetch("/fx/tiny/config.json")).arrayBuffer()], "config.json");
     try { await qwen.createEngine({ model: [cfg, tr], useWorker: false }); errs.push("files: loaded?!"); }
-    catch (e) { errs.push(`files: ${e.name}: ${e.message}`); }
+    catch (e) { errs.push(`files: ${e.name}: ${e.message}`); codes.push(e.code); }
     const engine = await qwen.createEngine({ model: "/fx/tiny/", useCache: false, useWorker: false });
     const out = await engine.generateIds({ promptIds: [1, 2, 3], max_tokens: 16, temperature: 0 });
     await engine.unload();
-    return { errs, ids: out.ids };
+    return { errs, codes, ids: out.ids };
   });
   console.log(r.errs.map((e) => `     ${e}`).join("\n"));
   ok(/^\/fx\/nope\/: ConfigError: .*config\.json.*404/.test(r.errs[0]), r.errs[0]);
@@ -236,6 +238,8 @@ test("bad URL / corrupt files reject with named errors; a later good load works"
   ok(/^\/fx\/garbage\/: WeightsError: /.test(r.errs[2]), r.errs[2]);
   ok(/NetworkError: cannot fetch/.test(r.errs[3]), r.errs[3]);
   ok(/^files: WeightsError: /.test(r.errs[4]), r.errs[4]);
+  // Codes: through the worker (the first four) and on this thread (the File load).
+  eq(r.codes, ["config_missing", "weights_corrupt", "weights_corrupt", "network", "weights_corrupt"], "error codes");
   eq(r.ids, expected.tiny, "ids after failed loads");
 });
 
@@ -324,7 +328,155 @@ test("Cache API: download cached, reused, deleted; a failed download leaves noth
   eq(r.poisoned, [], "cache entries left by the failed load");
 });
 
+test("error codes survive the worker: load, request, context, format, tokenizer, unload, abort", async () => {
+  const r = await page.evaluate(async () => {
+    const got = {};
+    const attempt = async (label, fn) => {
+      try { await fn(); got[label] = "resolved?!"; } catch (e) { got[label] = { name: e.name, code: e.code, message: e.message }; }
+    };
+    await attempt("fit", () => qwen.createEngine({ model: "/fx/tiny/", useCache: false, maxGpuBytes: 1000 }));
+    await attempt("format", () => qwen.createEngine({ model: "/fx/tiny-q4/", useCache: false, weights: "f16" }));
+    await attempt("badOption", () => qwen.createEngine({ model: "/fx/tiny/", useCache: false, context: -5 }));
+    const ctl = new AbortController();
+    await attempt("abortLoad", () => qwen.createEngine({ model: "/slow/tiny/", useCache: false, signal: ctl.signal,
+      onProgress: (p) => { if (p.phase === "weights") ctl.abort(); } }));
+    // A missing shard of an index: /fx/sharded/ without one of its files, as Files.
+    const get = async (n) => (await fetch(`/fx/sharded/${n}`)).arrayBuffer();
+    const index = JSON.parse(new TextDecoder().decode(await get("model.safetensors.index.json")));
+    const shards = [...new Set(Object.values(index.weight_map))].sort();
+    await attempt("missingShard", async () => qwen.createEngine({ model: {
+      "config.json": await get("config.json"), "model.safetensors.index.json": await get("model.safetensors.index.json"),
+      [shards[0]]: await get(shards[0]) } }));
+    const engine = await qwen.createEngine({ model: "/fx/tiny/", useCache: false, context: 16 });
+    await attempt("maxTokens", () => engine.generateIds({ promptIds: [1, 2], max_tokens: -1 }));
+    await attempt("tokenId", () => engine.generateIds({ promptIds: [1, 99999], max_tokens: 2 }));
+    await attempt("longPrompt", () => engine.generateIds({ promptIds: Array.from({ length: 20 }, (_, i) => i + 1), max_tokens: 2 }));
+    await attempt("chatNoTokenizer", async () => { for await (const c of engine.chat.completions.create({ messages: [{ role: "user", content: "hi" }], stream: true })) void c; });
+    await attempt("tokenize", () => engine.tokenize("hi"));
+    const ok = (await engine.generateIds({ promptIds: [1, 2, 3], max_tokens: 4, temperature: 0 })).ids.length;
+    await engine.unload();
+    await attempt("unloaded", () => engine.generateIds({ promptIds: [1], max_tokens: 1 }));
+    return { got, ok, table: qwen.ERROR_CODES };
+  });
+  const want = {
+    fit: ["GpuError", "gpu_out_of_memory"], format: ["WeightsError", "weights_format"], badOption: ["RequestError", "request_invalid"],
+    abortLoad: ["AbortError", "aborted"], missingShard: ["WeightsError", "weights_missing"],
+    maxTokens: ["RequestError", "request_invalid"], tokenId: ["RequestError", "request_invalid"], longPrompt: ["RequestError", "context_full"],
+    chatNoTokenizer: ["TokenizerError", "tokenizer_missing"], tokenize: ["TokenizerError", "tokenizer_missing"],
+    unloaded: ["RequestError", "engine_unloaded"],
+  };
+  for (const [k, [name, code]] of Object.entries(want)) {
+    const g = r.got[k];
+    ok(g && g.name === name && g.code === code, `${k}: want ${name}/${code}, got ${JSON.stringify(g)}`);
+    ok(r.table[code] === name, `ERROR_CODES[${code}] = ${r.table[code]}`);
+  }
+  ok(/max_tokens/.test(r.got.maxTokens.message), `the field is named: ${r.got.maxTokens.message}`);
+  ok(/context/.test(r.got.badOption.message), `the option is named: ${r.got.badOption.message}`);
+  eq(r.ok, 4, "the engine works after refused requests");
+});
+
+test("worker mode: the page's thread imports no engine code (engine.js, sources.js, wasm glue); useWorker: false does", async () => {
+  // Chromium reports the worker's module fetches in the page's resource timing too, so the
+  // page's own module graph is what was fetched before the first engine, and what the worker
+  // fetched comes after worker.js; the server sends no-store, so each realm fetches anew.
+  const r = await page.evaluate(async () => {
+    const names = () => performance.getEntriesByType("resource").map((e) => new URL(e.name).pathname).filter((p) => p.startsWith("/pkg/"));
+    const atLoad = names();
+    const engine = await qwen.createEngine({ model: "/fx/tiny/", useCache: false });
+    const ids = (await engine.generateIds({ promptIds: [1, 2, 3], max_tokens: 16, temperature: 0 })).ids;
+    await engine.unload();
+    const worker = names();
+    const e2 = await qwen.createEngine({ model: "/fx/tiny/", useCache: false, useWorker: false });
+    const ids2 = (await e2.generateIds({ promptIds: [1, 2, 3], max_tokens: 16, temperature: 0 })).ids;
+    await e2.unload();
+    return { atLoad, worker, inThread: names(), ids, ids2 };
+  });
+  console.log(`     page thread at load: ${r.atLoad.join(" ")}`);
+  eq(r.ids, expected.tiny, "worker ids");
+  eq(r.ids2, expected.tiny, "in-thread ids");
+  eq([...r.atLoad].sort(), ["/pkg/cache.js", "/pkg/errors.js", "/pkg/index.js", "/pkg/stream.js"], "the page's module graph");
+  const count = (list, m) => list.filter((p) => p === m).length;
+  const w = r.worker.indexOf("/pkg/worker.js");
+  ok(w >= r.atLoad.length, `worker.js at ${w} in ${r.worker}`);
+  for (const m of ["/pkg/engine.js", "/pkg/sources.js", "/pkg/qwen_webgpu.js"]) {
+    eq(count(r.worker, m), 1, `fetches of ${m} after a worker load (the worker's own)`);
+    ok(r.worker.indexOf(m) > w, `${m} was fetched before the worker started`);
+    eq(count(r.inThread, m), 2, `fetches of ${m} after a useWorker: false load`);
+  }
+  // The worker's own fetch() calls are in its own timeline: the wasm shows only when the page fetched it.
+  eq(count(r.worker, "/pkg/qwen_webgpu_bg.wasm"), 0, "wasm fetched by the page in worker mode");
+  eq(count(r.inThread, "/pkg/qwen_webgpu_bg.wasm"), 1, "wasm fetched by the page with useWorker: false");
+});
+
+test("chat rules come from wasm: ChatML constants, stop ids (config + generation_config eos), prompt budget", async () => {
+  const rs = fs.readFileSync(path.join(root, "src/tokenizer/chat.rs"), "utf8");
+  const system = JSON.parse(rs.match(/default_system: ("(?:[^"\\]|\\.)*")/)[1]);
+  const endOfText = Number(rs.match(/end_of_text_id: (\d+)/)[1]);
+  const r = await page.evaluate(async ({ stopAt }) => {
+    const tiny = await qwen.createEngine({ model: "/fx/tiny/", useCache: false });
+    const plain = await tiny.info();
+    await tiny.unload();
+    // eos ids from config.json and generation_config.json: generation stops at them.
+    const get = async (n) => (await fetch(`/fx/tiny/${n}`)).arrayBuffer();
+    const cfg = JSON.parse(new TextDecoder().decode(await get("config.json")));
+    const weights = await get("model.safetensors");
+    const files = (c, g) => ({ "config.json": JSON.stringify(c), "model.safetensors": weights, ...(g ? { "generation_config.json": JSON.stringify(g) } : {}) });
+    const e = await qwen.createEngine({ model: files({ ...cfg, eos_token_id: [300, 299] }, { eos_token_id: stopAt }) });
+    const info = await e.info();
+    const stopped = await e.generateIds({ promptIds: [1, 2, 3], max_tokens: 16, temperature: 0 });
+    const ignored = await e.generateIds({ promptIds: [1, 2, 3], max_tokens: 16, temperature: 0, ignore_eos: true });
+    await e.unload();
+    let big = "";
+    try { await qwen.createEngine({ model: files({ ...cfg, eos_token_id: 2 ** 32 }) }); big = "loaded?!"; } catch (err) { big = `${err.name}/${err.code}: ${err.message}`; }
+    return { plain, info, stopped, ignored, big };
+  }, { stopAt: expected.tiny[3] });
+  eq(r.plain.chatFormat.default_system, system, "default system prompt vs src/tokenizer/chat.rs");
+  eq(r.plain.chatFormat.end_of_text_id, endOfText, "end_of_text_id vs src/tokenizer/chat.rs");
+  eq(r.plain.eos, [], "no eos in the tiny config");
+  eq(r.plain.stopIds, [endOfText], "stop ids without eos or tokenizer: <|endoftext|>");
+  eq(r.plain.chatPromptBudget, r.plain.context - Math.min(256, Math.floor(r.plain.context / 2)), "prompt budget rule");
+  const eos = [...new Set([300, 299, expected.tiny[3]])];
+  eq(r.info.eos, eos, "eos from config.json then generation_config.json");
+  eq(r.info.stopIds, [...eos].sort((a, b) => a - b), "stop ids");
+  const at = expected.tiny.findIndex((id) => eos.includes(id));
+  eq(r.stopped.finish_reason, "stop", "stopped at an eos");
+  eq(r.stopped.ids, expected.tiny.slice(0, at + 1), "ids up to (and with) the first eos");
+  eq(r.ignored.ids, expected.tiny, "ignore_eos");
+  ok(/^ConfigError\/config_invalid: .*eos_token_id/.test(r.big), r.big);
+});
+
 if (expected.vocab.length) {
+  test("chat with the real tokenizer: the default system prompt is CHATML's, the prompt budget is the crate's", async () => {
+    const rs = fs.readFileSync(path.join(root, "src/tokenizer/chat.rs"), "utf8");
+    const system = JSON.parse(rs.match(/default_system: ("(?:[^"\\]|\\.)*")/)[1]);
+    const r = await page.evaluate(async ({ system }) => {
+      const engine = await qwen.createEngine({ model: "/fx/vocab/", useCache: false, context: 256 });
+      const info = await engine.info();
+      const ask = (messages, max_tokens = 4) => engine.chat.completions.create({ messages, temperature: 0, max_tokens });
+      const user = [{ role: "user", content: "你好" }];
+      const a = await ask(user);
+      // The same conversation with the default system prompt spelled out: the same prompt, so
+      // all of it but its last token is still in the KV cache.
+      const b = await ask([{ role: "system", content: system }, ...user]);
+      // A long history with max_tokens 200 in a 256-token context: the prompt may take
+      // 256 - min(200, 128) = 128 tokens (the old JS rule allowed 56), older turns dropped.
+      const turn = "这是一段比较长的历史对话内容，用来测试提示词的预算。";
+      const history = [];
+      for (let i = 0; i < 8; i++) history.push({ role: "user", content: `${i} ${turn}` }, { role: "assistant", content: `${i} ${turn}` });
+      const c = await ask([...history, ...user], 200);
+      let full = "";
+      try { await ask([{ role: "user", content: turn.repeat(20) }], 200); full = "resolved?!"; } catch (e) { full = `${e.name}/${e.code}`; }
+      await engine.unload();
+      return { info, a: a.usage, b: b.usage, c: c.usage, aText: a.choices[0].message.content, bText: b.choices[0].message.content, full };
+    }, { system });
+    eq(r.info.chatStopIds, [...new Set([...r.info.eos, 151643, 151644, 151645])].sort((x, y) => x - y), "chat stop ids: <|endoftext|>, <|im_start|>, <|im_end|>");
+    eq(r.b.prompt_tokens, r.a.prompt_tokens, "prompt with the default system prompt spelled out");
+    eq(r.b.prompt_tokens_details.cached_tokens, r.b.prompt_tokens - 1, "the implicit system prompt is CHATML.default_system");
+    eq(r.bText, r.aText, "same reply");
+    ok(r.c.prompt_tokens > 56 && r.c.prompt_tokens <= 128, `prompt of the long chat: ${r.c.prompt_tokens} tokens (budget 128)`);
+    eq(r.full, "RequestError/context_full", "a last message over the budget");
+  });
+
   test("real tokenizer: ids match the CLI, chat streams whole characters, usage is filled", async () => {
     const r = await page.evaluate(async () => {
       const engine = await qwen.createEngine({ model: "/fx/vocab/", useCache: false, context: 256 });

@@ -106,11 +106,23 @@ fn tokenizer_missing(what: &str) -> JsValue {
 // ------------------------------------------------------------------ serde across the boundary
 
 /// A JS value as `T` (its serde shape); a bad value is a request error naming its field.
+/// Every field of the types read this way is optional, so the field named is the first whose
+/// value alone fails too (cheaper in wasm size than tracking the path while deserializing).
 fn from_js<T: serde::de::DeserializeOwned>(v: JsValue, what: &str) -> Result<T, Error> {
-    serde_path_to_error::deserialize(serde_wasm_bindgen::Deserializer::from(v)).map_err(|e| {
-        let path = e.path().to_string();
-        let at = if path == "." { String::new() } else { format!(" {path}") };
-        Error::Request(format!("{what}{at}: {}", e.into_inner()))
+    serde_wasm_bindgen::from_value::<T>(v.clone()).map_err(|e| {
+        let field = js_sys::Object::try_from(&v).and_then(|obj| {
+            js_sys::Object::keys(obj).iter().filter_map(|k| k.as_string()).find(|k| {
+                let key = JsValue::from_str(k);
+                let one = js_sys::Object::new();
+                let value = js_sys::Reflect::get(obj, &key).unwrap_or(JsValue::UNDEFINED);
+                js_sys::Reflect::set(&one, &key, &value).is_ok()
+                    && serde_wasm_bindgen::from_value::<T>(one.into()).is_err()
+            })
+        });
+        match field {
+            Some(f) => Error::Request(format!("{what}: {f}: {e}")),
+            None => Error::Request(format!("{what}: {e}")),
+        }
     })
 }
 

@@ -82,16 +82,16 @@ fn reduce_store(acc: array<f32, ROWS * TOKENS>, li: u32,
 fn weights8(r: u32, k8: u32) -> array<vec4<f32>, 2> {
 #ifdef W_Q4
     let word = w[r * p.stride / 4u + k8 / 4u][k8 % 4u];
-    let s = scale(r, k8 / 4u);
-    return array<vec4<f32>, 2>((nibbles_lo(word) - 8.0) * s, (nibbles_hi(word) - 8.0) * s);
+    let s = w_scale(r, k8 / 4u);
+    return array<vec4<f32>, 2>((q4_lo(word) - 8.0) * s, (q4_hi(word) - 8.0) * s);
 #else
 #ifdef W_Q8
     let q = w[r * p.stride / 4u + k8 / 2u];
-    let s = scale(r, k8 / 4u);
+    let s = w_scale(r, k8 / 4u);
     if ((k8 & 1u) == 0u) {
-        return array<vec4<f32>, 2>(bytes4(q.x) * s, bytes4(q.y) * s);
+        return array<vec4<f32>, 2>(q8_quad(q.x) * s, q8_quad(q.y) * s);
     }
-    return array<vec4<f32>, 2>(bytes4(q.z) * s, bytes4(q.w) * s);
+    return array<vec4<f32>, 2>(q8_quad(q.z) * s, q8_quad(q.w) * s);
 #else
     let q = w[r * p.stride / 4u + k8];
     return array<vec4<f32>, 2>(vec4<f32>(unpack2x16float(q.x), unpack2x16float(q.y)),
@@ -158,18 +158,18 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
             if (row < p.rows) {
 #ifdef W_Q4
                 let q = w[row * p.stride / 4u + b];
-                let s = dot(nibbles_lo(q.x), x0) + dot(nibbles_hi(q.x), x1)
-                    + dot(nibbles_lo(q.y), x2) + dot(nibbles_hi(q.y), x3)
-                    + dot(nibbles_lo(q.z), x4) + dot(nibbles_hi(q.z), x5)
-                    + dot(nibbles_lo(q.w), x6) + dot(nibbles_hi(q.w), x7);
-                acc[r] += (s - xsum8) * scale(row, b);
+                let s = dot(q4_lo(q.x), x0) + dot(q4_hi(q.x), x1)
+                    + dot(q4_lo(q.y), x2) + dot(q4_hi(q.y), x3)
+                    + dot(q4_lo(q.z), x4) + dot(q4_hi(q.z), x5)
+                    + dot(q4_lo(q.w), x6) + dot(q4_hi(q.w), x7);
+                acc[r] += (s - xsum8) * w_scale(row, b);
 #else
                 let wo = row * p.stride / 4u + 2u * b;
                 let q0 = w[wo];
                 let q1 = w[wo + 1u];
-                let s = dot(bytes4(q0.x), x0) + dot(bytes4(q0.y), x1) + dot(bytes4(q0.z), x2) + dot(bytes4(q0.w), x3)
-                    + dot(bytes4(q1.x), x4) + dot(bytes4(q1.y), x5) + dot(bytes4(q1.z), x6) + dot(bytes4(q1.w), x7);
-                acc[r] += s * scale(row, b);
+                let s = dot(q8_quad(q0.x), x0) + dot(q8_quad(q0.y), x1) + dot(q8_quad(q0.z), x2) + dot(q8_quad(q0.w), x3)
+                    + dot(q8_quad(q1.x), x4) + dot(q8_quad(q1.y), x5) + dot(q8_quad(q1.z), x6) + dot(q8_quad(q1.w), x7);
+                acc[r] += s * w_scale(row, b);
 #endif
             }
         }

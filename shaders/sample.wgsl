@@ -333,7 +333,9 @@ fn main(@builtin(local_invocation_index) li: u32) {
                 // mass(key >= lo) >= goal > mass(key >= hi), until one key is left.
                 var hi = top + 1u;
                 var above = 0.0; // mass(key >= hi)
-                for (var round = 0u; round < 9u && hi - lo > 1u; round++) {
+                // At most 8 rounds: a range of r <= 2^32 keys is at most ceil(r / 16^k) wide
+                // after k rounds, so one key is left after the 8th.
+                for (var round = 0u; round < 8u && hi - lo > 1u; round++) {
                     let width = (hi - lo + BINS - 1u) / BINS;
                     // Zeroed by hand: Chromium (Tint on SwiftShader) kept the last round's sums
                     // in a loop-scoped `var mass: array<f32, BINS>;` despite WGSL's zero

@@ -14,48 +14,7 @@ use crate::weights::{Dtype, TensorInfo, TensorSource};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-/// Wall-clock time: `Instant` natively, `performance.now()` in the browser (window or worker).
-pub struct Stopwatch {
-    #[cfg(not(target_arch = "wasm32"))]
-    start: std::time::Instant,
-    #[cfg(target_arch = "wasm32")]
-    start_ms: f64,
-}
-
-#[cfg(target_arch = "wasm32")]
-mod js_clock {
-    use wasm_bindgen::prelude::wasm_bindgen;
-    #[wasm_bindgen]
-    extern "C" {
-        /// `performance.now()`, in milliseconds; `performance` is a global in windows and workers.
-        #[wasm_bindgen(js_namespace = performance, js_name = now)]
-        pub fn performance_now() -> f64;
-    }
-}
-
-#[cfg(not(target_arch = "wasm32"))]
-impl Stopwatch {
-    pub fn start() -> Self {
-        Stopwatch { start: std::time::Instant::now() }
-    }
-
-    /// Seconds since [`Stopwatch::start`].
-    pub fn seconds(&self) -> f64 {
-        self.start.elapsed().as_secs_f64()
-    }
-}
-
-#[cfg(target_arch = "wasm32")]
-impl Stopwatch {
-    pub fn start() -> Self {
-        Stopwatch { start_ms: js_clock::performance_now() }
-    }
-
-    /// Seconds since [`Stopwatch::start`] (browsers coarsen `performance.now()` to 5-100 µs).
-    pub fn seconds(&self) -> f64 {
-        (js_clock::performance_now() - self.start_ms) / 1e3
-    }
-}
+pub use crate::clock::Stopwatch;
 
 /// Qwen-1.8B's config.json (QWEN.md), optionally with fewer layers.
 pub fn qwen_1_8b(layers: Option<usize>) -> QwenConfig {
@@ -72,6 +31,7 @@ pub fn qwen_1_8b(layers: Option<usize>) -> QwenConfig {
         rms_norm_eps: 1e-6,
         tie_word_embeddings: false,
         attention_bias: true,
+        qk_norm: false,
         max_position_embeddings: 8192,
         seq_length: 8192,
         use_dynamic_ntk: true,
@@ -234,22 +194,34 @@ impl SynthBench {
 }
 
 /// A checkpoint whose tensors are made up when read: bf16, uniform, scaled like an
-/// initialised model. One tensor exists in memory at a time.
+/// initialised model. One tensor exists in memory at a time. Each tensor's values depend only
+/// on the seed and its name, so any reading order (the CLI's, the browser's) gives the same
+/// model.
 pub struct RandomSource {
     tensors: BTreeMap<String, TensorInfo>,
-    state: u64,
+    seed: u64,
+}
+
+/// The xorshift64 state of tensor `name` under `seed` (FNV-1a of the name, mixed with the
+/// seed; never 0).
+fn tensor_stream(seed: u64, name: &str) -> u64 {
+    let mut h = 0xcbf2_9ce4_8422_2325u64 ^ seed.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    for b in name.bytes() {
+        h = (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h | 1
 }
 
 impl RandomSource {
     pub fn new(cfg: &QwenConfig, seed: u64) -> Self {
         let mut tensors = BTreeMap::new();
         let mut at = 0u64;
-        for (name, shape) in crate::model::weights::expected_tensors(cfg) {
+        for (name, shape) in crate::weights::checkpoint::expected_tensors(cfg) {
             let bytes = shape.iter().product::<usize>() as u64 * 2;
             tensors.insert(name, TensorInfo { dtype: Dtype::BF16, shape, start: at, end: at + bytes });
             at += bytes;
         }
-        RandomSource { tensors, state: seed | 1 }
+        RandomSource { tensors, seed }
     }
 }
 
@@ -268,12 +240,13 @@ impl TensorSource for RandomSource {
         let mut out = Vec::new();
         out.try_reserve_exact(info.byte_len())
             .map_err(|_| Error::Weights(format!("cannot allocate {} bytes to synthesise {name}", info.byte_len())))?;
+        let mut state = tensor_stream(self.seed, name);
         for _ in 0..info.numel() {
             // xorshift64
-            self.state ^= self.state << 13;
-            self.state ^= self.state >> 7;
-            self.state ^= self.state << 17;
-            let u = (self.state >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0;
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let u = (state >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0;
             out.extend_from_slice(&half::bf16::from_f32(offset + u * scale).to_le_bytes());
         }
         Ok(out)
@@ -308,8 +281,11 @@ pub struct BenchReport {
     pub weight_format: String,
     pub kv_cache_format: String,
     pub context: usize,
-    /// Exact bytes of every long-lived GPU buffer (weights, activations, KV cache, readback).
+    /// Exact bytes of every live long-lived GPU buffer (weights, activations, KV cache,
+    /// readback), read from the device's ledger before the bandwidth probe.
     pub gpu_bytes_allocated: u64,
+    /// How many such buffers.
+    pub gpu_buffers: usize,
     pub weight_bytes_per_token: u64,
     pub dispatches_per_decoded_token: usize,
     pub submissions_per_decoded_token: usize,
@@ -465,7 +441,7 @@ pub async fn run_with_progress(
     let ctx = model.context();
     let mut rng = opts.seed | 1;
     // The model's own memory, before the bandwidth probe's scratch buffers.
-    let gpu_bytes = model.gpu.allocated_bytes();
+    let (gpu_bytes, gpu_buffers) = (model.gpu.allocated_bytes(), model.gpu.allocated_buffers());
     progress("bandwidth");
     let bw = bandwidth(&model.gpu).await?;
 
@@ -542,6 +518,7 @@ pub async fn run_with_progress(
         kv_cache_format: model.kv_format().name().into(),
         context: ctx,
         gpu_bytes_allocated: gpu_bytes,
+        gpu_buffers,
         weight_bytes_per_token: weight_bytes,
         dispatches_per_decoded_token: dispatches,
         submissions_per_decoded_token: 1,

@@ -27,7 +27,82 @@ impl Family {
             Family::Qwen3 => "qwen3",
         }
     }
+
+    /// How this family's checkpoints name their tensors.
+    pub fn tensor_names(self) -> &'static TensorNames {
+        match self {
+            Family::QwenV1 => &QWEN_V1_NAMES,
+            Family::Qwen2 | Family::Qwen3 => &QWEN2_NAMES,
+        }
+    }
 }
+
+/// How q, k and v are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QkvNames {
+    /// One `[q + 2 kv, hidden]` tensor (`NAME.weight`, `NAME.bias`).
+    Fused(&'static str),
+    /// Three tensors, q, k, v.
+    Split([&'static str; 3]),
+}
+
+/// A family's tensor names: whole names for the model-level tensors; per layer, names after
+/// `{layer_prefix}{i}.` (matrices and norms end in `.weight`; biases are `{qkv}.bias`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TensorNames {
+    pub embed: &'static str,
+    pub final_norm: &'static str,
+    pub lm_head: &'static str,
+    pub layer_prefix: &'static str,
+    pub attn_norm: &'static str,
+    pub qkv: QkvNames,
+    /// Per-head RMSNorm weights of q and k (read when the config has `qk_norm`).
+    pub q_norm: &'static str,
+    pub k_norm: &'static str,
+    pub o_proj: &'static str,
+    pub mlp_norm: &'static str,
+    pub gate: &'static str,
+    pub up: &'static str,
+    pub down: &'static str,
+    /// Tensors a checkpoint may carry that the model does not use (name suffixes).
+    pub ignored_suffixes: &'static [&'static str],
+}
+
+/// Qwen v1 (`modeling_qwen.py`): `w2` is the gate and `w1` is up.
+pub const QWEN_V1_NAMES: TensorNames = TensorNames {
+    embed: "transformer.wte.weight",
+    final_norm: "transformer.ln_f.weight",
+    lm_head: "lm_head.weight",
+    layer_prefix: "transformer.h.",
+    attn_norm: "ln_1.weight",
+    qkv: QkvNames::Fused("attn.c_attn"),
+    q_norm: "",
+    k_norm: "",
+    o_proj: "attn.c_proj.weight",
+    mlp_norm: "ln_2.weight",
+    gate: "mlp.w2.weight",
+    up: "mlp.w1.weight",
+    down: "mlp.c_proj.weight",
+    ignored_suffixes: &["rotary_emb.inv_freq"],
+};
+
+/// Qwen1.5, Qwen2, Qwen2.5, Qwen3 (the Hugging Face Llama-style names).
+pub const QWEN2_NAMES: TensorNames = TensorNames {
+    embed: "model.embed_tokens.weight",
+    final_norm: "model.norm.weight",
+    lm_head: "lm_head.weight",
+    layer_prefix: "model.layers.",
+    attn_norm: "input_layernorm.weight",
+    qkv: QkvNames::Split(["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"]),
+    q_norm: "self_attn.q_norm.weight",
+    k_norm: "self_attn.k_norm.weight",
+    o_proj: "self_attn.o_proj.weight",
+    mlp_norm: "post_attention_layernorm.weight",
+    gate: "mlp.gate_proj.weight",
+    up: "mlp.up_proj.weight",
+    down: "mlp.down_proj.weight",
+    ignored_suffixes: &["rotary_emb.inv_freq"],
+};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct QwenConfig {
@@ -45,6 +120,8 @@ pub struct QwenConfig {
     pub tie_word_embeddings: bool,
     /// q/k/v projections carry a bias (v1 `c_attn`, qwen2; qwen3 only with `attention_bias`).
     pub attention_bias: bool,
+    /// Per-head RMSNorm of q and k before RoPE (qwen3).
+    pub qk_norm: bool,
     /// Largest context the model was trained for (`max_position_embeddings`, v1 `seq_length`).
     pub max_position_embeddings: usize,
     /// Qwen v1: training context length that dynamic NTK and logN scale against.
@@ -150,6 +227,7 @@ impl QwenConfig {
             rms_norm_eps: opt_f64(v, "layer_norm_epsilon", 1e-6)?,
             tie_word_embeddings: opt_bool(v, "tie_word_embeddings", false)?,
             attention_bias: true,
+            qk_norm: false,
             max_position_embeddings: opt_usize(v, "max_position_embeddings")?.unwrap_or(seq_length),
             seq_length,
             use_dynamic_ntk: opt_bool(v, "use_dynamic_ntk", false)?,
@@ -162,6 +240,14 @@ impl QwenConfig {
         let heads = usize_field(v, "num_attention_heads")?;
         let head_dim = opt_usize(v, "head_dim")?.unwrap_or(hidden_size / heads);
         let max_pos = usize_field(v, "max_position_embeddings")?;
+        match v.get("rope_scaling") {
+            None | Some(Value::Null) => {}
+            Some(x) => {
+                return Err(Error::Config(format!(
+                    "rope_scaling {x} is not supported (only plain RoPE; the long-context scaling we run is Qwen v1's dynamic NTK)"
+                )))
+            }
+        }
         if let Some(act) = v.get("hidden_act").and_then(Value::as_str) {
             if act != "silu" {
                 return Err(Error::Config(format!("hidden_act \"{act}\" is not supported (only silu)")));
@@ -183,6 +269,7 @@ impl QwenConfig {
                 Family::Qwen3 => opt_bool(v, "attention_bias", false)?,
                 _ => true,
             },
+            qk_norm: family == Family::Qwen3,
             max_position_embeddings: max_pos,
             seq_length: max_pos,
             use_dynamic_ntk: false,
@@ -211,8 +298,11 @@ impl QwenConfig {
                 "num_attention_heads {h} is not a multiple of num_key_value_heads {kv}"
             )));
         }
-        if !self.head_dim.is_multiple_of(2) || self.head_dim > 512 {
-            return Err(Error::Config(format!("head_dim {} must be even and at most 512", self.head_dim)));
+        if self.head_dim == 0 || !self.head_dim.is_multiple_of(2) || self.head_dim > 512 {
+            return Err(Error::Config(format!(
+                "head_dim {} must be even, positive and at most 512 (hidden_size / num_attention_heads when not given)",
+                self.head_dim
+            )));
         }
         if self.family != Family::Qwen3 && self.head_dim * h != self.hidden_size {
             return Err(Error::Config(format!(
@@ -243,7 +333,7 @@ impl QwenConfig {
         if self.attention_bias {
             layer += qkv;
         }
-        if self.family == Family::Qwen3 {
+        if self.qk_norm {
             layer += 2 * self.head_dim as u64;
         }
         let mut n = v * d + self.num_hidden_layers as u64 * layer + d;

@@ -13,6 +13,41 @@ pub struct GenerateOptions {
     pub stop_ids: Vec<u32>,
 }
 
+/// `eos_token_id` of a `config.json` or `generation_config.json` text (a number or a list);
+/// ids outside u32 are an error, not truncated. A file that is not JSON or has no such field
+/// gives none.
+pub fn eos_ids_in(json: &str) -> Result<Vec<u32>> {
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(json) else { return Ok(Vec::new()) };
+    let one = |x: &serde_json::Value| -> Result<u32> {
+        x.as_u64()
+            .and_then(|n| u32::try_from(n).ok())
+            .ok_or_else(|| Error::Config(format!("eos_token_id {x} is not a token id (a whole number below 2^32)")))
+    };
+    match v.get("eos_token_id") {
+        None | Some(serde_json::Value::Null) => Ok(Vec::new()),
+        Some(serde_json::Value::Array(a)) => a.iter().map(one).collect(),
+        Some(x) => Ok(vec![one(x)?]),
+    }
+}
+
+/// The ids a generation stops at, the same rule for the CLI and the JS API: the caller's own
+/// `extra` ids, then unless `ignore_eos` the model's `eos` ids (config and generation config)
+/// and, for chat, the tokenizer's stop tokens (`<|im_end|>`, ...); when that leaves none,
+/// `<|endoftext|>`. Sorted, without repeats.
+pub fn stop_ids(extra: &[u32], eos: &[u32], chat_stops: &[u32], ignore_eos: bool) -> Vec<u32> {
+    let mut ids = extra.to_vec();
+    if !ignore_eos {
+        ids.extend_from_slice(eos);
+        ids.extend_from_slice(chat_stops);
+        if ids.is_empty() {
+            ids.push(crate::tokenizer::CHATML.end_of_text_id);
+        }
+    }
+    ids.sort_unstable();
+    ids.dedup();
+    ids
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FinishReason {
     /// A stop id was generated.

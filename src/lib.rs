@@ -6,6 +6,7 @@
 //! kernels in [`ops`]) → logits → [`sampler`] → token ids → text.
 
 pub mod bench;
+pub mod clock;
 pub mod config;
 pub mod error;
 pub mod generate;

@@ -15,7 +15,7 @@ mod cli {
     use qwen_webgpu::gpu::GpuOptions;
     use qwen_webgpu::model::{self, read_config, KvFormat};
     use qwen_webgpu::sampler::SamplingParams;
-    use qwen_webgpu::tokenizer::{chat_prompt_ids, ChatMessage, TextStream, Tokenizer, DEFAULT_SYSTEM_PROMPT};
+    use qwen_webgpu::tokenizer::{chat_prompt_ids, prompt_budget, ChatMessage, TextStream, Tokenizer, DEFAULT_SYSTEM_PROMPT};
     use qwen_webgpu::weights::quant::{self, WeightFormat};
     use qwen_webgpu::weights::{FileSource, TensorSource};
     use qwen_webgpu::{Error, ModelOptions, Qwen, Result};
@@ -112,6 +112,33 @@ mod cli {
         quant::stored_format(src.metadata())
     }
 
+    /// The environment's say in how the GPU runs, read here at the CLI's edge and nowhere deeper:
+    /// `QWEN_WEBGPU_ROWS=N` (rows per workgroup of the block mat-vec, 1..=32),
+    /// `QWEN_WEBGPU_PREFILL=block|tiled` (the prefill kernel), `QWEN_WEBGPU_DUMP_WGSL=DIR`
+    /// (write every final shader to DIR).
+    fn gpu_options_from_env() -> Result<GpuOptions> {
+        use qwen_webgpu::gpu::{PrefillKernel, TuningOverrides};
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        let rows = match var("QWEN_WEBGPU_ROWS") {
+            None => None,
+            Some(v) => match v.parse::<u32>() {
+                Ok(n @ 1..=32) => Some(n),
+                _ => return Err(Error::Request(format!("QWEN_WEBGPU_ROWS={v}: want a whole number from 1 to 32"))),
+            },
+        };
+        let prefill = match var("QWEN_WEBGPU_PREFILL").as_deref() {
+            None => None,
+            Some("block") => Some(PrefillKernel::Block),
+            Some("tiled") => Some(PrefillKernel::Tiled),
+            Some(v) => return Err(Error::Request(format!("QWEN_WEBGPU_PREFILL={v}: want block or tiled"))),
+        };
+        Ok(GpuOptions {
+            tuning: TuningOverrides { rows, prefill },
+            dump_wgsl: var("QWEN_WEBGPU_DUMP_WGSL").map(Into::into),
+            ..Default::default()
+        })
+    }
+
     impl LoadArgs {
         fn options(&self, dir: &Path) -> Result<(GpuOptions, ModelOptions)> {
             let kv = KvFormat::parse(&self.kv_cache)?;
@@ -119,7 +146,7 @@ mod cli {
                 GpuOptions {
                     max_binding_bytes: self.max_binding_bytes,
                     no_subgroups: self.no_subgroups,
-                    profile: false,
+                    ..gpu_options_from_env()?
                 },
                 ModelOptions {
                     context: self.context,
@@ -285,21 +312,15 @@ mod cli {
         }
     }
 
-    /// eos ids from config.json and generation_config.json (`eos_token_id`: a number or a list).
-    fn eos_ids(dir: &Path) -> Vec<u32> {
+    /// eos ids from config.json and generation_config.json (`eos_token_id`: a number or a
+    /// list; one above u32 is an error, not truncated).
+    fn eos_ids(dir: &Path) -> Result<Vec<u32>> {
         let mut ids = Vec::new();
         for f in ["config.json", "generation_config.json"] {
             let Ok(text) = std::fs::read_to_string(dir.join(f)) else { continue };
-            let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) else { continue };
-            match v.get("eos_token_id") {
-                Some(serde_json::Value::Number(n)) => ids.extend(n.as_u64().map(|n| n as u32)),
-                Some(serde_json::Value::Array(a)) => ids.extend(a.iter().filter_map(|x| x.as_u64()).map(|n| n as u32)),
-                _ => {}
-            }
+            ids.extend(qwen_webgpu::generate::eos_ids_in(&text).map_err(|e| Error::Config(format!("{f}: {e}")))?);
         }
-        ids.sort_unstable();
-        ids.dedup();
-        ids
+        Ok(ids)
     }
 
     /// The model folder's tokenizer, checked against the model's vocabulary.
@@ -358,7 +379,7 @@ mod cli {
             (Some(ids), _, _) => ids.clone(),
             (None, Some(text), Some(tok)) if a.chat => {
                 let messages = [ChatMessage::system(a.system.clone()), ChatMessage::user(text.clone())];
-                chat_prompt_ids(tok, &messages, opts.context_for(&cfg))?
+                chat_prompt_ids(tok, &messages, prompt_budget(opts.context_for(&cfg), a.max_new_tokens))?
             }
             (None, Some(text), Some(tok)) => tok.encode(text)?,
             _ => return Err(Error::Request("give --prompt or --prompt-ids".into())),
@@ -366,16 +387,11 @@ mod cli {
         let t0 = Instant::now();
         let mut model = Qwen::load_dir(&a.model, &gpu_opts, &opts).await?;
         let load_s = t0.elapsed().as_secs_f64();
-        let mut stop_ids = a.stop_ids.clone();
-        if !a.ignore_eos {
-            stop_ids.extend(eos_ids(&a.model));
-            if a.chat {
-                stop_ids.extend(tok.as_ref().map(|t| t.stop_ids()).unwrap_or_default());
-            }
-            if stop_ids.is_empty() {
-                stop_ids.push(151643); // <|endoftext|>
-            }
-        }
+        let chat_stops = match (&tok, a.chat) {
+            (Some(t), true) => t.stop_ids(),
+            _ => Vec::new(),
+        };
+        let stop_ids = qwen_webgpu::generate::stop_ids(&a.stop_ids, &eos_ids(&a.model)?, &chat_stops, a.ignore_eos);
         let gen_opts = GenerateOptions { max_new_tokens: a.max_new_tokens, sampling, stop_ids };
         let t1 = Instant::now();
         let mut first: Option<f64> = None;
@@ -424,8 +440,7 @@ mod cli {
         let (gpu_opts, opts) = a.load.options(&a.model)?;
         let tok = model_tokenizer(&a.model, cfg.vocab_size)?;
         let mut model = Qwen::load_dir(&a.model, &gpu_opts, &opts).await?;
-        let mut stop_ids = tok.stop_ids();
-        stop_ids.extend(eos_ids(&a.model));
+        let stop_ids = qwen_webgpu::generate::stop_ids(&[], &eos_ids(&a.model)?, &tok.stop_ids(), false);
         let mut messages = vec![ChatMessage::system(a.system.clone())];
         eprintln!("[{}] chatting with {}; /reset starts over, Ctrl-D quits", model.gpu.describe(), a.model.display());
         let stdin = std::io::stdin();
@@ -447,8 +462,7 @@ mod cli {
                 continue;
             }
             messages.push(ChatMessage::user(line));
-            let budget = model.context().saturating_sub(a.max_new_tokens.min(model.context() / 2));
-            let prompt = chat_prompt_ids(&tok, &messages, budget)?;
+            let prompt = chat_prompt_ids(&tok, &messages, prompt_budget(model.context(), a.max_new_tokens))?;
             let gen_opts = GenerateOptions {
                 max_new_tokens: a.max_new_tokens,
                 sampling: sampling.clone(),
@@ -496,6 +510,7 @@ mod cli {
             max_binding_bytes: spec.max_binding_bytes,
             no_subgroups: a.no_subgroups,
             profile: a.profile,
+            ..gpu_options_from_env()?
         })
         .await?;
         let t0 = Instant::now();
@@ -548,7 +563,7 @@ mod cli {
     fn run_info(dir: &Path, load: &LoadArgs) -> Result<()> {
         let cfg = read_config(dir)?;
         let src = FileSource::open_dir(dir)?;
-        let stored = model::weights::check_checkpoint(&cfg, src.tensors(), src.metadata())?;
+        let stored = qwen_webgpu::weights::checkpoint::check_checkpoint(&cfg, src.tensors(), src.metadata())?;
         let (_, opts) = load.options(dir)?;
         let (w, s) = model::gpu_bytes(&cfg, &opts);
         let mib = |b: u64| b as f64 / (1u64 << 20) as f64;

@@ -100,3 +100,37 @@ fn browser_bench_options_match_the_cli() {
     }
     assert!(SynthBench::from_json(r#"{"weights":"q5"}"#).unwrap().model_options(None).is_err());
 }
+
+/// GPU memory is read from the allocations themselves: after loading, the live bytes equal
+/// the pre-download estimate (`model::gpu_bytes`, the fit check's figure) exactly; the
+/// benchmark's probe buffers are freed and counted down, so a second run on the same model
+/// reports the same bytes and buffers as the first; an `AllLogits` pass's buffer counts while
+/// it lives.
+#[test]
+fn gpu_memory_is_counted_from_the_allocations() {
+    use qwen_webgpu::bench::{self, RandomSource, SynthBench};
+    use qwen_webgpu::gpu::{Gpu, GpuOptions};
+    use qwen_webgpu::{model, Qwen, Want};
+    let s = SynthBench::from_json(
+        r#"{"layers":1,"vocab":1000,"prefill":[8],"decode_at":[8],"decode_tokens":2,"weights":"q4","kv_cache":"q8"}"#,
+    )
+    .unwrap();
+    let cfg = s.config();
+    let opts = s.model_options(None).unwrap();
+    let gpu = pollster::block_on(Gpu::new(&GpuOptions::default())).unwrap();
+    assert_eq!((gpu.allocated_bytes(), gpu.allocated_buffers()), (0, 0));
+    let mut m = Qwen::load(gpu, cfg.clone(), &mut RandomSource::new(&cfg, 1), &opts, &mut |_, _| {}).unwrap();
+    let (w, st) = model::gpu_bytes(&cfg, &opts);
+    assert_eq!(m.gpu.allocated_bytes(), w + st, "estimate {w} + {st}");
+    let buffers = m.gpu.allocated_buffers();
+    let first = pollster::block_on(bench::run(&mut m, "synth", &s.bench_options())).unwrap();
+    let second = pollster::block_on(bench::run(&mut m, "synth", &s.bench_options())).unwrap();
+    assert_eq!(first.gpu_bytes_allocated, w + st);
+    assert_eq!(second.gpu_bytes_allocated, first.gpu_bytes_allocated);
+    assert_eq!((second.gpu_buffers, first.gpu_buffers), (buffers, buffers));
+    // All logits need one more buffer, counted until the model drops it.
+    m.reset();
+    pollster::block_on(m.feed(&[1, 2, 3], Want::AllLogits)).unwrap();
+    assert_eq!(m.gpu.allocated_buffers(), buffers + 1);
+    assert_eq!(m.gpu.allocated_bytes(), w + st + qwen_webgpu::gpu::buffer_size(m.max_batch() as u64 * 1000 * 4));
+}

@@ -472,3 +472,42 @@ fn queued_decode_stops_cleanly_and_continues() {
     assert_eq!(g.tokens[..10], free_run[..]);
     assert_eq!(m.pos(), 24);
 }
+
+/// A queued pass dropped by `rewind(pos())` or `set_sampling` must not leave its own token as
+/// the input of the position it freed: the next `queue_next` feeds the token the last read
+/// pass chose (on main before the decode queue, it fed the dropped pass's token there).
+#[test]
+fn queue_next_after_a_dropped_pass_feeds_the_right_token() {
+    let spec = Spec::qwen2(false);
+    let (dir, _) = fixture("requeue", &spec, 93);
+    let prompt = random_ids(6, spec.vocab, 94);
+    let mut m = load(&dir, ModelOptions { context: Some(32), max_batch: 32, ..Default::default() }, None);
+    let free_run = greedy(&mut m, &prompt, 4);
+    let token = |o: Output| match o {
+        Output::Token(t) => t,
+        o => panic!("unexpected {o:?}"),
+    };
+    type Drop = fn(&mut Qwen);
+    let drops: [(&str, Drop); 2] =
+        [("rewind(pos)", |m| m.rewind(m.pos()).unwrap()), ("set_sampling", |m| m.set_sampling(None, &[]).unwrap())];
+    for (what, drop) in drops {
+        m.reset();
+        let first = token(pollster::block_on(m.feed(&prompt, Want::Token)).unwrap());
+        assert_eq!(first, free_run[0], "{what}");
+        // Queue the pass for free_run[1] (it reads free_run[0] on the GPU)...
+        pollster::block_on(m.queue_next()).unwrap();
+        // ...drop it, and queue again: position prompt.len() must get free_run[0] again.
+        drop(&mut m);
+        assert_eq!(m.pos(), prompt.len(), "{what}");
+        pollster::block_on(m.queue_next()).unwrap();
+        pollster::block_on(m.queue_next()).unwrap();
+        let got = [pollster::block_on(m.take_token()).unwrap(), pollster::block_on(m.take_token()).unwrap()];
+        assert_eq!(got, free_run[1..3], "{what}: queued decode after the drop");
+        assert_eq!(m.pos(), prompt.len() + 2, "{what}");
+    }
+    // Rewinding below the end forgets the input: queue_next refuses rather than guess.
+    m.reset();
+    token(pollster::block_on(m.feed(&prompt, Want::Token)).unwrap());
+    m.rewind(prompt.len() - 1).unwrap();
+    assert!(pollster::block_on(m.queue_next()).is_err());
+}

@@ -4,7 +4,7 @@
 mod common;
 
 use common::{assert_close, gpu, gpu_with, Rng};
-use qwen_webgpu::gpu::{Gpu, GpuMatrix, Recorder};
+use qwen_webgpu::gpu::{Gpu, GpuBuffer, GpuMatrix, Recorder};
 use qwen_webgpu::ops::{self, Heads, KvFormat, LinearKernel};
 use qwen_webgpu::weights::quant::{self, WeightFormat};
 
@@ -18,7 +18,7 @@ fn f16_round(v: &[f32]) -> Vec<f32> {
     v.iter().map(|&x| half::f16::from_f32(x).to_f32()).collect()
 }
 
-fn buf(g: &Gpu, data: &[f32]) -> wgpu::Buffer {
+fn buf(g: &Gpu, data: &[f32]) -> GpuBuffer {
     g.storage_init("test", bytemuck::cast_slice(data)).unwrap()
 }
 
@@ -53,7 +53,7 @@ fn kv_encode(data: &[f32], fmt: KvFormat, d: usize) -> (Vec<u8>, Vec<f32>) {
 }
 
 /// A KV cache buffer filled with `data`; returns it and the values the GPU sees.
-fn kv_buf(g: &Gpu, data: &[f32], fmt: KvFormat, d: usize) -> (wgpu::Buffer, Vec<f32>) {
+fn kv_buf(g: &Gpu, data: &[f32], fmt: KvFormat, d: usize) -> (GpuBuffer, Vec<f32>) {
     let (bytes, seen) = kv_encode(data, fmt, d);
     (g.storage_init("kv", &bytes).unwrap(), seen)
 }
@@ -124,7 +124,7 @@ fn rms_norm_rows() {
     // Widths with and without 16-byte loads; a CPU adapter's and a GPU's workgroup width.
     for (rows, cols, row0) in [(5, 333, 2), (3, 2052, 1)] {
         for norm_wg in [ops::WG, ops::NORM_WG] {
-            g.norm_wg = norm_wg;
+            g.tuning.norm_wg = norm_wg;
             let x = randn(&mut rng, (rows + row0) * cols);
             let w = randn(&mut rng, cols);
             let (xb, wb) = (buf(&g, &x), buf(&g, &w));
@@ -170,7 +170,7 @@ fn kernel_runs(g: &Gpu, m: &GpuMatrix, own: (u32, u32)) -> Vec<(LinearKernel, (u
 fn linear_every_kernel_odd_shapes() {
     let mut rng = Rng::new(3);
     for (mut g, split) in [(gpu(), false), (gpu_with(Some(64 << 10)), true)] {
-        let own = (g.block_rows, g.block_wg);
+        let own = (g.tuning.block_rows, g.tuning.block_wg);
         for &(n_tokens, cols, rows) in &[
             (1, 35, 77),
             (2, 130, 300),
@@ -192,8 +192,8 @@ fn linear_every_kernel_odd_shapes() {
             let init = randn(&mut rng, n_tokens * rows);
             let (xb, bb) = (buf(&g, &x), buf(&g, &bias));
             for (kind, (block_rows, block_wg)) in kernel_runs(&g, &m, own) {
-                g.block_rows = block_rows;
-                g.block_wg = block_wg;
+                g.tuning.block_rows = block_rows;
+                g.tuning.block_wg = block_wg;
                 for (use_bias, acc) in [(false, false), (true, false), (false, true), (true, true)] {
                     let mut start = init.clone();
                     start.extend(vec![SENTINEL; rows]);
@@ -347,7 +347,7 @@ fn attention_causal_gqa_long_context() {
         let ((kb, k), (vb, v)) = (kv_buf(&g, &k, kv, d), kv_buf(&g, &v, kv, d));
         let qb = buf(&g, &q);
         let out = buf(&g, &vec![SENTINEL; (n + 1) * h * d]);
-        let part = split.then_some(&partials);
+        let part = split.then_some(&*partials);
         if split && n <= ops::ATTENTION_SPLIT_MAX_TOKENS && pos0 + n > 64 {
             assert!(ops::attention_split_chunk(n, pos0).is_some(), "split-K runs for n={n} pos0={pos0}");
         }
@@ -428,7 +428,7 @@ fn argmax_first_max_and_nan() {
 fn quantized_formats_in_every_weight_kernel() {
     let mut rng = Rng::new(8);
     for (mut g, split) in [(gpu(), false), (gpu_with(Some(64 << 10)), true)] {
-        let own = (g.block_rows, g.block_wg);
+        let own = (g.tuning.block_rows, g.tuning.block_wg);
         for format in [WeightFormat::Q8, WeightFormat::Q4] {
             for (rows, cols) in [(601, 320), (77, 2112)] {
                 let w = randn(&mut rng, rows * cols);
@@ -458,8 +458,8 @@ fn quantized_formats_in_every_weight_kernel() {
                         }
                     }
                     for (kind, (block_rows, block_wg)) in kernel_runs(&g, &m, own) {
-                        g.block_rows = block_rows;
-                        g.block_wg = block_wg;
+                        g.tuning.block_rows = block_rows;
+                        g.tuning.block_wg = block_wg;
                         let out = buf(&g, &vec![SENTINEL; n_tokens * rows + 1]);
                         run(&g, |r| ops::linear_with(r, kind, &xb, 0, n_tokens, &m, Some(&bb), &out, false).unwrap());
                         let mut want = want.clone();
@@ -558,7 +558,7 @@ fn sampling_kernel_matches_the_cpu_sampler() {
                 let lb = buf(&g, &logits);
                 let seen = g.storage_init("seen", bytemuck::cast_slice(&bits)).unwrap();
                 let out = g.storage("out", 4).unwrap();
-                let sp = ops::SampleParams::new(params, n, step);
+                let sp = ops::SampleParams::new(params, n, step).unwrap();
                 // Both workgroup sizes (GPUs 256, CPU adapters 64), alternating by step.
                 let wg = if step % 2 == 0 { 256 } else { 64 };
                 run(&g, |r| ops::sample_in(r, wg, &lb, &sp, &seen, &out).unwrap());
@@ -580,7 +580,7 @@ fn sampling_kernel_matches_the_cpu_sampler() {
     let lb = buf(&g, &[f32::NAN; 37]);
     let seen = g.storage("seen", 8).unwrap();
     let out = g.storage("out", 4).unwrap();
-    let sp = ops::SampleParams::new(&p(1.0, 0, 1.0, 1.0, 1), 37, 0);
+    let sp = ops::SampleParams::new(&p(1.0, 0, 1.0, 1.0, 1), 37, 0).unwrap();
     run(&g, |r| ops::sample(r, &lb, &sp, &seen, &out).unwrap());
     assert_eq!(pollster::block_on(g.read(&out, 0, 4)).unwrap(), u32::MAX.to_le_bytes());
 }

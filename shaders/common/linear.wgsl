@@ -28,16 +28,16 @@ struct Params {
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;  // [n_tokens, out_cols]
 #endif
 
-#ifndef VEC4_IO
 #include "common/weights.wgsl"
 
+#ifndef VEC4_IO
 #ifdef W_Q8
 // Group grp (32 weights) of row r · x[xk .. xk + 32], scaled.
 fn group_dot(r: u32, grp: u32, xk: u32) -> f32 {
     var s = 0.0;
     for (var j = 0u; j < 8u; j++) {
         let k = xk + 4u * j;
-        s += dot(w_word(r, grp * 8u + j), vec4<f32>(x[k], x[k + 1u], x[k + 2u], x[k + 3u]));
+        s += dot(q8_quad(w_u32(r * p.stride + grp * 8u + j)), vec4<f32>(x[k], x[k + 1u], x[k + 2u], x[k + 3u]));
     }
     return s * w_scale(r, grp);
 }
@@ -46,43 +46,14 @@ fn group_dot(r: u32, grp: u32, xk: u32) -> f32 {
 fn group_dot(r: u32, grp: u32, xk: u32) -> f32 {
     var s = 0.0;
     for (var j = 0u; j < 4u; j++) {
-        let word = w[r * p.stride + grp * 4u + j];
+        let word = w_u32(r * p.stride + grp * 4u + j);
         let k = xk + 8u * j;
-        let lo = vec4<f32>(f32(word & 15u), f32((word >> 4u) & 15u), f32((word >> 8u) & 15u), f32((word >> 12u) & 15u)) - 8.0;
-        let hi = vec4<f32>(f32((word >> 16u) & 15u), f32((word >> 20u) & 15u), f32((word >> 24u) & 15u), f32(word >> 28u)) - 8.0;
-        s += dot(lo, vec4<f32>(x[k], x[k + 1u], x[k + 2u], x[k + 3u]));
-        s += dot(hi, vec4<f32>(x[k + 4u], x[k + 5u], x[k + 6u], x[k + 7u]));
+        s += dot(q4_lo(word) - 8.0, vec4<f32>(x[k], x[k + 1u], x[k + 2u], x[k + 3u]));
+        s += dot(q4_hi(word) - 8.0, vec4<f32>(x[k + 4u], x[k + 5u], x[k + 6u], x[k + 7u]));
     }
     return s * w_scale(r, grp);
 }
 #endif
-#endif
-
-#ifdef VEC4_IO
-#ifdef W_QUANT
-// Scale of group g of row r (f16 halves at word offset p.scales).
-fn scale(r: u32, g: u32) -> f32 {
-    let i = r * (p.cols / 32u) + g;
-    let word = p.scales + i / 2u;
-    return unpack2x16float(w[word / 4u][word % 4u])[i & 1u];
-}
-#endif
-#ifdef W_Q4
-// Eight 4-bit values (weights 8j .. 8j + 7 of word j), unsigned 0..15, as two vec4s.
-fn nibbles_lo(word: u32) -> vec4<f32> {
-    return vec4<f32>((vec4<u32>(word) >> vec4<u32>(0u, 4u, 8u, 12u)) & vec4<u32>(15u));
-}
-fn nibbles_hi(word: u32) -> vec4<f32> {
-    return vec4<f32>((vec4<u32>(word) >> vec4<u32>(16u, 20u, 24u, 28u)) & vec4<u32>(15u));
-}
-#endif
-#ifdef W_Q8
-// Four int8 values of a word, sign-extended.
-fn bytes4(word: u32) -> vec4<f32> {
-    return vec4<f32>((vec4<i32>(bitcast<i32>(word)) << vec4<u32>(24u, 16u, 8u, 0u)) >> vec4<u32>(24u));
-}
-#endif
-
 #endif
 
 // out[t, row0 + r] (+)= acc (+ bias).

@@ -1,38 +1,52 @@
-// Reading one weight matrix chunk `w` in its format (W_Q8, W_Q4, or f16 by default).
-// Needs `p.stride` (value words per row) and, for quantized formats, `p.scales` (word offset
-// of the chunk's f16 scales, one per group of 32 along a row) and `p.cols`.
+// The one weight decoder: reading a weight matrix chunk `w` in its format (W_Q8, W_Q4, or
+// f16 pairs by default), through either view of it (array<u32>, or array<vec4<u32>> with
+// VEC4_IO). Needs `p.stride` (value words per row) and, for quantized formats, `p.scales` (word
+// offset of the chunk's f16 scales, one per group of 32 along a row) and `p.cols`.
+// Layouts (src/weights/quant.rs): q4 holds eight 4-bit q per word, value k of a row in bits
+// 4 (k % 8) of word k / 8, decoded (q - 8) * scale; q8 four int8 per word, byte k % 4 of word
+// k / 4, decoded q * scale.
 #include "common/f16.wgsl"
 
-#ifdef W_Q8
-// Scale of group g of row r.
+// Word i of the chunk.
+fn w_u32(i: u32) -> u32 {
+#ifdef VEC4_IO
+    return w[i / 4u][i % 4u];
+#else
+    return w[i];
+#endif
+}
+
+#ifdef W_QUANT
+// Scale of group g (32 weights) of row r.
 fn w_scale(r: u32, g: u32) -> f32 {
     let i = r * (p.cols / 32u) + g;
-    return unpack2x16float(w[p.scales + i / 2u])[i & 1u];
+    return unpack2x16float(w_u32(p.scales + i / 2u))[i & 1u];
 }
-// Element k of row r.
+#endif
+
+// q4: values 0..3 and 4..7 of a word, unsigned 0..15 (subtract 8 for the signed value).
+fn q4_lo(word: u32) -> vec4<f32> {
+    return vec4<f32>((vec4<u32>(word) >> vec4<u32>(0u, 4u, 8u, 12u)) & vec4<u32>(15u));
+}
+fn q4_hi(word: u32) -> vec4<f32> {
+    return vec4<f32>((vec4<u32>(word) >> vec4<u32>(16u, 20u, 24u, 28u)) & vec4<u32>(15u));
+}
+
+// q8: the four int8 values of a word, sign-extended.
+fn q8_quad(word: u32) -> vec4<f32> {
+    return vec4<f32>((vec4<i32>(bitcast<i32>(word)) << vec4<u32>(24u, 16u, 8u, 0u)) >> vec4<u32>(24u));
+}
+
+// Element k of row r, scaled.
 fn w_at(r: u32, k: u32) -> f32 {
-    let q = extractBits(i32(w[r * p.stride + k / 4u]), (k & 3u) * 8u, 8u);
-    return f32(q) * w_scale(r, k / 32u);
-}
-// The four values of word j of row r (unscaled).
-fn w_word(r: u32, j: u32) -> vec4<f32> {
-    let v = i32(w[r * p.stride + j]);
-    return vec4<f32>(f32(extractBits(v, 0u, 8u)), f32(extractBits(v, 8u, 8u)),
-                     f32(extractBits(v, 16u, 8u)), f32(extractBits(v, 24u, 8u)));
-}
+#ifdef W_Q8
+    return q8_quad(w_u32(r * p.stride + k / 4u))[k & 3u] * w_scale(r, k / 32u);
 #else
 #ifdef W_Q4
-fn w_scale(r: u32, g: u32) -> f32 {
-    let i = r * (p.cols / 32u) + g;
-    return unpack2x16float(w[p.scales + i / 2u])[i & 1u];
-}
-fn w_at(r: u32, k: u32) -> f32 {
-    let q = extractBits(w[r * p.stride + k / 8u], (k & 7u) * 4u, 4u);
+    let q = extractBits(w_u32(r * p.stride + k / 8u), (k & 7u) * 4u, 4u);
     return (f32(q) - 8.0) * w_scale(r, k / 32u);
-}
 #else
-fn w_at(r: u32, k: u32) -> f32 {
-    return half_of(w[r * p.stride + k / 2u], k);
+    return half_of(w_u32(r * p.stride + k / 2u), k);
+#endif
+#endif
 }
-#endif
-#endif

@@ -2,7 +2,7 @@
 //! as many buffers as the adapter's storage-binding limit requires (Qwen's 151936-row
 //! embedding is 593 MiB in f16; many adapters bind at most 128 MiB).
 
-use super::Gpu;
+use super::{Gpu, GpuBuffer};
 use crate::error::{Error, Result};
 use crate::weights::quant::encode_rows;
 pub use crate::weights::quant::WeightFormat;
@@ -12,7 +12,7 @@ pub use crate::weights::quant::WeightFormat;
 pub struct MatrixChunk {
     pub row0: usize,
     pub rows: usize,
-    pub buffer: wgpu::Buffer,
+    pub buffer: GpuBuffer,
 }
 
 impl MatrixChunk {
@@ -33,8 +33,10 @@ pub struct GpuMatrix {
 
 impl GpuMatrix {
     /// GPU bytes of a `[rows, cols]` matrix asked for in `format`.
+    /// Exact when the adapter binds it whole (one chunk); each further chunk adds less than
+    /// 16 bytes of rounding.
     pub fn bytes_for(rows: usize, cols: usize, format: WeightFormat) -> u64 {
-        rows as u64 * format.for_cols(cols).row_bytes(cols)
+        super::buffer_size(rows as u64 * format.for_cols(cols).row_bytes(cols))
     }
 
     /// Allocate an uninitialised matrix, as few chunks as the binding limit allows. A

@@ -3,19 +3,30 @@
 //! Everything is asynchronous so the same code runs in the browser; the native CLI drives it
 //! with `pollster::block_on`.
 
+pub mod interface;
 pub mod matrix;
+pub mod memory;
 pub mod profile;
 pub mod recorder;
 pub mod shaders;
+pub mod tuning;
 
 use crate::error::{Error, Result};
 pub use matrix::GpuMatrix;
-pub use recorder::{Binding, Recorder};
+pub use memory::{GpuBuffer, Ledger};
+pub use recorder::{Binding, PassEncoding, Recorder};
 pub use shaders::{Kernel, ShaderKey};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};
+pub use tuning::{PrefillKernel, Tuning, TuningOverrides};
+
+/// The bytes [`Gpu::storage`] and [`Gpu::readback_buffer`] allocate for `size`: whole 16-byte
+/// units (every byte reachable through a vec4 view), at least one.
+pub fn buffer_size(size: u64) -> u64 {
+    size.max(16).div_ceil(16) * 16
+}
 
 /// How to open the GPU.
 #[derive(Debug, Clone, Default)]
@@ -28,6 +39,10 @@ pub struct GpuOptions {
     /// Ask for timestamp queries between dispatches (native adapters that have them), for
     /// [`profile::Profiler`].
     pub profile: bool,
+    /// Kernel geometry to force instead of the adapter's defaults.
+    pub tuning: TuningOverrides,
+    /// Write every final WGSL source to this folder as it is compiled (debugging).
+    pub dump_wgsl: Option<std::path::PathBuf>,
 }
 
 /// An open device. Cheap to share by reference; owns the compiled-kernel cache.
@@ -41,25 +56,15 @@ pub struct Gpu {
     /// The subgroup size, when the device has subgroups of one fixed size (4..=64): enables the
     /// subgroup kernels. Never on the web backend (wgpu does not expose subgroups there).
     pub subgroup_size: Option<u32>,
-    /// Prefill through the block mat-vec ([`crate::ops::BLOCK_TOKENS`] tokens a workgroup)
-    /// rather than the tiled matmul.
-    pub block_prefill: bool,
-    /// Rows per workgroup of the block mat-vec ([`crate::ops::LinearKernel::Block`]): each
-    /// block of x is loaded once for this many rows.
-    pub block_rows: u32,
-    /// Threads per workgroup of the block mat-vec: the subgroup size on CPU adapters (one
-    /// SIMD vector a workgroup, reduced without barriers), else [`crate::ops::WG`].
-    pub block_wg: u32,
-    /// Threads of an RMSNorm workgroup: [`crate::ops::NORM_WG`] on GPUs (a row in one round
-    /// of loads), [`crate::ops::WG`] on CPU adapters (which pay for each barrier of the wider
-    /// reduction instead).
-    pub norm_wg: u32,
+    /// Kernel geometry for this adapter (see [`Tuning`]).
+    pub tuning: Tuning,
     /// Largest storage buffer binding we use, in bytes: a multiple of 4, at most the
     /// device's `max_storage_buffer_binding_size` and `max_buffer_size`.
     pub max_binding: u64,
     kernels: RefCell<HashMap<ShaderKey, Rc<Kernel>>>,
-    /// Bytes of every long-lived buffer created through [`Gpu::storage`] / [`Gpu::readback_buffer`].
-    allocated: std::cell::Cell<u64>,
+    /// Every live buffer created through [`Gpu::storage`] / [`Gpu::readback_buffer`].
+    ledger: Rc<Ledger>,
+    dump_wgsl: Option<std::path::PathBuf>,
     /// First error the device reported outside an error scope (validation, out of memory, loss).
     fault: Arc<Mutex<Option<String>>>,
 }
@@ -126,33 +131,9 @@ impl Gpu {
         if max_binding < 1 << 16 {
             return Err(Error::Gpu(format!("storage binding limit {max_binding} bytes is too small")));
         }
-        // On CPU adapters with subgroups (lavapipe) the tiled matmul's barriers cost more than
-        // re-reading weights, so prefill uses the subgroup block mat-vec a few tokens at a
-        // time (measured: 9x faster prefill there; on an H100 the tiled matmul is faster).
-        // QWEN_WEBGPU_PREFILL=block|tiled overrides the choice (for benchmarking).
-        let block_prefill = match std::env::var("QWEN_WEBGPU_PREFILL").as_deref() {
-            Ok("block") => true,
-            Ok("tiled") => false,
-            _ => info.device_type == wgpu::DeviceType::Cpu && subgroup_size.is_some(),
-        };
-        // CPU adapters load x one SIMD lane at a time, as they load weights: more rows share
-        // each x load there (lavapipe: 8 rows and one subgroup a workgroup run q4 mat-vecs
-        // 2-3x faster than 4 rows of 64 threads; the H100 was measured at 4). QWEN_WEBGPU_ROWS overrides it (benchmarking).
-        let block_rows = match std::env::var("QWEN_WEBGPU_ROWS").ok().and_then(|v| v.parse::<u32>().ok()) {
-            Some(n @ 1..=32) => n,
-            _ if info.device_type == wgpu::DeviceType::Cpu => 8,
-            _ => 4,
-        };
-        let block_wg = match subgroup_size {
-            Some(sg) if info.device_type == wgpu::DeviceType::Cpu => sg,
-            _ => crate::ops::WG,
-        };
-        let norm_wg = if info.device_type == wgpu::DeviceType::Cpu { crate::ops::WG } else { crate::ops::NORM_WG };
+        let tuning = Tuning::for_adapter(info.device_type, subgroup_size, &opts.tuning);
         Ok(Gpu {
-            norm_wg,
-            block_prefill,
-            block_rows,
-            block_wg,
+            tuning,
             device,
             queue,
             info,
@@ -161,14 +142,15 @@ impl Gpu {
             limits,
             max_binding,
             kernels: RefCell::new(HashMap::new()),
-            allocated: std::cell::Cell::new(0),
+            ledger: Rc::default(),
+            dump_wgsl: opts.dump_wgsl.clone(),
             fault,
         })
     }
 
     /// A CPU implementation (lavapipe, SwiftShader): workgroup barriers are costly there.
     pub fn is_cpu(&self) -> bool {
-        self.info.device_type == wgpu::DeviceType::Cpu
+        self.tuning.cpu
     }
 
     /// One line naming the adapter, for logs and benchmark tables.
@@ -177,7 +159,7 @@ impl Gpu {
             Some(n) => format!(", subgroups of {n}"),
             None => String::new(),
         };
-        let sg = if self.block_prefill { format!("{sg}, block-mat-vec prefill") } else { sg };
+        let sg = if self.tuning.block_prefill { format!("{sg}, block-mat-vec prefill") } else { sg };
         format!(
             "{} ({:?}, {:?}), max storage binding {} MiB{sg}",
             self.info.name,
@@ -196,46 +178,56 @@ impl Gpu {
         }
     }
 
-    /// A storage buffer of `size` bytes (rounded up to 4), refusing sizes over the binding limit.
-    pub fn storage(&self, label: &str, size: u64) -> Result<wgpu::Buffer> {
-        // Whole 16-byte units, so every byte is reachable through a vec4 view.
-        let size = size.max(16).div_ceil(16) * 16;
+    /// A storage buffer of `size` bytes (rounded up to 16), refusing sizes over the binding
+    /// limit. Counted in [`Gpu::allocated_bytes`] until dropped.
+    pub fn storage(&self, label: &str, size: u64) -> Result<GpuBuffer> {
+        let size = buffer_size(size);
         if size > self.max_binding {
             return Err(Error::Gpu(format!(
                 "buffer {label} needs {size} bytes, above this adapter's storage binding limit of {} bytes",
                 self.max_binding
             )));
         }
-        self.allocated.set(self.allocated.get() + size);
-        Ok(self.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some(label),
-            size,
-            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC,
-            mapped_at_creation: false,
-        }))
+        let usage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC;
+        Ok(self.ledger.track(self.raw_buffer(label, size, usage)))
     }
 
-    /// A long-lived MAP_READ buffer for reading results back.
-    pub fn readback_buffer(&self, label: &str, size: u64) -> wgpu::Buffer {
-        // Whole 16-byte units, as storage buffers are.
-        let size = size.max(16).div_ceil(16) * 16;
-        self.allocated.set(self.allocated.get() + size);
+    /// A long-lived MAP_READ buffer for reading results back (counted like [`Gpu::storage`]).
+    pub fn readback_buffer(&self, label: &str, size: u64) -> GpuBuffer {
+        let size = buffer_size(size);
+        self.ledger.track(self.raw_buffer(label, size, Self::READBACK))
+    }
+
+    /// A MAP_READ buffer for one readback, not counted (it lives for one call).
+    pub fn transient_readback(&self, label: &str, size: u64) -> wgpu::Buffer {
+        self.raw_buffer(label, size.div_ceil(4) * 4, Self::READBACK)
+    }
+
+    const READBACK: wgpu::BufferUsages = wgpu::BufferUsages::MAP_READ.union(wgpu::BufferUsages::COPY_DST);
+
+    fn raw_buffer(&self, label: &str, size: u64, usage: wgpu::BufferUsages) -> wgpu::Buffer {
         self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(label),
             size,
-            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            usage,
             mapped_at_creation: false,
         })
     }
 
-    /// Exact bytes of the long-lived buffers allocated so far (weights, activations, KV cache,
-    /// readback buffers); per-submission uniform arenas and one-off readbacks not included.
+    /// Exact bytes of the live long-lived buffers (weights, activations, KV cache, readback
+    /// buffers): each counted from its creation until it is dropped. Per-submission uniform
+    /// arenas and one-off readbacks are not included.
     pub fn allocated_bytes(&self) -> u64 {
-        self.allocated.get()
+        self.ledger.bytes()
+    }
+
+    /// How many long-lived buffers are live.
+    pub fn allocated_buffers(&self) -> usize {
+        self.ledger.buffers()
     }
 
     /// A storage buffer filled with `data`.
-    pub fn storage_init(&self, label: &str, data: &[u8]) -> Result<wgpu::Buffer> {
+    pub fn storage_init(&self, label: &str, data: &[u8]) -> Result<GpuBuffer> {
         let buf = self.storage(label, data.len() as u64)?;
         self.write(&buf, 0, data);
         Ok(buf)
@@ -255,12 +247,7 @@ impl Gpu {
     /// Copy `size` bytes from `src` and read them back to the CPU.
     pub async fn read(&self, src: &wgpu::Buffer, offset: u64, size: u64) -> Result<Vec<u8>> {
         let size = size.div_ceil(4) * 4;
-        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("readback"),
-            size,
-            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
+        let staging = self.transient_readback("readback", size);
         let mut enc = self.device.create_command_encoder(&Default::default());
         enc.copy_buffer_to_buffer(src, offset, &staging, 0, size);
         self.queue.submit([enc.finish()]);
@@ -300,7 +287,7 @@ impl Gpu {
         if let Some(k) = self.kernels.borrow().get(key) {
             return Ok(k.clone());
         }
-        let k = Rc::new(Kernel::compile(self, key, bindings)?);
+        let k = Rc::new(Kernel::compile(self, key, bindings, self.dump_wgsl.as_deref())?);
         self.kernels.borrow_mut().insert(key.clone(), k.clone());
         Ok(k)
     }

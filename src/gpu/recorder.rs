@@ -3,12 +3,49 @@
 //! Each dispatch's uniform parameters go into one shared arena buffer (written once per
 //! submission) and are bound with a dynamic offset.
 
+use super::interface::KernelParams;
 use super::{Gpu, Kernel};
 use crate::error::{Error, Result};
 use std::rc::Rc;
 
-/// Bind groups by (kernel, parameter size, storage buffers), for passes that repeat.
-pub type BindGroupCache = std::collections::HashMap<(String, u64, Vec<wgpu::Buffer>), wgpu::BindGroup>;
+/// Most storage buffers one kernel binds.
+pub const MAX_BINDINGS: usize = 7;
+
+/// What passes that repeat reuse: the uniform arena (grown when too small) and the bind
+/// groups, by (kernel, parameter size, storage buffers). Looking a group up allocates nothing:
+/// the key is hashed in place and compared against the stored buffers.
+#[derive(Default)]
+pub struct PassEncoding {
+    arena: Option<wgpu::Buffer>,
+    groups: std::collections::HashMap<u64, Vec<CachedGroup>>,
+}
+
+struct CachedGroup {
+    kernel: *const Kernel,
+    params_size: u64,
+    buffers: Vec<wgpu::Buffer>,
+    group: wgpu::BindGroup,
+}
+
+impl PassEncoding {
+    fn key(d: &Dispatch) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = rustc_hash::FxHasher::default();
+        (Rc::as_ptr(&d.kernel) as usize, d.params_size).hash(&mut h);
+        for b in d.buffers() {
+            b.hash(&mut h);
+        }
+        h.finish()
+    }
+
+    fn get(&self, key: u64, d: &Dispatch) -> Option<&wgpu::BindGroup> {
+        self.groups.get(&key)?.iter().find_map(|c| {
+            let same =
+                c.kernel == Rc::as_ptr(&d.kernel) && c.params_size == d.params_size && c.buffers.iter().eq(d.buffers());
+            same.then_some(&c.group)
+        })
+    }
+}
 
 /// How a kernel uses a storage buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,8 +58,15 @@ struct Dispatch {
     kernel: Rc<Kernel>,
     params_offset: u64,
     params_size: u64,
-    buffers: Vec<wgpu::Buffer>,
+    /// The storage buffers in binding order, in place (no allocation per dispatch).
+    buffers: [Option<wgpu::Buffer>; MAX_BINDINGS],
     groups: (u32, u32),
+}
+
+impl Dispatch {
+    fn buffers(&self) -> impl Iterator<Item = &wgpu::Buffer> + '_ {
+        self.buffers.iter().map_while(Option::as_ref)
+    }
 }
 
 /// One submission's worth of dispatches.
@@ -66,14 +110,14 @@ impl<'g> Recorder<'g> {
 
     /// Record `kernel` over `groups` workgroups (a linear count) with `params` and the
     /// storage `buffers` in binding order (1, 2, ...).
-    pub fn dispatch<P: bytemuck::Pod>(
+    pub fn dispatch<P: KernelParams + 'static>(
         &mut self,
         kernel: &Rc<Kernel>,
         params: &P,
         buffers: &[&wgpu::Buffer],
         groups: u32,
     ) -> Result<()> {
-        if buffers.len() != kernel.bindings.len() {
+        if buffers.len() != kernel.bindings.len() || buffers.len() > MAX_BINDINGS {
             return Err(Error::Gpu(format!(
                 "{}: {} buffers given for {} bindings",
                 kernel.label,
@@ -81,17 +125,22 @@ impl<'g> Recorder<'g> {
                 kernel.bindings.len()
             )));
         }
+        kernel.check_params::<P>()?;
         if groups == 0 {
             return Ok(());
         }
         let offset = self.params.len().div_ceil(self.align) * self.align;
         self.params.resize(offset, 0);
         self.params.extend_from_slice(bytemuck::bytes_of(params));
+        let mut bound: [Option<wgpu::Buffer>; MAX_BINDINGS] = Default::default();
+        for (slot, b) in bound.iter_mut().zip(buffers) {
+            *slot = Some((*b).clone());
+        }
         self.dispatches.push(Dispatch {
             kernel: kernel.clone(),
             params_offset: offset as u64,
             params_size: std::mem::size_of::<P>() as u64,
-            buffers: buffers.iter().map(|b| (*b).clone()).collect(),
+            buffers: bound,
             groups: grid(self.gpu, groups),
         });
         Ok(())
@@ -114,7 +163,7 @@ impl<'g> Recorder<'g> {
 
     /// Encode into an existing encoder, with a parameter buffer of its own.
     pub fn encode(&self, enc: &mut wgpu::CommandEncoder) -> Result<()> {
-        self.encode_with(enc, &mut None, None, None)
+        self.encode_with(enc, &mut PassEncoding::default(), None)
     }
 
     /// Each dispatch's kernel label and workgroup count, in order (for profiles).
@@ -122,66 +171,47 @@ impl<'g> Recorder<'g> {
         self.dispatches.iter().map(|d| (d.kernel.label.clone(), d.groups.0 * d.groups.1)).collect()
     }
 
-    /// Encode into an existing encoder, writing the parameters into `arena` (grown when too
-    /// small, else reused: no allocation per forward pass). The arena's contents are replaced
-    /// at the next queue operation, so one arena serves one recorder per submission.
-    /// With `cache`, bind groups are reused across passes that bind the same buffers. With
+    /// Encode into an existing encoder, writing the parameters into `reuse`'s arena (grown
+    /// when too small, else reused: no allocation per forward pass) and reusing its bind
+    /// groups for dispatches that bind the same buffers. The arena's contents are replaced at
+    /// the next queue operation, so one arena serves one recorder per submission. With
     /// `timestamps`, timestamp i is written before dispatch i and one after the last
     /// (see [`super::profile::Profiler`]).
     pub fn encode_with(
         &self,
         enc: &mut wgpu::CommandEncoder,
-        arena: &mut Option<wgpu::Buffer>,
-        mut cache: Option<&mut BindGroupCache>,
+        reuse: &mut PassEncoding,
         timestamps: Option<&wgpu::QuerySet>,
     ) -> Result<()> {
         if self.dispatches.is_empty() {
             return Ok(());
         }
         let need = (self.params.len().div_ceil(16) * 16) as u64;
-        if arena.as_ref().is_none_or(|a| a.size() < need) {
-            *arena = Some(self.gpu.device.create_buffer(&wgpu::BufferDescriptor {
+        if reuse.arena.as_ref().is_none_or(|a| a.size() < need) {
+            reuse.arena = Some(self.gpu.device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("params"),
                 size: need.next_power_of_two(),
                 usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
                 mapped_at_creation: false,
             }));
             // Cached groups bind the old arena.
-            if let Some(c) = cache.as_deref_mut() {
-                c.clear();
+            reuse.groups.clear();
+        }
+        let arena = reuse.arena.clone().expect("allocated above");
+        self.gpu.write(&arena, 0, &self.params);
+        let keys: Vec<u64> = self.dispatches.iter().map(PassEncoding::key).collect();
+        for (d, &key) in self.dispatches.iter().zip(&keys) {
+            if reuse.get(key, d).is_none() {
+                let group = self.bind_group(d, &arena);
+                let cached = CachedGroup {
+                    kernel: Rc::as_ptr(&d.kernel),
+                    params_size: d.params_size,
+                    buffers: d.buffers().cloned().collect(),
+                    group,
+                };
+                reuse.groups.entry(key).or_default().push(cached);
             }
         }
-        let arena = arena.as_ref().expect("allocated above");
-        self.gpu.write(arena, 0, &self.params);
-        let make = |d: &Dispatch| {
-            let mut entries = vec![wgpu::BindGroupEntry {
-                binding: 0,
-                resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                    buffer: arena,
-                    offset: 0,
-                    size: wgpu::BufferSize::new(d.params_size),
-                }),
-            }];
-            for (i, b) in d.buffers.iter().enumerate() {
-                entries.push(wgpu::BindGroupEntry { binding: i as u32 + 1, resource: b.as_entire_binding() });
-            }
-            self.gpu.device.create_bind_group(&wgpu::BindGroupDescriptor {
-                label: Some(&d.kernel.label),
-                layout: &d.kernel.layout,
-                entries: &entries,
-            })
-        };
-        let groups: Vec<wgpu::BindGroup> = self
-            .dispatches
-            .iter()
-            .map(|d| match cache.as_deref_mut() {
-                Some(c) => c
-                    .entry((d.kernel.label.clone(), d.params_size, d.buffers.clone()))
-                    .or_insert_with(|| make(d))
-                    .clone(),
-                None => make(d),
-            })
-            .collect();
         let mut pass =
             enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("forward"), timestamp_writes: None });
         let stamp = |pass: &mut wgpu::ComputePass, i: usize| {
@@ -189,13 +219,32 @@ impl<'g> Recorder<'g> {
                 pass.write_timestamp(q, i as u32);
             }
         };
-        for (i, (d, bg)) in self.dispatches.iter().zip(&groups).enumerate() {
+        for (i, (d, &key)) in self.dispatches.iter().zip(&keys).enumerate() {
             stamp(&mut pass, i);
             pass.set_pipeline(&d.kernel.pipeline);
-            pass.set_bind_group(0, bg, &[d.params_offset as u32]);
+            pass.set_bind_group(0, reuse.get(key, d), &[d.params_offset as u32]);
             pass.dispatch_workgroups(d.groups.0, d.groups.1, 1);
         }
         stamp(&mut pass, self.dispatches.len());
         Ok(())
+    }
+
+    fn bind_group(&self, d: &Dispatch, arena: &wgpu::Buffer) -> wgpu::BindGroup {
+        let mut entries = vec![wgpu::BindGroupEntry {
+            binding: 0,
+            resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                buffer: arena,
+                offset: 0,
+                size: wgpu::BufferSize::new(d.params_size),
+            }),
+        }];
+        for (i, b) in d.buffers().enumerate() {
+            entries.push(wgpu::BindGroupEntry { binding: i as u32 + 1, resource: b.as_entire_binding() });
+        }
+        self.gpu.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(&d.kernel.label),
+            layout: &d.kernel.layout,
+            entries: &entries,
+        })
     }
 }

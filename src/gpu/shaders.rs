@@ -3,8 +3,11 @@
 //! Every kernel is one file in `shaders/`, compiled into the binary with `include_str!`.
 //! The preprocessor knows `#include "file"`, `#ifdef NAME` / `#ifndef NAME` / `#else` /
 //! `#endif`, and replaces each whole-word `NAME` with its value from the [`ShaderKey`]'s
-//! defines. Nothing more. Set `QWEN_WEBGPU_DUMP_WGSL=DIR` to write every final WGSL to DIR.
+//! defines. Nothing more. [`super::GpuOptions::dump_wgsl`] writes every final WGSL to a folder
+//! (the CLI sets it from `QWEN_WEBGPU_DUMP_WGSL=DIR`). Each compiled kernel's interface is read
+//! from its final WGSL and checked against the Rust side ([`super::interface`]).
 
+use super::interface::{Interface, KernelParams};
 use super::recorder::Binding;
 use super::Gpu;
 use crate::error::{Error, Result};
@@ -146,15 +149,33 @@ pub struct Kernel {
     pub pipeline: wgpu::ComputePipeline,
     pub layout: wgpu::BindGroupLayout,
     pub bindings: Vec<Binding>,
+    /// The interface read from the WGSL (native targets; None in browsers).
+    pub interface: Option<Interface>,
+    /// The parameter type last checked against [`Kernel::interface`].
+    params_checked: std::cell::Cell<Option<std::any::TypeId>>,
 }
 
 impl Kernel {
-    pub fn compile(gpu: &Gpu, key: &ShaderKey, bindings: &[Binding]) -> Result<Kernel> {
+    pub fn compile(
+        gpu: &Gpu,
+        key: &ShaderKey,
+        bindings: &[Binding],
+        dump_wgsl: Option<&std::path::Path>,
+    ) -> Result<Kernel> {
         let label = key.label();
         let wgsl = preprocess(key)?;
-        if let Ok(dir) = std::env::var("QWEN_WEBGPU_DUMP_WGSL") {
-            let _ = std::fs::write(format!("{dir}/{label}.wgsl"), &wgsl);
+        if let Some(dir) = dump_wgsl {
+            let _ = std::fs::write(dir.join(format!("{label}.wgsl")), &wgsl);
         }
+        let shader_err = |message: String| Error::Shader { name: label.clone(), message };
+        #[cfg(not(target_arch = "wasm32"))]
+        let interface = {
+            let i = super::interface::reflect(&wgsl).map_err(shader_err)?;
+            i.check_bindings(bindings).map_err(shader_err)?;
+            Some(i)
+        };
+        #[cfg(target_arch = "wasm32")]
+        let interface = None;
         let mut entries = vec![wgpu::BindGroupLayoutEntry {
             binding: 0,
             visibility: wgpu::ShaderStages::COMPUTE,
@@ -197,8 +218,29 @@ impl Kernel {
             compilation_options: Default::default(),
             cache: None,
         });
-        gpu.check().map_err(|e| Error::Shader { name: label.clone(), message: e.to_string() })?;
-        Ok(Kernel { label, pipeline, layout, bindings: bindings.to_vec() })
+        gpu.check().map_err(|e| shader_err(e.to_string()))?;
+        Ok(Kernel {
+            label,
+            pipeline,
+            layout,
+            bindings: bindings.to_vec(),
+            interface,
+            params_checked: Default::default(),
+        })
+    }
+
+    /// Check `P` against the shader's `Params` (once per kernel and type).
+    pub fn check_params<P: KernelParams + 'static>(&self) -> Result<()> {
+        let id = std::any::TypeId::of::<P>();
+        if self.params_checked.get() == Some(id) {
+            return Ok(());
+        }
+        if let Some(i) = &self.interface {
+            i.check_params(std::any::type_name::<P>(), std::mem::size_of::<P>(), P::FIELDS)
+                .map_err(|message| Error::Shader { name: self.label.clone(), message })?;
+        }
+        self.params_checked.set(Some(id));
+        Ok(())
     }
 }
 

@@ -2,15 +2,19 @@
 //! write, attention, o_proj + residual, norm, fused gate/up, SiLU·mul, down + residual) → final
 //! norm → LM head, recorded top to bottom into one submission per forward.
 
+mod forward;
+pub mod queue;
 pub mod rope;
 pub mod state;
 pub mod weights;
 
 use crate::config::QwenConfig;
 use crate::error::{Error, Result};
-use crate::gpu::{Gpu, Recorder};
-use crate::ops::{self, Heads};
+use crate::gpu::{Gpu, GpuBuffer, PassEncoding, Recorder};
+use crate::ops;
 use crate::weights::TensorSource;
+use forward::{Head, Pass};
+use queue::{DecodeQueue, NextInput};
 pub use state::{KvFormat, RunState};
 pub use weights::QwenWeights;
 
@@ -72,33 +76,35 @@ pub struct Qwen {
     pub gpu: Gpu,
     pub weights: QwenWeights,
     state: RunState,
-    /// Inverse RoPE frequencies in use (NTK-scaled for long Qwen v1 prompts).
-    inv_freq: Vec<f32>,
-    ntk_alpha: f64,
-    /// Tokens in the KV cache.
-    pos: usize,
-    rope_host: Vec<f32>,
+    /// RoPE frequencies in use (NTK-scaled for long Qwen v1 prompts) and the host table.
+    rope: RopeState,
+    /// Positions, token passes in flight and the next pass's input (see [`queue`]).
+    queue: DecodeQueue,
     /// `[rows, vocab]` logits for [`Want::AllLogits`], allocated on first use.
-    logits_all: Option<(usize, wgpu::Buffer)>,
+    logits_all: Option<(usize, GpuBuffer)>,
     /// Kernel dispatches in the last forward pass.
     last_dispatches: usize,
-    /// Uniform parameters of the forward pass's dispatches, reused from pass to pass.
-    params_arena: Option<wgpu::Buffer>,
-    /// Bind groups of the forward pass, reused from pass to pass (the buffers never change).
-    bind_groups: crate::gpu::recorder::BindGroupCache,
-    /// Readback slots (of `state.next_readback`) of submitted token passes not yet read,
-    /// oldest first: at most two (see [`Qwen::queue_next`]).
-    in_flight: std::collections::VecDeque<usize>,
-    next_slot: usize,
-    /// Whether `state.next` holds the last pass's token (what [`Qwen::queue_next`] feeds).
-    next_on_gpu: bool,
+    /// Uniform arena and bind groups, reused from pass to pass (the buffers never change).
+    encoding: PassEncoding,
     /// How token passes choose: `None` (or greedy without a penalty) is the argmax.
     sampling: Option<crate::sampler::SamplingParams>,
-    /// The sampling step of the next token pass (one per drawn token, queued ones included).
-    sample_step: u32,
     /// Timestamps between dispatches, when profiling.
     profiler: Option<crate::gpu::profile::Profiler>,
     last_profile: Option<PassProfile>,
+}
+
+struct RopeState {
+    inv_freq: Vec<f32>,
+    ntk_alpha: f64,
+    host: Vec<f32>,
+}
+
+/// What a pass reads as its tokens.
+#[derive(Clone, Copy)]
+enum PassInput<'a> {
+    Tokens(&'a [u32]),
+    /// One token: the last token pass's choice, copied on the GPU.
+    OnGpu,
 }
 
 /// Where the last forward pass spent its time (see [`Qwen::set_profiling`]).
@@ -143,19 +149,12 @@ impl Qwen {
             gpu,
             weights,
             state,
-            inv_freq,
-            ntk_alpha: 1.0,
-            pos: 0,
-            rope_host: Vec::new(),
+            rope: RopeState { inv_freq, ntk_alpha: 1.0, host: Vec::new() },
+            queue: DecodeQueue::default(),
             logits_all: None,
             last_dispatches: 0,
-            params_arena: None,
-            bind_groups: Default::default(),
-            in_flight: Default::default(),
-            next_slot: 0,
-            next_on_gpu: false,
+            encoding: PassEncoding::default(),
             sampling: None,
-            sample_step: 0,
             profiler: None,
             last_profile: None,
         }
@@ -170,7 +169,7 @@ impl Qwen {
     ) -> Result<Qwen> {
         let config = read_config(dir)?;
         let mut src = crate::weights::FileSource::open_dir(dir)?;
-        weights::check_tensors(&config, crate::weights::TensorSource::tensors(&src))?;
+        crate::weights::checkpoint::check_tensors(&config, crate::weights::TensorSource::tensors(&src))?;
         let gpu = Gpu::new(gpu_opts).await?;
         Qwen::load(gpu, config, &mut src, opts, &mut |_, _| {})
     }
@@ -178,7 +177,7 @@ impl Qwen {
     /// Tokens in the KV cache (passes queued by [`Qwen::queue_next`] and not yet read
     /// not counted).
     pub fn pos(&self) -> usize {
-        self.pos - self.in_flight.len()
+        self.queue.pos()
     }
 
     /// KV cache length.
@@ -198,7 +197,7 @@ impl Qwen {
 
     /// The NTK alpha in use (1 unless a Qwen v1 prompt ran past `seq_length`).
     pub fn ntk_alpha(&self) -> f64 {
-        self.ntk_alpha
+        self.rope.ntk_alpha
     }
 
     /// Kernel dispatches recorded by the last forward pass (all in one submission).
@@ -222,12 +221,13 @@ impl Qwen {
     /// How the following token passes ([`Want::Token`], [`Qwen::queue_next`]) choose: `None`
     /// for the argmax, else a draw by `params` (see [`crate::sampler`]) from step 0, with the
     /// repetition penalty on the tokens of `history` and on each token drawn from here on.
-    /// Call it once per generation ([`crate::generate::Generator`] does).
+    /// Call it once per generation ([`crate::generate::Generator`] does). Queued passes are
+    /// dropped first.
     pub fn set_sampling(&mut self, params: Option<&crate::sampler::SamplingParams>, history: &[u32]) -> Result<()> {
-        self.discard_queued();
         if let Some(p) = params {
             p.validate()?;
         }
+        self.queue.restart_sampling();
         let mut bits = vec![0u32; self.config.vocab_size.div_ceil(32)];
         if params.is_some_and(|p| p.repetition_penalty != 1.0) {
             for &t in history {
@@ -238,34 +238,24 @@ impl Qwen {
         }
         self.gpu.write(&self.state.seen, 0, bytemuck::cast_slice(&bits));
         self.sampling = params.filter(|p| !(p.is_greedy() && p.repetition_penalty == 1.0)).cloned();
-        self.sample_step = 0;
         Ok(())
     }
 
     /// Keep only the first `n` tokens of the KV cache (a conversation's common prefix with the
     /// next prompt): the next token fed goes to position `n`. `n = 0` is [`Qwen::reset`].
     pub fn rewind(&mut self, n: usize) -> Result<()> {
-        self.discard_queued();
-        if n > self.pos {
-            return Err(Error::Request(format!("cannot rewind to {n} tokens: the cache holds {}", self.pos)));
-        }
         if n == 0 {
             self.reset();
-        } else if n < self.pos {
-            // The last pass's token is not the input of position n: queue_next must not feed it.
-            self.pos = n;
-            self.next_on_gpu = false;
+            return Ok(());
         }
-        Ok(())
+        self.queue.rewind(n)
     }
 
     /// Forget the conversation: the next prompt starts at position 0.
     pub fn reset(&mut self) {
-        self.discard_queued();
-        self.next_on_gpu = false;
-        self.pos = 0;
-        self.ntk_alpha = 1.0;
-        self.inv_freq = rope::inv_freq(self.config.rope_theta, self.config.head_dim);
+        self.queue.reset();
+        self.rope.ntk_alpha = 1.0;
+        self.rope.inv_freq = rope::inv_freq(self.config.rope_theta, self.config.head_dim);
     }
 
     /// Check token ids and room in the cache before touching the GPU.
@@ -279,11 +269,11 @@ impl Qwen {
                 self.config.vocab_size
             )));
         }
-        if self.pos + tokens.len() > self.state.context {
+        let pos = self.queue.end();
+        if pos + tokens.len() > self.state.context {
             return Err(Error::ContextFull(format!(
-                "{} tokens after {} already in the cache exceed the context of {}",
+                "{} tokens after {pos} already in the cache exceed the context of {}",
                 tokens.len(),
-                self.pos,
                 self.state.context
             )));
         }
@@ -292,15 +282,13 @@ impl Qwen {
 
     /// Feed `tokens` (any number; chunked by `max_batch`) and return what `want` asks for
     /// about the last chunk. On a fresh cache this is the prefill that fixes Qwen v1's NTK
-    /// alpha for the rest of the sequence, as the reference does.
+    /// alpha for the rest of the sequence, as the reference does. Queued passes are dropped
+    /// first.
     pub async fn feed(&mut self, tokens: &[u32], want: Want) -> Result<Output> {
-        self.discard_queued();
+        self.queue.discard();
         self.check_tokens(tokens)?;
-        if self.pos == 0 {
-            self.ntk_alpha =
-                if self.config.use_dynamic_ntk { rope::ntk_alpha(tokens.len(), self.config.seq_length) } else { 1.0 };
-            let base = rope::ntk_base(self.config.rope_theta, self.ntk_alpha, self.config.head_dim);
-            self.inv_freq = rope::inv_freq(base, self.config.head_dim);
+        if self.queue.end() == 0 {
+            self.fix_ntk_alpha(tokens.len());
         }
         let chunk = self.state.max_tokens;
         let n_chunks = tokens.len().div_ceil(chunk);
@@ -308,14 +296,20 @@ impl Qwen {
         let mut last = Output::Nothing;
         for (i, c) in tokens.chunks(chunk).enumerate() {
             let w = if i + 1 == n_chunks || want == Want::AllLogits { want } else { Want::Nothing };
-            last = self.forward(Some(c), w).await?;
-            if want == Want::AllLogits {
-                if let Output::Logits(l) = &last {
-                    all.extend_from_slice(l);
-                }
+            last = self.forward(PassInput::Tokens(c), w).await?;
+            if let (Want::AllLogits, Output::Logits(l)) = (want, &last) {
+                all.extend_from_slice(l);
             }
         }
         Ok(if want == Want::AllLogits { Output::Logits(all) } else { last })
+    }
+
+    /// Qwen v1's dynamic NTK: the prefill of a fresh sequence fixes alpha from its length.
+    fn fix_ntk_alpha(&mut self, prompt_len: usize) {
+        let cfg = &self.config;
+        self.rope.ntk_alpha = if cfg.use_dynamic_ntk { rope::ntk_alpha(prompt_len, cfg.seq_length) } else { 1.0 };
+        let base = rope::ntk_base(cfg.rope_theta, self.rope.ntk_alpha, cfg.head_dim);
+        self.rope.inv_freq = rope::inv_freq(base, cfg.head_dim);
     }
 
     /// Queue the decode of one token without waiting for anything: the token is the last
@@ -323,126 +317,88 @@ impl Qwen {
     /// result is read back. [`Qwen::take_token`] reads each queued pass's token in order.
     /// Generation keeps one pass queued ahead this way, so the GPU never waits for a
     /// readback or for the CPU to record the next pass. Any other call ([`Qwen::feed`],
-    /// [`Qwen::reset`]) first drops queued passes that were not read (their positions are
-    /// freed again).
+    /// [`Qwen::reset`], [`Qwen::rewind`], [`Qwen::set_sampling`]) first drops queued passes
+    /// that were not read (their positions are freed again; the token last read stays the
+    /// next input, see [`queue`]).
     pub async fn queue_next(&mut self) -> Result<()> {
-        if !self.next_on_gpu || self.in_flight.len() >= 2 {
-            return Err(Error::Request(
-                "queue_next needs the previous pass to be a token pass, with at most one pass queued".into(),
-            ));
-        }
-        if self.pos >= self.state.context {
-            return Err(Error::ContextFull(format!("the context of {} tokens is full", self.state.context)));
-        }
-        self.forward(None, Want::QueuedToken).await.map(|_| ())
+        match self.queue.can_queue(self.state.context)? {
+            NextInput::Host(t) => self.forward(PassInput::Tokens(&[t]), Want::QueuedToken).await?,
+            _ => self.forward(PassInput::OnGpu, Want::QueuedToken).await?,
+        };
+        Ok(())
     }
 
     /// The token of the oldest queued pass ([`Qwen::queue_next`]), once the GPU has it.
     pub async fn take_token(&mut self) -> Result<u32> {
-        let slot = self.in_flight.pop_front().ok_or_else(|| Error::Request("no pass is queued".into()))?;
+        let slot = self.queue.oldest()?;
         let b = self.gpu.map_read(&self.state.next_readback[slot], 4).await?;
         let id = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
         if id as usize >= self.config.vocab_size {
+            self.queue.discard();
             return Err(Error::Gpu("no token to choose: the logits are all NaN (or, when sampling, all -inf)".into()));
         }
+        self.queue.read(id);
         Ok(id)
     }
 
-    /// Forget queued passes that were not read: their positions are free again (whatever
-    /// they write there is overwritten by the next pass), and so are their sampling steps.
-    fn discard_queued(&mut self) {
-        self.pos -= self.in_flight.len();
-        if self.sampling.is_some() {
-            self.sample_step = self.sample_step.wrapping_sub(self.in_flight.len() as u32);
-        }
-        self.in_flight.clear();
-    }
-
-    /// One forward pass over at most `max_batch` tokens at positions `pos..`: `tokens`, or
-    /// (None) one token, the last pass's chosen token, copied on the GPU.
-    async fn forward(&mut self, tokens: Option<&[u32]>, want: Want) -> Result<Output> {
-        let cfg = &self.config;
-        let n = tokens.map_or(1, |t| t.len());
-        let pos0 = self.pos;
-        let (d, ff) = (cfg.hidden_size, cfg.intermediate_size);
-        let heads = Heads {
-            n_heads: cfg.num_attention_heads,
-            n_kv_heads: cfg.num_key_value_heads,
-            head_dim: cfg.head_dim,
-            kv: self.state.kv,
-            kv_scales: self.state.kv.scales_offset(self.state.context, cfg.num_key_value_heads, cfg.head_dim),
-        };
-        let s = &self.state;
-        let w = &self.weights;
-        let gpu = &self.gpu;
-
-        let logn = cfg.use_logn_attn.then_some(cfg.seq_length);
-        rope::fill_table(&mut self.rope_host, &self.inv_freq, pos0, n, logn);
-        gpu.write(&s.rope, 0, bytemuck::cast_slice(&self.rope_host));
-        if let Some(tokens) = tokens {
-            gpu.write(&s.tokens, 0, bytemuck::cast_slice(tokens));
-        }
-
-        let clock = crate::bench::Stopwatch::start();
-        let mut rec = Recorder::new(gpu);
-        ops::embed(&mut rec, &s.tokens, n, &w.embed, &s.x)?;
-        for (i, l) in w.layers.iter().enumerate() {
-            // Attention block: x += o_proj(attention(rope(qkv(norm(x)))))
-            ops::rms_norm(&mut rec, &s.x, 0, n, d, &l.attn_norm, cfg.rms_norm_eps, &s.xn)?;
-            ops::linear(&mut rec, &s.xn, 0, n, &l.qkv, l.qkv_bias.as_ref(), &s.qkv, false)?;
-            let qk_norm = l.qk_norm.as_ref().map(|b| (b, cfg.rms_norm_eps));
-            ops::qkv_rope(&mut rec, heads, n, pos0, &s.qkv, &s.rope, qk_norm, &s.q, &s.k_cache[i], &s.v_cache[i])?;
-            ops::attention(
-                &mut rec,
-                heads,
-                n,
-                pos0,
-                &s.q,
-                &s.k_cache[i],
-                &s.v_cache[i],
-                &s.att,
-                Some(&s.att_partials),
-            )?;
-            ops::linear(&mut rec, &s.att, 0, n, &l.o_proj, None, &s.x, true)?;
-            // MLP block: x += down(silu(gate(norm(x))) * up(norm(x)))
-            ops::rms_norm(&mut rec, &s.x, 0, n, d, &l.mlp_norm, cfg.rms_norm_eps, &s.xn)?;
-            ops::linear(&mut rec, &s.xn, 0, n, &l.gate_up, None, &s.gate_up, false)?;
-            ops::silu_mul(&mut rec, &s.gate_up, n, ff, &s.act)?;
-            ops::linear(&mut rec, &s.act, 0, n, &l.down, None, &s.x, true)?;
-        }
-
-        // The tail of the pass: only the last token goes through the final norm and the LM
-        // head, unless every position's logits are wanted.
-        let vocab = cfg.vocab_size;
-        match want {
-            Want::Nothing => {}
-            Want::Token | Want::QueuedToken | Want::Logits => {
-                ops::rms_norm(&mut rec, &s.x, n - 1, 1, d, &w.norm, cfg.rms_norm_eps, &s.xn)?;
-                ops::linear(&mut rec, &s.xn, 0, 1, w.lm_head(), None, &s.logits, false)?;
-                match (&self.sampling, want) {
-                    (_, Want::Logits) => {}
-                    (None, _) => ops::argmax(&mut rec, &s.logits, vocab, &s.next)?,
-                    (Some(p), _) => {
-                        let sp = ops::SampleParams::new(p, vocab, self.sample_step);
-                        self.sample_step = self.sample_step.wrapping_add(1);
-                        ops::sample(&mut rec, &s.logits, &sp, &s.seen, &s.next)?;
-                    }
-                }
-            }
-            Want::AllLogits => ops::rms_norm(&mut rec, &s.x, 0, n, d, &w.norm, cfg.rms_norm_eps, &s.xn)?,
-        }
+    /// One forward pass over at most `max_batch` tokens at positions `queue.end()..`.
+    async fn forward(&mut self, input: PassInput<'_>, want: Want) -> Result<Output> {
+        let pass = Pass { n: input.len(), pos0: self.queue.end() };
+        let head = self.head_for(want)?;
+        self.write_inputs(input, pass);
+        let clock = crate::clock::Stopwatch::start();
+        let mut rec = Recorder::new(&self.gpu);
+        forward::record_body(&mut rec, &self.config, &self.weights, &self.state, pass)?;
+        forward::record_head(&mut rec, &self.config, &self.weights, &self.state, pass, &head)?;
         self.last_dispatches = rec.len();
-        let mut enc = gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("forward") });
-        if tokens.is_none() {
-            enc.copy_buffer_to_buffer(&s.next, 0, &s.tokens, 0, 4);
+        let mut enc =
+            self.gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("forward") });
+        if matches!(input, PassInput::OnGpu) {
+            enc.copy_buffer_to_buffer(&self.state.next, 0, &self.state.tokens, 0, 4);
         }
         let timestamps = self.profiler.as_ref().map(|p| p.query_set());
-        rec.encode_with(&mut enc, &mut self.params_arena, Some(&mut self.bind_groups), timestamps)?;
+        rec.encode_with(&mut enc, &mut self.encoding, timestamps)?;
         let profiled = self.profiler.as_ref().map(|p| {
             p.resolve(&mut enc, rec.len() as u32 + 1);
             (rec.dispatch_info(), clock.seconds())
         });
+        let out = self.submit(enc, pass.n, want).await?;
+        if let (Some(p), Some((info, encode_s))) = (&self.profiler, profiled) {
+            self.last_profile = Some(PassProfile { dispatches: p.read(&self.gpu, info).await?, encode_s });
+        }
+        if want == Want::Token {
+            return Ok(Output::Token(self.take_token().await?));
+        }
+        Ok(out)
+    }
 
+    /// The tail `want` asks for (a sampled pass draws with the queue's next sampling step).
+    fn head_for(&mut self, want: Want) -> Result<Head> {
+        Ok(match (want, &self.sampling) {
+            (Want::Nothing, _) => Head::None,
+            (Want::Logits, _) => Head::Logits,
+            (Want::AllLogits, _) => Head::AllRows,
+            (Want::Token | Want::QueuedToken, None) => Head::Argmax,
+            (Want::Token | Want::QueuedToken, Some(p)) => {
+                Head::Sample(ops::SampleParams::new(p, self.config.vocab_size, self.queue.sample_step())?)
+            }
+        })
+    }
+
+    /// The pass's tokens (unless the GPU copies its own) and its RoPE table.
+    fn write_inputs(&mut self, input: PassInput<'_>, pass: Pass) {
+        let logn = self.config.use_logn_attn.then_some(self.config.seq_length);
+        rope::fill_table(&mut self.rope.host, &self.rope.inv_freq, pass.pos0, pass.n, logn);
+        self.gpu.write(&self.state.rope, 0, bytemuck::cast_slice(&self.rope.host));
+        if let PassInput::Tokens(t) = input {
+            self.gpu.write(&self.state.tokens, 0, bytemuck::cast_slice(t));
+        }
+    }
+
+    /// Submit the pass with the copies `want` needs and read back what it asks for now.
+    async fn submit(&mut self, mut enc: wgpu::CommandEncoder, n: usize, want: Want) -> Result<Output> {
+        let (gpu, s) = (&self.gpu, &self.state);
+        let vocab_bytes = self.config.vocab_size as u64 * 4;
         let out = match want {
             Want::Nothing => {
                 gpu.queue.submit([enc.finish()]);
@@ -450,56 +406,55 @@ impl Qwen {
                 Output::Nothing
             }
             Want::Token | Want::QueuedToken => {
-                let slot = self.next_slot;
-                self.next_slot ^= 1;
-                enc.copy_buffer_to_buffer(&s.next, 0, &s.next_readback[slot], 0, 4);
+                enc.copy_buffer_to_buffer(&s.next, 0, &s.next_readback[self.queue.next_slot()], 0, 4);
                 gpu.queue.submit([enc.finish()]);
-                self.in_flight.push_back(slot);
                 Output::Nothing
             }
             Want::Logits => {
-                enc.copy_buffer_to_buffer(&s.logits, 0, &s.logits_readback, 0, vocab as u64 * 4);
+                enc.copy_buffer_to_buffer(&s.logits, 0, &s.logits_readback, 0, vocab_bytes);
                 gpu.queue.submit([enc.finish()]);
-                let b = gpu.map_read(&s.logits_readback, vocab as u64 * 4).await?;
+                let b = gpu.map_read(&s.logits_readback, vocab_bytes).await?;
                 Output::Logits(bytemuck::cast_slice(&b).to_vec())
             }
-            Want::AllLogits => {
-                // The LM head in groups of rows that fit one binding, each group copied out
-                // before the next overwrites it.
-                let row_bytes = vocab as u64 * 4;
-                let per = ((gpu.max_binding / row_bytes) as usize).clamp(1, s.max_tokens);
-                if self.logits_all.as_ref().map(|(rows, _)| *rows) != Some(per) {
-                    self.logits_all = Some((per, gpu.storage("logits_all", per as u64 * row_bytes)?));
-                }
-                let all = &self.logits_all.as_ref().expect("allocated").1;
-                let size = n as u64 * row_bytes;
-                let readback = gpu.device.create_buffer(&wgpu::BufferDescriptor {
-                    label: Some("logits_all_readback"),
-                    size,
-                    usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-                    mapped_at_creation: false,
-                });
-                for g0 in (0..n).step_by(per) {
-                    let rows = per.min(n - g0);
-                    let mut head = Recorder::new(gpu);
-                    ops::linear(&mut head, &s.xn, g0, rows, w.lm_head(), None, all, false)?;
-                    head.encode(&mut enc)?;
-                    enc.copy_buffer_to_buffer(all, 0, &readback, g0 as u64 * row_bytes, rows as u64 * row_bytes);
-                }
-                gpu.queue.submit([enc.finish()]);
-                let b = gpu.map_read(&readback, size).await?;
-                Output::Logits(bytemuck::cast_slice(&b).to_vec())
-            }
+            Want::AllLogits => Output::Logits(self.all_logits(enc, n).await?),
         };
-        self.pos += n;
-        self.next_on_gpu = matches!(want, Want::Token | Want::QueuedToken);
-        if let (Some(p), Some((info, encode_s))) = (&self.profiler, profiled) {
-            self.last_profile = Some(PassProfile { dispatches: p.read(gpu, info).await?, encode_s });
-        }
-        if want == Want::Token {
-            return Ok(Output::Token(self.take_token().await?));
-        }
+        let sampled = self.sampling.is_some();
+        self.queue.submitted(n, matches!(want, Want::Token | Want::QueuedToken).then_some(sampled));
         Ok(out)
+    }
+
+    /// Every row's logits: the LM head in groups of rows that fit one binding, each group
+    /// copied out before the next overwrites it.
+    async fn all_logits(&mut self, mut enc: wgpu::CommandEncoder, n: usize) -> Result<Vec<f32>> {
+        let (gpu, s) = (&self.gpu, &self.state);
+        let row_bytes = self.config.vocab_size as u64 * 4;
+        let per = ((gpu.max_binding / row_bytes) as usize).clamp(1, s.max_tokens);
+        if self.logits_all.as_ref().map(|(rows, _)| *rows) != Some(per) {
+            self.logits_all = None; // freed before its successor is allocated
+            self.logits_all = Some((per, gpu.storage("logits_all", per as u64 * row_bytes)?));
+        }
+        let all = &self.logits_all.as_ref().expect("allocated").1;
+        let size = n as u64 * row_bytes;
+        let readback = gpu.transient_readback("logits_all_readback", size);
+        for g0 in (0..n).step_by(per) {
+            let rows = per.min(n - g0);
+            let mut head = Recorder::new(gpu);
+            ops::linear(&mut head, &s.xn, g0, rows, self.weights.lm_head(), None, all, false)?;
+            head.encode(&mut enc)?;
+            enc.copy_buffer_to_buffer(all, 0, &readback, g0 as u64 * row_bytes, rows as u64 * row_bytes);
+        }
+        gpu.queue.submit([enc.finish()]);
+        let b = gpu.map_read(&readback, size).await?;
+        Ok(bytemuck::cast_slice(&b).to_vec())
+    }
+}
+
+impl PassInput<'_> {
+    fn len(&self) -> usize {
+        match self {
+            PassInput::Tokens(t) => t.len(),
+            PassInput::OnGpu => 1,
+        }
     }
 }
 

@@ -2,7 +2,7 @@
 
 use crate::config::QwenConfig;
 use crate::error::{Error, Result};
-use crate::gpu::Gpu;
+use crate::gpu::{Gpu, GpuBuffer};
 
 pub struct RunState {
     /// Most tokens one forward pass takes (longer prompts are fed in chunks).
@@ -10,34 +10,75 @@ pub struct RunState {
     /// KV cache length in tokens.
     pub context: usize,
     pub kv: KvFormat,
-    pub tokens: wgpu::Buffer,             // [max_tokens] u32
-    pub x: wgpu::Buffer,                  // [max_tokens, hidden] residual stream
-    pub xn: wgpu::Buffer,                 // [max_tokens, hidden] normalised x
-    pub qkv: wgpu::Buffer,                // [max_tokens, q_dim + 2 kv_dim]
-    pub q: wgpu::Buffer,                  // [max_tokens, q_dim] rotated queries
-    pub att: wgpu::Buffer,                // [max_tokens, q_dim] attention output
-    pub att_partials: wgpu::Buffer,       // split-K attention partials (ops::attention_partials_bytes)
-    pub gate_up: wgpu::Buffer,            // [max_tokens, 2 intermediate] gate | up
-    pub act: wgpu::Buffer,                // [max_tokens, intermediate] silu(gate) * up
-    pub rope: wgpu::Buffer,               // [max_tokens, head_dim + 1] cos | sin | q scale
-    pub logits: wgpu::Buffer,             // [vocab] last token's logits
-    pub next: wgpu::Buffer,               // [4] u32: the chosen token
-    pub seen: wgpu::Buffer,               // [ceil(vocab / 32)] u32: tokens the repetition penalty hits
-    pub next_readback: [wgpu::Buffer; 2], // [4] u32, MAP_READ: two, for a pass queued ahead
-    pub logits_readback: wgpu::Buffer,    // [vocab] f32, MAP_READ
-    pub k_cache: Vec<wgpu::Buffer>,       // per layer [context, kv_dim]
-    pub v_cache: Vec<wgpu::Buffer>,       // per layer [context, kv_dim]
+    pub tokens: GpuBuffer,             // [max_tokens] u32
+    pub x: GpuBuffer,                  // [max_tokens, hidden] residual stream
+    pub xn: GpuBuffer,                 // [max_tokens, hidden] normalised x
+    pub qkv: GpuBuffer,                // [max_tokens, q_dim + 2 kv_dim]
+    pub q: GpuBuffer,                  // [max_tokens, q_dim] rotated queries
+    pub att: GpuBuffer,                // [max_tokens, q_dim] attention output
+    pub att_partials: GpuBuffer,       // split-K attention partials (ops::attention_partials_bytes)
+    pub gate_up: GpuBuffer,            // [max_tokens, 2 intermediate] gate | up
+    pub act: GpuBuffer,                // [max_tokens, intermediate] silu(gate) * up
+    pub rope: GpuBuffer,               // [max_tokens, head_dim + 1] cos | sin | q scale
+    pub logits: GpuBuffer,             // [vocab] last token's logits
+    pub next: GpuBuffer,               // [4] u32: the chosen token
+    pub seen: GpuBuffer,               // [ceil(vocab / 32)] u32: tokens the repetition penalty hits
+    pub next_readback: [GpuBuffer; 2], // [4] u32, MAP_READ: two, for a pass queued ahead
+    pub logits_readback: GpuBuffer,    // [vocab] f32, MAP_READ
+    pub k_cache: Vec<GpuBuffer>,       // per layer [context, kv_dim]
+    pub v_cache: Vec<GpuBuffer>,       // per layer [context, kv_dim]
 }
 
-/// Bytes of activations + KV cache for `cfg` at these sizes (what [`RunState::new`] allocates,
-/// readback buffers included).
-pub fn state_bytes(cfg: &QwenConfig, max_tokens: usize, context: usize, kv: KvFormat) -> u64 {
+/// One buffer [`RunState::new`] allocates: its label, bytes asked for, and whether it is a
+/// MAP_READ readback buffer (else storage).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedBuffer {
+    pub label: String,
+    pub bytes: u64,
+    pub readback: bool,
+}
+
+/// Every buffer of the run state, in the order [`RunState::new`] allocates them: the one
+/// list both the allocation and [`state_bytes`] read.
+pub fn plan(cfg: &QwenConfig, max_tokens: usize, context: usize, kv: KvFormat) -> Vec<PlannedBuffer> {
     let t = max_tokens as u64;
-    let per_token =
-        2 * cfg.hidden_size + cfg.qkv_dim() + 2 * cfg.q_dim() + 3 * cfg.intermediate_size + cfg.head_dim + 1;
-    let acts = t * 4 + t * per_token as u64 * 4 + 2 * cfg.vocab_size as u64 * 4 + 48 + seen_bytes(cfg.vocab_size);
-    let partials = crate::ops::attention_partials_bytes(cfg.num_attention_heads, cfg.head_dim);
-    acts + partials + kv_cache_bytes(cfg, context, kv)
+    let f32s = |label: &str, n: u64| PlannedBuffer { label: label.into(), bytes: n * 4, readback: false };
+    let readback = |label: &str, bytes: u64| PlannedBuffer { label: label.into(), bytes, readback: true };
+    let (d, ff, vocab) = (cfg.hidden_size as u64, cfg.intermediate_size as u64, cfg.vocab_size as u64);
+    let mut p = vec![
+        f32s("tokens", t),
+        f32s("x", t * d),
+        f32s("xn", t * d),
+        f32s("qkv", t * cfg.qkv_dim() as u64),
+        f32s("q", t * cfg.q_dim() as u64),
+        f32s("att", t * cfg.q_dim() as u64),
+        PlannedBuffer {
+            label: "att_partials".into(),
+            bytes: crate::ops::attention_partials_bytes(cfg.num_attention_heads, cfg.head_dim),
+            readback: false,
+        },
+        f32s("gate_up", t * 2 * ff),
+        f32s("act", t * ff),
+        f32s("rope", t * (cfg.head_dim as u64 + 1)),
+        f32s("logits", vocab),
+        f32s("next", 4),
+        PlannedBuffer { label: "seen".into(), bytes: seen_bytes(cfg.vocab_size), readback: false },
+        readback("next_readback0", 16),
+        readback("next_readback1", 16),
+        readback("logits_readback", vocab * 4),
+    ];
+    let kv_bytes = kv.layer_bytes(context, cfg.num_key_value_heads, cfg.head_dim);
+    for i in 0..cfg.num_hidden_layers {
+        p.push(PlannedBuffer { label: format!("k_cache{i}"), bytes: kv_bytes, readback: false });
+        p.push(PlannedBuffer { label: format!("v_cache{i}"), bytes: kv_bytes, readback: false });
+    }
+    p
+}
+
+/// Bytes of activations + KV cache for `cfg` at these sizes: exactly what [`RunState::new`]
+/// allocates (the same [`plan`], each buffer rounded as [`Gpu::storage`] rounds it).
+pub fn state_bytes(cfg: &QwenConfig, max_tokens: usize, context: usize, kv: KvFormat) -> u64 {
+    plan(cfg, max_tokens, context, kv).iter().map(|b| crate::gpu::buffer_size(b.bytes)).sum()
 }
 
 pub use crate::ops::KvFormat;
@@ -64,9 +105,6 @@ impl RunState {
                 cfg.head_dim
             )));
         }
-        let f = |label: &str, n: usize| gpu.storage(label, n as u64 * 4);
-        let t = max_tokens;
-        let readback = |label: &str, size: u64| gpu.readback_buffer(label, size);
         let kv_bytes = kv.layer_bytes(context, cfg.num_key_value_heads, cfg.head_dim);
         if kv_bytes > gpu.max_binding {
             return Err(Error::Gpu(format!(
@@ -74,34 +112,43 @@ impl RunState {
                 gpu.max_binding
             )));
         }
-        let mut k_cache = Vec::new();
-        let mut v_cache = Vec::new();
-        for i in 0..cfg.num_hidden_layers {
-            k_cache.push(gpu.storage(&format!("k_cache{i}"), kv_bytes)?);
-            v_cache.push(gpu.storage(&format!("v_cache{i}"), kv_bytes)?);
+        let mut buffers = std::collections::VecDeque::new();
+        for b in plan(cfg, max_tokens, context, kv) {
+            let buf = if b.readback { gpu.readback_buffer(&b.label, b.bytes) } else { gpu.storage(&b.label, b.bytes)? };
+            buffers.push_back((b.label, buf));
         }
-        Ok(RunState {
+        // Fields take the planned buffers in order, each checked by its label.
+        let mut take = |label: &str| -> GpuBuffer {
+            let (l, b) = buffers.pop_front().expect("the plan has every field");
+            debug_assert_eq!(l, label, "RunState fields and plan() disagree");
+            b
+        };
+        let mut state = RunState {
             max_tokens,
             context,
             kv,
-            tokens: f("tokens", t)?,
-            x: f("x", t * cfg.hidden_size)?,
-            xn: f("xn", t * cfg.hidden_size)?,
-            qkv: f("qkv", t * cfg.qkv_dim())?,
-            q: f("q", t * cfg.q_dim())?,
-            att: f("att", t * cfg.q_dim())?,
-            att_partials: gpu
-                .storage("att_partials", crate::ops::attention_partials_bytes(cfg.num_attention_heads, cfg.head_dim))?,
-            gate_up: f("gate_up", t * 2 * cfg.intermediate_size)?,
-            act: f("act", t * cfg.intermediate_size)?,
-            rope: f("rope", t * (cfg.head_dim + 1))?,
-            logits: f("logits", cfg.vocab_size)?,
-            next: f("next", 4)?,
-            seen: gpu.storage("seen", seen_bytes(cfg.vocab_size))?,
-            next_readback: [readback("next_readback0", 16), readback("next_readback1", 16)],
-            logits_readback: readback("logits_readback", cfg.vocab_size as u64 * 4),
-            k_cache,
-            v_cache,
-        })
+            tokens: take("tokens"),
+            x: take("x"),
+            xn: take("xn"),
+            qkv: take("qkv"),
+            q: take("q"),
+            att: take("att"),
+            att_partials: take("att_partials"),
+            gate_up: take("gate_up"),
+            act: take("act"),
+            rope: take("rope"),
+            logits: take("logits"),
+            next: take("next"),
+            seen: take("seen"),
+            next_readback: [take("next_readback0"), take("next_readback1")],
+            logits_readback: take("logits_readback"),
+            k_cache: Vec::with_capacity(cfg.num_hidden_layers),
+            v_cache: Vec::with_capacity(cfg.num_hidden_layers),
+        };
+        for i in 0..cfg.num_hidden_layers {
+            state.k_cache.push(take(&format!("k_cache{i}")));
+            state.v_cache.push(take(&format!("v_cache{i}")));
+        }
+        Ok(state)
     }
 }

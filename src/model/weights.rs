@@ -10,28 +10,29 @@
 //! `qwen-webgpu quantize`: then every matrix the format can group is stored as
 //! `NAME.qweight` + `NAME.scales`, the GPU's own words and scales, uploaded as they are.
 
-use crate::config::{Family, QwenConfig};
+use crate::config::QwenConfig;
 use crate::error::{Error, Result};
-use crate::gpu::{Gpu, GpuMatrix};
-use crate::weights::quant::{self, WeightFormat, QWEIGHT_SUFFIX, SCALES_SUFFIX};
+use crate::gpu::{Gpu, GpuBuffer, GpuMatrix};
+use crate::weights::checkpoint::{check_checkpoint, layout, plan, Part, Slot};
+use crate::weights::quant::{self, WeightFormat};
 use crate::weights::{self, TensorInfo, TensorSource};
 use std::collections::{BTreeMap, BTreeSet};
 
 pub struct LayerWeights {
-    pub attn_norm: wgpu::Buffer,        // [hidden] f32
-    pub qkv: GpuMatrix,                 // [q_dim + 2 kv_dim, hidden]
-    pub qkv_bias: Option<wgpu::Buffer>, // [q_dim + 2 kv_dim] f32
-    pub qk_norm: Option<wgpu::Buffer>,  // [2 head_dim] f32: q_norm then k_norm (qwen3)
-    pub o_proj: GpuMatrix,              // [hidden, q_dim]
-    pub mlp_norm: wgpu::Buffer,         // [hidden] f32
-    pub gate_up: GpuMatrix,             // [2 intermediate, hidden]: gate rows, then up rows
-    pub down: GpuMatrix,                // [hidden, intermediate]
+    pub attn_norm: GpuBuffer,        // [hidden] f32
+    pub qkv: GpuMatrix,              // [q_dim + 2 kv_dim, hidden]
+    pub qkv_bias: Option<GpuBuffer>, // [q_dim + 2 kv_dim] f32
+    pub qk_norm: Option<GpuBuffer>,  // [2 head_dim] f32: q_norm then k_norm (qwen3)
+    pub o_proj: GpuMatrix,           // [hidden, q_dim]
+    pub mlp_norm: GpuBuffer,         // [hidden] f32
+    pub gate_up: GpuMatrix,          // [2 intermediate, hidden]: gate rows, then up rows
+    pub down: GpuMatrix,             // [hidden, intermediate]
 }
 
 pub struct QwenWeights {
     pub embed: GpuMatrix, // [vocab, hidden]
     pub layers: Vec<LayerWeights>,
-    pub norm: wgpu::Buffer,         // [hidden] f32
+    pub norm: GpuBuffer,            // [hidden] f32
     pub lm_head: Option<GpuMatrix>, // [vocab, hidden]; None: tied to `embed`
 }
 
@@ -52,290 +53,23 @@ impl QwenWeights {
     }
 }
 
-/// Where a checkpoint tensor goes.
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Slot {
-    Embed,
-    LmHead,
-    Norm,
-    AttnNorm(usize),
-    MlpNorm(usize),
-    /// Rows `row0..` of layer's fused qkv matrix.
-    Qkv(usize, usize),
-    QkvBias(usize, usize),
-    QNorm(usize),
-    KNorm(usize),
-    OProj(usize),
-    /// Rows `row0..` of layer's fused gate/up matrix.
-    GateUp(usize, usize),
-    Down(usize),
-}
-
-/// The tensors a checkpoint of `cfg` must hold: name → (shape, slot).
-fn plan(cfg: &QwenConfig) -> BTreeMap<String, (Vec<usize>, Slot)> {
-    let (d, ff, v) = (cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size);
-    let (qd, kvd) = (cfg.q_dim(), cfg.kv_dim());
-    let mut p = BTreeMap::new();
-    let mut add = |name: String, shape: Vec<usize>, slot: Slot| {
-        p.insert(name, (shape, slot));
-    };
-    match cfg.family {
-        Family::QwenV1 => {
-            add("transformer.wte.weight".into(), vec![v, d], Slot::Embed);
-            add("transformer.ln_f.weight".into(), vec![d], Slot::Norm);
-            for i in 0..cfg.num_hidden_layers {
-                let n = |s: &str| format!("transformer.h.{i}.{s}");
-                add(n("ln_1.weight"), vec![d], Slot::AttnNorm(i));
-                add(n("attn.c_attn.weight"), vec![qd + 2 * kvd, d], Slot::Qkv(i, 0));
-                add(n("attn.c_attn.bias"), vec![qd + 2 * kvd], Slot::QkvBias(i, 0));
-                add(n("attn.c_proj.weight"), vec![d, qd], Slot::OProj(i));
-                add(n("ln_2.weight"), vec![d], Slot::MlpNorm(i));
-                add(n("mlp.w2.weight"), vec![ff, d], Slot::GateUp(i, 0));
-                add(n("mlp.w1.weight"), vec![ff, d], Slot::GateUp(i, ff));
-                add(n("mlp.c_proj.weight"), vec![d, ff], Slot::Down(i));
-            }
-        }
-        Family::Qwen2 | Family::Qwen3 => {
-            add("model.embed_tokens.weight".into(), vec![v, d], Slot::Embed);
-            add("model.norm.weight".into(), vec![d], Slot::Norm);
-            for i in 0..cfg.num_hidden_layers {
-                let n = |s: &str| format!("model.layers.{i}.{s}");
-                add(n("input_layernorm.weight"), vec![d], Slot::AttnNorm(i));
-                add(n("self_attn.q_proj.weight"), vec![qd, d], Slot::Qkv(i, 0));
-                add(n("self_attn.k_proj.weight"), vec![kvd, d], Slot::Qkv(i, qd));
-                add(n("self_attn.v_proj.weight"), vec![kvd, d], Slot::Qkv(i, qd + kvd));
-                if cfg.attention_bias {
-                    add(n("self_attn.q_proj.bias"), vec![qd], Slot::QkvBias(i, 0));
-                    add(n("self_attn.k_proj.bias"), vec![kvd], Slot::QkvBias(i, qd));
-                    add(n("self_attn.v_proj.bias"), vec![kvd], Slot::QkvBias(i, qd + kvd));
-                }
-                if cfg.family == Family::Qwen3 {
-                    add(n("self_attn.q_norm.weight"), vec![cfg.head_dim], Slot::QNorm(i));
-                    add(n("self_attn.k_norm.weight"), vec![cfg.head_dim], Slot::KNorm(i));
-                }
-                add(n("self_attn.o_proj.weight"), vec![d, qd], Slot::OProj(i));
-                add(n("post_attention_layernorm.weight"), vec![d], Slot::MlpNorm(i));
-                add(n("mlp.gate_proj.weight"), vec![ff, d], Slot::GateUp(i, 0));
-                add(n("mlp.up_proj.weight"), vec![ff, d], Slot::GateUp(i, ff));
-                add(n("mlp.down_proj.weight"), vec![d, ff], Slot::Down(i));
-            }
-        }
-    }
-    if !cfg.tie_word_embeddings {
-        add("lm_head.weight".into(), vec![v, d], Slot::LmHead);
-    }
-    p
-}
-
-/// Every tensor a checkpoint of `cfg` must hold, with its shape.
-pub fn expected_tensors(cfg: &QwenConfig) -> Vec<(String, Vec<usize>)> {
-    plan(cfg).into_iter().map(|(n, (shape, _))| (n, shape)).collect()
-}
-
-/// Which part of a model tensor a stored tensor is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Part {
-    /// The tensor itself (bf16/f16/f32).
-    Whole,
-    /// A pre-quantized matrix's value words (U32 `[rows, words_per_row]`).
-    QWeight,
-    /// A pre-quantized matrix's scales (F16 `[rows, cols / 32]`).
-    Scales,
-}
-
-/// One tensor a checkpoint stores: its name, the model tensor it is (part of), its shape.
-#[derive(Debug, Clone, PartialEq)]
-pub struct StoredTensor {
-    pub name: String,
-    pub source: String,
-    pub part: Part,
-    pub shape: Vec<usize>,
-}
-
-/// Whether a `[_, cols]` matrix is stored as qweight + scales in a checkpoint pre-quantized to
-/// `format`: exactly when loading would quantize it.
-fn grouped(format: WeightFormat, shape: &[usize]) -> bool {
-    format != WeightFormat::F16 && shape.len() == 2 && format.for_cols(shape[1]) == format
-}
-
-/// Stored name → (model tensor, part, stored shape, slot) for a checkpoint of `cfg` that is
-/// plain (`stored` None) or pre-quantized to `stored`.
-fn layout(cfg: &QwenConfig, stored: Option<WeightFormat>) -> BTreeMap<String, (String, Part, Vec<usize>, Slot)> {
-    let mut out = BTreeMap::new();
-    for (name, (shape, slot)) in plan(cfg) {
-        match stored {
-            Some(f) if grouped(f, &shape) => {
-                let (rows, cols) = (shape[0], shape[1]);
-                let q = vec![rows, f.words_per_row(cols)];
-                let s = vec![rows, f.scales_per_row(cols)];
-                out.insert(format!("{name}{QWEIGHT_SUFFIX}"), (name.clone(), Part::QWeight, q, slot));
-                out.insert(format!("{name}{SCALES_SUFFIX}"), (name, Part::Scales, s, slot));
-            }
-            _ => {
-                out.insert(name.clone(), (name, Part::Whole, shape, slot));
-            }
-        }
-    }
-    out
-}
-
-/// Every tensor a checkpoint of `cfg` stores when plain (`None`) or pre-quantized to `stored`.
-pub fn stored_tensors(cfg: &QwenConfig, stored: Option<WeightFormat>) -> Vec<StoredTensor> {
-    layout(cfg, stored)
-        .into_iter()
-        .map(|(name, (source, part, shape, _))| StoredTensor { name, source, part, shape })
-        .collect()
-}
-
-/// The pre-quantized format a tensor list looks like, from its `.qweight` shapes alone
-/// (None: no quantized tensors).
-fn infer_stored(cfg: &QwenConfig, tensors: &BTreeMap<String, TensorInfo>) -> Result<Option<WeightFormat>> {
-    let plan = plan(cfg);
-    let mut any = None;
-    for (name, t) in tensors {
-        let base = name.strip_suffix(QWEIGHT_SUFFIX).or_else(|| name.strip_suffix(SCALES_SUFFIX));
-        let Some(base) = base else { continue };
-        any.get_or_insert(name.as_str());
-        let (Some((shape, _)), true) = (plan.get(base), name.ends_with(QWEIGHT_SUFFIX)) else { continue };
-        if shape.len() != 2 || t.shape.len() != 2 {
-            continue; // the layout check names it
-        }
-        let cols = shape[1];
-        for f in [WeightFormat::Q4, WeightFormat::Q8] {
-            if grouped(f, shape) && t.shape[1] == f.words_per_row(cols) {
-                return Ok(Some(f));
-            }
-        }
-        return Err(Error::Weights(format!(
-            "tensor {name} has shape {:?}; a [{}, {cols}] matrix pre-quantized to q4 needs [{}, {}], to q8 [{}, {}]",
-            t.shape,
-            shape[0],
-            shape[0],
-            cols / 8,
-            shape[0],
-            cols / 4
-        )));
-    }
-    match any {
-        // Only scales, or quantized names we do not plan: the layout check lists what is
-        // missing (the qweights) and what is extra.
-        Some(_) => Ok(Some(WeightFormat::Q4)),
-        None => Ok(None),
-    }
-}
-
-/// Tensors a checkpoint may hold that we do not need.
-fn ignorable(name: &str, cfg: &QwenConfig) -> bool {
-    name.ends_with("rotary_emb.inv_freq") || (cfg.tie_word_embeddings && name == "lm_head.weight")
-}
-
-/// GPU bytes of the weights of `cfg` in `format` (what [`load`] allocates).
+/// GPU bytes of the weights of `cfg` in `format`: what [`Uploader`] allocates, on an adapter
+/// that binds each matrix whole (see [`GpuMatrix::bytes_for`]).
 pub fn weight_bytes(cfg: &QwenConfig, format: WeightFormat) -> u64 {
+    let f32s = |n: usize| crate::gpu::buffer_size(n as u64 * 4);
     plan(cfg)
         .values()
         .map(|(shape, slot)| match slot {
+            // Tensors that share one GPU buffer count once, at their first part.
             Slot::Qkv(_, 0) => GpuMatrix::bytes_for(cfg.qkv_dim(), cfg.hidden_size, format),
-            Slot::Qkv(..) => 0,
             Slot::GateUp(_, 0) => GpuMatrix::bytes_for(2 * cfg.intermediate_size, cfg.hidden_size, format),
-            Slot::GateUp(..) => 0,
+            Slot::QkvBias(_, 0) => f32s(cfg.qkv_dim()),
+            Slot::QNorm(_) => f32s(2 * cfg.head_dim),
+            Slot::Qkv(..) | Slot::GateUp(..) | Slot::QkvBias(..) | Slot::KNorm(_) => 0,
             _ if shape.len() == 2 => GpuMatrix::bytes_for(shape[0], shape[1], format),
-            _ => shape[0] as u64 * 4,
+            _ => f32s(shape[0]),
         })
         .sum::<u64>()
-}
-
-/// Check a checkpoint's tensor list against `cfg`: every tensor present with the right shape
-/// and a loadable dtype, nothing unexpected. Reads no tensor bytes. A pre-quantized layout is
-/// recognised by its `.qweight` tensors; [`check_checkpoint`] also checks the metadata.
-pub fn check_tensors(cfg: &QwenConfig, tensors: &BTreeMap<String, TensorInfo>) -> Result<()> {
-    let stored = infer_stored(cfg, tensors)?;
-    check_layout(cfg, tensors, stored)
-}
-
-/// [`check_tensors`] for a checkpoint with its safetensors metadata: returns the format it is
-/// pre-quantized to (None: plain). Metadata and tensors must agree.
-pub fn check_checkpoint(
-    cfg: &QwenConfig,
-    tensors: &BTreeMap<String, TensorInfo>,
-    metadata: &BTreeMap<String, String>,
-) -> Result<Option<WeightFormat>> {
-    let declared = quant::stored_format(metadata)?;
-    let inferred = infer_stored(cfg, tensors)?;
-    match (declared, inferred) {
-        (None, Some(_)) => {
-            let q = tensors.keys().find(|n| n.ends_with(QWEIGHT_SUFFIX) || n.ends_with(SCALES_SUFFIX));
-            return Err(Error::Weights(format!(
-                "checkpoint has pre-quantized tensors ({}) but its safetensors metadata has no {}: \
-                 not written by `qwen-webgpu quantize`, or its header was edited",
-                q.map(String::as_str).unwrap_or("?"),
-                quant::META_FORMAT
-            )));
-        }
-        (Some(d), Some(i)) if d != i && tensors.keys().any(|n| n.ends_with(QWEIGHT_SUFFIX)) => {
-            return Err(Error::Weights(format!(
-                "safetensors metadata says {} but the .qweight tensors have the shape of {}",
-                d.name(),
-                i.name()
-            )));
-        }
-        _ => {}
-    }
-    check_layout(cfg, tensors, declared)?;
-    Ok(declared)
-}
-
-fn check_layout(cfg: &QwenConfig, tensors: &BTreeMap<String, TensorInfo>, stored: Option<WeightFormat>) -> Result<()> {
-    let layout = layout(cfg, stored);
-    let kind = match stored {
-        Some(f) => format!("{} model with this config, pre-quantized to {},", cfg.family.name(), f.name()),
-        None => format!("{} model with this config", cfg.family.name()),
-    };
-    let missing: Vec<&String> = layout.keys().filter(|n| !tensors.contains_key(*n)).collect();
-    if !missing.is_empty() {
-        let more = if missing.len() > 5 { format!(" and {} more", missing.len() - 5) } else { String::new() };
-        let names: Vec<&str> = missing.iter().take(5).map(|s| s.as_str()).collect();
-        return Err(Error::Weights(format!(
-            "checkpoint lacks {} tensor(s) a {kind} needs: {}{more}",
-            missing.len(),
-            names.join(", ")
-        )));
-    }
-    let extra: Vec<&String> = tensors.keys().filter(|n| !layout.contains_key(*n) && !ignorable(n, cfg)).collect();
-    if !extra.is_empty() {
-        let names: Vec<&str> = extra.iter().take(5).map(|s| s.as_str()).collect();
-        return Err(Error::Weights(format!(
-            "checkpoint has {} tensor(s) a {kind} does not use (wrong model_type or layer count?): {}",
-            extra.len(),
-            names.join(", ")
-        )));
-    }
-    for (name, (_, part, shape, _)) in &layout {
-        let t = &tensors[name];
-        if &t.shape != shape {
-            return Err(Error::Weights(format!("tensor {name} has shape {:?}, the config implies {shape:?}", t.shape)));
-        }
-        let want = match part {
-            Part::Whole => None,
-            Part::QWeight => Some("U32"),
-            Part::Scales => Some("F16"),
-        };
-        match want {
-            None if matches!(t.dtype, weights::Dtype::Other(_)) => {
-                return Err(Error::Weights(format!(
-                    "tensor {name} has dtype {}; only F32, F16 and BF16 checkpoints are supported",
-                    t.dtype.name()
-                )))
-            }
-            Some(d) if t.dtype.name() != d => {
-                return Err(Error::Weights(format!(
-                    "tensor {name} has dtype {}; a pre-quantized checkpoint stores it as {d}",
-                    t.dtype.name()
-                )))
-            }
-            _ => {}
-        }
-    }
-    Ok(())
 }
 
 /// Puts checkpoint tensors on the GPU as they arrive, in any order: the loader pulls them
@@ -406,11 +140,7 @@ impl Uploader {
                 attn_norm: f32_buf(&l("attn_norm"), d)?,
                 qkv: GpuMatrix::new(gpu, &l("qkv"), cfg.qkv_dim(), d, format)?,
                 qkv_bias: if cfg.attention_bias { Some(f32_buf(&l("qkv_bias"), cfg.qkv_dim())?) } else { None },
-                qk_norm: if cfg.family == Family::Qwen3 {
-                    Some(f32_buf(&l("qk_norm"), 2 * cfg.head_dim)?)
-                } else {
-                    None
-                },
+                qk_norm: if cfg.qk_norm { Some(f32_buf(&l("qk_norm"), 2 * cfg.head_dim)?) } else { None },
                 o_proj: GpuMatrix::new(gpu, &l("o_proj"), d, cfg.q_dim(), format)?,
                 mlp_norm: f32_buf(&l("mlp_norm"), d)?,
                 gate_up: GpuMatrix::new(gpu, &l("gate_up"), 2 * ff, d, format)?,
@@ -470,8 +200,8 @@ impl Uploader {
                 Part::Scales => m.write_scales(gpu, row0, bytes, name),
             }
         };
-        let expect = |b: &'_ Option<wgpu::Buffer>| -> Result<wgpu::Buffer> {
-            b.clone().ok_or_else(|| Error::Weights(format!("no destination for {name}")))
+        let expect = |b: &Option<GpuBuffer>| -> Result<wgpu::Buffer> {
+            b.as_ref().map(|b| (**b).clone()).ok_or_else(|| Error::Weights(format!("no destination for {name}")))
         };
         match *slot {
             Slot::Embed => matrix(&w.embed, 0)?,

@@ -5,10 +5,8 @@
 use crate::error::{Error, Result};
 use crate::gpu::matrix::WeightFormat;
 use crate::gpu::{Binding, GpuMatrix, Recorder, ShaderKey};
-use bytemuck::{Pod, Zeroable};
 
-/// Threads per workgroup for the 1-D kernels (within every adapter's 256 limit).
-pub const WG: u32 = 64;
+pub use crate::gpu::tuning::{NORM_WG, WG};
 /// Tile edge of the prefill matmul (TILE x TILE = 256 threads).
 pub const TILE: u32 = 16;
 /// Up to this many tokens, [`linear`] uses the mat-vec kernel.
@@ -20,8 +18,9 @@ fn groups(n: usize, per: u32) -> Result<u32> {
     u32::try_from(n.div_ceil(per as usize)).map_err(|_| Error::Gpu(format!("dispatch of {n} threads is too large")))
 }
 
-fn u(n: usize) -> u32 {
-    n as u32
+/// A size or offset as the u32 the kernels take; an error (never a silent truncation) past 2^32.
+fn u(n: usize) -> Result<u32> {
+    u32::try_from(n).map_err(|_| Error::Gpu(format!("{n} does not fit the kernels' 32-bit sizes and offsets")))
 }
 
 /// Select the weight reader of `common/weights.wgsl`.
@@ -29,16 +28,16 @@ fn weight_format(key: ShaderKey, f: WeightFormat) -> ShaderKey {
     key.flag("W_Q8", f == WeightFormat::Q8).flag("W_Q4", f == WeightFormat::Q4).flag("W_QUANT", f != WeightFormat::F16)
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-pub struct EmbedParams {
-    pub n_tokens: u32,
-    pub cols: u32,
-    pub row0: u32,
-    pub rows: u32,
-    pub stride: u32,
-    pub scales: u32,
-    pub _pad: [u32; 2],
+crate::kernel_params! {
+    pub struct EmbedParams {
+        pub n_tokens: u32,
+        pub cols: u32,
+        pub row0: u32,
+        pub rows: u32,
+        pub stride: u32,
+        pub scales: u32,
+        pub _pad: [u32; 2],
+    }
 }
 
 /// `out[t, :] = table[tokens[t], :]`. tokens: u32 `[n_tokens]`, table: `[vocab, hidden]`,
@@ -53,12 +52,12 @@ pub fn embed(
     let k = rec.gpu().kernel(&weight_format(ShaderKey::new("embed").def("WG", WG), table.format), &[Read, Read, Rw])?;
     for c in &table.chunks {
         let p = EmbedParams {
-            n_tokens: u(n_tokens),
-            cols: u(table.cols),
-            row0: u(c.row0),
-            rows: u(c.rows),
-            stride: u(table.stride),
-            scales: u(c.scales_offset(table.stride)),
+            n_tokens: u(n_tokens)?,
+            cols: u(table.cols)?,
+            row0: u(c.row0)?,
+            rows: u(c.rows)?,
+            stride: u(table.stride)?,
+            scales: u(c.scales_offset(table.stride))?,
             _pad: [0; 2],
         };
         rec.dispatch(&k, &p, &[tokens, &c.buffer, out], groups(n_tokens * table.cols, WG)?)?;
@@ -66,16 +65,13 @@ pub fn embed(
     Ok(())
 }
 
-/// Threads of an RMSNorm workgroup on GPUs (2048 values: two 16-byte loads a thread).
-pub const NORM_WG: u32 = 256;
-
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-pub struct RmsNormParams {
-    pub rows: u32,
-    pub cols: u32,
-    pub in_row0: u32,
-    pub eps: f32,
+crate::kernel_params! {
+    pub struct RmsNormParams {
+        pub rows: u32,
+        pub cols: u32,
+        pub in_row0: u32,
+        pub eps: f32,
+    }
 }
 
 /// `out[r, :] = x[in_row0 + r, :] * rsqrt(mean(x^2) + eps) * w` for `rows` rows of `cols`.
@@ -90,23 +86,23 @@ pub fn rms_norm(
     eps: f64,
     out: &wgpu::Buffer,
 ) -> Result<()> {
-    let key = ShaderKey::new("rms_norm").def("WG", rec.gpu().norm_wg).flag("VEC4", cols.is_multiple_of(4));
+    let key = ShaderKey::new("rms_norm").def("WG", rec.gpu().tuning.norm_wg).flag("VEC4", cols.is_multiple_of(4));
     let k = rec.gpu().kernel(&key, &[Read, Read, Rw])?;
-    let p = RmsNormParams { rows: u(rows), cols: u(cols), in_row0: u(in_row0), eps: eps as f32 };
-    rec.dispatch(&k, &p, &[x, w, out], u(rows))
+    let p = RmsNormParams { rows: u(rows)?, cols: u(cols)?, in_row0: u(in_row0)?, eps: eps as f32 };
+    rec.dispatch(&k, &p, &[x, w, out], u(rows)?)
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-pub struct LinearParams {
-    pub n_tokens: u32,
-    pub cols: u32,
-    pub rows: u32,
-    pub stride: u32,
-    pub out_cols: u32,
-    pub row0: u32,
-    pub x_row0: u32,
-    pub scales: u32,
+crate::kernel_params! {
+    pub struct LinearParams {
+        pub n_tokens: u32,
+        pub cols: u32,
+        pub rows: u32,
+        pub stride: u32,
+        pub out_cols: u32,
+        pub row0: u32,
+        pub x_row0: u32,
+        pub scales: u32,
+    }
 }
 
 /// Which kernel computes a linear layer.
@@ -152,7 +148,7 @@ pub fn linear(
     out: &wgpu::Buffer,
     accumulate: bool,
 ) -> Result<()> {
-    let kind = if n_tokens > MATVEC_MAX_TOKENS && !rec.gpu().block_prefill {
+    let kind = if n_tokens > MATVEC_MAX_TOKENS && !rec.gpu().tuning.block_prefill {
         LinearKernel::Tiled
     } else {
         // Without subgroups the block kernel reduces through workgroup barriers, which CPU
@@ -185,7 +181,7 @@ pub fn linear_with(
             w.cols
         )));
     }
-    let rows = rec.gpu().block_rows;
+    let rows = rec.gpu().tuning.block_rows;
     let tokens = if n_tokens > MATVEC_MAX_TOKENS { BLOCK_TOKENS } else { 1 };
     let block = |wg: u32| {
         ShaderKey::new("matvec_block")
@@ -199,7 +195,7 @@ pub fn linear_with(
         LinearKernel::MatVec => ShaderKey::new("matvec").def("WG", WG),
         LinearKernel::Block => block(WG).def("SUM_UNTIL", 8),
         LinearKernel::SubgroupBlock => {
-            let (sg, wg) = (rec.gpu().subgroup_size.unwrap_or(0), rec.gpu().block_wg);
+            let (sg, wg) = (rec.gpu().subgroup_size.unwrap_or(0), rec.gpu().tuning.block_wg);
             block(wg).def("SG", sg).flag("ONE_SUBGROUP", wg == sg)
         }
         LinearKernel::Tiled => ShaderKey::new("matmul").def("TILE", TILE).def("TILE_PAD", TILE + 1),
@@ -209,20 +205,20 @@ pub fn linear_with(
     let k = rec.gpu().kernel(&key, bindings)?;
     for c in &w.chunks {
         let p = LinearParams {
-            n_tokens: u(n_tokens),
-            cols: u(w.cols),
-            rows: u(c.rows),
-            stride: u(w.stride),
-            out_cols: u(w.rows),
-            row0: u(c.row0),
-            x_row0: u(x_row0),
-            scales: u(c.scales_offset(w.stride)),
+            n_tokens: u(n_tokens)?,
+            cols: u(w.cols)?,
+            rows: u(c.rows)?,
+            stride: u(w.stride)?,
+            out_cols: u(w.rows)?,
+            row0: u(c.row0)?,
+            x_row0: u(x_row0)?,
+            scales: u(c.scales_offset(w.stride))?,
         };
         let n_groups = match kind {
             LinearKernel::MatVec => groups(n_tokens * c.rows, WG)?,
-            LinearKernel::Tiled => u(n_tokens.div_ceil(TILE as usize) * c.rows.div_ceil(TILE as usize)),
+            LinearKernel::Tiled => u(n_tokens.div_ceil(TILE as usize) * c.rows.div_ceil(TILE as usize))?,
             LinearKernel::Block | LinearKernel::SubgroupBlock => {
-                u(n_tokens.div_ceil(tokens as usize) * c.rows.div_ceil(rows as usize))
+                u(n_tokens.div_ceil(tokens as usize) * c.rows.div_ceil(rows as usize))?
             }
         };
         match bias {
@@ -233,19 +229,35 @@ pub fn linear_with(
     Ok(())
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-pub struct HeadParams {
-    pub n_tokens: u32,
-    pub pos0: u32,
-    pub n_heads: u32,
-    pub n_kv_heads: u32,
-    pub head_dim: u32,
-    /// qkv_rope: the q/k norm epsilon; attention: the score scale.
-    pub f: f32,
-    pub kv_scales: u32,
-    /// attention: keys per split (split-K); 0 otherwise.
-    pub chunk: u32,
+crate::kernel_params! {
+    /// `qkv_rope.wgsl`'s parameters.
+    pub struct RopeParams {
+        pub n_tokens: u32,
+        pub pos0: u32,
+        pub n_heads: u32,
+        pub n_kv_heads: u32,
+        pub head_dim: u32,
+        /// The q/k norm epsilon (Qwen3).
+        pub eps: f32,
+        pub kv_scales: u32,
+        pub _pad: [u32; 1],
+    }
+}
+
+crate::kernel_params! {
+    /// `attention.wgsl`'s parameters.
+    pub struct AttentionParams {
+        pub n_tokens: u32,
+        pub pos0: u32,
+        pub n_heads: u32,
+        pub n_kv_heads: u32,
+        pub head_dim: u32,
+        /// The score scale, 1 / sqrt(head_dim).
+        pub scale: f32,
+        pub kv_scales: u32,
+        /// Keys per split (split-K); 0 otherwise.
+        pub chunk: u32,
+    }
 }
 
 /// How the KV cache stores keys and values.
@@ -315,17 +327,30 @@ impl Heads {
 }
 
 impl Heads {
-    fn params(&self, n_tokens: usize, pos0: usize, f: f32) -> HeadParams {
-        HeadParams {
-            n_tokens: u(n_tokens),
-            pos0: u(pos0),
-            n_heads: u(self.n_heads),
-            n_kv_heads: u(self.n_kv_heads),
-            head_dim: u(self.head_dim),
-            f,
-            kv_scales: u(self.kv_scales),
-            chunk: 0,
-        }
+    fn rope_params(&self, n_tokens: usize, pos0: usize, eps: f32) -> Result<RopeParams> {
+        Ok(RopeParams {
+            n_tokens: u(n_tokens)?,
+            pos0: u(pos0)?,
+            n_heads: u(self.n_heads)?,
+            n_kv_heads: u(self.n_kv_heads)?,
+            head_dim: u(self.head_dim)?,
+            eps,
+            kv_scales: u(self.kv_scales)?,
+            _pad: [0],
+        })
+    }
+
+    fn attention_params(&self, n_tokens: usize, pos0: usize, chunk: usize) -> Result<AttentionParams> {
+        Ok(AttentionParams {
+            n_tokens: u(n_tokens)?,
+            pos0: u(pos0)?,
+            n_heads: u(self.n_heads)?,
+            n_kv_heads: u(self.n_kv_heads)?,
+            head_dim: u(self.head_dim)?,
+            scale: 1.0 / (self.head_dim as f32).sqrt(),
+            kv_scales: u(self.kv_scales)?,
+            chunk: u(chunk)?,
+        })
     }
 }
 
@@ -359,8 +384,8 @@ pub fn qkv_rope(
         eps = e as f32;
     }
     let k = rec.gpu().kernel(&key, &bindings)?;
-    let p = heads.params(n_tokens, pos0, eps);
-    let n_groups = u(n_tokens * (heads.n_heads + 2 * heads.n_kv_heads));
+    let p = heads.rope_params(n_tokens, pos0, eps)?;
+    let n_groups = u(n_tokens * (heads.n_heads + 2 * heads.n_kv_heads))?;
     rec.dispatch(&k, &p, &buffers, n_groups)
 }
 
@@ -410,33 +435,35 @@ pub fn attention(
         ShaderKey::new("attention").def("WG", WG).def("HEAD_DIM", d).def("DIMS_PER_THREAD", d.div_ceil(WG as usize));
     let key = heads.kv_flags(key).flag("SPLIT", split.is_some());
     let k = rec.gpu().kernel(&key, &[Read, Read, Read, Rw])?;
-    let mut p = heads.params(n_tokens, pos0, 1.0 / (d as f32).sqrt());
     match split {
         Some((partials, chunk)) => {
-            p.chunk = u(chunk);
+            let p = heads.attention_params(n_tokens, pos0, chunk)?;
             let splits = (pos0 + n_tokens).div_ceil(chunk);
-            rec.dispatch(&k, &p, &[q, k_cache, v_cache, partials], u(n_tokens * heads.n_heads * splits))?;
+            rec.dispatch(&k, &p, &[q, k_cache, v_cache, partials], u(n_tokens * heads.n_heads * splits)?)?;
             let merge = ShaderKey::new("attention").def("WG", WG).def("HEAD_DIM", d).flag("MERGE", true);
             let m = rec.gpu().kernel(&merge, &[Read, Rw])?;
-            rec.dispatch(&m, &p, &[partials, out], u(n_tokens * heads.n_heads))
+            rec.dispatch(&m, &p, &[partials, out], u(n_tokens * heads.n_heads)?)
         }
-        None => rec.dispatch(&k, &p, &[q, k_cache, v_cache, out], u(n_tokens * heads.n_heads)),
+        None => {
+            let p = heads.attention_params(n_tokens, pos0, 0)?;
+            rec.dispatch(&k, &p, &[q, k_cache, v_cache, out], u(n_tokens * heads.n_heads)?)
+        }
     }
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-pub struct CountParams {
-    pub n: u32,
-    pub _pad: [u32; 3],
+crate::kernel_params! {
+    pub struct CountParams {
+        pub n: u32,
+        pub _pad: [u32; 3],
+    }
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-pub struct SiluMulParams {
-    pub n_tokens: u32,
-    pub width: u32,
-    pub _pad: [u32; 2],
+crate::kernel_params! {
+    pub struct SiluMulParams {
+        pub n_tokens: u32,
+        pub width: u32,
+        pub _pad: [u32; 2],
+    }
 }
 
 /// SwiGLU: `out[t, i] = silu(gate_up[t, i]) * gate_up[t, width + i]`. gate_up:
@@ -449,14 +476,14 @@ pub fn silu_mul(
     out: &wgpu::Buffer,
 ) -> Result<()> {
     let k = rec.gpu().kernel(&ShaderKey::new("silu_mul").def("WG", WG), &[Read, Rw])?;
-    let p = SiluMulParams { n_tokens: u(n_tokens), width: u(width), _pad: [0; 2] };
+    let p = SiluMulParams { n_tokens: u(n_tokens)?, width: u(width)?, _pad: [0; 2] };
     rec.dispatch(&k, &p, &[gate_up, out], groups(n_tokens * width, WG)?)
 }
 
 /// `dst[..n] = src[..n]` in 16-byte elements (`n` counts vec4<u32>): the bandwidth probe.
 pub fn copy(rec: &mut Recorder, src: &wgpu::Buffer, dst: &wgpu::Buffer, n: usize) -> Result<()> {
     let k = rec.gpu().kernel(&ShaderKey::new("copy").def("WG", WG), &[Read, Rw])?;
-    rec.dispatch(&k, &CountParams { n: u(n), _pad: [0; 3] }, &[src, dst], groups(n, WG)?)
+    rec.dispatch(&k, &CountParams { n: u(n)?, _pad: [0; 3] }, &[src, dst], groups(n, WG)?)
 }
 
 /// Threads of the one argmax workgroup.
@@ -465,36 +492,36 @@ pub const ARGMAX_WG: u32 = 256;
 /// `out[0] = argmax(logits[0..n])` (first index on ties; 0xffffffff if all NaN).
 pub fn argmax(rec: &mut Recorder, logits: &wgpu::Buffer, n: usize, out: &wgpu::Buffer) -> Result<()> {
     let k = rec.gpu().kernel(&ShaderKey::new("argmax").def("WG", ARGMAX_WG), &[Read, Rw])?;
-    rec.dispatch(&k, &CountParams { n: u(n), _pad: [0; 3] }, &[logits, out], 1)
+    rec.dispatch(&k, &CountParams { n: u(n)?, _pad: [0; 3] }, &[logits, out], 1)
 }
 
-/// Uniform parameters of the sampling kernel (see `shaders/sample.wgsl`).
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable, Debug, PartialEq)]
-pub struct SampleParams {
-    pub n: u32,
-    /// 0: off.
-    pub top_k: u32,
-    pub seed_lo: u32,
-    pub seed_hi: u32,
-    /// The sampling step (a fresh uniform stream each).
-    pub step: u32,
-    /// 0: greedy.
-    pub inv_temperature: f32,
-    /// 1: off.
-    pub top_p: f32,
-    /// 1: off.
-    pub penalty: f32,
-    pub inv_penalty: f32,
-    pub _pad: [u32; 3],
+crate::kernel_params! {
+    /// Uniform parameters of the sampling kernel (see `shaders/sample.wgsl`).
+    pub struct SampleParams {
+        pub n: u32,
+        /// 0: off.
+        pub top_k: u32,
+        pub seed_lo: u32,
+        pub seed_hi: u32,
+        /// The sampling step (a fresh uniform stream each).
+        pub step: u32,
+        /// 0: greedy.
+        pub inv_temperature: f32,
+        /// 1: off.
+        pub top_p: f32,
+        /// 1: off.
+        pub penalty: f32,
+        pub inv_penalty: f32,
+        pub _pad: [u32; 3],
+    }
 }
 
 impl SampleParams {
     /// The kernel's parameters for `params` at sampling step `step` over `n` logits.
-    pub fn new(params: &crate::sampler::SamplingParams, n: usize, step: u32) -> SampleParams {
+    pub fn new(params: &crate::sampler::SamplingParams, n: usize, step: u32) -> Result<SampleParams> {
         let t = crate::sampler::KernelTerms::of(params);
-        SampleParams {
-            n: u(n),
+        Ok(SampleParams {
+            n: u(n)?,
             top_k: params.top_k.min(u32::MAX as usize) as u32,
             seed_lo: params.seed as u32,
             seed_hi: (params.seed >> 32) as u32,
@@ -504,18 +531,14 @@ impl SampleParams {
             penalty: params.repetition_penalty,
             inv_penalty: t.inv_penalty,
             _pad: [0; 3],
-        }
+        })
     }
 }
 
 /// Threads of the one sampling workgroup: 256 on GPUs, 64 on CPU adapters (which pay for
 /// every barrier of a wider workgroup).
 pub fn sample_wg(gpu: &crate::gpu::Gpu) -> u32 {
-    if gpu.is_cpu() {
-        64
-    } else {
-        256
-    }
+    gpu.tuning.sample_wg
 }
 
 /// Choose the next token from `logits[0..n]` on the GPU, as [`crate::sampler::Sampler`] does on
@@ -558,7 +581,8 @@ mod tests {
         assert_eq!(std::mem::size_of::<EmbedParams>(), 32);
         assert_eq!(std::mem::size_of::<RmsNormParams>(), 16);
         assert_eq!(std::mem::size_of::<LinearParams>(), 32);
-        assert_eq!(std::mem::size_of::<HeadParams>(), 32);
+        assert_eq!(std::mem::size_of::<RopeParams>(), 32);
+        assert_eq!(std::mem::size_of::<AttentionParams>(), 32);
         assert_eq!(std::mem::size_of::<CountParams>(), 16);
         assert_eq!(std::mem::size_of::<SampleParams>(), 48);
     }

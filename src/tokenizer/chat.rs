@@ -9,12 +9,43 @@
 //! content with no special tokens allowed, and the markers are inserted as ids. So message
 //! content can never produce `<|im_end|>` or any other control token.
 
-use super::{Tokenizer, IM_END, IM_START};
+use super::Tokenizer;
 use crate::error::{Error, Result};
+
+/// A chat template as data: the markers around each message, the system prompt the model
+/// was trained with, and the id that ends a document. Every Qwen family uses [`CHATML`]; a
+/// family with another template (Llama-3's headers, say) would add its own value here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct ChatFormat {
+    /// Opens a message; the role name and a newline follow.
+    pub start: &'static str,
+    /// Closes a message; a newline follows.
+    pub end: &'static str,
+    /// Used when the caller gives no system message (the CLI and the JS API both add it).
+    pub default_system: &'static str,
+    /// `<|endoftext|>`'s id: the stop id when neither the model's files nor the tokenizer name one.
+    pub end_of_text_id: u32,
+}
+
+/// Qwen's ChatML (v1, Qwen1.5, Qwen2, Qwen2.5, Qwen3 alike).
+pub const CHATML: ChatFormat = ChatFormat {
+    start: super::IM_START,
+    end: super::IM_END,
+    default_system: "You are a helpful assistant.",
+    end_of_text_id: 151643,
+};
 
 /// The system prompt Qwen chat models were trained with. [`chat_prompt_ids`] does not add it:
 /// the caller puts it in the messages when the user gave none.
-pub const DEFAULT_SYSTEM_PROMPT: &str = "You are a helpful assistant.";
+pub const DEFAULT_SYSTEM_PROMPT: &str = CHATML.default_system;
+
+/// Tokens a chat prompt may take in a `context`-token KV cache when the reply may take
+/// `max_new_tokens`: the reply's room is kept free, but never more than half the context (so a
+/// long conversation keeps at least half of it as history). At least 1. The CLI and the JS API
+/// both budget with this.
+pub fn prompt_budget(context: usize, max_new_tokens: usize) -> usize {
+    context.saturating_sub(max_new_tokens.min(context / 2)).max(1)
+}
 
 /// Who wrote a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -66,8 +97,9 @@ impl ChatMessage {
 /// No system message is invented: add [`DEFAULT_SYSTEM_PROMPT`] yourself when you want it.
 pub fn chat_prompt_ids(tok: &Tokenizer, messages: &[ChatMessage], max_prompt_tokens: usize) -> Result<Vec<u32>> {
     let missing = |s: &str| Error::Tokenizer(format!("the vocabulary has no {s} token, cannot build a chat prompt"));
-    let im_start = tok.token_to_id(IM_START).ok_or_else(|| missing(IM_START))?;
-    let im_end = tok.token_to_id(IM_END).ok_or_else(|| missing(IM_END))?;
+    let (start, end) = (CHATML.start, CHATML.end);
+    let im_start = tok.token_to_id(start).ok_or_else(|| missing(start))?;
+    let im_end = tok.token_to_id(end).ok_or_else(|| missing(end))?;
     let nl = tok.encode("\n")?;
 
     // Each message becomes `<|im_start|>role\ncontent<|im_end|>\n`.

@@ -27,7 +27,7 @@ mod hf;
 mod stream;
 mod tiktoken;
 
-pub use chat::{chat_prompt_ids, ChatMessage, Role, DEFAULT_SYSTEM_PROMPT};
+pub use chat::{chat_prompt_ids, prompt_budget, ChatFormat, ChatMessage, Role, CHATML, DEFAULT_SYSTEM_PROMPT};
 pub use stream::TextStream;
 
 use crate::error::{Error, Result};

@@ -10,6 +10,8 @@ pub mod quant;
 pub mod quantize;
 pub mod safetensors;
 
+pub mod checkpoint;
+
 use crate::error::{Error, Result};
 use half::{bf16, f16};
 pub use safetensors::{Dtype, TensorInfo};

@@ -10,12 +10,12 @@
 //! stores them. The encoder is [`quant::encode_rows`], the one load-time quantization uses, so
 //! loading the folder puts the same bits on the GPU as quantizing the source while loading.
 
+use super::checkpoint::{check_checkpoint, stored_tensors, Part};
 use super::quant::{self, WeightFormat};
 use super::safetensors::{self, HeaderEntry};
 use super::{FileSource, TensorSource};
 use crate::config::QwenConfig;
 use crate::error::{Error, Result};
-use crate::model::weights::{check_checkpoint, stored_tensors, Part};
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufWriter, Write};

@@ -1,0 +1,80 @@
+//! Kernel tuning: the workgroup geometry each kernel family uses on this adapter, decided once
+//! from the adapter's facts and explicit overrides (the CLI maps its environment variables onto
+//! [`TuningOverrides`]; nothing below reads the environment).
+
+/// Threads per workgroup for the 1-D kernels (within every adapter's 256 limit).
+pub const WG: u32 = 64;
+/// Threads of an RMSNorm workgroup on GPUs (2048 values: two 16-byte loads a thread).
+pub const NORM_WG: u32 = 256;
+
+/// The kernel that runs prefill mat-muls (more than two tokens).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PrefillKernel {
+    /// Tiled through workgroup memory.
+    Tiled,
+    /// The block mat-vec, a few tokens a workgroup.
+    Block,
+}
+
+/// Choices to force instead of the adapter's defaults (benchmarks compare them).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TuningOverrides {
+    /// Rows per workgroup of the block mat-vec (1..=32).
+    pub rows: Option<u32>,
+    pub prefill: Option<PrefillKernel>,
+}
+
+/// Every geometry choice, as one value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tuning {
+    /// A CPU implementation (lavapipe, SwiftShader): workgroup barriers are costly there.
+    pub cpu: bool,
+    /// Prefill through the block mat-vec ([`crate::ops::BLOCK_TOKENS`] tokens a workgroup)
+    /// rather than the tiled matmul.
+    pub block_prefill: bool,
+    /// Rows per workgroup of the block mat-vec: each block of x is loaded once for this many.
+    pub block_rows: u32,
+    /// Threads per workgroup of the block mat-vec: the subgroup size on CPU adapters (one
+    /// SIMD vector a workgroup, reduced without barriers), else [`WG`].
+    pub block_wg: u32,
+    /// Threads of an RMSNorm workgroup: [`NORM_WG`] on GPUs (a row in one round of loads),
+    /// [`WG`] on CPU adapters (which pay for each barrier of the wider reduction instead).
+    pub norm_wg: u32,
+    /// Threads of the one sampling workgroup: 256 on GPUs, 64 on CPU adapters.
+    pub sample_wg: u32,
+}
+
+impl Tuning {
+    /// The defaults for an adapter of `device_type` with fixed-size subgroups of
+    /// `subgroup_size` (None: no subgroup kernels), with `overrides` applied.
+    pub fn for_adapter(device_type: wgpu::DeviceType, subgroup_size: Option<u32>, overrides: &TuningOverrides) -> Self {
+        let cpu = device_type == wgpu::DeviceType::Cpu;
+        // On CPU adapters with subgroups (lavapipe) the tiled matmul's barriers cost more than
+        // re-reading weights, so prefill uses the subgroup block mat-vec a few tokens at a
+        // time (measured: 9x faster prefill there; on an H100 the tiled matmul is faster).
+        let block_prefill = match overrides.prefill {
+            Some(k) => k == PrefillKernel::Block,
+            None => cpu && subgroup_size.is_some(),
+        };
+        // CPU adapters load x one SIMD lane at a time, as they load weights: more rows share
+        // each x load there (lavapipe: 8 rows and one subgroup a workgroup run q4 mat-vecs
+        // 2-3x faster than 4 rows of 64 threads; the H100 was measured at 4).
+        let block_rows = match overrides.rows {
+            Some(n @ 1..=32) => n,
+            _ if cpu => 8,
+            _ => 4,
+        };
+        let block_wg = match subgroup_size {
+            Some(sg) if cpu => sg,
+            _ => WG,
+        };
+        Tuning {
+            cpu,
+            block_prefill,
+            block_rows,
+            block_wg,
+            norm_wg: if cpu { WG } else { NORM_WG },
+            sample_wg: if cpu { 64 } else { 256 },
+        }
+    }
+}

@@ -1,0 +1,105 @@
+//! The forward pass as the model reads, recorded top to bottom: embed → each layer (attention
+//! block, MLP block) → final norm → LM head → the choice of the next token. Only recording:
+//! what goes in (tokens, the RoPE table) and what comes back (readback) is in `mod.rs`.
+
+use super::state::RunState;
+use super::weights::{LayerWeights, QwenWeights};
+use crate::config::QwenConfig;
+use crate::error::Result;
+use crate::gpu::Recorder;
+use crate::ops::{self, Heads, SampleParams};
+
+/// What the tail of the pass computes from the last token's hidden state.
+#[derive(Debug, Clone, Copy)]
+pub enum Head {
+    /// Nothing: the pass only fills the KV cache.
+    None,
+    /// The last token's logits.
+    Logits,
+    /// The last token's logits, then their argmax into `next`.
+    Argmax,
+    /// The last token's logits, then a draw by these parameters into `next`.
+    Sample(SampleParams),
+    /// The final norm of every token (the LM head runs per group of rows: see `mod.rs`).
+    AllRows,
+}
+
+/// One pass: `n` tokens written to the cache at positions `pos0..`.
+#[derive(Debug, Clone, Copy)]
+pub struct Pass {
+    pub n: usize,
+    pub pos0: usize,
+}
+
+/// The attention geometry and KV cache layout of `cfg` in `s`.
+pub fn heads(cfg: &QwenConfig, s: &RunState) -> Heads {
+    Heads {
+        n_heads: cfg.num_attention_heads,
+        n_kv_heads: cfg.num_key_value_heads,
+        head_dim: cfg.head_dim,
+        kv: s.kv,
+        kv_scales: s.kv.scales_offset(s.context, cfg.num_key_value_heads, cfg.head_dim),
+    }
+}
+
+/// Embedding, then every layer.
+pub fn record_body(rec: &mut Recorder, cfg: &QwenConfig, w: &QwenWeights, s: &RunState, pass: Pass) -> Result<()> {
+    ops::embed(rec, &s.tokens, pass.n, &w.embed, &s.x)?;
+    for (i, layer) in w.layers.iter().enumerate() {
+        attention_block(rec, cfg, layer, s, i, pass)?;
+        mlp_block(rec, cfg, layer, s, pass)?;
+    }
+    Ok(())
+}
+
+/// `x += o_proj(attention(rope(qkv(norm(x)))))`, writing this layer's K and V.
+fn attention_block(
+    rec: &mut Recorder,
+    cfg: &QwenConfig,
+    l: &LayerWeights,
+    s: &RunState,
+    layer: usize,
+    Pass { n, pos0 }: Pass,
+) -> Result<()> {
+    let heads = heads(cfg, s);
+    let (k_cache, v_cache) = (&s.k_cache[layer], &s.v_cache[layer]);
+    ops::rms_norm(rec, &s.x, 0, n, cfg.hidden_size, &l.attn_norm, cfg.rms_norm_eps, &s.xn)?;
+    ops::linear(rec, &s.xn, 0, n, &l.qkv, l.qkv_bias.as_deref(), &s.qkv, false)?;
+    let qk_norm = l.qk_norm.as_deref().map(|b| (b, cfg.rms_norm_eps));
+    ops::qkv_rope(rec, heads, n, pos0, &s.qkv, &s.rope, qk_norm, &s.q, k_cache, v_cache)?;
+    ops::attention(rec, heads, n, pos0, &s.q, k_cache, v_cache, &s.att, Some(&*s.att_partials))?;
+    ops::linear(rec, &s.att, 0, n, &l.o_proj, None, &s.x, true)
+}
+
+/// `x += down(silu(gate(norm(x))) * up(norm(x)))`.
+fn mlp_block(rec: &mut Recorder, cfg: &QwenConfig, l: &LayerWeights, s: &RunState, Pass { n, .. }: Pass) -> Result<()> {
+    ops::rms_norm(rec, &s.x, 0, n, cfg.hidden_size, &l.mlp_norm, cfg.rms_norm_eps, &s.xn)?;
+    ops::linear(rec, &s.xn, 0, n, &l.gate_up, None, &s.gate_up, false)?;
+    ops::silu_mul(rec, &s.gate_up, n, cfg.intermediate_size, &s.act)?;
+    ops::linear(rec, &s.act, 0, n, &l.down, None, &s.x, true)
+}
+
+/// The tail: only the last token goes through the final norm and the LM head, unless every
+/// position's logits are wanted.
+pub fn record_head(
+    rec: &mut Recorder,
+    cfg: &QwenConfig,
+    w: &QwenWeights,
+    s: &RunState,
+    Pass { n, .. }: Pass,
+    head: &Head,
+) -> Result<()> {
+    let (d, eps) = (cfg.hidden_size, cfg.rms_norm_eps);
+    match head {
+        Head::None => return Ok(()),
+        Head::AllRows => return ops::rms_norm(rec, &s.x, 0, n, d, &w.norm, eps, &s.xn),
+        _ => {}
+    }
+    ops::rms_norm(rec, &s.x, n - 1, 1, d, &w.norm, eps, &s.xn)?;
+    ops::linear(rec, &s.xn, 0, 1, w.lm_head(), None, &s.logits, false)?;
+    match head {
+        Head::Argmax => ops::argmax(rec, &s.logits, cfg.vocab_size, &s.next),
+        Head::Sample(p) => ops::sample(rec, &s.logits, p, &s.seen, &s.next),
+        _ => Ok(()),
+    }
+}

@@ -105,11 +105,13 @@ fn tokenizer_missing(what: &str) -> JsValue {
 
 // ------------------------------------------------------------------ serde across the boundary
 
-/// A JS value as `T` (its serde shape); a bad value is a request error naming its field.
-/// Every field of the types read this way is optional, so the field named is the first whose
-/// value alone fails too (cheaper in wasm size than tracking the path while deserializing).
+/// A JS value as `T` (its serde shape); a bad value is a request error naming its field
+/// after `what` (`""`, `"load option "`...). Every field of the types read this way is
+/// optional, so the field named is the first whose value alone fails too (cheaper in wasm
+/// size than tracking the path while deserializing).
 fn from_js<T: serde::de::DeserializeOwned>(v: JsValue, what: &str) -> Result<T, Error> {
     serde_wasm_bindgen::from_value::<T>(v.clone()).map_err(|e| {
+        let msg = String::from(JsValue::from(e).unchecked_into::<js_sys::Error>().message());
         let field = js_sys::Object::try_from(&v).and_then(|obj| {
             js_sys::Object::keys(obj).iter().filter_map(|k| k.as_string()).find(|k| {
                 let key = JsValue::from_str(k);
@@ -119,10 +121,11 @@ fn from_js<T: serde::de::DeserializeOwned>(v: JsValue, what: &str) -> Result<T, 
                     && serde_wasm_bindgen::from_value::<T>(one.into()).is_err()
             })
         });
-        match field {
-            Some(f) => Error::Request(format!("{what}: {f}: {e}")),
-            None => Error::Request(format!("{what}: {e}")),
-        }
+        let at = match field {
+            Some(f) => format!("{what}{f}"),
+            None => what.trim_end().to_string(),
+        };
+        Error::Request(if at.is_empty() { msg } else { format!("{at}: {msg}") })
     })
 }
 
@@ -193,7 +196,7 @@ pub async fn open_loader(config_json: String, options: JsValue, stored_format: S
     let o: LoadOptions = if options.is_undefined() || options.is_null() {
         LoadOptions::default()
     } else {
-        from_js(options, "load options").map_err(js_err)?
+        from_js(options, "load option ").map_err(js_err)?
     };
     let cfg = QwenConfig::from_json(&config_json).map_err(js_err)?;
     let eos = eos_ids_in(&config_json).map_err(js_err)?;
@@ -663,7 +666,7 @@ impl Engine {
         let inner = self.inner.clone();
         future_to_promise(async move {
             let clock = Stopwatch::start();
-            let req: Request = from_js(request, "request").map_err(js_err)?;
+            let req: Request = from_js(request, "").map_err(js_err)?;
             let mut model = inner.borrow_mut().take_model()?;
             let prepared = inner.borrow().prepare(req, chat, model.context());
             let (prompt, opts) = match prepared {
@@ -936,7 +939,7 @@ fn bench_options(options: JsValue) -> Result<SynthBench, JsValue> {
     let spec: SynthBench = if options.is_undefined() || options.is_null() {
         SynthBench::default()
     } else {
-        from_js(options, "benchmark options").map_err(js_err)?
+        from_js(options, "benchmark option ").map_err(js_err)?
     };
     spec.check().map_err(js_err)?;
     Ok(spec)

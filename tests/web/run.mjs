@@ -365,6 +365,7 @@ test("error codes survive the worker: load, request, context, format, tokenizer,
     chatNoTokenizer: ["TokenizerError", "tokenizer_missing"], tokenize: ["TokenizerError", "tokenizer_missing"],
     unloaded: ["RequestError", "engine_unloaded"],
   };
+  for (const k of ["maxTokens", "badOption", "longPrompt", "chatNoTokenizer"]) console.log(`     ${k}: ${r.got[k]?.name}/${r.got[k]?.code}: ${r.got[k]?.message}`);
   for (const [k, [name, code]] of Object.entries(want)) {
     const g = r.got[k];
     ok(g && g.name === name && g.code === code, `${k}: want ${name}/${code}, got ${JSON.stringify(g)}`);

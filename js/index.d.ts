@@ -1,6 +1,6 @@
 // Types of the qwen-webgpu npm package.
 
-/** Names of the errors the engine rejects with (`err.name`). */
+/** Names of the errors the engine rejects with (`err.name`): the kind of failure. */
 export type QwenErrorName =
   | "ConfigError"
   | "WeightsError"
@@ -9,6 +9,43 @@ export type QwenErrorName =
   | "RequestError"
   | "NetworkError"
   | "AbortError";
+
+/**
+ * What happened, machine-readably (`err.code`). Each code comes with one name:
+ * - ConfigError: `config_missing` (no config.json: HTTP 404, not among the files),
+ *   `config_invalid` (unreadable, a model this engine does not run, an eos id above 2^32-1).
+ * - WeightsError: `weights_missing` (a checkpoint file is not there), `weights_corrupt`
+ *   (truncated, bad header, wrong shapes or dtypes, missing tensors), `weights_format` (a
+ *   pre-quantized folder asked for in another format, or a format this build does not know).
+ * - TokenizerError: `tokenizer_missing` (chat, tokenize or detokenize on a model loaded without
+ *   tokenizer.json / qwen.tiktoken), `tokenizer_invalid` (corrupt, or does not fit the model).
+ * - GpuError: `gpu_unavailable` (no WebGPU adapter or device), `gpu_out_of_memory` (the model
+ *   does not fit: memory budget, binding limit, allocation), `gpu_failed` (the GPU failed while
+ *   running), `wasm_failed` (the WebAssembly module did not instantiate), `worker_failed` (the
+ *   engine's worker died).
+ * - RequestError: `request_invalid` (a bad request value or option; the message names it),
+ *   `context_full` (the prompt does not fit the context), `engine_busy` (overlapping calls on
+ *   the raw wasm engine; the JS API queues them), `engine_unloaded`.
+ * - NetworkError: `network` (fetch failed, an HTTP error, an incomplete download).
+ * - AbortError: `aborted` (your AbortSignal fired).
+ */
+export type QwenErrorCode =
+  | "config_missing" | "config_invalid"
+  | "weights_missing" | "weights_corrupt" | "weights_format"
+  | "tokenizer_missing" | "tokenizer_invalid"
+  | "gpu_unavailable" | "gpu_out_of_memory" | "gpu_failed" | "wasm_failed" | "worker_failed"
+  | "request_invalid" | "context_full" | "engine_busy" | "engine_unloaded"
+  | "network"
+  | "aborted";
+
+/** What every promise of the package rejects with. `code` survives the worker boundary. */
+export interface QwenError extends Error {
+  name: QwenErrorName;
+  code: QwenErrorCode;
+}
+
+/** Every error code and the name it comes with. */
+export const ERROR_CODES: Readonly<Record<QwenErrorCode, QwenErrorName>>;
 
 export interface LoadProgress {
   phase: "config" | "download" | "weights" | "tokenizer" | "ready";
@@ -59,6 +96,8 @@ export interface EngineOptions {
   signal?: AbortSignal;
 }
 
+/** A message; a chat whose first message is not a system message gets the model's default
+ *  system prompt (EngineInfo.chatFormat.default_system). */
 export interface ChatMessage {
   role: "system" | "user" | "assistant";
   content: string | Array<{ type: "text"; text: string }>;
@@ -74,7 +113,8 @@ export interface SamplingOptions {
   /** The same seed draws the same tokens from the same logits (the draw is a function of the
    *  seed, the step and the logits alone); default random. Sampling runs on the GPU. */
   seed?: number;
-  /** Default 256. */
+  /** Default 256. A chat's prompt keeps `min(max_tokens, context / 2)` tokens of the context
+   *  free for the reply (older turns are dropped to fit; see EngineInfo.chatPromptBudget). */
   max_tokens?: number;
   /** Extra stop token ids (the model's eos / ChatML markers are always used unless ignore_eos). */
   stop_token_ids?: number[];
@@ -141,16 +181,40 @@ export interface GenerateIdsResult {
   usage: Usage;
 }
 
+/** Qwen's ChatML, as the engine (and the CLI) uses it: the crate's `tokenizer::CHATML`. */
+export interface ChatFormat {
+  /** `<|im_start|>`: opens a message (the role and a newline follow). */
+  start: string;
+  /** `<|im_end|>`: closes a message. */
+  end: string;
+  /** The system prompt a chat gets when its first message is not a system message. */
+  default_system: string;
+  /** `<|endoftext|>`'s id: the stop id when neither the model nor the tokenizer names one. */
+  end_of_text_id: number;
+}
+
 export interface EngineInfo {
   model: string;
   adapter: string;
+  /** KV cache length in tokens. */
   context: number;
   vocabSize: number;
   hasTokenizer: boolean;
+  /** `eos_token_id`s of config.json and generation_config.json. */
   eos: number[];
+  /** The ids a chat request stops at (without `stop_token_ids` / `ignore_eos`). */
+  chatStopIds: number[];
+  /** The ids a `generateIds` request stops at (without `stop_token_ids` / `ignore_eos`). */
+  stopIds: number[];
   /** How matrices are stored on the GPU (`auto` resolved). */
   weights: "f16" | "q8" | "q4";
   kvCache: "f32" | "f16" | "q8";
+  chatFormat: ChatFormat;
+  /**
+   * Tokens a chat prompt may take with the default `max_tokens` (256). The rule, the CLI's
+   * too: `context - min(max_tokens, context / 2)` (at least 1); older turns are dropped to fit.
+   */
+  chatPromptBudget: number;
 }
 
 export interface QwenEngine {
@@ -183,7 +247,7 @@ export interface QwenEngine {
 
 /**
  * Load a model and return an engine. Calls on one engine run one at a time, in the order
- * they were made. Rejects with a named Error (see QwenErrorName).
+ * they were made. Rejects with a QwenError (`name` and `code`).
  */
 export function createEngine(opts: EngineOptions): Promise<QwenEngine>;
 
@@ -196,7 +260,8 @@ export function deleteModelCache(url: string | URL): Promise<number>;
 /** The Cache API cache the package uses. */
 export const CACHE_NAME: string;
 
-/** Instantiate the wasm module ahead of time (optional). */
+/** Instantiate the wasm module on this thread ahead of time (only useful with `useWorker: false`:
+ *  the worker instantiates its own). Loads engine.js on demand. */
 export function initWasm(wasmUrl?: string | URL): Promise<unknown>;
 
 export interface BenchmarkProgress {
@@ -254,6 +319,8 @@ export interface BenchmarkReport {
   dispatches_per_decoded_token: number;
   submissions_per_decoded_token: number;
   readback_bytes_per_decoded_token: number;
+  /** How decoded tokens were chosen: "argmax", or the sampling settings. */
+  decode_sampling: string;
   /** Streaming copy bandwidth (read + write), measured in this run. */
   bandwidth_gb_s: number;
   time_to_first_token_s: number;
@@ -268,6 +335,6 @@ export interface BenchmarkReport {
 
 /**
  * `qwen-webgpu bench` in the browser on a synthesised Qwen-1.8B-shaped model (random weights
- * made in wasm one tensor at a time; nothing is downloaded). Rejects with a named Error.
+ * made in wasm one tensor at a time; nothing is downloaded). Rejects with a QwenError.
  */
 export function benchmark(opts?: BenchmarkOptions): Promise<BenchmarkReport>;

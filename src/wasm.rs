@@ -869,11 +869,12 @@ impl Engine {
         i.tok("detokenize")?.decode(&ids).map_err(js_err)
     }
 
-    /// Feed one generated id to the text stream; returns the text now complete, if any (a
-    /// special token shows no text).
+    /// Feed one generated id to the text stream; returns the text now complete, if any. A
+    /// special token shows no text, nor does an id past the tokenizer's table (the model's
+    /// padding rows: Qwen2's 151936 rows hold 151669 tokens; a generated one is not an error).
     pub fn stream_push(&self, id: u32) -> Result<Option<String>, JsValue> {
         let mut i = self.inner.borrow_mut();
-        if i.tok.as_ref().is_some_and(|t| t.is_special(id)) {
+        if i.tok.as_ref().is_some_and(|t| t.is_special(id) || id as usize >= t.vocab_size()) {
             return Ok(None);
         }
         let s = i.stream.as_mut().ok_or_else(|| tokenizer_missing("text output"))?;

@@ -229,6 +229,8 @@ async function loadModel() {
     state.engine = engine;
     const info = await engine.info();
     state.context = info.context;
+    // Left empty, the engine uses the model's default system prompt (the crate's ChatML).
+    el.system.placeholder = `Empty: the default, "${info.chatFormat.default_system}"`;
     state.modelName = fromFolder ? (el.folderInfo.textContent.match(/"([^"]*)"/)?.[1] || "local model") : url.replace(/\/+$/, "").replace(/\/resolve\/main$/, "").split("/").slice(-2).join("/");
     show(el.modelStatus, `Loaded ${state.modelName} (${info.weights} weights, ${info.kvCache} KV cache, context ${info.context} tokens) on ${info.adapter}.`);
     if (!info.hasTokenizer) showError("This model has no tokenizer.json / qwen.tiktoken, so it cannot chat.");

@@ -135,6 +135,12 @@ test("loads the tiny checkpoint from the URL field with a progress bar", async (
   ok(/Ready/.test(final), `progress end: ${final}`);
   ok(seen.some((s) => /\d+(\.\d)? [KM]?B of .*\(\d+%\)/.test(s)), `bytes/percent in progress: ${JSON.stringify(seen.slice(-5))}`);
   ok((await page.locator("#progress").evaluate((p) => p.value)) === 1, "bar full");
+  // The system prompt box starts empty and names the default the engine adds: the crate's.
+  const rs = fs.readFileSync(path.join(root, "src/tokenizer/chat.rs"), "utf8");
+  const system = JSON.parse(rs.match(/default_system: ("(?:[^"\\]|\\.)*")/)[1]);
+  ok((await page.inputValue("#system")) === "", "system prompt box starts empty");
+  const placeholder = await page.getAttribute("#system", "placeholder");
+  ok(placeholder.includes(system), `placeholder ${placeholder} names ${system}`);
   notes.push(`load ${((Date.now() - t0) / 1000).toFixed(1)}s: ${status}`);
   // It is now in the Cache API: the page says so and offers to delete it.
   await setModel(modelUrl + "x");

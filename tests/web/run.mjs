@@ -478,6 +478,35 @@ if (expected.vocab.length) {
     eq(r.full, "RequestError/context_full", "a last message over the budget");
   });
 
+  test("leaving a streamed chat early (break) aborts it and the engine answers the next call (worker and in-thread)", async () => {
+    const r = await page.evaluate(async () => {
+      const out = {};
+      for (const useWorker of [true, false]) {
+        const engine = await qwen.createEngine({ model: "/fx/vocab/", useCache: false, context: 256, useWorker });
+        const messages = [{ role: "user", content: "你好" }];
+        const whole = await engine.chat.completions.create({ messages, temperature: 0, max_tokens: 8 });
+        let k = 0;
+        const t0 = performance.now();
+        for await (const chunk of engine.chat.completions.create({ messages, stream: true, temperature: 0, max_tokens: 200, ignore_eos: true })) {
+          void chunk;
+          if (++k === 3) break;
+        }
+        const again = await engine.chat.completions.create({ messages, temperature: 0, max_tokens: 8 });
+        const seconds = (performance.now() - t0) / 1000;
+        await engine.unload();
+        out[useWorker ? "worker" : "inThread"] = { whole: whole.choices[0].message.content, again: again.choices[0].message.content,
+          seconds, tps: whole.usage.decode_tokens_per_s };
+      }
+      return out;
+    });
+    for (const [mode, v] of Object.entries(r)) {
+      eq(v.again, v.whole, `${mode}: the reply after a broken-off stream`);
+      console.log(`     ${mode}: break after 3 chunks of a 200-token request, next reply in ${v.seconds.toFixed(2)} s (decode ${v.tps.toFixed(1)} tok/s)`);
+      // Not aborted, the 200 tokens would run first: at least 100 tokens' time.
+      ok(v.tps > 0 && v.seconds < 100 / v.tps, `${mode}: ${v.seconds.toFixed(2)} s, as long as 100+ tokens at ${v.tps.toFixed(1)} tok/s`);
+    }
+  });
+
   test("real tokenizer: ids match the CLI, chat streams whole characters, usage is filled", async () => {
     const r = await page.evaluate(async () => {
       const engine = await qwen.createEngine({ model: "/fx/vocab/", useCache: false, context: 256 });

@@ -7,6 +7,7 @@
 // (output, max, sum) to `out` as a partial, and MERGE (the second pass) combines a token's
 // and head's partials.
 #include "common/grid.wgsl"
+#include "common/packing.wgsl"
 
 struct Params {
     n_tokens: u32,
@@ -66,15 +67,14 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
 @group(0) @binding(2) var<storage, read> k_cache: array<u32>;    // [context, KVH * D / 2] f16 pairs
 @group(0) @binding(3) var<storage, read> v_cache: array<u32>;    // [context, KVH * D / 2] f16 pairs
 fn v_at(i: u32) -> f32 {
-    return unpack2x16float(v_cache[i / 2u])[i & 1u];
+    return half_of(v_cache[i / 2u], i);
 }
 #else
 #ifdef KV_Q8
 @group(0) @binding(2) var<storage, read> k_cache: array<u32>;    // [context, KVH * D / 4] int8 quads, then scales
 @group(0) @binding(3) var<storage, read> v_cache: array<u32>;    // [context, KVH * D / 4] int8 quads, then scales
 fn v_at(i: u32) -> f32 {
-    let q = extractBits(i32(v_cache[i / 4u]), (i & 3u) * 8u, 8u);
-    return f32(q) * bitcast<f32>(v_cache[p.kv_scales + i / p.head_dim]);
+    return q8_quad(v_cache[i / 4u])[i & 3u] * bitcast<f32>(v_cache[p.kv_scales + i / p.head_dim]);
 }
 #else
 @group(0) @binding(2) var<storage, read> k_cache: array<f32>;    // [context, KVH * D]
@@ -141,9 +141,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
 #else
 #ifdef KV_Q8
             for (var i = 0u; i < HEAD_DIM; i += 4u) {
-                let v = i32(k_cache[(kb + i) / 4u]);
-                let kq = vec4<f32>(f32(extractBits(v, 0u, 8u)), f32(extractBits(v, 8u, 8u)),
-                                   f32(extractBits(v, 16u, 8u)), f32(extractBits(v, 24u, 8u)));
+                let kq = q8_quad(k_cache[(kb + i) / 4u]);
                 score += dot(kq, vec4<f32>(qs[i], qs[i + 1u], qs[i + 2u], qs[i + 3u]));
             }
             score *= bitcast<f32>(k_cache[p.kv_scales + kb / d]);

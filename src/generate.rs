@@ -128,7 +128,7 @@ impl Generator {
         opts.sampling.validate()?;
         let new = &prompt[skip..];
         if model.pos() + new.len() > model.context() {
-            return Err(Error::Request(format!(
+            return Err(Error::ContextFull(format!(
                 "the prompt has {} tokens, but only {} of the context of {} are free",
                 new.len(),
                 model.context() - model.pos(),

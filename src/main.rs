@@ -15,7 +15,9 @@ mod cli {
     use qwen_webgpu::gpu::GpuOptions;
     use qwen_webgpu::model::{self, read_config, KvFormat};
     use qwen_webgpu::sampler::SamplingParams;
-    use qwen_webgpu::tokenizer::{chat_prompt_ids, prompt_budget, ChatMessage, TextStream, Tokenizer, DEFAULT_SYSTEM_PROMPT};
+    use qwen_webgpu::tokenizer::{
+        chat_prompt_ids, prompt_budget, ChatMessage, TextStream, Tokenizer, DEFAULT_SYSTEM_PROMPT,
+    };
     use qwen_webgpu::weights::quant::{self, WeightFormat};
     use qwen_webgpu::weights::{FileSource, TensorSource};
     use qwen_webgpu::{Error, ModelOptions, Qwen, Result};

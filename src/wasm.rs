@@ -233,7 +233,8 @@ pub async fn open_loader(config_json: String, options: JsValue, stored_format: S
         ))));
     }
     // The largest single buffers: one row of the embedding must fit a binding (the matrices
-    // split by rows), and the run state is allocated once as a trial.
+    // split by rows), and the run state is allocated once as a trial (freed at once: the
+    // device's ledger counts it down, so later memory figures do not include it).
     let cols = cfg.hidden_size.max(cfg.intermediate_size);
     let row = opts.weights.for_cols(cols).row_bytes(cols);
     if row > gpu.max_binding {
@@ -929,7 +930,8 @@ pub async fn open_bench(options: JsValue) -> Result<BenchSetup, JsValue> {
     let adapter = gpu.describe();
     let src = RandomSource::new(&cfg, 1);
     let uploader = Uploader::new(gpu, &cfg, src.tensors(), opts.weights).map_err(js_err_gpu("gpu_out_of_memory"))?;
-    // Upload order, as the CLI's loader (`weights::load`): what makes the weights the same.
+    // Any order makes the same weights (each tensor's values depend on the seed and its name
+    // alone); this is the CLI loader's order.
     let mut todo: Vec<String> = uploader.wanted().into_iter().map(|(n, _)| n).collect();
     todo.reverse();
     Ok(BenchSetup { spec, cfg, opts, src, uploader: Some(uploader), todo, adapter })

@@ -127,6 +127,7 @@ fn gpu_memory_is_counted_from_the_allocations() {
     let second = pollster::block_on(bench::run(&mut m, "synth", &s.bench_options())).unwrap();
     assert_eq!(first.gpu_bytes_allocated, w + st);
     assert_eq!(second.gpu_bytes_allocated, first.gpu_bytes_allocated);
+    println!("GPU bytes: first run {}, second run {}", first.gpu_bytes_allocated, second.gpu_bytes_allocated);
     assert_eq!((second.gpu_buffers, first.gpu_buffers), (buffers, buffers));
     // All logits need one more buffer, counted until the model drops it.
     m.reset();

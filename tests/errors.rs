@@ -140,6 +140,17 @@ fn bad_configs() {
             r#"{"model_type":"qwen2","hidden_size":4000000000,"num_attention_heads":4,"num_hidden_layers":1,"intermediate_size":8,"vocab_size":10,"max_position_embeddings":16}"#,
             "implausibly large",
         ),
+        // Qwen3 without head_dim and a hidden size below the head count: head_dim would be 0
+        // (it divided by zero in the mat-vec set-up and the q4 encoder before).
+        (
+            r#"{"model_type":"qwen3","hidden_size":2,"num_attention_heads":4,"num_hidden_layers":1,"intermediate_size":8,"vocab_size":10,"max_position_embeddings":16}"#,
+            "head_dim 0 must be even, positive",
+        ),
+        // Scaled RoPE we do not implement is refused, not silently ignored.
+        (
+            r#"{"model_type":"qwen2","hidden_size":64,"num_attention_heads":4,"num_hidden_layers":1,"intermediate_size":8,"vocab_size":10,"max_position_embeddings":16,"rope_scaling":{"type":"yarn","factor":4.0}}"#,
+            "rope_scaling",
+        ),
     ];
     for (json, want) in cases {
         std::fs::write(dir.join("config.json"), json).unwrap();
@@ -171,7 +182,7 @@ fn requests_out_of_range() {
     // Prompt longer than the context of 32.
     let long = random_ids(40, spec.vocab, 1);
     let e = pollster::block_on(generate(&mut m, &long, &opts, &mut |_| true)).unwrap_err();
-    assert!(matches!(e, Error::Request(_)), "{e}");
+    assert!(matches!(e, Error::ContextFull(_)), "{e}");
     expect(&e.to_string(), &["40 tokens", "context of 32"]);
     // A token id past the vocabulary.
     let e = pollster::block_on(generate(&mut m, &[1, spec.vocab as u32], &opts, &mut |_| true)).unwrap_err();

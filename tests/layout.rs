@@ -19,7 +19,10 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("model", &["error", "config", "gpu", "ops", "weights", "sampler", "clock"]),
     ("generate", &["error", "model", "sampler", "tokenizer"]),
     ("bench", &["error", "config", "gpu", "ops", "model", "weights", "sampler", "clock"]),
-    ("wasm", &["error", "config", "gpu", "ops", "model", "weights", "sampler", "clock", "generate", "tokenizer", "bench"]),
+    (
+        "wasm",
+        &["error", "config", "gpu", "ops", "model", "weights", "sampler", "clock", "generate", "tokenizer", "bench"],
+    ),
     ("lib", &["config", "error", "model"]),
     ("main", &[]),
 ];

@@ -443,7 +443,7 @@ fn chat_truncation_drops_oldest_turns() {
     assert!(text.contains("Be brief.") && text.contains("last question") && !text.contains("first"));
     // Not even system + last fits: a clear error, no silent cut.
     let e = chat_prompt_ids(tok, &msgs, only_last.len() - 1).unwrap_err();
-    assert!(matches!(e, Error::Request(_)), "{e}");
+    assert!(matches!(e, Error::ContextFull(_)), "{e}");
     assert!(e.to_string().contains(&only_last.len().to_string()), "{e}");
     // The budget is respected whenever Ok.
     for budget in 0..full.len() + 5 {

@@ -5,7 +5,7 @@
 // Layouts (src/weights/quant.rs): q4 holds eight 4-bit q per word, value k of a row in bits
 // 4 (k % 8) of word k / 8, decoded (q - 8) * scale; q8 four int8 per word, byte k % 4 of word
 // k / 4, decoded q * scale.
-#include "common/f16.wgsl"
+#include "common/packing.wgsl"
 
 // Word i of the chunk.
 fn w_u32(i: u32) -> u32 {
@@ -30,11 +30,6 @@ fn q4_lo(word: u32) -> vec4<f32> {
 }
 fn q4_hi(word: u32) -> vec4<f32> {
     return vec4<f32>((vec4<u32>(word) >> vec4<u32>(16u, 20u, 24u, 28u)) & vec4<u32>(15u));
-}
-
-// q8: the four int8 values of a word, sign-extended.
-fn q8_quad(word: u32) -> vec4<f32> {
-    return vec4<f32>((vec4<i32>(bitcast<i32>(word)) << vec4<u32>(24u, 16u, 8u, 0u)) >> vec4<u32>(24u));
 }
 
 // Element k of row r, scaled.

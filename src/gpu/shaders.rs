@@ -12,25 +12,9 @@ use super::recorder::Binding;
 use super::Gpu;
 use crate::error::{Error, Result};
 
-/// Every WGSL file, by the name kernels and `#include`s use.
-const SOURCES: &[(&str, &str)] = &[
-    ("common/f16.wgsl", include_str!("../../shaders/common/f16.wgsl")),
-    ("common/grid.wgsl", include_str!("../../shaders/common/grid.wgsl")),
-    ("common/weights.wgsl", include_str!("../../shaders/common/weights.wgsl")),
-    ("common/linear.wgsl", include_str!("../../shaders/common/linear.wgsl")),
-    ("common/reduce.wgsl", include_str!("../../shaders/common/reduce.wgsl")),
-    ("embed.wgsl", include_str!("../../shaders/embed.wgsl")),
-    ("rms_norm.wgsl", include_str!("../../shaders/rms_norm.wgsl")),
-    ("matvec.wgsl", include_str!("../../shaders/matvec.wgsl")),
-    ("matvec_block.wgsl", include_str!("../../shaders/matvec_block.wgsl")),
-    ("matmul.wgsl", include_str!("../../shaders/matmul.wgsl")),
-    ("qkv_rope.wgsl", include_str!("../../shaders/qkv_rope.wgsl")),
-    ("attention.wgsl", include_str!("../../shaders/attention.wgsl")),
-    ("silu_mul.wgsl", include_str!("../../shaders/silu_mul.wgsl")),
-    ("argmax.wgsl", include_str!("../../shaders/argmax.wgsl")),
-    ("sample.wgsl", include_str!("../../shaders/sample.wgsl")),
-    ("copy.wgsl", include_str!("../../shaders/copy.wgsl")),
-];
+/// Every WGSL file under `shaders/`, by the name kernels and `#include`s use (listed by
+/// build.rs: a new kernel needs no registration here).
+const SOURCES: &[(&str, &str)] = include!(concat!(env!("OUT_DIR"), "/shader_sources.rs"));
 
 fn source(name: &str) -> Result<&'static str> {
     SOURCES

@@ -93,7 +93,7 @@ impl ChatMessage {
 ///
 /// When the prompt would exceed `max_prompt_tokens`, the oldest turns (a user message and the
 /// replies that follow it) are dropped, keeping a leading system message and everything from
-/// the last user message on. If even that does not fit, an [`Error::Request`] says by how much.
+/// the last user message on. If even that does not fit, an [`Error::ContextFull`] says by how much.
 /// No system message is invented: add [`DEFAULT_SYSTEM_PROMPT`] yourself when you want it.
 pub fn chat_prompt_ids(tok: &Tokenizer, messages: &[ChatMessage], max_prompt_tokens: usize) -> Result<Vec<u32>> {
     let missing = |s: &str| Error::Tokenizer(format!("the vocabulary has no {s} token, cannot build a chat prompt"));
@@ -131,7 +131,7 @@ pub fn chat_prompt_ids(tok: &Tokenizer, messages: &[ChatMessage], max_prompt_tok
     }
     let fixed = system_ids.len() + kept_ids.len() + generation.len();
     if fixed > max_prompt_tokens {
-        return Err(Error::Request(format!(
+        return Err(Error::ContextFull(format!(
             "the prompt needs {fixed} tokens (system message, last user message and the \
              assistant header) but the budget is {max_prompt_tokens}: shorten the message"
         )));

@@ -1,0 +1,13 @@
+// How values are packed in u32 words, for weights and the KV cache alike (no kernel needs the
+// shader-f16 feature or 8-bit storage): f16 pairs (low half first) and int8 quads (byte k % 4
+// of the word holds value k). Every matrix row and cache row starts on a word boundary.
+
+// Element `k` of a row whose word holding it is `word` (f16 pairs).
+fn half_of(word: u32, k: u32) -> f32 {
+    return unpack2x16float(word)[k & 1u];
+}
+
+// The four int8 values of a word, sign-extended.
+fn q8_quad(word: u32) -> vec4<f32> {
+    return vec4<f32>((vec4<i32>(bitcast<i32>(word)) << vec4<u32>(24u, 16u, 8u, 0u)) >> vec4<u32>(24u));
+}

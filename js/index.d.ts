@@ -215,6 +215,11 @@ export interface EngineInfo {
    * too: `context - min(max_tokens, context / 2)` (at least 1); older turns are dropped to fit.
    */
   chatPromptBudget: number;
+  /** Bytes of the model's live GPU buffers (weights, activations, KV cache, readback), read
+   *  from the allocations: exactly the fit check's estimate. */
+  gpuBytes: number;
+  /** How many such buffers. */
+  gpuBuffers: number;
 }
 
 export interface QwenEngine {

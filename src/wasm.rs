@@ -648,6 +648,11 @@ pub struct EngineInfo {
     pub chat_format: ChatFormat,
     /// Prompt tokens a chat with the default `max_tokens` may take ([`prompt_budget`]).
     pub chat_prompt_budget: usize,
+    /// Bytes of the model's live GPU buffers (weights, activations, KV cache, readback),
+    /// read from the device's ledger: exactly what the pre-download fit check estimated.
+    pub gpu_bytes: u64,
+    /// How many such buffers.
+    pub gpu_buffers: usize,
 }
 
 /// A loaded model, generating one token per [`Engine::next`].
@@ -836,6 +841,8 @@ impl Engine {
             kv_cache: i.formats.1,
             chat_format: CHATML,
             chat_prompt_budget: prompt_budget(context, DEFAULT_MAX_TOKENS as usize),
+            gpu_bytes: i.model.as_ref().map_or(0, |m| m.gpu.allocated_bytes()),
+            gpu_buffers: i.model.as_ref().map_or(0, |m| m.gpu.allocated_buffers()),
         })
     }
 

@@ -386,7 +386,10 @@ test("benchmark() of a loaded engine (the chat page's model, through the worker)
     const engine = await createEngine({ model: url, useCache: false });
     const labels = [];
     try {
-      return { ...(await engine.benchmark({ prefill: [6], decodeAt: [5], decodeTokens: 2, onProgress: (p) => labels.push(p.text) })), labels };
+      const info = await engine.info();
+      const report = await engine.benchmark({ prefill: [6], decodeAt: [5], decodeTokens: 2, onProgress: (p) => labels.push(p.text) });
+      const again = await engine.benchmark({ prefill: [6], decodeAt: [5], decodeTokens: 2 });
+      return { ...report, labels, info, again: { bytes: again.gpu_bytes_allocated, buffers: again.gpu_buffers } };
     } finally {
       await engine.unload();
     }
@@ -395,6 +398,11 @@ test("benchmark() of a loaded engine (the chat page's model, through the worker)
   ok(r.prefill.length === 1 && r.prefill[0].tok_per_s > 0 && r.decode.length === 1 && r.decode[0].tok_per_s > 0, "prefill/decode");
   ok(r.decode[0].roofline_fraction > 0 && r.decode[0].roofline_fraction < 10, `roofline ${r.decode[0].roofline_fraction}`);
   ok(JSON.stringify(r.labels) === JSON.stringify(["bandwidth", "warm-up", "prefill 6", "decode @5"]), `progress labels ${r.labels}`);
+  // Memory from the allocations: the model's own buffers, the fit check's trial and the
+  // bandwidth probe freed; a second run reports the same.
+  ok(r.info.gpuBytes > 0 && r.gpu_bytes_allocated === r.info.gpuBytes && r.gpu_buffers === r.info.gpuBuffers,
+    `report ${r.gpu_bytes_allocated} B / ${r.gpu_buffers} buffers, info ${r.info.gpuBytes} B / ${r.info.gpuBuffers}`);
+  ok(r.again.bytes === r.gpu_bytes_allocated && r.again.buffers === r.gpu_buffers, `second run ${JSON.stringify(r.again)}`);
 });
 
 // ------------------------------------------------------------------ run

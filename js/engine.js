@@ -35,6 +35,7 @@ const now = () => (typeof performance !== "undefined" ? performance.now() : Date
  * onProgress, signal, wasmUrl, fetch.
  */
 export async function loadEngine(model, opts = {}) {
+  checkLoadOptions(opts);
   const onProgress = opts.onProgress || (() => {});
   const report = (phase, loaded, total, text) => {
     try { onProgress({ phase, loaded, total, text }); } catch { /* a throwing callback must not break loading */ }
@@ -59,7 +60,12 @@ export async function loadEngine(model, opts = {}) {
       } catch (e) {
         throw qwenError("weights_corrupt", `model.safetensors.index.json is not valid JSON: ${e.message}`);
       }
-      shardNames = [...new Set(Object.values(index.weight_map || {}))].sort();
+      const map = index && typeof index === "object" ? index.weight_map : undefined;
+      if (!map || typeof map !== "object" || Array.isArray(map)) {
+        throw qwenError("weights_corrupt", "model.safetensors.index.json: missing `weight_map`");
+      }
+      for (const [tensor, file] of Object.entries(map)) checkShardName(tensor, file);
+      shardNames = [...new Set(Object.values(map))].sort();
       if (!shardNames.length) throw qwenError("weights_corrupt", "model.safetensors.index.json has an empty weight_map");
     }
     const tokName = (await src.has("tokenizer.json")) ? "tokenizer.json" : (await src.has("qwen.tiktoken")) ? "qwen.tiktoken" : null;
@@ -136,6 +142,31 @@ export async function loadEngine(model, opts = {}) {
     if (loader) { try { loader.free(); } catch { /* already gone */ } }
     try { await src.discardWritten(); } catch { /* best effort */ }
     throw asQwenError(e, "weights_corrupt");
+  }
+}
+
+/** Tokens `context` and `maxBatch` may be (the wasm side reads them as u32: no wrapping). */
+export const MAX_CONTEXT = 1 << 20;
+
+/** Load options that are numbers: whole, in range, or omitted (RequestError naming the field). */
+export function checkLoadOptions(opts) {
+  for (const field of ["context", "maxBatch"]) {
+    const v = opts[field];
+    if (v === undefined || v === null) continue;
+    if (typeof v !== "number" || !Number.isInteger(v) || v < 1 || v > MAX_CONTEXT) {
+      throw qwenError("request_invalid", `${field} must be a whole number from 1 to ${MAX_CONTEXT} (got ${typeof v === "number" ? v : JSON.stringify(v) ?? typeof v})`);
+    }
+  }
+}
+
+/**
+ * A shard named by model.safetensors.index.json must be a plain file name in the same folder,
+ * as natively (src/weights/mod.rs): no `/` or `\`, no leading `.` (so no `..`), and, because
+ * it is joined to a URL, no `:`, `%`, `?`, `#` or control characters either.
+ */
+export function checkShardName(tensor, file) {
+  if (typeof file !== "string" || !file || file.length > 255 || /[/\\:%?#\u0000-\u001f\u007f]/.test(file) || file.startsWith(".")) {
+    throw qwenError("weights_corrupt", `model.safetensors.index.json: bad shard name ${JSON.stringify(file)} for ${tensor} (a shard is a plain file name in the model's folder)`);
   }
 }
 

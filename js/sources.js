@@ -22,6 +22,51 @@ export const MODEL_FILES = [
   "qwen.tiktoken",
 ];
 
+/**
+ * The most bytes read of each whole file (the crate's caps, src/files.rs): a bigger file, or an
+ * endless body, is refused once the cap is passed, without holding more than the cap.
+ */
+export const FILE_CAPS = Object.freeze({
+  "config.json": 1 << 20,
+  "generation_config.json": 1 << 20,
+  "model.safetensors.index.json": 16 << 20,
+  "tokenizer.json": 64 << 20,
+  "qwen.tiktoken": 64 << 20,
+});
+const DEFAULT_CAP = 64 << 20;
+const mib = (n) => `${n / (1 << 20)} MiB`;
+
+/** The code of a file over its cap. */
+const tooBigCode = (name) => (name.endsWith("config.json") ? "config_invalid" : name === "tokenizer.json" || name === "qwen.tiktoken" ? "tokenizer_invalid" : "weights_corrupt");
+const tooBig = (label, name, cap) => qwenError(tooBigCode(name), `${label}: ${name} is larger than its ${mib(cap)} limit`);
+
+/** The whole body of `res`, at most `cap` bytes (else an error naming the file and the cap). */
+async function cappedBytes(res, label, name, cap) {
+  const declared = Number(res.headers?.get("Content-Length"));
+  if (Number.isFinite(declared) && declared > cap) {
+    try { await res.body?.cancel(); } catch { /* ignore */ }
+    throw tooBig(label, name, cap);
+  }
+  if (!res.body) return new Uint8Array(await res.arrayBuffer());
+  const reader = res.body.getReader();
+  const parts = [];
+  let n = 0;
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    n += value.byteLength;
+    if (n > cap) {
+      try { await reader.cancel(); } catch { /* ignore */ }
+      throw tooBig(label, name, cap);
+    }
+    parts.push(value);
+  }
+  const out = new Uint8Array(n);
+  let at = 0;
+  for (const p of parts) { out.set(p, at); at += p.byteLength; }
+  return out;
+}
+
 /** The code of a file that is not there: config.json's, or a checkpoint file's. */
 const missingCode = (name) => (name === "config.json" ? "config_missing" : name === "tokenizer.json" || name === "qwen.tiktoken" ? "tokenizer_missing" : "weights_missing");
 
@@ -81,10 +126,10 @@ class UrlSource {
     return res;
   }
   async text(name) {
-    return await (await this._whole(name)).text();
+    return new TextDecoder().decode(await this.bytes(name));
   }
   async bytes(name) {
-    return new Uint8Array(await (await this._whole(name)).arrayBuffer());
+    return await cappedBytes(await this._whole(name), this.url(name), name, FILE_CAPS[name] || DEFAULT_CAP);
   }
   /** Put one file in the cache (streamed to disk), unless it is there already. */
   async ensureCached(name, progress) {
@@ -131,21 +176,31 @@ class UrlSource {
       const head = new Uint8Array(await res.arrayBuffer());
       const total = Number((res.headers.get("Content-Range") || "").split("/")[1]);
       if (!Number.isFinite(total)) throw qwenError("network", `${this.url(name)}: no size in Content-Range`);
+      // A server may honour the first Range and answer a later one with the whole file (200):
+      // then that body is streamed for this and every later read of the file, so the file is
+      // downloaded once, never once per tensor.
+      let streamed = null;
       return {
         size: total,
         read: async (start, end) => {
           if (start === 0 && end <= head.length) return head.slice(0, end);
+          if (streamed) return await streamed.read(start, end);
           const r = await this._get(name, { headers: { Range: `bytes=${start}-${end - 1}` } });
-          if (r.status !== 206 && r.status !== 200) {
+          if (r.status === 200) {
+            streamed = streamFile(r.body, total, this.url(name));
+            return await streamed.read(start, end);
+          }
+          if (r.status !== 206) {
+            try { await r.body?.cancel(); } catch { /* ignore */ }
             throw qwenError("network", `${this.url(name)} bytes ${start}-${end - 1}: HTTP ${r.status}`);
           }
-          let b = new Uint8Array(await r.arrayBuffer());
-          if (r.status === 200) b = b.subarray(start, end); // server ignored the range
+          const b = new Uint8Array(await r.arrayBuffer());
           if (b.length !== end - start) {
             throw qwenError("weights_corrupt", `${this.url(name)}: got ${b.length} bytes for a ${end - start}-byte range (truncated file?)`);
           }
           return b;
         },
+        cancel: async () => { await streamed?.cancel(); },
       };
     }
     if (!res.ok) {
@@ -251,11 +306,17 @@ class MapSource {
   async has(name) {
     return this.files.has(name);
   }
+  async _capped(name) {
+    const b = await this._blob(name);
+    const cap = FILE_CAPS[name] || DEFAULT_CAP;
+    if (b.size > cap) throw tooBig(this.label, name, cap);
+    return b;
+  }
   async text(name) {
-    return await (await this._blob(name)).text();
+    return await (await this._capped(name)).text();
   }
   async bytes(name) {
-    return new Uint8Array(await (await this._blob(name)).arrayBuffer());
+    return new Uint8Array(await (await this._capped(name)).arrayBuffer());
   }
   async open(name) {
     return blobFile(await this._blob(name), `${this.label}/${name}`);

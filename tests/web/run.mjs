@@ -5,6 +5,7 @@ import { chromium } from "playwright-core";
 import fs from "node:fs";
 import path from "node:path";
 import os from "node:os";
+import { spawn } from "node:child_process";
 import { startServer } from "./server.mjs";
 
 const here = path.dirname(new URL(import.meta.url).pathname);
@@ -207,6 +208,148 @@ test("File objects (input type=file, no worker) give the CLI's ids", async () =>
   });
   eq(r[0], expected.tiny, "File ids vs CLI");
   eq(r[1], expected.tiny, "ArrayBuffer ids vs CLI");
+});
+
+// ------------------------------------------------------------------ hostile servers and files
+
+test("test server (node): encoded dot-dot, a FIFO and an unreadable file are refused; the server lives on", async () => {
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "qwen-web-server-"));
+  fs.chmodSync(tmp, 0o755);
+  for (const d of ["root", "fx/a", "fx-secret"]) fs.mkdirSync(path.join(tmp, d), { recursive: true });
+  fs.writeFileSync(path.join(tmp, "fx-secret/s.txt"), "secret");
+  fs.writeFileSync(path.join(tmp, "fx/a/ok.txt"), "ok");
+  fs.writeFileSync(path.join(tmp, "fx/a/noread.bin"), "hidden");
+  fs.chmodSync(path.join(tmp, "fx/a/noread.bin"), 0o000);
+  await new Promise((r) => spawn("mkfifo", [path.join(tmp, "fx/a/fifo.bin")]).on("exit", r));
+  // chmod 000 stops only a non-root reader: as root, run the server as nobody.
+  const asRoot = process.getuid?.() === 0;
+  const args = [path.join(here, "server.mjs"), path.join(tmp, "root"), path.join(tmp, "fx")];
+  const child = asRoot ? spawn("setpriv", ["--reuid=65534", "--regid=65534", "--clear-groups", process.execPath, ...args], { stdio: ["ignore", "pipe", "pipe"] })
+    : spawn(process.execPath, args, { stdio: ["ignore", "pipe", "pipe"] });
+  let err = "";
+  child.stderr.on("data", (d) => { err += d; });
+  try {
+    const port = await new Promise((resolve, reject) => {
+      let out = "";
+      child.stdout.on("data", (d) => { out += d; const m = out.match(/listening (\d+)/); if (m) resolve(m[1]); });
+      child.on("exit", (c) => reject(new Error(`server exited ${c}: ${err}`)));
+      setTimeout(() => reject(new Error("server printed no port")), 10000);
+    });
+    const get = async (p) => {
+      try {
+        const r = await fetch(`http://127.0.0.1:${port}${p}`, { signal: AbortSignal.timeout(5000) });
+        return { status: r.status, body: await r.text() };
+      } catch (e) { return { status: -1, body: String(e) }; }
+    };
+    const ok1 = await get("/fx/a/ok.txt");
+    ok(ok1.status === 200 && ok1.body === "ok", `plain file: ${ok1.status}`);
+    const sec = await get("/fx/..%2ffx-secret/s.txt");
+    ok(sec.status === 403 && !sec.body.includes("secret"), `/fx/..%2ffx-secret/s.txt: ${sec.status} ${sec.body}`);
+    const fifo = await get("/fx/a/fifo.bin");
+    ok(fifo.status === 404, `FIFO: ${fifo.status} ${fifo.body.slice(0, 80)}`);
+    const nr = await get("/fx/a/noread.bin");
+    ok(nr.status === 403 && !nr.body.includes("hidden"), `unreadable file: ${nr.status} ${nr.body.slice(0, 80)}`);
+    await new Promise((r) => setTimeout(r, 200));
+    ok(child.exitCode === null, `the server died: ${err.slice(0, 300)}`);
+    ok((await get("/fx/a/ok.txt")).status === 200, "the server stopped answering");
+  } finally {
+    child.kill();
+    fs.rmSync(tmp, { recursive: true, force: true });
+  }
+});
+
+test("a server that answers later Range requests with the whole file: each shard is downloaded once, ids unchanged", async () => {
+  for (const k of [...server.counts.keys()]) if (k.startsWith("/rangeonce/")) server.counts.delete(k);
+  const r = await page.evaluate(async () => {
+    const out = [];
+    for (const [model, ids, n] of [["/rangeonce/tiny/", [1, 2, 3], 16], ["/rangeonce/sharded/", [5, 6, 7, 8], 12]]) {
+      const engine = await qwen.createEngine({ model, useCache: false });
+      out.push((await engine.generateIds({ promptIds: ids, max_tokens: n, temperature: 0 })).ids);
+      await engine.unload();
+    }
+    return out;
+  });
+  eq(r[0], expected.tiny, "greedy ids vs CLI (one file)");
+  eq(r[1], expected.sharded, "greedy ids vs CLI (shards)");
+  const whole = Object.fromEntries([...server.counts].filter(([k]) => k.startsWith("/rangeonce/") && k.endsWith(".safetensors")));
+  ok(Object.keys(whole).length >= 1 && Object.values(whole).every((n) => n <= 1), `whole-file downloads per shard: ${JSON.stringify(whole)}`);
+});
+
+test("context / maxBatch that are not whole numbers from 1 to 2^20 are RequestErrors naming the field", async () => {
+  const r = await page.evaluate(async () => {
+    const out = [];
+    const bad = [["context", -1], ["context", 2 ** 32 + 64], ["context", 1.5], ["context", "64"], ["context", 0], ["context", NaN],
+      ["maxBatch", 2 ** 32 + 4], ["maxBatch", -8], ["maxBatch", Infinity]];
+    for (const useWorker of [true, false]) {
+      for (const [field, value] of bad) {
+        try {
+          const e = await qwen.createEngine({ model: "/fx/tiny/", useCache: false, useWorker, [field]: value });
+          const info = await e.info();
+          await e.unload();
+          out.push(`${field}=${value} (${useWorker ? "worker" : "thread"}): loaded with context ${info.context}`);
+        } catch (e) {
+          out.push(`${field}=${value} (${useWorker ? "worker" : "thread"}): ${e.name} ${e.code} ${e.message}`);
+        }
+      }
+    }
+    const good = await qwen.createEngine({ model: "/fx/tiny/", useCache: false, context: 64, maxBatch: 8 });
+    const info = await good.info();
+    await good.unload();
+    return { out, context: info.context };
+  });
+  for (const line of r.out) ok(/: RequestError request_invalid (context|maxBatch) must be a whole number/.test(line) && line.includes(line.split("=")[0]), line);
+  eq(r.context, 64, "a good context is used");
+});
+
+// Index files naming shards outside the folder.
+const tinyConfig = fs.readFileSync(path.join(fixtures, "tiny/config.json"), "utf8");
+const badShards = ["../tiny/model.safetensors", "..%2ftiny%2fmodel.safetensors", "/fx/tiny/model.safetensors", "sub\\model.safetensors",
+  `${origin}/fx/tiny/model.safetensors`, "..", ""];
+badShards.forEach((name, i) => {
+  const d = path.join(fixtures, `badshard${i}`);
+  fs.mkdirSync(d, { recursive: true });
+  fs.writeFileSync(path.join(d, "config.json"), tinyConfig);
+  fs.writeFileSync(path.join(d, "model.safetensors.index.json"), JSON.stringify({ metadata: {}, weight_map: { "model.embed_tokens.weight": name } }));
+});
+// A config.json over its 1 MiB cap (valid JSON: the tiny config and 2 MiB of spaces).
+fs.mkdirSync(path.join(fixtures, "bigconfig"), { recursive: true });
+fs.writeFileSync(path.join(fixtures, "bigconfig/config.json"), tinyConfig + " ".repeat(2 << 20));
+fs.copyFileSync(path.join(fixtures, "tiny/model.safetensors"), path.join(fixtures, "bigconfig/model.safetensors"));
+
+test("index shard names that leave the folder (../, %2f, absolute, backslash) are refused", async () => {
+  const r = await page.evaluate(async (n) => {
+    const out = [];
+    for (let i = 0; i < n; i++) {
+      try {
+        const e = await qwen.createEngine({ model: `/fx/badshard${i}/`, useCache: false });
+        await e.unload();
+        out.push("loaded?!");
+      } catch (e) { out.push(`${e.name} ${e.code} ${e.message}`); }
+    }
+    return out;
+  }, badShards.length);
+  r.forEach((line, i) => ok(/^WeightsError weights_corrupt .*bad shard name/.test(line), `${JSON.stringify(badShards[i])}: ${line}`));
+});
+
+test("whole files are capped: an oversized config.json and an endless one are refused, naming the file and limit", async () => {
+  const r = await page.evaluate(async () => {
+    const out = [];
+    const tries = [["/bigconfig/ URL", () => qwen.createEngine({ model: "/fx/bigconfig/", useCache: false })],
+      ["endless URL", () => qwen.createEngine({ model: "/endless/tiny/", useCache: false })],
+      ["endless URL, cache", () => qwen.createEngine({ model: "/endless/tiny/", useCache: true })],
+      ["big Blob", async () => qwen.createEngine({ model: { "config.json": new Blob([await (await fetch("/fx/bigconfig/config.json")).arrayBuffer()]), "model.safetensors": new ArrayBuffer(8) }, useWorker: false })]];
+    for (const [what, f] of tries) {
+      const t0 = performance.now();
+      try {
+        const e = await Promise.race([f(), new Promise((_, rej) => setTimeout(() => rej(new Error("still reading after 20 s")), 20000))]);
+        await e.unload();
+        out.push(`${what}: loaded?!`);
+      } catch (e) { out.push(`${what}: ${e.name} ${e.code} ${e.message} [${((performance.now() - t0) / 1000).toFixed(1)} s]`); }
+    }
+    return out;
+  });
+  for (const line of r) ok(/: ConfigError config_invalid .*config\.json is larger than its 1 MiB limit/.test(line), line);
+  figures.push(...r.map((l) => `cap: ${l}`));
 });
 
 test("bad URL / corrupt files reject with named errors; a later good load works", async () => {

@@ -98,6 +98,8 @@ impl Default for SynthBench {
 /// Largest layer count, vocabulary and token count [`SynthBench`] accepts (far above any
 /// GPU's memory; it keeps the arithmetic away from overflow on 32-bit wasm).
 const SYNTH_MAX: usize = 1 << 20;
+/// Most layers of a synthesised model (the largest Qwen has 80).
+const SYNTH_MAX_LAYERS: usize = 128;
 
 impl SynthBench {
     /// Parse the JSON options (`{}`: every default).
@@ -117,6 +119,12 @@ impl SynthBench {
             if let Some(v) = v.filter(|&v| v == 0 || v > SYNTH_MAX) {
                 return bad(what, v);
             }
+        }
+        // Qwen-1.8B has 24 layers; the largest Qwen 80. More would only exhaust memory.
+        if let Some(l) = self.layers.filter(|&l| l > SYNTH_MAX_LAYERS) {
+            return Err(Error::Request(format!(
+                "benchmark option layers = {l} is out of range (1..={SYNTH_MAX_LAYERS})"
+            )));
         }
         for (what, list) in [("prefill", &self.prefill), ("decode_at", &self.decode_at)] {
             if let Some(&v) = list.iter().find(|&&v| v == 0 || v > SYNTH_MAX) {

@@ -25,6 +25,42 @@ mod cli {
     use std::path::{Path, PathBuf};
     use std::time::Instant;
 
+    /// `print!` that returns an error (a closed pipe, a full disk) instead of panicking.
+    macro_rules! out {
+        ($($t:tt)*) => {
+            write_stdout(format_args!($($t)*))
+        };
+    }
+    /// `println!` likewise.
+    macro_rules! outln {
+        () => {
+            write_stdout(format_args!("\n"))
+        };
+        ($($t:tt)*) => {
+            write_stdout(format_args!("{}\n", format_args!($($t)*)))
+        };
+    }
+    /// `eprint!` that never panics: a closed stderr only loses the message.
+    macro_rules! err {
+        ($($t:tt)*) => {{
+            let _ = write!(std::io::stderr(), $($t)*);
+        }};
+    }
+    /// `eprintln!` likewise.
+    macro_rules! errln {
+        () => {{
+            let _ = writeln!(std::io::stderr());
+        }};
+        ($($t:tt)*) => {{
+            let _ = writeln!(std::io::stderr(), $($t)*);
+        }};
+    }
+
+    fn write_stdout(args: std::fmt::Arguments) -> Result<()> {
+        let mut o = std::io::stdout().lock();
+        o.write_fmt(args).and_then(|_| o.flush()).map_err(|e| Error::io("stdout", e))
+    }
+
     #[derive(Parser)]
     #[command(name = "qwen-webgpu", version, about = "Run Qwen models on the GPU with our own WGSL kernels")]
     struct Cli {
@@ -308,7 +344,7 @@ mod cli {
         match r {
             Ok(()) => 0,
             Err(e) => {
-                eprintln!("error: {e}");
+                errln!("error: {e}");
                 1
             }
         }
@@ -319,7 +355,11 @@ mod cli {
     fn eos_ids(dir: &Path) -> Result<Vec<u32>> {
         let mut ids = Vec::new();
         for f in ["config.json", "generation_config.json"] {
-            let Ok(text) = std::fs::read_to_string(dir.join(f)) else { continue };
+            let path = dir.join(f);
+            if !path.exists() {
+                continue;
+            }
+            let text = qwen_webgpu::files::read_text_capped(&path, qwen_webgpu::files::CONFIG_CAP)?;
             ids.extend(qwen_webgpu::generate::eos_ids_in(&text).map_err(|e| Error::Config(format!("{f}: {e}")))?);
         }
         Ok(ids)
@@ -349,23 +389,20 @@ mod cli {
                 (Some(tok), Some(stream)) => {
                     if !tok.is_special(id) {
                         if let Some(text) = stream.push(id)? {
-                            let _ = out.write_all(text.as_bytes());
+                            out.write_all(text.as_bytes()).map_err(|e| Error::io("stdout", e))?;
                         }
                     }
                 }
                 // Without a tokenizer the stream is the ids themselves.
-                _ => {
-                    let _ = write!(out, "{id} ");
-                }
+                _ => write!(out, "{id} ").map_err(|e| Error::io("stdout", e))?,
             }
-            let _ = out.flush();
-            Ok(())
+            out.flush().map_err(|e| Error::io("stdout", e))
         }
-        fn finish(&mut self) {
+        fn finish(&mut self) -> Result<()> {
             if let Some(text) = self.stream.as_mut().and_then(|s| s.finish()) {
-                print!("{text}");
+                out!("{text}")?;
             }
-            println!();
+            outln!()
         }
     }
 
@@ -373,6 +410,11 @@ mod cli {
         let sampling = a.sampling.params()?;
         let cfg = read_config(&a.model)?;
         let (gpu_opts, opts) = a.load.options(&a.model)?;
+        if a.chat && a.prompt_ids.is_some() {
+            return Err(Error::Request(
+                "--chat builds the prompt from --prompt text; it cannot take --prompt-ids".into(),
+            ));
+        }
         let tok = match (&a.prompt, &a.prompt_ids) {
             (Some(_), _) => Some(model_tokenizer(&a.model, cfg.vocab_size)?),
             _ => Tokenizer::from_model_dir(&a.model).ok().flatten().filter(|t| t.check_fits(cfg.vocab_size).is_ok()),
@@ -388,6 +430,9 @@ mod cli {
         };
         let t0 = Instant::now();
         let mut model = Qwen::load_dir(&a.model, &gpu_opts, &opts).await?;
+        // Text output never picks an id the tokenizer cannot decode (a padding row of the
+        // embedding); --print-ids keeps the whole vocabulary, as a reference model would.
+        model.set_token_limit(tok.as_ref().filter(|_| !a.print_ids).map(|t| t.vocab_size()))?;
         let load_s = t0.elapsed().as_secs_f64();
         let chat_stops = match (&tok, a.chat) {
             (Some(t), true) => t.stop_ids(),
@@ -417,13 +462,13 @@ mod cli {
         let total = t1.elapsed().as_secs_f64();
         if print_ids {
             let s: Vec<String> = g.tokens.iter().map(|t| t.to_string()).collect();
-            println!("{}", s.join(","));
+            outln!("{}", s.join(","))?;
         } else {
-            printer.finish();
+            printer.finish()?;
         }
         let ttft = first.unwrap_or(total);
         let decoded = g.tokens.len().saturating_sub(1);
-        eprintln!(
+        errln!(
             "[{}] load {:.2}s, prompt {} tokens, first token {:.3}s, {} tokens, decode {:.1} ms/token, finish {:?}",
             model.gpu.describe(),
             load_s,
@@ -442,17 +487,27 @@ mod cli {
         let (gpu_opts, opts) = a.load.options(&a.model)?;
         let tok = model_tokenizer(&a.model, cfg.vocab_size)?;
         let mut model = Qwen::load_dir(&a.model, &gpu_opts, &opts).await?;
+        // Never pick an id the tokenizer cannot decode (a padding row of the embedding).
+        model.set_token_limit(Some(tok.vocab_size()))?;
         let stop_ids = qwen_webgpu::generate::stop_ids(&[], &eos_ids(&a.model)?, &tok.stop_ids(), false);
         let mut messages = vec![ChatMessage::system(a.system.clone())];
-        eprintln!("[{}] chatting with {}; /reset starts over, Ctrl-D quits", model.gpu.describe(), a.model.display());
+        errln!("[{}] chatting with {}; /reset starts over, Ctrl-D quits", model.gpu.describe(), a.model.display());
         let stdin = std::io::stdin();
-        let mut lines = stdin.lock().lines();
+        let mut input = stdin.lock();
         // What the KV cache holds: each turn prefills only what follows it (the new turn).
         let mut cached: Vec<u32> = Vec::new();
+        let mut raw = Vec::new();
         loop {
-            eprint!("> ");
-            let Some(line) = lines.next() else { break };
-            let line = line.map_err(|e| Error::io("stdin", e))?;
+            let _ = write!(std::io::stderr(), "> ");
+            raw.clear();
+            if input.read_until(b'\n', &mut raw).map_err(|e| Error::io("stdin", e))? == 0 {
+                break;
+            }
+            // A line that is not UTF-8 is refused, and the chat goes on.
+            let Ok(line) = std::str::from_utf8(&raw) else {
+                let _ = writeln!(std::io::stderr(), "error: that line is not valid UTF-8 text; nothing was sent");
+                continue;
+            };
             let line = line.trim_end();
             if line == "/reset" {
                 messages.truncate(1);
@@ -464,18 +519,31 @@ mod cli {
                 continue;
             }
             messages.push(ChatMessage::user(line));
-            let prompt = chat_prompt_ids(&tok, &messages, prompt_budget(model.context(), a.max_new_tokens))?;
             let gen_opts = GenerateOptions {
                 max_new_tokens: a.max_new_tokens,
                 sampling: sampling.clone(),
                 stop_ids: stop_ids.clone(),
             };
-            let (mut g, _) = Generator::start_reusing(&mut model, &cached, &prompt, gen_opts).await?;
+            // A message too long for the context is refused, and the chat goes on without it.
+            let started = match chat_prompt_ids(&tok, &messages, prompt_budget(model.context(), a.max_new_tokens)) {
+                Ok(prompt) => Generator::start_reusing(&mut model, &cached, &prompt, gen_opts).await,
+                Err(e) => Err(e),
+            };
+            let mut g = match started {
+                Ok((g, _)) => g,
+                Err(e @ (Error::ContextFull(_) | Error::Request(_))) => {
+                    let _ = writeln!(std::io::stderr(), "error: {e}; nothing was sent");
+                    messages.pop();
+                    cached.truncate(model.pos());
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             let mut printer = Printer::new(Some(&tok));
             while let Some(id) = g.next(&mut model).await? {
                 printer.push(id)?;
             }
-            printer.finish();
+            printer.finish()?;
             cached = g.sequence()[..model.pos()].to_vec();
             let reply: Vec<u32> = g.tokens().iter().copied().filter(|&id| !tok.is_special(id)).collect();
             messages.push(ChatMessage::assistant(tok.decode(&reply)?));
@@ -529,9 +597,9 @@ mod cli {
                 (Qwen::load(gpu, cfg, &mut src, &opts, &mut |_, _| {})?, name)
             }
         };
-        eprintln!("loaded in {:.1}s", t0.elapsed().as_secs_f64());
+        errln!("loaded in {:.1}s", t0.elapsed().as_secs_f64());
         let report = bench::run(&mut model, &name, &spec.bench_options()).await?;
-        print!("{}", report.table());
+        out!("{}", report.table())?;
         if let Some(path) = a.json {
             let text = serde_json::to_string_pretty(&report).map_err(|e| Error::Request(e.to_string()))?;
             std::fs::write(&path, text).map_err(|e| Error::io(path.display(), e))?;
@@ -557,7 +625,7 @@ mod cli {
                 Error::Request(format!("stdin is not valid UTF-8 (byte {})", e.utf8_error().valid_up_to()))
             })?;
             let ids: Vec<String> = tok.encode(&text)?.iter().map(|i| i.to_string()).collect();
-            println!("{}", ids.join(","));
+            outln!("{}", ids.join(","))?;
         }
         Ok(())
     }
@@ -570,23 +638,23 @@ mod cli {
         let (w, s) = model::gpu_bytes(&cfg, &opts);
         let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
         let file_bytes: u64 = src.tensors().values().map(|t| t.byte_len() as u64).sum();
-        println!("family: {}", cfg.family.name());
-        println!("config: {cfg:#?}");
-        println!("parameters: {} ({:.3} B)", cfg.parameter_count(), cfg.parameter_count() as f64 / 1e9);
+        outln!("family: {}", cfg.family.name())?;
+        outln!("config: {cfg:#?}")?;
+        outln!("parameters: {} ({:.3} B)", cfg.parameter_count(), cfg.parameter_count() as f64 / 1e9)?;
         match stored {
-            Some(f) => println!("stored: pre-quantized {} ({file_bytes} bytes of tensors)", f.name()),
-            None => println!("stored: plain checkpoint ({file_bytes} bytes of tensors)"),
+            Some(f) => outln!("stored: pre-quantized {} ({file_bytes} bytes of tensors)", f.name())?,
+            None => outln!("stored: plain checkpoint ({file_bytes} bytes of tensors)")?,
         }
         let how = match (stored, opts.weights) {
             (Some(_), f) => format!("{} (as stored)", f.name()),
             (None, WeightFormat::F16) => "f16".to_string(),
             (None, f) => format!("{} (quantized while loading)", f.name()),
         };
-        println!("weights: {how}");
-        println!("context: {} tokens, batch {}", opts.context_for(&cfg), opts.max_batch);
-        println!("gpu memory: weights {} bytes ({:.1} MiB, {})", w, mib(w), opts.weights.name());
-        println!("gpu memory: activations + KV cache {} bytes ({:.1} MiB)", s, mib(s));
-        println!("gpu memory: total {} bytes ({:.1} MiB)", w + s, mib(w + s));
+        outln!("weights: {how}")?;
+        outln!("context: {} tokens, batch {}", opts.context_for(&cfg), opts.max_batch)?;
+        outln!("gpu memory: weights {} bytes ({:.1} MiB, {})", w, mib(w), opts.weights.name())?;
+        outln!("gpu memory: activations + KV cache {} bytes ({:.1} MiB)", s, mib(s))?;
+        outln!("gpu memory: total {} bytes ({:.1} MiB)", w + s, mib(w + s))?;
         Ok(())
     }
 
@@ -602,27 +670,27 @@ mod cli {
         let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
         let r = quantize_dir(model, out, &opts, &mut |name, i, n| {
             if tty {
-                eprint!("\r[{}/{n}] {name}\x1b[K", i + 1);
+                err!("\r[{}/{n}] {name}\x1b[K", i + 1);
             }
         })?;
         if tty {
-            eprintln!();
+            errln!();
         }
         let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
         for (f, b) in &r.files {
-            println!("wrote {} ({b} bytes, {:.1} MiB)", out.join(f).display(), mib(*b));
+            outln!("wrote {} ({b} bytes, {:.1} MiB)", out.join(f).display(), mib(*b))?;
         }
         if !r.copied.is_empty() {
-            println!("copied {}", r.copied.join(", "));
+            outln!("copied {}", r.copied.join(", "))?;
         }
-        println!(
+        outln!(
             "{}: {} matrices quantized, {} kept f16 (width not a multiple of 64), {} vectors as stored",
             format.name(),
             r.quantized,
             r.kept_f16,
             r.vectors
-        );
-        println!(
+        )?;
+        outln!(
             "tensor data: {} -> {} bytes ({:.1} -> {:.1} MiB, {:.2}x smaller) in {:.1}s",
             r.source_bytes,
             r.output_bytes,
@@ -630,7 +698,7 @@ mod cli {
             mib(r.output_bytes),
             r.source_bytes as f64 / r.output_bytes.max(1) as f64,
             t0.elapsed().as_secs_f64()
-        );
+        )?;
         Ok(())
     }
 }

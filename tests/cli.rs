@@ -249,3 +249,127 @@ fn generate_text_prompt_with_chat_template() {
     assert_eq!(code, 1);
     assert!(err.contains("vocab_size is 301"), "{err}");
 }
+
+/// Runs the CLI with its stdout already closed (the reader gone before it writes), feeding
+/// `input` on stdin.
+fn cli_closed_stdout(args: &[&str], input: &[u8]) -> (i32, String) {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_qwen-webgpu"))
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let _ = child.stdin.take().unwrap().write_all(input);
+    let out = child.wait_with_output().unwrap();
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// Waits for the CLI at most `secs` seconds (a hang is a failure, not a stuck test run).
+fn cli_within(args: &[&str], secs: u64) -> (i32, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_qwen-webgpu"))
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut err = String::new();
+            std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+            return (status.code().unwrap_or(-1), err);
+        }
+        if t0.elapsed().as_secs() >= secs {
+            let _ = child.kill();
+            panic!("{args:?} still running after {secs} s (a hang)");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// Inputs a hostile user tried (issue 12): each ends in a clean `error:` and exit status 1, no
+/// panic and no hang.
+#[test]
+fn hostile_inputs_fail_cleanly() {
+    let spec = Spec::qwen2(false);
+    let (dir, _) = fixture("cli-hostile", &spec, 69);
+    let d = dir.to_str().unwrap();
+    let two = |(code, _, err): (i32, String, String)| (code, err);
+    let clean = |what: &str, (code, err): (i32, String), want: &str| {
+        assert_eq!(code, 1, "{what}: {err}");
+        assert!(err.contains("error:") && err.contains(want), "{what}: {err}");
+        assert!(!err.contains("panicked"), "{what}: {err}");
+    };
+    // A FIFO named config.json used to hang forever; a link to /dev/zero read without end; a
+    // huge config.json was read whole.
+    let bad = common::temp_dir("cli-hostile-files");
+    std::fs::copy(dir.join("model.safetensors"), bad.join("model.safetensors")).unwrap();
+    let cfg = bad.join("config.json");
+    let b = bad.to_str().unwrap();
+    assert!(Command::new("mkfifo").arg(&cfg).status().unwrap().success());
+    clean("fifo config.json", cli_within(&["info", "--model", b], 30), "not a regular file");
+    std::fs::remove_file(&cfg).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", &cfg).unwrap();
+    clean("config.json -> /dev/zero", cli_within(&["info", "--model", b], 30), "not a regular file");
+    std::fs::remove_file(&cfg).unwrap();
+    std::fs::write(&cfg, vec![b' '; 2 << 20]).unwrap();
+    clean("2 MiB config.json", cli_within(&["info", "--model", b], 30), "limit");
+    std::fs::copy(dir.join("config.json"), &cfg).unwrap();
+    std::fs::remove_file(bad.join("model.safetensors")).unwrap();
+    assert!(Command::new("mkfifo").arg(bad.join("model.safetensors")).status().unwrap().success());
+    clean("fifo model.safetensors", cli_within(&["info", "--model", b], 30), "not a regular file");
+    // A closed stdout: an error, not a panic, and generation stops instead of running on.
+    let t = vocab("qwen.tiktoken");
+    clean(
+        "tokenize into a closed pipe",
+        cli_closed_stdout(&["tokenize", "--tokenizer", t.to_str().unwrap()], b"Hello"),
+        "stdout",
+    );
+    clean(
+        "generate into a closed pipe",
+        cli_closed_stdout(
+            &["generate", "--model", d, "--prompt-ids", "1,2", "--max-new-tokens", "5000", "--context", "6000"],
+            b"",
+        ),
+        "stdout",
+    );
+    clean("info into a closed pipe", cli_closed_stdout(&["info", "--model", d], b""), "stdout");
+    // Options that were silently ignored or unbounded.
+    clean(
+        "--chat with --prompt-ids",
+        two(cli(&["generate", "--model", d, "--prompt-ids", "1", "--chat"])),
+        "--prompt-ids",
+    );
+    clean("bench --layers 2^20", two(cli(&["bench", "--layers", "1048576"])), "layers");
+}
+
+/// `chat` survives a line that is not UTF-8 and a message too long for the context: each is
+/// refused with an error line, and the next message is answered.
+#[test]
+fn chat_refuses_bad_lines_and_goes_on() {
+    let spec = Spec {
+        hidden: 32,
+        heads: 2,
+        kv_heads: 1,
+        head_dim: 16,
+        ff: 40,
+        layers: 1,
+        vocab: 151936,
+        ..Spec::qwen2(false)
+    };
+    let (dir, _) = fixture("cli-chat-bad", &spec, 70);
+    std::fs::copy(vocab("tokenizer.json"), dir.join("tokenizer.json")).unwrap();
+    let d = dir.to_str().unwrap();
+    let long = "word ".repeat(200);
+    let input = [b"\xff\xfe not text\n".as_slice(), long.as_bytes(), b"\n", "你好\n".as_bytes()].concat();
+    let (code, out, err) = cli_stdin(&["chat", "--model", d, "--max-new-tokens", "4", "--context", "64"], &input);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("not valid UTF-8"), "{err}");
+    assert!(err.contains("nothing was sent") && err.contains("budget"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(out.ends_with(b"\n") && out.len() > 1, "no reply to the last message: {out:?}");
+}

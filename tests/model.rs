@@ -511,3 +511,36 @@ fn queue_next_after_a_dropped_pass_feeds_the_right_token() {
     m.rewind(prompt.len() - 1).unwrap();
     assert!(pollster::block_on(m.queue_next()).is_err());
 }
+
+/// Ids past the tokenizer's table (Qwen2.5/3 pad the embedding beyond their tokenizers) are
+/// never chosen once the model knows the limit: greedy takes the argmax of the ids below it,
+/// and sampling draws only among them.
+#[test]
+fn token_limit_keeps_generation_inside_the_tokenizer() {
+    let spec = Spec::qwen2(false);
+    let (dir, _) = fixture("token-limit", &spec, 95);
+    let prompt = random_ids(5, spec.vocab, 96);
+    let mut m = load(&dir, ModelOptions { context: Some(64), ..Default::default() }, None);
+    let logits = all_logits(&mut m, &prompt);
+    let last = &logits[logits.len() - spec.vocab..];
+    let argmax = |l: &[f32]| l.iter().enumerate().fold(0, |b, (i, &x)| if x > l[b] { i } else { b });
+    let free = argmax(last);
+    assert!(free > 0, "the fixture's first choice is id 0: pick another seed");
+    // A limit just below the free choice: the argmax of the rest.
+    m.set_token_limit(Some(free)).unwrap();
+    m.reset();
+    let first = match pollster::block_on(m.feed(&prompt, Want::Token)).unwrap() {
+        Output::Token(t) => t as usize,
+        o => panic!("unexpected {o:?}"),
+    };
+    assert_eq!(first, argmax(&last[..free]));
+    // Sampled: 40 tokens, all below the limit.
+    let limit = spec.vocab / 3;
+    m.set_token_limit(Some(limit)).unwrap();
+    m.reset();
+    let sampling = qwen_webgpu::sampler::SamplingParams { temperature: 1.5, seed: 3, ..Default::default() };
+    let opts = GenerateOptions { max_new_tokens: 40, sampling, stop_ids: vec![] };
+    let g = pollster::block_on(generate(&mut m, &prompt, &opts, &mut |_| true)).unwrap();
+    assert!(g.tokens.iter().all(|&t| (t as usize) < limit), "{:?}", g.tokens);
+    assert!(m.set_token_limit(Some(0)).is_err());
+}

@@ -553,3 +553,42 @@ proptest! {
         prop_assert_eq!(joined, nfc(&text));
     }
 }
+
+/// A tokenizer file is untrusted input: a huge token id is refused instead of sizing the token
+/// table by it (an id of 2^32 - 1 asked for 16 GiB), and a normalizer whose Replace rules
+/// multiply the text (five chained `a -> aaaaaaaaaa` turned 100 bytes into 1.3 GB) is refused
+/// at load time; a harmless Replace loads.
+#[test]
+fn hostile_tokenizer_files_are_refused() {
+    // (qwen.tiktoken refuses any rank at or above its specials' 151643 already.)
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(vocab_file("tokenizer.json")).unwrap()).unwrap();
+    let with = |edit: &dyn Fn(&mut serde_json::Value)| {
+        let mut v = json.clone();
+        edit(&mut v);
+        Tokenizer::from_bytes(&serde_json::to_vec(&v).unwrap())
+    };
+    // (An added token's id is reassigned by the tokenizers crate; the model's vocab keeps its.)
+    let e = with(&|v| {
+        v["model"]["vocab"]["zzzzqqqq"] = serde_json::json!(4294967295u64);
+    })
+    .err()
+    .map(|e| e.to_string())
+    .unwrap_or_default();
+    assert!(e.contains("implausibly large"), "a token id of 2^32 - 1: {e:?}");
+    let replace =
+        |from: &str, to: &str| serde_json::json!({"type": "Replace", "pattern": {"String": from}, "content": to});
+    let t0 = std::time::Instant::now();
+    let e = with(&|v| {
+        v["normalizer"] = serde_json::json!({"type": "Sequence", "normalizers": vec![replace("a", "aaaaaaaaaa"); 5]});
+    })
+    .unwrap_err();
+    assert!(e.to_string().contains("normalizer"), "{e}");
+    assert!(t0.elapsed().as_secs() < 30);
+    let ok = with(&|v| {
+        v["normalizer"] =
+            serde_json::json!({"type": "Sequence", "normalizers": [{"type": "NFC"}, replace(" ", "\u{2581}")]});
+    })
+    .unwrap();
+    assert!(!ok.encode("a b").unwrap().is_empty());
+}

@@ -16,8 +16,8 @@ pub enum Head {
     None,
     /// The last token's logits.
     Logits,
-    /// The last token's logits, then their argmax into `next`.
-    Argmax,
+    /// The last token's logits, then the argmax of the first n into `next`.
+    Argmax(usize),
     /// The last token's logits, then a draw by these parameters into `next`.
     Sample(SampleParams),
     /// The final norm of every token (the LM head runs per group of rows: see `mod.rs`).
@@ -98,7 +98,7 @@ pub fn record_head(
     ops::rms_norm(rec, &s.x, n - 1, 1, d, &w.norm, eps, &s.xn)?;
     ops::linear(rec, &s.xn, 0, 1, w.lm_head(), None, &s.logits, false)?;
     match head {
-        Head::Argmax => ops::argmax(rec, &s.logits, cfg.vocab_size, &s.next),
+        Head::Argmax(n) => ops::argmax(rec, &s.logits, (*n).min(cfg.vocab_size), &s.next),
         Head::Sample(p) => ops::sample(rec, &s.logits, p, &s.seen, &s.next),
         _ => Ok(()),
     }

@@ -88,6 +88,9 @@ pub struct Qwen {
     encoding: PassEncoding,
     /// How token passes choose: `None` (or greedy without a penalty) is the argmax.
     sampling: Option<crate::sampler::SamplingParams>,
+    /// Token passes choose among ids below this (the tokenizer's ids; see
+    /// [`Qwen::set_token_limit`]); at most the vocabulary.
+    token_limit: usize,
     /// Timestamps between dispatches, when profiling.
     profiler: Option<crate::gpu::profile::Profiler>,
     last_profile: Option<PassProfile>,
@@ -155,6 +158,7 @@ impl Qwen {
             last_dispatches: 0,
             encoding: PassEncoding::default(),
             sampling: None,
+            token_limit: usize::MAX,
             profiler: None,
             last_profile: None,
         }
@@ -239,6 +243,24 @@ impl Qwen {
         self.gpu.write(&self.state.seen, 0, bytemuck::cast_slice(&bits));
         self.sampling = params.filter(|p| !(p.is_greedy() && p.repetition_penalty == 1.0)).cloned();
         Ok(())
+    }
+
+    /// Token passes choose only among ids below `limit` (None: the whole vocabulary). Real
+    /// Qwen2.5/3 checkpoints have 151936 logits but their tokenizers only 151669 ids: the rows
+    /// past them are padding that no text decodes to, so generation must never pick them.
+    /// The CLI and the browser engine set it to the tokenizer's size.
+    pub fn set_token_limit(&mut self, limit: Option<usize>) -> Result<()> {
+        if limit == Some(0) {
+            return Err(Error::Request("a token limit of 0 leaves nothing to choose".into()));
+        }
+        self.queue.discard();
+        self.token_limit = limit.unwrap_or(usize::MAX);
+        Ok(())
+    }
+
+    /// Ids below this can be chosen by token passes.
+    pub fn token_limit(&self) -> usize {
+        self.token_limit.min(self.config.vocab_size)
     }
 
     /// Keep only the first `n` tokens of the KV cache (a conversation's common prefix with the
@@ -333,7 +355,7 @@ impl Qwen {
         let slot = self.queue.oldest()?;
         let b = self.gpu.map_read(&self.state.next_readback[slot], 4).await?;
         let id = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
-        if id as usize >= self.config.vocab_size {
+        if id as usize >= self.token_limit() {
             self.queue.discard();
             return Err(Error::Gpu("no token to choose: the logits are all NaN (or, when sampling, all -inf)".into()));
         }
@@ -374,13 +396,14 @@ impl Qwen {
 
     /// The tail `want` asks for (a sampled pass draws with the queue's next sampling step).
     fn head_for(&mut self, want: Want) -> Result<Head> {
+        let n = self.token_limit();
         Ok(match (want, &self.sampling) {
             (Want::Nothing, _) => Head::None,
             (Want::Logits, _) => Head::Logits,
             (Want::AllLogits, _) => Head::AllRows,
-            (Want::Token | Want::QueuedToken, None) => Head::Argmax,
+            (Want::Token | Want::QueuedToken, None) => Head::Argmax(n),
             (Want::Token | Want::QueuedToken, Some(p)) => {
-                Head::Sample(ops::SampleParams::new(p, self.config.vocab_size, self.queue.sample_step())?)
+                Head::Sample(ops::SampleParams::new(p, n, self.queue.sample_step())?)
             }
         })
     }
@@ -462,7 +485,7 @@ impl PassInput<'_> {
 #[cfg(not(target_arch = "wasm32"))]
 pub fn read_config(dir: &std::path::Path) -> Result<QwenConfig> {
     let path = dir.join("config.json");
-    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(path.display(), e))?;
+    let text = crate::files::read_text_capped(&path, crate::files::CONFIG_CAP)?;
     QwenConfig::from_json(&text)
 }
 

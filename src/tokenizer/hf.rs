@@ -15,6 +15,32 @@ pub(crate) struct HfBackend {
     added: FxHashSet<u32>,
 }
 
+/// How much a normalizer may multiply a text's length (in chars) by its `Replace` rules. Qwen's
+/// is NFC alone (1x); SentencePiece-style `" " → "▁"` is 1x too.
+const MAX_NORMALIZER_GROWTH: f64 = 4.0;
+
+/// The worst-case growth of a serialized normalizer from its `Replace` rules: a rule whose
+/// replacement has more chars than the shortest text it can match multiplies by the ratio (a
+/// regex counts as matching one char), and rules in a `Sequence` compound. Unicode forms
+/// (NFC, NFKD, ...) grow text by a bounded amount and count as 1.
+fn normalizer_growth(v: &serde_json::Value) -> f64 {
+    match v.get("type").and_then(|t| t.as_str()) {
+        Some("Sequence") => v
+            .get("normalizers")
+            .and_then(|n| n.as_array())
+            .map_or(1.0, |list| list.iter().map(normalizer_growth).product()),
+        Some("Replace") => {
+            let content = v.get("content").and_then(|c| c.as_str()).map_or(0, |c| c.chars().count());
+            let matched = match v.get("pattern") {
+                Some(p) => p.get("String").and_then(|s| s.as_str()).map_or(1, |s| s.chars().count().max(1)),
+                None => 1,
+            };
+            (content as f64 / matched as f64).max(1.0)
+        }
+        _ => 1.0,
+    }
+}
+
 fn tk_err(what: &str) -> impl Fn(tokenizers::Error) -> Error + '_ {
     move |e| Error::Tokenizer(format!("{what}: {e}"))
 }
@@ -22,6 +48,17 @@ fn tk_err(what: &str) -> impl Fn(tokenizers::Error) -> Error + '_ {
 impl HfBackend {
     pub(crate) fn load(data: &[u8]) -> Result<(HfBackend, TokenTable, FxHashMap<String, u32>)> {
         let tk = tokenizers::Tokenizer::from_bytes(data).map_err(tk_err("tokenizer.json"))?;
+        if let Some(n) = tk.get_normalizer() {
+            let v =
+                serde_json::to_value(n).map_err(|e| Error::Tokenizer(format!("tokenizer.json: normalizer: {e}")))?;
+            let g = normalizer_growth(&v);
+            if g > MAX_NORMALIZER_GROWTH {
+                return Err(Error::Tokenizer(format!(
+                    "tokenizer.json: the normalizer can grow text {g:.0}x (its Replace rules expand what \
+                     they match, one after another); at most {MAX_NORMALIZER_GROWTH}x is accepted"
+                )));
+            }
+        }
         let decoder = byte_decoder();
         let added_tokens = tk.get_added_tokens_decoder();
         let mut entries: Vec<(u32, Vec<u8>)> = Vec::with_capacity(tk.get_vocab_size(true));

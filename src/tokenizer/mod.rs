@@ -84,7 +84,7 @@ impl Tokenizer {
     /// Loads `tokenizer.json` or `qwen.tiktoken`. The file name decides when it ends in `.json`
     /// or `.tiktoken`; otherwise the content does (JSON starts with `{`).
     pub fn from_file(path: &Path) -> Result<Tokenizer> {
-        let bytes = std::fs::read(path).map_err(|e| Error::io(path.display(), e))?;
+        let bytes = crate::files::read_capped(path, crate::files::TOKENIZER_CAP)?;
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
         let format = if name.ends_with(".json") {
             TokenizerFormat::HfJson
@@ -115,7 +115,8 @@ impl Tokenizer {
     pub fn from_model_dir(dir: &Path) -> Result<Option<Tokenizer>> {
         for name in ["tokenizer.json", "qwen.tiktoken"] {
             let path = dir.join(name);
-            if path.is_file() {
+            // exists(), not is_file(): a FIFO or folder by that name is an error, not absent.
+            if path.exists() {
                 return Self::from_file(&path).map(Some);
             }
         }
@@ -238,6 +239,9 @@ fn detect_format(bytes: &[u8]) -> TokenizerFormat {
     }
 }
 
+/// Largest token id a vocabulary may use (the config's vocab_size bound, 2^22, minus one).
+pub const MAX_TOKEN_ID: u32 = (1 << 22) - 1;
+
 /// id -> raw bytes, stored flat. A hole (an id with no token) has an empty range.
 pub(crate) struct TokenTable {
     bytes: Vec<u8>,
@@ -249,6 +253,14 @@ impl TokenTable {
     /// Builds the table from `(id, bytes)` pairs; ids must be unique, bytes non-empty.
     pub(crate) fn build(mut entries: Vec<(u32, Vec<u8>)>) -> std::result::Result<TokenTable, String> {
         entries.sort_unstable_by_key(|(id, _)| *id);
+        // The table is sized by the largest id: a few tokens with a huge id must not ask for
+        // gigabytes (an id of 2^32 - 1 once asked for 16 GiB). Real vocabularies are dense.
+        if let Some(&(max, _)) = entries.last().filter(|(id, _)| *id > MAX_TOKEN_ID) {
+            return Err(format!(
+                "token id {max} is implausibly large (at most {MAX_TOKEN_ID}; the vocabulary has {} tokens)",
+                entries.len()
+            ));
+        }
         let n = entries.last().map(|(id, _)| *id as usize + 1).unwrap_or(0);
         let total: usize = entries.iter().map(|(_, b)| b.len()).sum();
         if total > u32::MAX as usize {

@@ -135,7 +135,7 @@ mod native {
             let index = dir.join("model.safetensors.index.json");
             let single = dir.join("model.safetensors");
             if index.exists() {
-                let text = std::fs::read_to_string(&index).map_err(|e| Error::io(index.display(), e))?;
+                let text = crate::files::read_text_capped(&index, crate::files::INDEX_CAP)?;
                 let v: serde_json::Value = serde_json::from_str(&text)
                     .map_err(|e| Error::Weights(format!("{}: not valid JSON: {e}", index.display())))?;
                 let map = v
@@ -182,6 +182,7 @@ mod native {
             let mut metadata = BTreeMap::new();
             for (i, path) in paths.iter().enumerate() {
                 let label = path.display().to_string();
+                crate::files::check_regular(path)?;
                 let mut f = File::open(path).map_err(|e| Error::io(&label, e))?;
                 let len = f.metadata().map_err(|e| Error::io(&label, e))?.len();
                 let mut prefix = [0u8; 8];

@@ -86,7 +86,7 @@ pub fn quantize_dir(
         return Err(Error::Request("quantize writes q4 or q8 (f16 is what a plain checkpoint loads as)".into()));
     }
     let cfg_path = model.join("config.json");
-    let cfg_text = std::fs::read_to_string(&cfg_path).map_err(|e| Error::io(cfg_path.display(), e))?;
+    let cfg_text = crate::files::read_text_capped(&cfg_path, crate::files::CONFIG_CAP)?;
     let cfg = QwenConfig::from_json(&cfg_text)?;
     let mut src = FileSource::open_dir(model)?;
     if let Some(f) = check_checkpoint(&cfg, src.tensors(), src.metadata())? {

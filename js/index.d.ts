@@ -67,9 +67,12 @@ export type ModelSource = string | URL | File[] | FileList | FileSystemDirectory
 export interface EngineOptions {
   model: ModelSource;
   onProgress?: (p: LoadProgress) => void;
-  /** KV cache length in tokens (default: the model's context, at most 4096). */
+  /**
+   * KV cache length in tokens (default: the model's context, at most 4096). A whole number
+   * from 1 to 1048576; anything else is a RequestError (`request_invalid`) naming the field.
+   */
   context?: number;
-  /** Most tokens per forward pass (default 128). */
+  /** Most tokens per forward pass (default 128). A whole number from 1 to 1048576, as `context`. */
   maxBatch?: number;
   /**
    * How weight matrices are stored on the GPU: f16, or 8-/4-bit groups (smaller, faster),

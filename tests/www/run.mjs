@@ -3,6 +3,7 @@
 // Usage (from run.sh): FIXTURES=dir ROOT=repo node run.mjs   (FILTER=substring runs a subset)
 import { createRequire } from "node:module";
 import { spawn } from "node:child_process";
+import http from "node:http";
 import fs from "node:fs";
 import path from "node:path";
 import os from "node:os";
@@ -44,10 +45,20 @@ const browser = await chromium.launchPersistentContext(userDir, {
     "--enable-features=Vulkan,WebGPU", "--use-webgpu-adapter=swiftshader",
   ],
 });
+// Content-Security-Policy: every violation (a page's event, a console report, a worker's console)
+// fails the test that was running.
+const csp = [];
+await browser.exposeBinding("__qwenCspViolation", (_src, v) => { csp.push(v); });
+await browser.addInitScript(() => {
+  document.addEventListener("securitypolicyviolation", (e) =>
+    window.__qwenCspViolation?.(`${e.effectiveDirective}: ${e.blockedURI || "inline"} (${e.sourceFile}:${e.lineNumber})`));
+});
+const cspConsole = (t) => /Content Security Policy|Refused to (load|execute|connect|create|apply|compile)/i.test(t);
 const page = await browser.newPage();
 const logs = [];
 const dialogs = [];
-page.on("console", (m) => logs.push(`[console.${m.type()}] ${m.text()}`));
+page.on("console", (m) => { logs.push(`[console.${m.type()}] ${m.text()}`); if (cspConsole(m.text())) csp.push(`console: ${m.text()}`); });
+page.on("worker", (w) => w.on?.("console", (m) => { if (cspConsole(m.text())) csp.push(`worker console: ${m.text()}`); }));
 page.on("pageerror", (e) => logs.push(`[pageerror] ${e.message}`));
 page.on("dialog", async (d) => { dialogs.push(`${d.type()}: ${d.message()}`); await d.dismiss(); });
 
@@ -86,6 +97,140 @@ async function openSettings() {
 const idle = () => page.waitForFunction(() => !window.qwenChat.state.generating && !document.getElementById("send").disabled, null, { timeout: 180000 });
 
 // ------------------------------------------------------------------ tests
+
+// ------------------------------------------------------------------ serve.sh itself (node, no browser)
+
+/** One request to a server, with the Host header given; never hangs (5 s). */
+function get(url, { host, headers = {}, timeout = 5000 } = {}) {
+  const u = new URL(url);
+  return new Promise((resolve) => {
+    const req = http.request({ host: u.hostname, port: u.port, path: u.pathname + u.search, method: "GET",
+      setHost: host !== "", headers: { ...(host ? { Host: host } : {}), ...headers } }, (res) => {
+      const chunks = [];
+      res.on("data", (c) => chunks.push(c));
+      res.on("end", () => resolve({ status: res.statusCode, headers: res.headers, body: Buffer.concat(chunks).toString("utf8") }));
+      res.on("error", (e) => resolve({ status: -1, error: e.message }));
+    });
+    req.setTimeout(timeout, () => { req.destroy(); resolve({ status: -2, error: "timed out" }); });
+    req.on("error", (e) => resolve({ status: -1, error: e.message }));
+    req.end();
+  });
+}
+
+// Probe files under MODELS: links out of it, a Hugging Face cache layout, odd file kinds.
+const probe = path.join(fixtures, "probe");
+fs.rmSync(probe, { recursive: true, force: true });
+const hfRepo = path.join(probe, "hub/models--org--tiny");
+fs.mkdirSync(path.join(hfRepo, "blobs"), { recursive: true });
+fs.mkdirSync(path.join(hfRepo, "snapshots/rev1"), { recursive: true });
+fs.writeFileSync(path.join(hfRepo, "blobs/0123abcd"), '{"from":"blob"}');
+fs.symlinkSync("../../blobs/0123abcd", path.join(hfRepo, "snapshots/rev1/config.json"));
+fs.symlinkSync("/etc/passwd", path.join(hfRepo, "snapshots/rev1/passwd.json"));
+fs.writeFileSync(path.join(hfRepo, "snapshots/rev1/noread.bin"), "secret");
+fs.chmodSync(path.join(hfRepo, "snapshots/rev1/noread.bin"), 0o000);
+fs.writeFileSync(path.join(probe, "ok.txt"), "ok");
+fs.symlinkSync("/etc/passwd", path.join(probe, "passwd.json"));
+fs.symlinkSync(path.join(root, "scripts"), path.join(probe, "scripts-link"));
+fs.symlinkSync("ok.txt", path.join(probe, "inside-link.txt"));
+fs.symlinkSync("/nonexistent/file", path.join(probe, "dangling.json"));
+fs.mkdirSync(path.join(probe, "dir.json"));
+spawn("mkfifo", [path.join(probe, "fifo.bin")]).on("exit", () => {});
+await new Promise((r) => setTimeout(r, 200));
+const serverPort = new URL(origin).port;
+
+test("serve.sh: only localhost names with our port are served (DNS rebinding gets 421)", async () => {
+  for (const host of [`127.0.0.1:${serverPort}`, `localhost:${serverPort}`, `LOCALHOST:${serverPort}`, `[::1]:${serverPort}`]) {
+    const r = await get(`${origin}/www/`, { host });
+    ok(r.status === 200, `Host ${host}: ${r.status}`);
+  }
+  for (const [host, what] of [[`evil.example:${serverPort}`, "/www/"], [`attacker.test:${serverPort}`, "/models/vocab/config.json"],
+    [`evil.example:${serverPort}`, "/pkg/index.js"], ["localhost", "/www/"], [`127.0.0.1:1`, "/www/"], [`127.0.0.1.evil.example:${serverPort}`, "/www/"], ["", "/www/"]]) {
+    const r = await get(`${origin}${what}`, { host });
+    // (No Host at all: Node's parser answers 400 before the handler runs.)
+    ok(r.status === 421 || r.status === 403 || (host === "" && r.status === 400), `Host "${host}" ${what}: ${r.status}`);
+    ok(!r.body.includes("<html") && !r.body.includes("vocab_size") && !r.body.includes("export"), `Host "${host}" ${what}: content served`);
+  }
+});
+
+test("serve.sh: symlinks only to files inside the served folder (or a Hugging Face cache's blobs/); odd files and dot-dots refused", async () => {
+  const st = async (p) => (await get(`${origin}${p}`)).status;
+  ok((await get(`${origin}/models/probe/ok.txt`)).body === "ok", "a plain file");
+  ok((await get(`${origin}/models/probe/inside-link.txt`)).body === "ok", "a link inside MODELS");
+  const hf = await get(`${origin}/models/probe/hub/models--org--tiny/snapshots/rev1/config.json`);
+  ok(hf.status === 200 && hf.body === '{"from":"blob"}', `HF snapshot link to ../../blobs: ${hf.status}`);
+  for (const p of ["/models/probe/passwd.json", "/models/probe/scripts-link/serve.sh", "/models/probe/hub/models--org--tiny/snapshots/rev1/passwd.json"]) {
+    const r = await get(`${origin}${p}`);
+    ok(r.status === 403 && !r.body.includes("root:"), `${p}: ${r.status} ${r.body.slice(0, 60)}`);
+  }
+  for (const p of ["/models/probe/dangling.json", "/models/probe/dir.json", "/models/probe/fifo.bin", "/models/probe/nope"]) {
+    ok((await st(p)) === 404, `${p}: ${await st(p)}`);
+  }
+  for (const p of ["/models/..%2fscripts/serve.sh", "/models/..%2f..%2f..%2fscripts%2fserve.sh", "/www/..%2fscripts/serve.sh", "/pkg/..%2f..%2fREADME.md", "/models/%2e%2e/run.mjs"]) {
+    const r = await get(`${origin}${p}`);
+    ok(r.status === 403 || r.status === 404, `${p}: ${r.status}`);
+    ok(!r.body.includes("#!/usr/bin/env"), `${p}: served a file outside`);
+  }
+  ok((await st("/www/")) === 200, "the server still answers");
+});
+
+test("serve.sh: a file it cannot read is an HTTP error and the server lives on (MODELS = a HF snapshot folder)", async () => {
+  // chmod 000 stops only a non-root reader: as root, run the server as nobody.
+  const snap = path.join(hfRepo, "snapshots/rev1");
+  const asRoot = process.getuid?.() === 0;
+  const cmd = asRoot ? "setpriv" : process.execPath;
+  const args = asRoot ? ["--reuid=65534", "--regid=65534", "--clear-groups", process.execPath, path.join(root, "scripts/serve.mjs")] : [path.join(root, "scripts/serve.mjs")];
+  const child = spawn(cmd, args, { env: { ...process.env, SERVE_ROOT: root, SERVE_PORT: "0", SERVE_MODELS: snap }, stdio: ["ignore", "pipe", "pipe"] });
+  let err = "";
+  child.stderr.on("data", (d) => { err += d; });
+  try {
+    const url = await new Promise((resolve, reject) => {
+      let out = "";
+      child.stdout.on("data", (d) => { out += d; const m = out.match(/Qwen chat: (http:\/\/\S+)\/www\//); if (m) resolve(m[1]); });
+      child.on("exit", (c) => reject(new Error(`serve.mjs exited ${c}: ${out} ${err}`)));
+      setTimeout(() => reject(new Error(`serve.mjs printed no URL: ${out} ${err}`)), 10000);
+    });
+    const r = await get(`${url}/models/noread.bin`);
+    ok(r.status === 403 && !r.body.includes("secret"), `unreadable file: ${r.status} ${r.error || ""}`);
+    const r2 = await get(`${url}/models/noread.bin`, { headers: { Range: "bytes=0-1" } });
+    ok(r2.status === 403, `unreadable file, Range: ${r2.status} ${r2.error || ""}`);
+    ok(child.exitCode === null, `the server died: ${err}`);
+    const c = await get(`${url}/models/config.json`);
+    ok(c.status === 200 && c.body === '{"from":"blob"}', `MODELS = snapshot folder: its link into ../../blobs: ${c.status}`);
+    ok((await get(`${url}/models/passwd.json`)).status === 403, "a link out of the HF repo");
+  } finally {
+    child.kill();
+  }
+});
+
+test("CSP: serve.sh sends the policy, the pages carry it, an injected inline script does not run", async () => {
+  const r = await get(pageUrl);
+  const header = r.headers["content-security-policy"] || "";
+  for (const d of ["default-src 'none'", "script-src 'self' 'wasm-unsafe-eval'", "worker-src 'self'", "style-src 'self'", "connect-src 'self' https:", "frame-ancestors 'none'"]) {
+    ok(header.includes(d), `header lacks ${d}: ${header}`);
+  }
+  ok(!header.includes("'unsafe-inline'") && !header.includes("'unsafe-eval'"), `header allows inline or eval: ${header}`);
+  for (const f of ["index.html", "bench.html"]) {
+    const html = fs.readFileSync(path.join(root, "www", f), "utf8");
+    const meta = html.match(/<meta http-equiv="Content-Security-Policy" content="([^"]+)">/);
+    ok(meta && header.startsWith(meta[1].replace(/;\s*$/, "")), `${f}: meta CSP ${meta && meta[1]} is not the header's`);
+    ok(!/<script(?![^>]*\bsrc=)/.test(html) && !/\sstyle=/.test(html) && !/<style/.test(html), `${f}: inline script or style`);
+  }
+  await page.goto(pageUrl);
+  await page.waitForFunction(() => window.qwenChat?.ready === true, null, { timeout: 60000 });
+  const n = csp.length;
+  const ran = await page.evaluate(async () => {
+    const s = document.createElement("script");
+    s.textContent = "window.__inlineRan = true";
+    document.body.append(s);
+    await new Promise((r) => setTimeout(r, 300));
+    return window.__inlineRan === true;
+  });
+  await page.waitForTimeout(300);
+  ok(!ran, "an inline script ran");
+  ok(csp.length > n, "the blocked inline script raised no securitypolicyviolation");
+  csp.splice(n); // expected here
+});
+
 
 test("page opens with WebGPU available and a default Qwen URL", async () => {
   await page.goto(pageUrl);
@@ -411,8 +556,10 @@ let failed = 0;
 for (const t of tests) {
   if (filter && !t.name.includes(filter)) continue;
   const t0 = Date.now();
+  const cspBefore = csp.length;
   try {
     await t.fn();
+    if (csp.length > cspBefore) throw new Error(`Content-Security-Policy violations: ${csp.slice(cspBefore).join("; ")}`);
     passed++;
     console.log(`  ok   ${t.name} (${((Date.now() - t0) / 1000).toFixed(1)}s)`);
   } catch (e) {

@@ -591,4 +591,17 @@ fn hostile_tokenizer_files_are_refused() {
     })
     .unwrap();
     assert!(!ok.encode("a b").unwrap().is_empty());
+    // Inputs the fuzzer (tests/fuzz.rs) found panicking inside the tokenizers crate: a syntax
+    // error and a lone surrogate inside "decoder". Errors now.
+    let text = String::from_utf8(std::fs::read(vocab_file("tokenizer.json")).unwrap()).unwrap();
+    let at = text.find("\"decoder\"").unwrap();
+    let (head, tail) = text.split_at(at);
+    for bad in ["\"decoder\":\u{1}", "\"decoder\":{\"type\":\"\\ud800\"},\"x\":"] {
+        let doc = format!("{head}{bad}{}", &tail["\"decoder\":".len()..]);
+        let e = Tokenizer::from_bytes(doc.as_bytes()).unwrap_err();
+        assert!(matches!(e, Error::Tokenizer(_)), "{e}");
+    }
+    let e = with(&|v| v["normalizer"] = serde_json::json!({"type": "Precompiled", "precompiled_charsmap": "!!"}))
+        .unwrap_err();
+    assert!(e.to_string().contains("not supported"), "{e}");
 }

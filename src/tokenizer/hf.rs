@@ -41,17 +41,50 @@ fn normalizer_growth(v: &serde_json::Value) -> f64 {
     }
 }
 
+/// Normalizers we accept: the Unicode forms and simple text edits (Qwen's is NFC). Others (a
+/// SentencePiece `Precompiled` charsmap, say) are refused: no Qwen model uses them, and the
+/// tokenizers crate panics on some malformed ones.
+fn check_normalizer(v: &serde_json::Value) -> Result<()> {
+    const OK: &[&str] = &["NFC", "NFD", "NFKC", "NFKD", "Lowercase", "Strip", "StripAccents", "Prepend", "Replace"];
+    match v.get("type").and_then(|t| t.as_str()) {
+        Some("Sequence") => {
+            let list = v.get("normalizers").and_then(|n| n.as_array());
+            list.ok_or_else(|| Error::Tokenizer("tokenizer.json: a Sequence normalizer without a list".into()))?
+                .iter()
+                .try_for_each(check_normalizer)
+        }
+        Some(t) if OK.contains(&t) => Ok(()),
+        _ if v.is_null() => Ok(()),
+        other => Err(Error::Tokenizer(format!(
+            "tokenizer.json: normalizer {} is not supported (only {}, and Sequences of them)",
+            other.unwrap_or("without a type"),
+            OK.join(", ")
+        ))),
+    }
+}
+
 fn tk_err(what: &str) -> impl Fn(tokenizers::Error) -> Error + '_ {
     move |e| Error::Tokenizer(format!("{what}: {e}"))
 }
 
 impl HfBackend {
     pub(crate) fn load(data: &[u8]) -> Result<(HfBackend, TokenTable, FxHashMap<String, u32>)> {
-        let tk = tokenizers::Tokenizer::from_bytes(data).map_err(tk_err("tokenizer.json"))?;
-        if let Some(n) = tk.get_normalizer() {
-            let v =
-                serde_json::to_value(n).map_err(|e| Error::Tokenizer(format!("tokenizer.json: normalizer: {e}")))?;
-            let g = normalizer_growth(&v);
+        // Checked before the tokenizers crate sees it: it panics on some malformed files (a
+        // syntax error or a bad escape inside "decoder" or "normalizer" hits an `expect`; in
+        // wasm a panic kills the module). Both are parsed in full here; the rest is skipped.
+        #[derive(serde::Deserialize)]
+        #[allow(dead_code)]
+        struct Doc {
+            #[serde(default)]
+            normalizer: Option<serde_json::Value>,
+            #[serde(default)]
+            decoder: Option<serde_json::Value>,
+        }
+        let doc: Doc = serde_json::from_slice(data)
+            .map_err(|e| Error::Tokenizer(format!("tokenizer.json is not a valid JSON object: {e}")))?;
+        if let Some(v) = &doc.normalizer {
+            check_normalizer(v)?;
+            let g = normalizer_growth(v);
             if g > MAX_NORMALIZER_GROWTH {
                 return Err(Error::Tokenizer(format!(
                     "tokenizer.json: the normalizer can grow text {g:.0}x (its Replace rules expand what \
@@ -59,6 +92,7 @@ impl HfBackend {
                 )));
             }
         }
+        let tk = tokenizers::Tokenizer::from_bytes(data).map_err(tk_err("tokenizer.json"))?;
         let decoder = byte_decoder();
         let added_tokens = tk.get_added_tokens_decoder();
         let mut entries: Vec<(u32, Vec<u8>)> = Vec::with_capacity(tk.get_vocab_size(true));

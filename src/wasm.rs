@@ -701,9 +701,12 @@ impl Engine {
                 cached.clear();
             }
             cached.truncate(model.pos());
-            let r = match opts.sampling.validate() {
-                Ok(()) => Generator::start_reusing(&mut model, &cached, &prompt, opts).await,
-                Err(e) => Err(e),
+            // Text (chat) never picks an id the tokenizer cannot decode (a padding row of the
+            // embedding); generateIds keeps the whole vocabulary, as the CLI's --print-ids does.
+            let limit = if chat { inner.borrow().tok.as_ref().map(|t| t.vocab_size()) } else { None };
+            let r = match (opts.sampling.validate(), model.set_token_limit(limit)) {
+                (Ok(()), Ok(())) => Generator::start_reusing(&mut model, &cached, &prompt, opts).await,
+                (Err(e), _) | (_, Err(e)) => Err(e),
             };
             let mut i = inner.borrow_mut();
             match r {

@@ -14,7 +14,8 @@ export const ERROR_CODES = Object.freeze({
   tokenizer_invalid: "TokenizerError", // the tokenizer file is corrupt or does not fit the model
   gpu_unavailable: "GpuError", // no WebGPU adapter or device
   gpu_out_of_memory: "GpuError", // the model does not fit this GPU (memory budget, binding limit, allocation)
-  gpu_failed: "GpuError", // the GPU failed while running (a kernel, a readback, a lost device)
+  gpu_failed: "GpuError", // the GPU failed while running (a kernel, a readback)
+  gpu_lost: "GpuError", // the GPU device was lost (driver reset, the browser reclaimed it): load the model again
   wasm_failed: "GpuError", // the WebAssembly module could not be instantiated
   worker_failed: "GpuError", // the engine's Web Worker died
   request_invalid: "RequestError", // a bad request value (the message names the field) or option

@@ -21,7 +21,7 @@ export type QwenErrorName =
  *   tokenizer.json / qwen.tiktoken), `tokenizer_invalid` (corrupt, or does not fit the model).
  * - GpuError: `gpu_unavailable` (no WebGPU adapter or device), `gpu_out_of_memory` (the model
  *   does not fit: memory budget, binding limit, allocation), `gpu_failed` (the GPU failed while
- *   running), `wasm_failed` (the WebAssembly module did not instantiate), `worker_failed` (the
+ *   running), `gpu_lost` (the device was lost: load again), `wasm_failed` (the WebAssembly module did not instantiate), `worker_failed` (the
  *   engine's worker died).
  * - RequestError: `request_invalid` (a bad request value or option; the message names it),
  *   `context_full` (the prompt does not fit the context), `engine_busy` (overlapping calls on
@@ -33,7 +33,7 @@ export type QwenErrorCode =
   | "config_missing" | "config_invalid"
   | "weights_missing" | "weights_corrupt" | "weights_format"
   | "tokenizer_missing" | "tokenizer_invalid"
-  | "gpu_unavailable" | "gpu_out_of_memory" | "gpu_failed" | "wasm_failed" | "worker_failed"
+  | "gpu_unavailable" | "gpu_out_of_memory" | "gpu_failed" | "gpu_lost" | "wasm_failed" | "worker_failed"
   | "request_invalid" | "context_full" | "engine_busy" | "engine_unloaded"
   | "network"
   | "aborted";

@@ -27,6 +27,14 @@ pub enum Error {
     /// The GPU (adapter, device, limits, a kernel) failed or is too small.
     #[error("gpu: {0}")]
     Gpu(String),
+    /// The GPU ran out of memory (an allocation or upload failed): a smaller weight format or a
+    /// shorter context may fit.
+    #[error("gpu out of memory: {0}")]
+    GpuOutOfMemory(String),
+    /// The GPU device was lost (driver reset, the browser reclaimed it, `destroy()`): nothing on
+    /// it survives; load the model again.
+    #[error("gpu device lost: {0}")]
+    GpuLost(String),
     /// A WGSL kernel failed to compile or validate.
     #[error("shader {name}: {message}")]
     Shader { name: String, message: String },

@@ -66,6 +66,8 @@ pub fn error_name_code(e: &Error) -> (&'static str, &'static str) {
         Error::Weights(_) => ("WeightsError", "weights_corrupt"),
         Error::Tokenizer(_) => ("TokenizerError", "tokenizer_invalid"),
         Error::Gpu(_) | Error::Shader { .. } => ("GpuError", "gpu_failed"),
+        Error::GpuOutOfMemory(_) => ("GpuError", "gpu_out_of_memory"),
+        Error::GpuLost(_) => ("GpuError", "gpu_lost"),
         Error::Request(_) => ("RequestError", "request_invalid"),
         Error::ContextFull(_) => ("RequestError", "context_full"),
     }

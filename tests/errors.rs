@@ -204,3 +204,20 @@ fn requests_out_of_range() {
             .unwrap();
     assert_eq!(g.tokens.len(), 5);
 }
+
+/// A lost device is its own error kind (JS gives it the code `gpu_lost`): after
+/// `destroy()`, every call fails with [`Error::GpuLost`], and loading on a new device works.
+#[test]
+fn device_loss_is_gpu_lost() {
+    let spec = Spec::qwen2(true);
+    let (dir, _) = fixture("err-lost", &spec, 11);
+    let mut m = load(&dir).unwrap();
+    let opts = GenerateOptions { max_new_tokens: 3, sampling: Default::default(), stop_ids: vec![] };
+    pollster::block_on(generate(&mut m, &[1, 2, 3], &opts, &mut |_| true)).unwrap();
+    m.gpu.device.destroy();
+    let e = pollster::block_on(generate(&mut m, &[1, 2, 3], &opts, &mut |_| true)).unwrap_err();
+    assert!(matches!(e, Error::GpuLost(_)), "{e}");
+    assert!(m.gpu.is_lost());
+    let mut again = load(&dir).unwrap();
+    pollster::block_on(generate(&mut again, &[1, 2, 3], &opts, &mut |_| true)).unwrap();
+}

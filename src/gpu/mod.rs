@@ -28,6 +28,20 @@ pub fn buffer_size(size: u64) -> u64 {
     size.max(16).div_ceil(16) * 16
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FaultKind {
+    Lost,
+    OutOfMemory,
+    Other,
+}
+
+/// The first error the device reported outside an error scope.
+#[derive(Debug, Clone)]
+struct Fault {
+    kind: FaultKind,
+    message: String,
+}
+
 /// How to open the GPU.
 #[derive(Debug, Clone, Default)]
 pub struct GpuOptions {
@@ -66,7 +80,7 @@ pub struct Gpu {
     ledger: Rc<Ledger>,
     dump_wgsl: Option<std::path::PathBuf>,
     /// First error the device reported outside an error scope (validation, out of memory, loss).
-    fault: Arc<Mutex<Option<String>>>,
+    fault: Arc<Mutex<Option<Fault>>>,
 }
 
 impl Gpu {
@@ -97,13 +111,17 @@ impl Gpu {
             .await
             .map_err(|e| Error::Gpu(format!("cannot open device on {}: {e}", info.name)))?;
         let limits = device.limits();
-        let fault = Arc::new(Mutex::new(None::<String>));
+        let fault = Arc::new(Mutex::new(None::<Fault>));
         {
             let fault = fault.clone();
             device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
                 let mut f = fault.lock().unwrap_or_else(|p| p.into_inner());
                 if f.is_none() {
-                    *f = Some(e.to_string());
+                    let kind = match e {
+                        wgpu::Error::OutOfMemory { .. } => FaultKind::OutOfMemory,
+                        _ => FaultKind::Other,
+                    };
+                    *f = Some(Fault { kind, message: e.to_string() });
                 }
             }));
         }
@@ -111,8 +129,9 @@ impl Gpu {
             let fault = fault.clone();
             device.set_device_lost_callback(move |reason, msg| {
                 let mut f = fault.lock().unwrap_or_else(|p| p.into_inner());
-                if f.is_none() {
-                    *f = Some(format!("device lost ({reason:?}): {msg}"));
+                // A loss overrides an earlier error: nothing on the device survives it.
+                if !f.as_ref().is_some_and(|f| f.kind == FaultKind::Lost) {
+                    *f = Some(Fault { kind: FaultKind::Lost, message: format!("{reason:?}: {msg}") });
                 }
             });
         }
@@ -169,13 +188,22 @@ impl Gpu {
         )
     }
 
-    /// Fail if the device reported an error (validation, out-of-memory, device loss).
+    /// Fail if the device reported an error: [`Error::GpuLost`], [`Error::GpuOutOfMemory`], or
+    /// [`Error::Gpu`] (validation and the rest).
     pub fn check(&self) -> Result<()> {
         let f = self.fault.lock().unwrap_or_else(|p| p.into_inner());
         match &*f {
-            Some(msg) => Err(Error::Gpu(msg.clone())),
+            Some(Fault { kind: FaultKind::Lost, message }) => Err(Error::GpuLost(message.clone())),
+            Some(Fault { kind: FaultKind::OutOfMemory, message }) => Err(Error::GpuOutOfMemory(message.clone())),
+            Some(Fault { message, .. }) => Err(Error::Gpu(message.clone())),
             None => Ok(()),
         }
+    }
+
+    /// Whether the device was lost (every later call fails; load again on a new device).
+    pub fn is_lost(&self) -> bool {
+        let f = self.fault.lock().unwrap_or_else(|p| p.into_inner());
+        f.as_ref().is_some_and(|f| f.kind == FaultKind::Lost)
     }
 
     /// A storage buffer of `size` bytes (rounded up to 16), refusing sizes over the binding
@@ -264,8 +292,9 @@ impl Gpu {
         self.device
             .poll(wgpu::PollType::wait_indefinitely())
             .map_err(|e| Error::Gpu(format!("waiting for the GPU failed: {e}")))?;
-        let mapped = rx.await.map_err(|_| Error::Gpu("readback was cancelled (device lost?)".into()))?;
+        let mapped = rx.await;
         self.check()?;
+        let mapped = mapped.map_err(|_| Error::GpuLost("a readback was cancelled".into()))?;
         mapped.map_err(|e| Error::Gpu(format!("readback failed: {e}")))?;
         let out = {
             let view =

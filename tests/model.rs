@@ -544,3 +544,70 @@ fn token_limit_keeps_generation_inside_the_tokenizer() {
     assert!(g.tokens.iter().all(|&t| (t as usize) < limit), "{:?}", g.tokens);
     assert!(m.set_token_limit(Some(0)).is_err());
 }
+
+/// Soak (issue 12): many chat turns through the generator with KV reuse, a quarter of them
+/// aborted mid-stream and the history trimmed whenever the context fills. GPU memory (bytes
+/// and buffer count, from the allocations) after the last turn equals that after the first,
+/// and the cache still holds exactly the conversation: the next token's logits equal a fresh
+/// prefill of it. CI runs 30 turns; `SOAK_TURNS=200` is the full run (about 20k tokens).
+#[test]
+fn soak_many_turns_with_aborts() {
+    use qwen_webgpu::generate::Generator;
+    let spec = Spec::qwen2(false);
+    let (dir, _) = fixture("soak", &spec, 97);
+    let turns: usize = std::env::var("SOAK_TURNS").ok().and_then(|s| s.parse().ok()).unwrap_or(30);
+    let mut m = load(&dir, ModelOptions { context: Some(512), max_batch: 64, ..Default::default() }, None);
+    let mut rng = common::Rng::new(98);
+    let mut conversation: Vec<u32> = Vec::new();
+    let mut cached: Vec<u32> = Vec::new();
+    let (mut tokens, mut aborts, mut after_first) = (0, 0, None);
+    for turn in 0..turns {
+        let user = random_ids(5 + rng.below(16) as usize, spec.vocab, 1000 + turn as u64);
+        conversation.extend(&user);
+        let want = 50 + rng.below(140) as usize;
+        if conversation.len() + want + 1 > m.context() {
+            // The chat budget drops the oldest turns: only a prefix of the cache stays useful.
+            conversation.drain(..conversation.len() / 2);
+        }
+        let sampling = if turn % 3 == 0 {
+            qwen_webgpu::sampler::SamplingParams {
+                temperature: 0.8,
+                top_k: 20,
+                seed: turn as u64,
+                ..Default::default()
+            }
+        } else {
+            Default::default()
+        };
+        let opts = GenerateOptions { max_new_tokens: want, sampling, stop_ids: vec![] };
+        let (mut g, _) = pollster::block_on(Generator::start_reusing(&mut m, &cached, &conversation, opts)).unwrap();
+        let abort_at = (turn % 4 == 1).then(|| rng.below(want as u32) as usize);
+        let mut n = 0;
+        while let Some(t) = pollster::block_on(g.next(&mut m)).unwrap() {
+            n += 1;
+            conversation.push(t);
+            if Some(n) == abort_at {
+                g.abort();
+                aborts += 1;
+                break;
+            }
+        }
+        tokens += n;
+        cached = g.sequence()[..m.pos()].to_vec();
+        // The reply's tokens are the conversation's; the cache holds a prefix of it.
+        assert_eq!(&conversation[..cached.len()], &cached[..], "turn {turn}");
+        let now = (m.gpu.allocated_bytes(), m.gpu.allocated_buffers());
+        match after_first {
+            None => after_first = Some(now),
+            Some(first) => assert_eq!(now, first, "GPU memory after turn {turn}"),
+        }
+    }
+    println!("soak: {turns} turns, {tokens} tokens, {aborts} aborts, GPU {:?} (bytes, buffers)", after_first.unwrap());
+    // The cache is still exactly the conversation it was fed.
+    let next = match pollster::block_on(m.feed(&conversation[cached.len()..], Want::Logits)) {
+        Ok(Output::Logits(l)) => l,
+        o => panic!("unexpected {o:?}"),
+    };
+    let fresh = all_logits(&mut m, &conversation);
+    assert_close("logits after the soak", &next, &fresh[fresh.len() - spec.vocab..], ATOL, RTOL);
+}

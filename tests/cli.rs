@@ -202,10 +202,8 @@ fn tokenize_both_formats_and_decode() {
     }
 }
 
-/// `generate --prompt --chat` with a tiny model over the real vocabulary: the streamed text
-/// is exactly the decoded ids.
-#[test]
-fn generate_text_prompt_with_chat_template() {
+/// A tiny qwen2 model over the real 151936-row vocabulary, with the real tokenizer.json.
+fn real_vocab_model(name: &str, seed: u64) -> std::path::PathBuf {
     let spec = Spec {
         hidden: 32,
         heads: 2,
@@ -216,8 +214,16 @@ fn generate_text_prompt_with_chat_template() {
         vocab: 151936,
         ..Spec::qwen2(false)
     };
-    let (dir, _) = fixture("cli-vocab", &spec, 67);
+    let (dir, _) = fixture(name, &spec, seed);
     std::fs::copy(vocab("tokenizer.json"), dir.join("tokenizer.json")).unwrap();
+    dir
+}
+
+/// `generate --prompt --chat` with a tiny model over the real vocabulary: the streamed text
+/// is exactly the decoded ids.
+#[test]
+fn generate_text_prompt_with_chat_template() {
+    let dir = real_vocab_model("cli-vocab", 67);
     let d = dir.to_str().unwrap();
     let base = ["generate", "--model", d, "--prompt", "你好, Qwen!", "--chat", "--max-new-tokens", "12"];
     let (code, ids, err) = cli(&[&base[..], &["--print-ids"]].concat());
@@ -351,18 +357,7 @@ fn hostile_inputs_fail_cleanly() {
 /// refused with an error line, and the next message is answered.
 #[test]
 fn chat_refuses_bad_lines_and_goes_on() {
-    let spec = Spec {
-        hidden: 32,
-        heads: 2,
-        kv_heads: 1,
-        head_dim: 16,
-        ff: 40,
-        layers: 1,
-        vocab: 151936,
-        ..Spec::qwen2(false)
-    };
-    let (dir, _) = fixture("cli-chat-bad", &spec, 70);
-    std::fs::copy(vocab("tokenizer.json"), dir.join("tokenizer.json")).unwrap();
+    let dir = real_vocab_model("cli-chat-bad", 70);
     let d = dir.to_str().unwrap();
     let long = "word ".repeat(200);
     let input = [b"\xff\xfe not text\n".as_slice(), long.as_bytes(), b"\n", "你好\n".as_bytes()].concat();

@@ -172,6 +172,9 @@ export function checkShardName(tensor, file) {
 
 let nextId = 1;
 
+/** How often an idle engine asks whether its GPU device was lost. */
+const LOST_POLL_MS = 250;
+
 /** What wasm reads of a request (`Request` in src/wasm.rs): the data fields, no callbacks. */
 function wireRequest(req, promptIds) {
   const { signal: _s, onToken: _t, stream: _st, streamIds: _si, ...data } = req;
@@ -186,18 +189,74 @@ export class Engine {
     this.adapter = adapter;
     this.queue = Promise.resolve();
     this.unloaded = false;
+    /** `{reason, message}` once the GPU device is lost (then every GPU call is `gpu_lost`). */
+    this.lostInfo = null;
+    /** Resolves with `{reason, message}` when the GPU device is lost (as `GPUDevice.lost`). Not on unload. */
+    this.lost = new Promise((resolve) => { this._resolveLost = resolve; });
     const self = this;
     this.chat = { completions: { create: (req) => self._create(req) } };
+    this._pollLost();
+  }
+
+  /** Whether the device is lost now (asks wasm: cheap); resolves `lost` the first time. */
+  _checkLost() {
+    if (this.lostInfo) return true;
+    if (this.unloaded) return false;
+    let info;
+    try { info = this.inner.lost_info(); } catch { return false; }
+    if (!info) return false;
+    this.lostInfo = { reason: String(info.reason), message: String(info.message) };
+    this._resolveLost(this.lostInfo);
+    return true;
+  }
+
+  /** A loss while idle is noticed by polling (the device-lost callback lives in Rust). */
+  _pollLost() {
+    if (this._checkLost() || this.unloaded) return;
+    const t = setTimeout(() => this._pollLost(), LOST_POLL_MS);
+    t?.unref?.();
+  }
+
+  /** After a failure: whether the device is lost (a GpuError waits up to ~200 ms for the callback). */
+  async _lostSoon(e) {
+    if (this._checkLost()) return true;
+    if (e?.name !== "GpuError") return false;
+    for (let i = 0; i < 20; i++) {
+      await new Promise((r) => setTimeout(r, 10));
+      if (this._checkLost()) return true;
+    }
+    return false;
+  }
+
+  _lostError() {
+    const { reason, message } = this.lostInfo;
+    return qwenError("gpu_lost", `the GPU device was lost (${reason}: ${message}); load the model again`);
   }
 
   /** Run `job` after every earlier call has finished. */
-  _enqueue(job) {
-    const run = this.queue.then(() => {
+  _enqueue(job, { evenIfLost = false } = {}) {
+    const run = this.queue.then(async () => {
       if (this.unloaded) throw qwenError("engine_unloaded", "the engine was unloaded");
-      return job();
+      if (!evenIfLost && this._checkLost()) throw this._lostError();
+      try {
+        return await job();
+      } catch (e) {
+        // A lost device may first show as another GPU failure (a failed readback) before the
+        // device-lost callback has run: give it a moment.
+        if (!evenIfLost && (await this._lostSoon(e))) throw this._lostError();
+        throw e;
+      }
     });
     this.queue = run.catch(() => {});
     return run;
+  }
+
+  /**
+   * TEST ONLY: destroy the GPU device, as a driver reset would lose it. `lost` then resolves
+   * and calls reject with `gpu_lost`. Not part of the API.
+   */
+  _loseDeviceForTest() {
+    this.inner.lose_device_for_test();
   }
 
   /** The model, its formats and the chat rules in use (EngineInfo in index.d.ts). */
@@ -353,7 +412,7 @@ export class Engine {
     return this._enqueue(async () => {
       this.unloaded = true;
       try { this.inner.unload(); } finally { this.inner.free(); }
-    });
+    }, { evenIfLost: true });
   }
 }
 

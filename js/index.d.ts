@@ -225,6 +225,14 @@ export interface EngineInfo {
   gpuBuffers: number;
 }
 
+/** What `engine.lost` resolves with. */
+export interface DeviceLostInfo {
+  /** `"destroyed"` or `"unknown"` (GPUDeviceLostReason). */
+  reason: string;
+  /** The browser's message. */
+  message: string;
+}
+
 export interface QwenEngine {
   chat: {
     completions: {
@@ -238,6 +246,13 @@ export interface QwenEngine {
   resetChat(): Promise<void>;
   /** Free the GPU memory; later calls reject. */
   unload(): Promise<void>;
+  /**
+   * Resolves when the GPU device is lost (driver reset, the browser reclaimed it), as
+   * `GPUDevice.lost` does; never on `unload()`. From then on every call that runs the GPU
+   * rejects with a `GpuError` `gpu_lost` (the call in flight too); `unload()` still works.
+   * Load the model again with `createEngine`.
+   */
+  readonly lost: Promise<DeviceLostInfo>;
   info(): EngineInfo | Promise<EngineInfo>;
   /** Token ids of `text` (needs a tokenizer). Synchronous without a worker. */
   tokenize(text: string): number[] | Promise<number[]>;

@@ -95,6 +95,10 @@ class WorkerEngine {
     this.nextId = 1;
     this._load = null;
     this._ready = new Promise((resolve) => { this._onReady = resolve; });
+    /** `{reason, message}` once the worker's GPU device is lost. */
+    this.lostInfo = null;
+    /** Resolves with `{reason, message}` when the GPU device is lost (as `GPUDevice.lost`). Not on unload. */
+    this.lost = new Promise((resolve) => { this._resolveLost = resolve; });
     worker.onmessage = (ev) => {
       const m = ev.data;
       this._on[m?.type]?.(m);
@@ -114,6 +118,11 @@ class WorkerEngine {
     ready: () => this._onReady(),
     progress: (m) => { try { this._load?.onProgress?.(m.p); } catch { /* ignore */ } },
     loaded: (m) => { this._load?.resolve(m.info); this._load = null; },
+    lost: (m) => {
+      if (this.lostInfo) return;
+      this.lostInfo = m.info;
+      this._resolveLost(m.info);
+    },
     chunk: (m) => this.calls.get(m.id)?.onChunk?.(m.chunk),
     result: (m) => this._settle(m.id, (c) => c.resolve(m.value)),
     error: (m) => {
@@ -148,6 +157,9 @@ class WorkerEngine {
       }),
     };
   }
+
+  /** TEST ONLY: destroy the worker's GPU device (see Engine._loseDeviceForTest in engine.js). */
+  _loseDeviceForTest() { this.worker.postMessage({ type: "loseDevice" }); }
 
   info() { return this._call("info").promise; }
   tokenize(text) { return this._call("tokenize", { text }).promise; }

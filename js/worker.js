@@ -1,7 +1,8 @@
 // Web Worker entry: owns one Engine and answers the main-thread proxy in index.js.
 // Messages in:  {type:"load", model, opts} | {type:"call", id, method, req} | {type:"abort", id}
 //               | {type:"bench", id, opts} (a synthesised-model benchmark; needs no engine)
-// Messages out: {type:"ready"} | {type:"progress", p} | {type:"loaded", info}
+//               | {type:"loseDevice"} (TEST ONLY: destroy the GPU device now)
+// Messages out: {type:"ready"} | {type:"progress", p} | {type:"loaded", info} | {type:"lost", info}
 //               | {type:"chunk", id, chunk} | {type:"result", id, value}
 //               | {type:"error", id?, error:{name, code, message}}
 // Both directions are dispatched by tables keyed by `type` (and `method` for calls).
@@ -48,6 +49,12 @@ const handlers = {
     engine = await abortable("load", (signal) =>
       loadEngine(m.model, { ...m.opts, signal, onProgress: (p) => post({ type: "progress", p }) }));
     post({ type: "loaded", info: engine.info() });
+    const e = engine;
+    e.lost.then((info) => { if (engine === e) post({ type: "lost", info }); });
+  },
+  /** TEST ONLY (Engine._loseDeviceForTest): runs now, not after the calls in flight. */
+  loseDevice() {
+    engine?._loseDeviceForTest();
   },
   async bench(m) {
     const value = await abortable(m.id, (signal) =>

@@ -389,8 +389,11 @@ impl Loader {
         let model = Qwen::from_weights(gpu, self.cfg, weights, &self.opts).map_err(js_err_gpu("gpu_out_of_memory"))?;
         let (context, vocab_size) = (model.context(), model.config.vocab_size);
         let stream = tok.as_ref().map(TextStream::new);
+        let device = model.gpu.device.clone();
         Ok(Engine {
             inner: Rc::new(RefCell::new(Inner {
+                device,
+                lost: None,
                 model: Some(model),
                 gen: None,
                 tok,
@@ -410,6 +413,12 @@ impl Loader {
 }
 
 struct Inner {
+    /// The model's device (a handle; kept for the test-only [`Engine::lose_device_for_test`],
+    /// which must reach it while a call holds the model).
+    device: wgpu::Device,
+    /// `(reason, message)` once the device is known to be lost (sticky: a lost device never
+    /// comes back; every later GPU call fails with `gpu_lost`).
+    lost: Option<(String, String)>,
     /// `None` while a call holds it (busy) or after unload.
     model: Option<Qwen>,
     gen: Option<Generator>,
@@ -447,6 +456,51 @@ struct Run {
 impl Inner {
     fn take_model(&mut self) -> Result<Qwen, JsValue> {
         self.model.take().ok_or_else(|| self.take_model_err())
+    }
+
+    /// The model for a call that runs the GPU: a `gpu_lost` error once the device is lost.
+    fn take_live_model(&mut self) -> Result<Qwen, JsValue> {
+        if let Some(e) = self.lost_error() {
+            return Err(e);
+        }
+        self.take_model()
+    }
+
+    /// Record a loss the model's device reported (the device-lost callback has run).
+    fn note_lost(&mut self) {
+        if self.lost.is_some() {
+            return;
+        }
+        let Some(m) = self.model.as_ref() else { return };
+        if !m.gpu.is_lost() {
+            return;
+        }
+        // The callback's message is "{reason:?}: {message}" (reason Destroyed or Unknown).
+        let text = match m.gpu.check() {
+            Err(e) => e.to_string(),
+            Ok(()) => String::new(),
+        };
+        let detail = text.split_once(": ").map(|(_, d)| d).unwrap_or(&text);
+        let (reason, message) = match detail.split_once(": ") {
+            Some((r, msg)) if r.eq_ignore_ascii_case("destroyed") => ("destroyed", msg),
+            _ => ("unknown", detail),
+        };
+        self.lost = Some((reason.to_string(), message.to_string()));
+    }
+
+    /// The `gpu_lost` error, if the device is lost.
+    fn lost_error(&mut self) -> Option<JsValue> {
+        self.note_lost();
+        self.lost.as_ref().map(|(reason, message)| {
+            let msg = format!("the GPU device was lost ({reason}: {message}); load the model again");
+            coded("GpuError", "gpu_lost", &msg)
+        })
+    }
+
+    /// `e`, or the `gpu_lost` error when the device turns out to be lost (a failure of a lost
+    /// device can surface as a cancelled readback or a validation error first).
+    fn or_lost(&mut self, e: JsValue) -> JsValue {
+        self.lost_error().unwrap_or(e)
     }
 
     fn tok(&self, what: &str) -> Result<&Tokenizer, JsValue> {
@@ -675,7 +729,7 @@ impl Engine {
         future_to_promise(async move {
             let clock = Stopwatch::start();
             let req: Request = from_js(request, "").map_err(js_err)?;
-            let mut model = inner.borrow_mut().take_model()?;
+            let mut model = inner.borrow_mut().take_live_model()?;
             let prepared = inner.borrow().prepare(req, chat, model.context());
             let (prompt, opts) = match prepared {
                 Ok(p) => p,
@@ -727,7 +781,7 @@ impl Engine {
                         model.reset();
                     }
                     i.model = Some(model);
-                    Err(js_err(e))
+                    Err(i.or_lost(js_err(e)))
                 }
             }
         })
@@ -742,7 +796,7 @@ impl Engine {
                 let Some(g) = i.gen.take() else {
                     return Ok(JsValue::UNDEFINED);
                 };
-                match i.take_model() {
+                match i.take_live_model() {
                     Ok(m) => (m, g),
                     Err(e) => {
                         i.gen = Some(g);
@@ -775,10 +829,36 @@ impl Engine {
                     // What the cache holds is no longer known for sure.
                     model.reset();
                     i.model = Some(model);
-                    Err(js_err(e))
+                    Err(i.or_lost(js_err(e)))
                 }
             }
         })
+    }
+
+    /// `{reason, message}` once the GPU device is lost (`reason`: `"destroyed"` or
+    /// `"unknown"`, as `GPUDevice.lost`), else `undefined`. Cheap (the JS engine polls it).
+    /// Known only while no call holds the model; a failed call returns it first.
+    pub fn lost_info(&self) -> Result<JsValue, JsValue> {
+        let mut i = self.inner.borrow_mut();
+        if i.unloaded {
+            return Ok(JsValue::UNDEFINED);
+        }
+        i.note_lost();
+        match &i.lost {
+            Some((reason, message)) => {
+                let o = js_sys::Object::new();
+                js_sys::Reflect::set(&o, &"reason".into(), &reason.as_str().into())?;
+                js_sys::Reflect::set(&o, &"message".into(), &message.as_str().into())?;
+                Ok(o.into())
+            }
+            None => Ok(JsValue::UNDEFINED),
+        }
+    }
+
+    /// TEST ONLY: destroy the GPU device as a driver reset would lose it (the device-lost
+    /// callback then fires with reason `Destroyed`). Works while a call is running.
+    pub fn lose_device_for_test(&self) {
+        self.inner.borrow().device.destroy();
     }
 
     /// Stop generating: the next [`Engine::next`] resolves to `undefined`.

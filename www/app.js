@@ -8,7 +8,7 @@ const el = {
   url: $("model-url"), folder: $("folder"), folderInfo: $("folder-info"), weights: $("weights"), kv: $("kv"),
   budget: $("gpu-budget"), cacheStatus: $("cache-status"), cacheText: $("cache-text"), cacheDelete: $("cache-delete"),
   load: $("load"), cancelLoad: $("cancel-load"), progressBox: $("progress-box"), progress: $("progress"),
-  progressText: $("progress-text"), error: $("error"), modelStatus: $("model-status"), log: $("log"), stats: $("stats"),
+  progressText: $("progress-text"), error: $("error"), lost: $("lost"), lostText: $("lost-text"), reloadModel: $("reload-model"), modelStatus: $("model-status"), log: $("log"), stats: $("stats"),
   composer: $("composer"), input: $("input"), send: $("send"), stop: $("stop"), newChat: $("new-chat"),
   system: $("system"), temperature: $("temperature"), topP: $("top-p"), maxTokens: $("max-tokens"),
 };
@@ -55,6 +55,8 @@ function describeError(e) {
       return `This model is too big for this GPU. Try q4 weights, a q8 KV cache or a smaller model. (${msg})`;
     case "gpu_unavailable":
       return `No usable WebGPU device: ${msg}`;
+    case "gpu_lost":
+      return `The GPU device was lost (the driver reset, or the browser reclaimed it). Reload the model to go on. (${msg})`;
     case "gpu_failed":
     case "worker_failed":
       return `GPU error: ${msg}. Reloading the model (or the page) may help.`;
@@ -189,8 +191,22 @@ function makeProgress() {
   };
 }
 
+/** The engine's GPU device was lost: say so (as text) and offer to load the model again. */
+function onDeviceLost(engine, info) {
+  if (state.engine !== engine) return; // an engine already replaced or unloaded
+  state.generating?.abort();
+  setChatEnabled(false);
+  show(el.modelStatus, "");
+  el.lostText.textContent = `The GPU device was lost (${info?.reason || "unknown"}: ${info?.message || "no details"}). ` +
+    "Reload the model to go on; the conversation is kept.";
+  el.lost.hidden = false;
+}
+
+el.reloadModel.addEventListener("click", () => { el.lost.hidden = true; loadModel(); });
+
 async function loadModel() {
   showError("");
+  el.lost.hidden = true;
   show(el.modelStatus, "");
   if (state.generating) state.generating.abort();
   if (state.engine) {
@@ -227,6 +243,7 @@ async function loadModel() {
     });
     if (ctl.signal.aborted) { await engine.unload(); throw Object.assign(new Error("cancelled"), { name: "AbortError", code: "aborted" }); }
     state.engine = engine;
+    engine.lost.then((info) => onDeviceLost(engine, info));
     const info = await engine.info();
     state.context = info.context;
     // Left empty, the engine uses the model's default system prompt (the crate's ChatML).
@@ -344,7 +361,7 @@ async function send() {
     else state.history.pop(); // nothing came back: forget the question so the turns stay paired
     if (!reply) renderText(body, finish === "abort" ? "(stopped)" : "(no reply)");
     if (finish === "abort") body.parentElement.classList.add("stopped");
-    setChatEnabled(!!state.engine);
+    setChatEnabled(!!state.engine && el.lost.hidden);
     el.stats.textContent = statsLine(usage, finish, t0, tFirst);
     if (!el.input.disabled) el.input.focus();
   }

@@ -701,6 +701,91 @@ if (expected.vocab.length) {
   });
 }
 
+test("device loss (worker and in-thread): the call in flight and later calls reject with gpu_lost, engine.lost resolves, a reload gives the same ids", async () => {
+  const r = await page.evaluate(async () => {
+    const within = (p, ms) => Promise.race([p, new Promise((res) => setTimeout(() => res("timeout"), ms))]);
+    const code = async (f) => { try { await f(); return "resolved"; } catch (e) { return `${e.name}/${e.code}`; } };
+    const out = {};
+    for (const useWorker of [true, false]) {
+      const k = useWorker ? "worker" : "thread";
+      const o = (out[k] = {});
+      // During generation (tokens streaming to onToken).
+      let engine = await qwen.createEngine({ model: "/fx/tiny/", useCache: false, useWorker });
+      o.before = (await engine.generateIds({ promptIds: [1, 2, 3], max_tokens: 16, temperature: 0 })).ids;
+      let n = 0;
+      o.inFlight = await code(() => engine.generateIds({ promptIds: [1, 2, 3], max_tokens: 400, temperature: 0, ignore_eos: true,
+        onToken: () => { if (++n === 3) engine._loseDeviceForTest(); } }));
+      o.tokensSeen = n;
+      o.lost = await within(engine.lost, 10000);
+      o.later = await code(() => engine.generateIds({ promptIds: [1], max_tokens: 2 }));
+      o.reset = await code(() => engine.resetChat());
+      o.unload = await code(() => engine.unload());
+      engine = await qwen.createEngine({ model: "/fx/tiny/", useCache: false, useWorker });
+      o.reloaded = (await engine.generateIds({ promptIds: [1, 2, 3], max_tokens: 16, temperature: 0 })).ids;
+      // While idle: lost resolves without any call; the next call is gpu_lost.
+      engine._loseDeviceForTest();
+      o.idleLost = await within(engine.lost, 10000);
+      o.idleLater = await code(() => engine.generateIds({ promptIds: [1, 2, 3], max_tokens: 4 }));
+      o.idleUnload = await code(() => engine.unload());
+      // Unload is not a loss: lost stays pending.
+      engine = await qwen.createEngine({ model: "/fx/tiny/", useCache: false, useWorker });
+      o.again = (await engine.generateIds({ promptIds: [1, 2, 3], max_tokens: 16, temperature: 0 })).ids;
+      await engine.unload();
+      o.afterUnload = await within(engine.lost, 1000);
+    }
+    return out;
+  });
+  for (const [k, o] of Object.entries(r)) {
+    eq(o.before, expected.tiny, `${k}: ids before the loss`);
+    eq(o.inFlight, "GpuError/gpu_lost", `${k}: the call in flight (after ${o.tokensSeen} tokens)`);
+    ok(o.tokensSeen < 400, `${k}: generation ran on after the loss (${o.tokensSeen} tokens)`);
+    ok(o.lost && o.lost.reason === "destroyed" && typeof o.lost.message === "string", `${k}: engine.lost gave ${JSON.stringify(o.lost)}`);
+    eq(o.later, "GpuError/gpu_lost", `${k}: a later call`);
+    eq(o.reset, "GpuError/gpu_lost", `${k}: resetChat after the loss`);
+    eq(o.unload, "resolved", `${k}: unload after the loss`);
+    eq(o.reloaded, expected.tiny, `${k}: ids after a reload`);
+    ok(o.idleLost && o.idleLost.reason === "destroyed", `${k}: engine.lost while idle gave ${JSON.stringify(o.idleLost)}`);
+    eq(o.idleLater, "GpuError/gpu_lost", `${k}: a call after an idle loss`);
+    eq(o.idleUnload, "resolved", `${k}: unload after an idle loss`);
+    eq(o.again, expected.tiny, `${k}: ids after the second reload`);
+    eq(o.afterUnload, "timeout", `${k}: engine.lost after unload()`);
+  }
+});
+
+if (expected.vocab.length) {
+  test("device loss during a streaming chat: the stream rejects with gpu_lost, lost resolves, a reloaded engine streams the same text", async () => {
+    const r = await page.evaluate(async () => {
+      const out = {};
+      const messages = [{ role: "user", content: "Hello, GPU!" }];
+      const req = { messages, stream: true, temperature: 0, max_tokens: 24, ignore_eos: true };
+      for (const useWorker of [true, false]) {
+        let engine = await qwen.createEngine({ model: "/fx/vocab/", useCache: false, context: 256, useWorker });
+        let first = "";
+        for await (const c of engine.chat.completions.create(req)) first += c.choices[0].delta.content ?? "";
+        let k = 0;
+        let err = "none";
+        try {
+          for await (const c of engine.chat.completions.create({ ...req, max_tokens: 400 })) { if (++k === 3) engine._loseDeviceForTest(); }
+        } catch (e) { err = `${e.name}/${e.code}`; }
+        const lost = await engine.lost;
+        await engine.unload();
+        engine = await qwen.createEngine({ model: "/fx/vocab/", useCache: false, context: 256, useWorker });
+        let again = "";
+        for await (const c of engine.chat.completions.create(req)) again += c.choices[0].delta.content ?? "";
+        await engine.unload();
+        out[useWorker ? "worker" : "thread"] = { first, err, k, lost, again };
+      }
+      return out;
+    });
+    for (const [k, o] of Object.entries(r)) {
+      eq(o.err, "GpuError/gpu_lost", `${k}: the stream in flight (after ${o.k} chunks)`);
+      ok(o.lost?.reason === "destroyed", `${k}: lost ${JSON.stringify(o.lost)}`);
+      ok(o.first.length > 0, `${k}: no text before the loss`);
+      eq(o.again, o.first, `${k}: text after the reload`);
+    }
+  });
+}
+
 // ------------------------------------------------------------------ run
 
 let passed = 0;

@@ -395,6 +395,36 @@ test("screenshot; a phone-sized screen has no horizontal scroll", async () => {
   await page.setViewportSize({ width: 1000, height: 900 });
 });
 
+test("GPU device lost mid-stream: the page says so as text, offers Reload model, and the chat goes on after it", async () => {
+  await openSettings();
+  await page.fill("#max-tokens", "4000");
+  await page.fill("#input", "Tell me a very long story.");
+  await watchReply();
+  await page.click("#send");
+  await page.waitForFunction(() => window.__updates >= 3, null, { timeout: 120000 });
+  // Test-only hook of the engine (engine._loseDeviceForTest destroys its GPUDevice).
+  await page.evaluate(() => window.qwenChat.state.engine._loseDeviceForTest());
+  await page.waitForSelector("#lost:not([hidden])", { timeout: 30000 });
+  await page.waitForFunction(() => !window.qwenChat.state.generating, null, { timeout: 30000 });
+  const lostText = await text("#lost-text");
+  ok(/GPU device was lost \(destroyed: /.test(lostText), `lost notice: ${lostText}`);
+  ok((await page.locator("#lost-text").evaluate((n) => n.childElementCount)) === 0, "the notice holds elements");
+  ok(await page.locator("#input").isDisabled(), "input enabled after the loss");
+  ok(await page.locator("#send").isDisabled(), "Send enabled after the loss");
+  ok(await page.locator("#reload-model").isVisible(), "no Reload model button");
+  await page.click("#reload-model");
+  await page.waitForFunction(() => !document.getElementById("load").disabled && document.getElementById("cancel-load").hidden && !document.getElementById("input").disabled, null, { timeout: 180000 });
+  ok(!(await visible("#lost")), "the loss notice stays after the reload");
+  ok(/^Loaded /.test(await text("#model-status")), `status after reload: ${await text("#model-status")}`);
+  await page.fill("#max-tokens", "12");
+  await page.fill("#input", "Are you back?");
+  await watchReply();
+  await page.click("#send");
+  await idle();
+  ok((await page.locator("#log .msg.assistant .body").last().textContent()).length > 0, "no reply after the reload");
+  ok(!(await visible("#lost")), "loss notice after a good turn");
+});
+
 test("New chat clears the conversation", async () => {
   await page.click("#new-chat");
   ok((await page.locator("#log .msg").count()) === 0, "log not empty");

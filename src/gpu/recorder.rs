@@ -199,18 +199,25 @@ impl<'g> Recorder<'g> {
         }
         let arena = reuse.arena.clone().expect("allocated above");
         self.gpu.write(&arena, 0, &self.params);
-        let keys: Vec<u64> = self.dispatches.iter().map(PassEncoding::key).collect();
-        for (d, &key) in self.dispatches.iter().zip(&keys) {
-            if reuse.get(key, d).is_none() {
-                let group = self.bind_group(d, &arena);
-                let cached = CachedGroup {
-                    kernel: Rc::as_ptr(&d.kernel),
-                    params_size: d.params_size,
-                    buffers: d.buffers().cloned().collect(),
-                    group,
-                };
-                reuse.groups.entry(key).or_default().push(cached);
-            }
+        // One lookup per dispatch; a miss makes the group and keeps it for later passes.
+        let mut groups = Vec::with_capacity(self.dispatches.len());
+        for d in &self.dispatches {
+            let key = PassEncoding::key(d);
+            let group = match reuse.get(key, d) {
+                Some(g) => g.clone(),
+                None => {
+                    let group = self.bind_group(d, &arena);
+                    let cached = CachedGroup {
+                        kernel: Rc::as_ptr(&d.kernel),
+                        params_size: d.params_size,
+                        buffers: d.buffers().cloned().collect(),
+                        group: group.clone(),
+                    };
+                    reuse.groups.entry(key).or_default().push(cached);
+                    group
+                }
+            };
+            groups.push(group);
         }
         let mut pass =
             enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("forward"), timestamp_writes: None });
@@ -219,10 +226,10 @@ impl<'g> Recorder<'g> {
                 pass.write_timestamp(q, i as u32);
             }
         };
-        for (i, (d, &key)) in self.dispatches.iter().zip(&keys).enumerate() {
+        for (i, (d, group)) in self.dispatches.iter().zip(&groups).enumerate() {
             stamp(&mut pass, i);
             pass.set_pipeline(&d.kernel.pipeline);
-            pass.set_bind_group(0, reuse.get(key, d), &[d.params_offset as u32]);
+            pass.set_bind_group(0, group, &[d.params_offset as u32]);
             pass.dispatch_workgroups(d.groups.0, d.groups.1, 1);
         }
         stamp(&mut pass, self.dispatches.len());

@@ -318,13 +318,18 @@ test("Enter sends, Shift+Enter is a newline; the reply streams in (several DOM u
   notes.push(`reply: ${updates} updates, ${reply.length} chars; ${stats}`);
 });
 
-test("Stop mid-stream, then send again (multi-turn history)", async () => {
+// Ask for a long reply and wait until it is streaming.
+async function startLongReply() {
   await openSettings();
   await page.fill("#max-tokens", "4000");
   await page.fill("#input", "Tell me a very long story.");
   await watchReply();
   await page.click("#send");
   await page.waitForFunction(() => window.__updates >= 3, null, { timeout: 120000 });
+}
+
+test("Stop mid-stream, then send again (multi-turn history)", async () => {
+  await startLongReply();
   ok(await page.locator("#stop").isEnabled(), "Stop enabled while streaming");
   await page.click("#stop");
   await idle();
@@ -396,12 +401,7 @@ test("screenshot; a phone-sized screen has no horizontal scroll", async () => {
 });
 
 test("GPU device lost mid-stream: the page says so as text, offers Reload model, and the chat goes on after it", async () => {
-  await openSettings();
-  await page.fill("#max-tokens", "4000");
-  await page.fill("#input", "Tell me a very long story.");
-  await watchReply();
-  await page.click("#send");
-  await page.waitForFunction(() => window.__updates >= 3, null, { timeout: 120000 });
+  await startLongReply();
   // Test-only hook of the engine (engine._loseDeviceForTest destroys its GPUDevice).
   await page.evaluate(() => window.qwenChat.state.engine._loseDeviceForTest());
   await page.waitForSelector("#lost:not([hidden])", { timeout: 30000 });

@@ -498,14 +498,14 @@ mod cli {
         let mut cached: Vec<u32> = Vec::new();
         let mut raw = Vec::new();
         loop {
-            let _ = write!(std::io::stderr(), "> ");
+            err!("> ");
             raw.clear();
             if input.read_until(b'\n', &mut raw).map_err(|e| Error::io("stdin", e))? == 0 {
                 break;
             }
             // A line that is not UTF-8 is refused, and the chat goes on.
             let Ok(line) = std::str::from_utf8(&raw) else {
-                let _ = writeln!(std::io::stderr(), "error: that line is not valid UTF-8 text; nothing was sent");
+                errln!("error: that line is not valid UTF-8 text; nothing was sent");
                 continue;
             };
             let line = line.trim_end();
@@ -532,7 +532,7 @@ mod cli {
             let mut g = match started {
                 Ok((g, _)) => g,
                 Err(e @ (Error::ContextFull(_) | Error::Request(_))) => {
-                    let _ = writeln!(std::io::stderr(), "error: {e}; nothing was sent");
+                    errln!("error: {e}; nothing was sent");
                     messages.pop();
                     cached.truncate(model.pos());
                     continue;

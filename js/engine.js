@@ -4,7 +4,7 @@
 // ids, request defaults and checks) are the crate's, in wasm: this file only drives it.
 
 import init, * as wasm from "./qwen_webgpu.js";
-import { openSource } from "./sources.js";
+import { openSource, readPieces } from "./sources.js";
 import { qwenError, asQwenError } from "./errors.js";
 import { pushStream } from "./stream.js";
 
@@ -37,15 +37,22 @@ const now = () => (typeof performance !== "undefined" ? performance.now() : Date
 export async function loadEngine(model, opts = {}) {
   checkLoadOptions(opts);
   const onProgress = opts.onProgress || (() => {});
+  // Each event also carries the whole load's bytes, rate and ETA (sources.js's Meter), also
+  // sent between the calls below as bytes arrive (at most every 100 ms).
+  let src = null;
+  let last = null;
   const report = (phase, loaded, total, text) => {
-    try { onProgress({ phase, loaded, total, text }); } catch { /* a throwing callback must not break loading */ }
+    last = [phase, loaded, total, text];
+    try { onProgress({ phase, loaded, total, text, ...src?.meter?.snapshot(phase === "ready") }); } catch { /* a throwing callback must not break loading */ }
   };
   await initWasm(opts.wasmUrl);
-  const src = await openSource(model, {
+  src = await openSource(model, {
     useCache: opts.useCache !== false,
     fetch: opts.fetch,
     signal: opts.signal,
+    download: opts.download,
   });
+  if (src.meter) src.meter.onUpdate = () => { if (last) report(...last); };
   let loader = null;
   try {
     report("config", 0, 1, `reading ${src.label}config.json`);
@@ -101,6 +108,7 @@ export async function loadEngine(model, opts = {}) {
       const names = ["config.json", ...(shardNames.length > 1 ? ["model.safetensors.index.json"] : []), ...shardNames];
       if (tokName) names.push(tokName);
       if (genConfigText !== null) names.push("generation_config.json");
+      await src.expectSizes?.(names);
       for (const n of names) {
         await src.ensureCached(n, (loaded, total) => report("download", loaded, total, n));
       }
@@ -117,9 +125,9 @@ export async function loadEngine(model, opts = {}) {
     const total = plan.reduce((s, t) => s + (t.end - t.start), 0);
     let loaded = 0;
     report("weights", 0, total, adapter);
-    for (const { name, shard, start, end } of plan) {
+    const pieces = plan.map((t) => ({ ...t, file: files[t.shard] }));
+    for await (const { name, start, end, bytes } of readPieces(pieces, { ...src.dl, halt: () => src.halt?.() })) {
       if (opts.signal?.aborted) throw qwenError("aborted", "the load was aborted");
-      const bytes = await files[shard].read(start, end);
       loader.put(name, bytes);
       loaded += end - start;
       report("weights", loaded, total, name);

@@ -786,6 +786,8 @@ if (expected.vocab.length) {
   });
 }
 
+(await import("./downloads.mjs")).default({ test, eq, ok, page, server, origin, expected, fixtures, figures, root });
+
 // ------------------------------------------------------------------ run
 
 let passed = 0;

@@ -47,13 +47,23 @@ if [ -z "${QWEN_PKG_DEBUG:-}" ]; then
 fi
 wasm-bindgen "$IN" --out-dir "$OUT" --out-name qwen_webgpu --target web --no-typescript --omit-default-module-path
 cp js/*.js js/*.d.ts "$OUT/"
+cp LICENSE-MIT LICENSE-APACHE "$OUT/"
 VERSION=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
+# Where the project lives: Cargo.toml's `repository` when it has one, else QWEN_PKG_REPOSITORY,
+# else the default below (repository, homepage and bugs of package.json come from it).
+REPO=$(sed -n 's/^repository = "\(.*\)"/\1/p' Cargo.toml | head -n1)
+REPO=${REPO:-${QWEN_PKG_REPOSITORY:-https://github.com/qwen-webgpu/qwen-webgpu}}
+REPO=${REPO%.git}
 cat > "$OUT/package.json" <<JSON
 {
   "name": "qwen-webgpu",
   "version": "$VERSION",
   "description": "Qwen chat models in the browser on WebGPU, with our own WGSL kernels (Rust + wasm)",
   "license": "MIT OR Apache-2.0",
+  "repository": { "type": "git", "url": "git+$REPO.git" },
+  "homepage": "$REPO#readme",
+  "bugs": { "url": "$REPO/issues" },
+  "engines": { "node": ">=18" },
   "type": "module",
   "main": "./index.js",
   "module": "./index.js",
@@ -63,8 +73,8 @@ cat > "$OUT/package.json" <<JSON
     "./worker.js": "./worker.js",
     "./package.json": "./package.json"
   },
-  "files": ["index.js", "index.d.ts", "engine.js", "sources.js", "worker.js", "errors.js", "stream.js", "cache.js", "qwen_webgpu.js", "qwen_webgpu_bg.wasm", "README.md"],
-  "sideEffects": false,
+  "files": ["index.js", "index.d.ts", "engine.js", "sources.js", "worker.js", "errors.js", "stream.js", "cache.js", "qwen_webgpu.js", "qwen_webgpu_bg.wasm", "README.md", "LICENSE-MIT", "LICENSE-APACHE"],
+  "sideEffects": ["./worker.js"],
   "keywords": ["qwen", "llm", "webgpu", "wasm", "wgsl"]
 }
 JSON

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Build the npm package in pkg/: wasm-bindgen bindings + the hand-written JS layer (js/) +
-# the wasm-opt -Oz module. Installs what it needs when missing (the wasm32 target,
-# wasm-bindgen-cli matching Cargo.toml's pin, binaryen's wasm-opt).
+# the wasm-opt -Oz module + the license texts + package.json (repository, engines, and
+# "sideEffects": ["./worker.js"]: a bundler must keep worker.js's top-level code, or a worker
+# file that does `import "qwen-webgpu/worker.js"` comes out empty; tests/web/package.mjs
+# checks it with webpack, Vite and esbuild). Installs what it needs when missing (the wasm32
+# target, wasm-bindgen-cli matching Cargo.toml's pin, binaryen's wasm-opt).
 #
 #   scripts/build-pkg.sh            # release build into pkg/
 #   QWEN_PKG_DEBUG=1 scripts/build-pkg.sh   # skip wasm-opt (faster, bigger)

@@ -12,12 +12,12 @@ export const ERROR_CODES = Object.freeze({
   weights_format: "WeightsError", // a pre-quantized folder asked for in another format, or an unknown one
   tokenizer_missing: "TokenizerError", // the call needs a tokenizer and the model has none
   tokenizer_invalid: "TokenizerError", // the tokenizer file is corrupt or does not fit the model
-  gpu_unavailable: "GpuError", // no WebGPU adapter or device
+  gpu_unavailable: "GpuError", // no WebGPU here (no navigator.gpu: Node.js, a server), or no adapter or device
   gpu_out_of_memory: "GpuError", // the model does not fit this GPU (memory budget, binding limit, allocation)
   gpu_failed: "GpuError", // the GPU failed while running (a kernel, a readback)
   gpu_lost: "GpuError", // the GPU device was lost (driver reset, the browser reclaimed it): load the model again
   wasm_failed: "GpuError", // the WebAssembly module could not be instantiated
-  worker_failed: "GpuError", // the engine's Web Worker died
+  worker_failed: "GpuError", // the engine's Web Worker did not start (404, script error, no answer) or died
   request_invalid: "RequestError", // a bad request value (the message names the field) or option
   context_full: "RequestError", // the prompt does not fit the context (shorten it or start a new chat)
   engine_busy: "RequestError", // calls overlapped on the raw wasm engine (the JS API queues them)

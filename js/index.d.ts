@@ -19,10 +19,10 @@ export type QwenErrorName =
  *   pre-quantized folder asked for in another format, or a format this build does not know).
  * - TokenizerError: `tokenizer_missing` (chat, tokenize or detokenize on a model loaded without
  *   tokenizer.json / qwen.tiktoken), `tokenizer_invalid` (corrupt, or does not fit the model).
- * - GpuError: `gpu_unavailable` (no WebGPU adapter or device), `gpu_out_of_memory` (the model
+ * - GpuError: `gpu_unavailable` (no WebGPU here at all, as in Node.js, or no adapter or device), `gpu_out_of_memory` (the model
  *   does not fit: memory budget, binding limit, allocation), `gpu_failed` (the GPU failed while
  *   running), `gpu_lost` (the device was lost: load again), `wasm_failed` (the WebAssembly module did not instantiate), `worker_failed` (the
- *   engine's worker died).
+ *   engine's worker failed to start, or died).
  * - RequestError: `request_invalid` (a bad request value or option; the message names it),
  *   `context_full` (the prompt does not fit the context), `engine_busy` (overlapping calls on
  *   the raw wasm engine; the JS API queues them), `engine_unloaded`.
@@ -52,30 +52,6 @@ export interface LoadProgress {
   loaded: number;
   total: number;
   text?: string;
-  /**
-   * The whole load, over all its files (config, index, shards, tokenizer): bytes received so
-   * far (a file counts at most its size; files already in the Cache API count as received).
-   * On every event; `loaded`/`total` above stay the current phase's own counts.
-   */
-  bytesLoaded?: number;
-  /** Bytes of all the load's files, as far as known (every file's size is asked before the download starts). */
-  bytesTotal?: number;
-  /** Download rate over the last 5 seconds (0 until it can be measured). */
-  bytesPerSecond?: number;
-  /** Seconds left at that rate; null while unknown, 0 when everything is in. */
-  etaSeconds?: number | null;
-}
-
-/** How URL downloads go (`download` option); every field is optional. */
-export interface DownloadOptions {
-  /** Range requests in flight at once, 1..16 (default 4). */
-  concurrency?: number;
-  /** The most bytes one request asks for, 4096..2^30 (default 8 MiB): memory beyond the tensor being uploaded is about concurrency × chunkBytes. */
-  chunkBytes?: number;
-  /** Failures in a row (no byte received between them) before giving up, 0..20 (default 5). */
-  retries?: number;
-  /** First wait before a retry in ms, 1..60000 (default 500), doubled each time up to 30 s; a Retry-After header wins. */
-  retryDelayMs?: number;
 }
 
 /** Files of a model by name ("config.json", "model.safetensors", "tokenizer.json", ...). */
@@ -109,19 +85,23 @@ export interface EngineOptions {
   kvCache?: "f32" | "f16" | "q8";
   /** Keep downloads in the Cache API (default true; URL sources only). */
   useCache?: boolean;
-  /**
-   * Parallel Range requests, retries and resume for URL sources (see DownloadOptions); a bad
-   * value is a RequestError (`request_invalid`) naming the field.
-   */
-  download?: DownloadOptions;
   /** Refuse models needing more GPU memory than this many bytes (browsers do not report it). */
   maxGpuBytes?: number;
   /** Use a storage-binding limit below the adapter's (testing). */
   maxBindingBytes?: number;
   /** Run the engine in a Web Worker (default: true in a window). */
   useWorker?: boolean;
-  /** A Worker running this package's worker.js, if your bundler needs to create it. */
+  /**
+   * A Worker running this package's worker.js, if you make it yourself: a module worker whose
+   * file does `import "qwen-webgpu/worker.js";` (it may have been made long before).
+   */
   worker?: Worker;
+  /**
+   * How long the worker may take to start, in milliseconds (default 30000). A worker that fails
+   * to load (404, wrong MIME type, a throwing script or import) or does not answer in time
+   * rejects with GpuError `worker_failed`, whose message says what to check.
+   */
+  workerStartTimeoutMs?: number;
   /** Where qwen_webgpu_bg.wasm is (default: next to engine.js). */
   wasmUrl?: string | URL;
   /** Abort loading. */
@@ -354,6 +334,8 @@ export interface BenchmarkOptions {
   useWorker?: boolean;
   /** A Worker running this package's worker.js (it is ended afterwards). */
   worker?: Worker;
+  /** How long the worker may take to start, in milliseconds (default 30000), as for createEngine. */
+  workerStartTimeoutMs?: number;
   wasmUrl?: string | URL;
 }
 

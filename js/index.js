@@ -24,12 +24,80 @@ export async function initWasm(wasmUrl) {
 
 const inWindow = () => typeof Worker !== "undefined" && typeof window !== "undefined";
 
+/**
+ * Rejects with GpuError `gpu_unavailable` where there is no WebGPU at all (Node.js, a server
+ * render, a browser without it), before a worker, the wasm or a byte of the model is fetched.
+ */
+function checkWebGpu() {
+  if (typeof navigator !== "undefined" && navigator.gpu) return;
+  const where = typeof process !== "undefined" && process.versions?.node ? `Node.js ${process.versions.node}` : "this environment";
+  throw qwenError("gpu_unavailable", `WebGPU is not available here (${where} has no navigator.gpu): run qwen-webgpu in a browser with WebGPU, such as Chrome or Edge`);
+}
+
 /** A module worker running worker.js (the literal `new URL(...)` is what bundlers look for). */
 const spawnWorker = () => new Worker(new URL("./worker.js", import.meta.url), { type: "module" });
+
+/** What to check when the worker does not start (said in every worker_failed error at start-up). */
+const WORKER_HELP = "check that worker.js is served next to index.js as JavaScript " +
+  "(Vite's dev server: add \"qwen-webgpu\" to optimizeDeps.exclude; a bundler must keep " +
+  "`new Worker(new URL(\"./worker.js\", import.meta.url), { type: \"module\" })`; " +
+  "a worker file of your own must `import \"qwen-webgpu/worker.js\"`)";
+
+/** How long a worker may take to start (default of `workerStartTimeoutMs`). */
+const WORKER_START_MS = 30000;
+
+/** The worker given in `opts.worker`, or a new one running worker.js; never a DOMException. */
+function openWorker(opts) {
+  if (opts.worker) return opts.worker;
+  try {
+    return spawnWorker();
+  } catch (e) {
+    throw qwenError("worker_failed", `cannot create the engine's worker (${e?.message || e}): ${WORKER_HELP}`, e);
+  }
+}
+
+/**
+ * Waits until worker.js answers: it posts `{type:"ready"}` once its module has run, and again
+ * for each `{type:"hello"}` (so a worker made long before still answers). Rejects with
+ * GpuError `worker_failed` on the worker's `error` or `messageerror` event (a 404, a wrong MIME
+ * type, a throwing script, an import that fails) or when nothing answers within the time (an
+ * empty worker: a bundler dropped worker.js's code), and with `aborted` when `signal` fires.
+ */
+function workerStarted(w, what, { workerStartTimeoutMs: ms = WORKER_START_MS, signal } = {}) {
+  if (typeof ms !== "number" || !(ms > 0) || ms > 2 ** 31 - 1) {
+    throw qwenError("request_invalid", `workerStartTimeoutMs must be a number of milliseconds from 1 to ${2 ** 31 - 1} (got ${typeof ms === "number" ? ms : typeof ms})`);
+  }
+  if (signal?.aborted) throw qwenError("aborted", `the ${what} was aborted`);
+  return new Promise((resolve, reject) => {
+    let timer = null;
+    const failed = (why) => qwenError("worker_failed", `the ${what} worker failed to start: ${why}; ${WORKER_HELP}`);
+    const on = {
+      message: (ev) => { if (ev.data?.type === "ready") done(resolve); },
+      error: (ev) => {
+        ev.preventDefault?.();
+        done(reject, failed(ev.message || "its script did not load (an HTTP error, a wrong MIME type or an import that failed)"));
+      },
+      messageerror: () => done(reject, failed("a message from it could not be read")),
+    };
+    const onAbort = () => done(reject, qwenError("aborted", `the ${what} was aborted`));
+    function done(settle, value) {
+      clearTimeout(timer);
+      for (const [type, fn] of Object.entries(on)) w.removeEventListener(type, fn);
+      signal?.removeEventListener("abort", onAbort);
+      settle(value);
+    }
+    for (const [type, fn] of Object.entries(on)) w.addEventListener(type, fn);
+    signal?.addEventListener("abort", onAbort, { once: true });
+    timer = setTimeout(() => done(reject, failed(`no "ready" message within ${ms / 1000} s ` +
+      "(an empty worker: did a bundler drop worker.js's code? The package's sideEffects must keep it)")), ms);
+    w.postMessage({ type: "hello" });
+  });
+}
 
 /** Load a model and return an engine. See index.d.ts for the options. */
 export async function createEngine(opts = {}) {
   if (opts.model === undefined) throw qwenError("request_invalid", "createEngine: `model` is required");
+  checkWebGpu();
   if (!(opts.useWorker ?? inWindow())) return await (await engineModule()).loadEngine(opts.model, opts);
   return await WorkerEngine.create(opts);
 }
@@ -40,12 +108,14 @@ export async function createEngine(opts = {}) {
  * afterwards, which frees the GPU memory) unless `useWorker: false`.
  */
 export async function benchmark(opts = {}) {
+  checkWebGpu();
   if (!(opts.useWorker ?? inWindow())) return await (await engineModule()).runBenchmark(opts);
-  const { onProgress, signal, worker, useWorker: _u, ...rest } = opts;
+  const { onProgress, signal, worker: _w, useWorker: _u, workerStartTimeoutMs: _t, ...rest } = opts;
   if (signal?.aborted) throw qwenError("aborted", "the benchmark was aborted");
-  const w = worker || spawnWorker();
+  const w = openWorker(opts);
   let onAbort = null;
   try {
+    await workerStarted(w, "benchmark", opts);
     return await new Promise((resolve, reject) => {
       const on = {
         chunk: (m) => { try { onProgress?.(m.chunk); } catch { /* ignore */ } },
@@ -68,11 +138,16 @@ export async function benchmark(opts = {}) {
 /** The engine's API, answered by a worker (worker.js). */
 class WorkerEngine {
   static async create(opts) {
-    const { onProgress, signal, worker, useWorker: _u, fetch: f, model, ...rest } = opts;
+    const { onProgress, signal, worker: _w, useWorker: _u, workerStartTimeoutMs: _t, fetch: f, model, ...rest } = opts;
     if (f) throw qwenError("request_invalid", "a custom fetch cannot cross into the worker; use useWorker: false");
-    const w = worker || spawnWorker();
+    const w = openWorker(opts);
+    try {
+      await workerStarted(w, "engine", opts);
+    } catch (err) {
+      w.terminate();
+      throw err;
+    }
     const e = new WorkerEngine(w);
-    await e._ready;
     const onAbort = () => w.postMessage({ type: "abort", id: "load" });
     signal?.addEventListener("abort", onAbort);
     try {
@@ -94,7 +169,6 @@ class WorkerEngine {
     this.calls = new Map();
     this.nextId = 1;
     this._load = null;
-    this._ready = new Promise((resolve) => { this._onReady = resolve; });
     /** `{reason, message}` once the worker's GPU device is lost. */
     this.lostInfo = null;
     /** Resolves with `{reason, message}` when the GPU device is lost (as `GPUDevice.lost`). Not on unload. */
@@ -103,19 +177,21 @@ class WorkerEngine {
       const m = ev.data;
       this._on[m?.type]?.(m);
     };
-    worker.onerror = (ev) => {
-      const err = qwenError("worker_failed", `the engine worker failed: ${ev.message || "unknown error"}`);
+    const fail = (why) => {
+      const err = qwenError("worker_failed", `the engine worker failed: ${why}`);
       this._load?.reject(err);
       for (const c of this.calls.values()) c.reject(err);
       this.calls.clear();
     };
+    worker.onerror = (ev) => fail(ev.message || "unknown error");
+    worker.onmessageerror = () => fail("a message from it could not be read");
     const self = this;
     this.chat = { completions: { create: (req) => self._create(req) } };
   }
 
   /** Handlers of the worker's messages, by type. */
   _on = {
-    ready: () => this._onReady(),
+    ready: () => {}, // the start-up handshake is over (workerStarted); a late duplicate is ignored
     progress: (m) => { try { this._load?.onProgress?.(m.p); } catch { /* ignore */ } },
     loaded: (m) => { this._load?.resolve(m.info); this._load = null; },
     lost: (m) => {

@@ -1,5 +1,6 @@
 // Web Worker entry: owns one Engine and answers the main-thread proxy in index.js.
-// Messages in:  {type:"load", model, opts} | {type:"call", id, method, req} | {type:"abort", id}
+// Messages in:  {type:"hello"} (answered by "ready": the start-up handshake of index.js)
+//               | {type:"load", model, opts} | {type:"call", id, method, req} | {type:"abort", id}
 //               | {type:"bench", id, opts} (a synthesised-model benchmark; needs no engine)
 //               | {type:"loseDevice"} (TEST ONLY: destroy the GPU device now)
 // Messages out: {type:"ready"} | {type:"progress", p} | {type:"loaded", info} | {type:"lost", info}
@@ -45,6 +46,9 @@ const methods = {
 
 /** Handlers by message type; each may throw, and the error goes back with the message's id. */
 const handlers = {
+  hello() {
+    post({ type: "ready" });
+  },
   async load(m) {
     engine = await abortable("load", (signal) =>
       loadEngine(m.model, { ...m.opts, signal, onProgress: (p) => post({ type: "progress", p }) }));
@@ -84,4 +88,6 @@ self.onmessage = async (ev) => {
     post({ type: "error", id: m?.id, error: toWire(e) });
   }
 };
+// Also unasked, for a page that listens before it says hello. This top-level code is why the
+// package's package.json lists worker.js under "sideEffects": a bundler must keep it.
 post({ type: "ready" });

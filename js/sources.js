@@ -620,7 +620,9 @@ class UrlSource {
     for (let fails = 0; got < want;) {
       const from = start + got;
       const what = ` bytes ${from}-${end - 1}`;
-      const r = await this._request(name, { headers: { Range: `bytes=${from}-${end - 1}` } }, what);
+      // No HTTP cache: Chromium's cache lets one request per URL run at a time (its cache
+      // lock), which would serialise the parallel ranges; the Cache API is our cache.
+      const r = await this._request(name, { headers: { Range: `bytes=${from}-${end - 1}` }, cache: "no-store" }, what);
       if (r.status === 200) return { whole: r, got };
       if (r.status !== 206) {
         await cancelBody(r);

@@ -121,11 +121,11 @@ export function startServer(root, fixtures, port = 0) {
       try {
         fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
       } catch (e) {
-        res.writeHead(e.code === "ENOENT" || e.code === "ENOTDIR" ? 404 : 403, { "Content-Type": "text/plain" }).end(`cannot open (${e.code})`);
+        res.writeHead(e.code === "ENOENT" || e.code === "ENOTDIR" ? 404 : 403, { "Content-Type": "text/plain", ...cors }).end(`cannot open (${e.code})`);
         return;
       }
       const st = fs.fstatSync(fd);
-      if (!st.isFile()) { res.writeHead(404).end(); return; }
+      if (!st.isFile()) { res.writeHead(404, cors).end(); return; }
       const headers = {
         "Content-Type": TYPES[path.extname(file)] || "application/octet-stream",
         "Cache-Control": "no-store",

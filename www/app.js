@@ -173,20 +173,28 @@ function makeProgress() {
   let phaseStartBytes = 0;
   return (p) => {
     if (p.phase !== phase) { phase = p.phase; phaseStart = performance.now(); phaseStartBytes = p.loaded; }
-    const frac = p.total > 0 ? Math.min(1, p.loaded / p.total) : 0;
-    el.progress.value = frac;
     const label = { config: "Checking the model and the GPU", download: "Downloading", weights: "Uploading weights to the GPU", tokenizer: "Loading the tokenizer", ready: "Ready" }[p.phase] || p.phase;
+    let frac = p.total > 0 ? Math.min(1, p.loaded / p.total) : 0;
     let text = label;
-    if (p.phase === "download" || p.phase === "weights") {
+    // While bytes are coming: the whole load's bytes (all files), rate and time left, as the
+    // engine measures them (bytesLoaded, bytesTotal, bytesPerSecond, etaSeconds).
+    const downloading = (p.phase === "download" || p.phase === "weights") && p.bytesTotal > 0 && p.bytesLoaded < p.bytesTotal;
+    if (downloading) {
+      frac = p.bytesLoaded / p.bytesTotal;
+      text = `Downloading — ${fmtBytes(p.bytesLoaded)} of ${fmtBytes(p.bytesTotal)} (${Math.floor(frac * 100)}%)`;
+      if (p.bytesPerSecond > 0) text += `, ${fmtBytes(p.bytesPerSecond)}/s`;
+      if (p.etaSeconds > 0 && Number.isFinite(p.etaSeconds)) text += `, about ${fmtTime(p.etaSeconds)} left`;
+    } else if (p.phase === "download" || p.phase === "weights") {
       const dt = (performance.now() - phaseStart) / 1000;
       const rate = dt > 0.3 ? (p.loaded - phaseStartBytes) / dt : 0;
       const eta = rate > 0 ? (p.total - p.loaded) / rate : NaN;
-      text += ` ${p.phase === "download" && p.text ? `${p.text} ` : ""}— ${fmtBytes(p.loaded)} of ${fmtBytes(p.total)} (${Math.floor(frac * 100)}%)`;
+      text += ` — ${fmtBytes(p.loaded)} of ${fmtBytes(p.total)} (${Math.floor(frac * 100)}%)`;
       if (p.loaded < p.total) text += `, about ${fmtTime(eta)} left`;
       if (rate > 0) text += `, ${fmtBytes(rate)}/s`;
     } else if (p.phase === "ready") {
       text += ` after ${fmtTime((performance.now() - t0) / 1000)}`;
     }
+    el.progress.value = frac;
     el.progressText.textContent = text;
   };
 }

@@ -52,6 +52,30 @@ export interface LoadProgress {
   loaded: number;
   total: number;
   text?: string;
+  /**
+   * The whole load, over all its files (config, index, shards, tokenizer): bytes received so
+   * far (a file counts at most its size; files already in the Cache API count as received).
+   * On every event; `loaded`/`total` above stay the current phase's own counts.
+   */
+  bytesLoaded?: number;
+  /** Bytes of all the load's files, as far as known (every file's size is asked before the download starts). */
+  bytesTotal?: number;
+  /** Download rate over the last 5 seconds (0 until it can be measured). */
+  bytesPerSecond?: number;
+  /** Seconds left at that rate; null while unknown, 0 when everything is in. */
+  etaSeconds?: number | null;
+}
+
+/** How URL downloads go (`download` option); every field is optional. */
+export interface DownloadOptions {
+  /** Range requests in flight at once, 1..16 (default 4). */
+  concurrency?: number;
+  /** The most bytes one request asks for, 4096..2^30 (default 8 MiB): memory beyond the tensor being uploaded is about concurrency × chunkBytes. */
+  chunkBytes?: number;
+  /** Failures in a row (no byte received between them) before giving up, 0..20 (default 5). */
+  retries?: number;
+  /** First wait before a retry in ms, 1..60000 (default 500), doubled each time up to 30 s; a Retry-After header wins. */
+  retryDelayMs?: number;
 }
 
 /** Files of a model by name ("config.json", "model.safetensors", "tokenizer.json", ...). */
@@ -85,6 +109,11 @@ export interface EngineOptions {
   kvCache?: "f32" | "f16" | "q8";
   /** Keep downloads in the Cache API (default true; URL sources only). */
   useCache?: boolean;
+  /**
+   * Parallel Range requests, retries and resume for URL sources (see DownloadOptions); a bad
+   * value is a RequestError (`request_invalid`) naming the field.
+   */
+  download?: DownloadOptions;
   /** Refuse models needing more GPU memory than this many bytes (browsers do not report it). */
   maxGpuBytes?: number;
   /** Use a storage-binding limit below the adapter's (testing). */

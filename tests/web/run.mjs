@@ -788,6 +788,8 @@ if (expected.vocab.length) {
 
 (await import("./downloads.mjs")).default({ test, eq, ok, page, server, origin, expected, fixtures, figures, root });
 
+(await import("./package.mjs")).default({ test, eq, ok, page, origin, root, fixtures, expected, figures });
+
 // ------------------------------------------------------------------ run
 
 let passed = 0;

@@ -3,7 +3,8 @@
 // fetch error), a worker that fails to start (createEngine rejects with worker_failed in
 // seconds, never hangs), and real bundlers (webpack 5, Vite 8 and 7, esbuild) building a small
 // app that uses the package's own worker and a worker file of its own
-// (`import "qwen-webgpu/worker.js"`), each bundle then run in Chromium on the tiny fixture.
+// (`import "qwen-webgpu/worker.js"`), each bundle then run in Chromium on the tiny fixture;
+// and Vite's dev server (7 without optimizeDeps.exclude: worker_failed at once, not a hang).
 // The bundlers are installed once from tests/web/bundlers/package-lock.json into
 // $QWEN_BUNDLERS_DIR (default ~/.cache/qwen-webgpu/bundlers) and reused.
 import fs from "node:fs";
@@ -253,6 +254,50 @@ export default function packageTests({ test, eq, ok, page, origin, root, fixture
         for (const [k, v] of Object.entries(r)) eq(v, expected.tiny.slice(0, 4), `${name}: ${k}`);
       }
       figures.push(`bundlers: install ${(tInstall / 1000).toFixed(1)}s (0 when cached); builds: ${times.join(", ")}`);
+    } finally {
+      fs.rmSync(app, { recursive: true, force: true });
+    }
+  });
+
+  test("package (bundlers): Vite 7's dev server without optimizeDeps.exclude rejects createEngine with worker_failed at once; with it, and on Vite 8's, the tiny model loads", async () => {
+    const mods = await ensureBundlers();
+    const { tgz } = await packPkg(root);
+    const app = fs.mkdtempSync(path.join(os.tmpdir(), "qwen-webgpu-devapp-"));
+    try {
+      for (const [f, src] of Object.entries(APP)) fs.writeFileSync(path.join(app, f), src);
+      const dest = path.join(app, "node_modules/qwen-webgpu");
+      fs.mkdirSync(dest, { recursive: true });
+      await run("tar", ["-xzf", tgz, "-C", dest, "--strip-components=1"]);
+      const got = {};
+      for (const [name, viteDir, exclude] of [["vite7", "vite7", false], ["vite7+exclude", "vite7", true], ["vite8", "vite", false]]) {
+        const vite = await import(pathToFileURL(path.join(mods, viteDir, "dist/node/index.js")).href);
+        fs.rmSync(path.join(app, "node_modules/.vite"), { recursive: true, force: true });
+        const dev = await vite.createServer({
+          root: app, configFile: false, logLevel: "error", server: { host: "127.0.0.1", port: 0, proxy: { "/fx": origin } },
+          optimizeDeps: exclude ? { exclude: ["qwen-webgpu"] } : {},
+        });
+        try {
+          await dev.listen();
+          await page.goto(dev.resolvedUrls.local[0]);
+          await page.waitForFunction(() => window.appReady === true, null, { timeout: 60000 });
+          got[name] = await page.evaluate(async () => {
+            const t0 = performance.now();
+            try {
+              const e = await window.viaPackageWorker("/fx/tiny/");
+              const ids = (await e.generateIds({ promptIds: [1, 2, 3], max_tokens: 4, temperature: 0 })).ids;
+              await e.unload();
+              return { ids, ms: Math.round(performance.now() - t0) };
+            } catch (e) { return { err: `${e.name}/${e.code}: ${e.message}`, ms: Math.round(performance.now() - t0) }; }
+          });
+        } finally {
+          await dev.close();
+        }
+      }
+      ok(/^GpuError\/worker_failed: the engine worker failed to start: .*optimizeDeps\.exclude/.test(got.vite7.err) && got.vite7.ms < 5000,
+        `vite7 dev without exclude: ${JSON.stringify(got.vite7)}`);
+      eq(got["vite7+exclude"].ids, expected.tiny.slice(0, 4), `vite7 dev with exclude (${got["vite7+exclude"].err})`);
+      eq(got.vite8.ids, expected.tiny.slice(0, 4), `vite8 dev (${got.vite8.err})`);
+      figures.push(`Vite dev servers: vite7 without exclude rejects in ${got.vite7.ms} ms; load + 4 tokens: vite7 with exclude ${got["vite7+exclude"].ms} ms, vite8 ${got.vite8.ms} ms`);
     } finally {
       fs.rmSync(app, { recursive: true, force: true });
     }

@@ -472,8 +472,7 @@ class UrlSource {
     if (hit) {
       const size = (await hit.blob()).size;
       this.meter.expect(name, size);
-      this.meter.add(name, size, false);
-      progress(size, size);
+      this.meter.add(name, size, false); // no "download" event: nothing is downloaded
       return;
     }
     const { body, size } = await this._download(name);

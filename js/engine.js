@@ -97,8 +97,8 @@ export async function loadEngine(model, opts = {}) {
     // Fit check: the GPU opens and the run state is allocated before any weight is fetched.
     // The options are read by wasm (LoadOptions: context, maxBatch, maxBindingBytes,
     // maxGpuBytes, weights, kvCache).
-    const { context, maxBatch, maxBindingBytes, maxGpuBytes, weights, kvCache } = opts;
-    loader = await wasm.open_loader(configText, { context, maxBatch, maxBindingBytes, maxGpuBytes, weights, kvCache }, stored);
+    const { context, maxBatch, maxBindingBytes, maxGpuBytes, weights, kvCache, encoder } = opts;
+    loader = await wasm.open_loader(configText, { context, maxBatch, maxBindingBytes, maxGpuBytes, weights, kvCache, encoder }, stored);
     if (genConfigText !== null) loader.add_generation_config(genConfigText);
     const adapter = await webgpuAdapter(loader.describe());
     report("config", 1, 1, adapter);
@@ -139,7 +139,7 @@ export async function loadEngine(model, opts = {}) {
     }
     const l = loader;
     loader = null; // finish() consumes it
-    const engine = l.finish(tokBytes);
+    const engine = await l.finish(tokBytes);
     report("tokenizer", 1, 1, tokName || "no tokenizer");
     report("ready", total, total, adapter);
     return new Engine(engine, {

@@ -105,6 +105,12 @@ export interface EngineOptions {
    * its own format: asking for another rejects with a WeightsError.
    */
   weights?: "auto" | "f16" | "q8" | "q4";
+  /**
+   * Where a plain checkpoint's matrices are quantized into `weights`: "gpu" (WGSL kernels; no
+   * CPU time), "cpu" (the reference encoder in wasm), or "auto" (default: the GPU, unless the
+   * adapter is a CPU implementation such as SwiftShader). Both write the same bytes.
+   */
+  encoder?: "auto" | "gpu" | "cpu";
   /** How the KV cache stores keys and values: f32 (default, exact), f16, or q8 (4x smaller). */
   kvCache?: "f32" | "f16" | "q8";
   /** Keep downloads in the Cache API (default true; URL sources only). */

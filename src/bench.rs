@@ -173,6 +173,7 @@ impl SynthBench {
             max_batch: self.max_batch.max(1),
             weights: crate::weights::quant::resolve_format(WeightFormat::parse_request(&self.weights)?, stored)?,
             kv: KvFormat::parse(&self.kv_cache)?,
+            ..Default::default()
         })
     }
 

@@ -19,6 +19,7 @@ mod cli {
         chat_prompt_ids, prompt_budget, ChatMessage, TextStream, Tokenizer, DEFAULT_SYSTEM_PROMPT,
     };
     use qwen_webgpu::weights::quant::{self, WeightFormat};
+    use qwen_webgpu::model::weights::Encoder;
     use qwen_webgpu::weights::{FileSource, TensorSource};
     use qwen_webgpu::{Error, ModelOptions, Qwen, Result};
     use std::io::{BufRead, Read, Write};
@@ -125,6 +126,10 @@ mod cli {
         /// KV cache format: f32 (as the reference keeps it), f16 (half the memory) or q8 (a quarter).
         #[arg(long, default_value = "f32")]
         kv_cache: String,
+        /// Where a plain checkpoint's matrices are encoded into --weights: gpu, cpu, or auto
+        /// (the GPU, unless the adapter is a CPU implementation). Both give the same bytes.
+        #[arg(long, default_value = "auto")]
+        encoder: String,
         /// Cap the storage binding size (bytes) below the adapter's, to test weight splitting.
         #[arg(long, hide = true)]
         max_binding_bytes: Option<u64>,
@@ -191,6 +196,7 @@ mod cli {
                     max_batch: self.max_batch.max(1),
                     weights: weight_format(&self.weights, Some(dir))?,
                     kv,
+                    encoder: Encoder::parse(&self.encoder)?,
                 },
             ))
         }

@@ -27,7 +27,7 @@ use crate::config::QwenConfig;
 use crate::error::Error;
 use crate::generate::{eos_ids_in, stop_ids, FinishReason, GenerateOptions, Generator};
 use crate::gpu::{Gpu, GpuOptions};
-use crate::model::weights::Uploader;
+use crate::model::weights::{Encoder, Uploader};
 use crate::model::{self, ModelOptions, Qwen, RunState};
 use crate::ops::KvFormat;
 use crate::sampler::SamplingParams;
@@ -187,6 +187,9 @@ pub struct LoadOptions {
     pub weights: Option<String>,
     /// `f32` (default), `f16`, `q8`.
     pub kv_cache: Option<String>,
+    /// Where a plain checkpoint is quantized: `gpu`, `cpu`, or `auto` (default: the GPU unless
+    /// the adapter is a CPU implementation). Both give the same bytes.
+    pub encoder: Option<String>,
 }
 
 /// Open the GPU for a model and check that it fits before anything is downloaded.
@@ -217,6 +220,7 @@ pub async fn open_loader(config_json: String, options: JsValue, stored_format: S
             None | Some("") => KvFormat::F32,
             Some(k) => KvFormat::parse(k).map_err(js_err)?,
         },
+        encoder: Encoder::parse(o.encoder.as_deref().unwrap_or("")).map_err(js_err)?,
     };
     let gpu_opts = GpuOptions { max_binding_bytes: o.max_binding_bytes.filter(|&b| b > 0), ..Default::default() };
     let gpu = Gpu::new(&gpu_opts).await.map_err(js_err_gpu("gpu_unavailable"))?;
@@ -351,7 +355,9 @@ impl Loader {
         if self.uploader.is_none() {
             let gpu = self.gpu.take().ok_or_else(|| request_err("loader already used"))?;
             let up = Uploader::with_metadata(gpu, &self.cfg, &self.tensors, &self.metadata, self.opts.weights);
-            self.uploader = Some(up.map_err(js_err_gpu("gpu_out_of_memory"))?);
+            let mut up = up.map_err(js_err_gpu("gpu_out_of_memory"))?;
+            up.set_encoder(self.opts.encoder);
+            self.uploader = Some(up);
         }
         let up = self.uploader.as_ref().ok_or_else(|| request_err("no uploader"))?;
         let mut wanted: Vec<(u32, TensorInfo, String)> =
@@ -375,7 +381,7 @@ impl Loader {
 
     /// Every tensor is on the GPU: allocate the run state and build the engine.
     /// `tokenizer`: the bytes of tokenizer.json or qwen.tiktoken, if any.
-    pub fn finish(self, tokenizer: Option<Vec<u8>>) -> Result<Engine, JsValue> {
+    pub async fn finish(self, tokenizer: Option<Vec<u8>>) -> Result<Engine, JsValue> {
         let tok = match tokenizer {
             Some(b) => {
                 let t = Tokenizer::from_bytes(&b).map_err(js_err)?;
@@ -385,8 +391,11 @@ impl Loader {
             None => None,
         };
         let up = self.uploader.ok_or_else(|| request_err("finish before plan()"))?;
-        let (gpu, weights) = up.finish().map_err(js_err)?;
+        let (gpu, weights) = up.finish_async().await.map_err(js_err)?;
+        let scope = gpu.begin_scope();
         let model = Qwen::from_weights(gpu, self.cfg, weights, &self.opts).map_err(js_err_gpu("gpu_out_of_memory"))?;
+        model.gpu.end_scope(scope, "allocating the run state (KV cache, activations)".into());
+        model.gpu.settle().await.map_err(js_err)?;
         let (context, vocab_size) = (model.context(), model.config.vocab_size);
         let stream = tok.as_ref().map(TextStream::new);
         let device = model.gpu.device.clone();
@@ -1096,7 +1105,7 @@ impl BenchSetup {
             if !self.todo.is_empty() {
                 return Err(request_err(&format!("{} tensor(s) still to make: call step() first", self.todo.len())));
             }
-            let (gpu, weights) = up.finish().map_err(js_err)?;
+            let (gpu, weights) = up.finish_async().await.map_err(js_err)?;
             let name = SynthBench::model_name(&self.cfg);
             let mut model =
                 Qwen::from_weights(gpu, self.cfg, weights, &self.opts).map_err(js_err_gpu("gpu_out_of_memory"))?;

@@ -81,7 +81,12 @@ pub struct Gpu {
     dump_wgsl: Option<std::path::PathBuf>,
     /// First error the device reported outside an error scope (validation, out of memory, loss).
     fault: Arc<Mutex<Option<Fault>>>,
+    /// Out-of-memory error scopes popped but not yet read, with what each covered (see
+    /// [`Gpu::scoped`]).
+    scopes: RefCell<Vec<(String, ScopeResult)>>,
 }
+
+type ScopeResult = std::pin::Pin<Box<dyn std::future::Future<Output = Option<wgpu::Error>>>>;
 
 impl Gpu {
     /// Open the default adapter with its own limits.
@@ -164,6 +169,7 @@ impl Gpu {
             ledger: Rc::default(),
             dump_wgsl: opts.dump_wgsl.clone(),
             fault,
+            scopes: RefCell::new(Vec::new()),
         })
     }
 
@@ -197,6 +203,43 @@ impl Gpu {
             Some(Fault { kind: FaultKind::OutOfMemory, message }) => Err(Error::GpuOutOfMemory(message.clone())),
             Some(Fault { message, .. }) => Err(Error::Gpu(message.clone())),
             None => Ok(()),
+        }
+    }
+
+    /// Run `f` (allocations, uploads) inside an out-of-memory error scope: an out-of-memory
+    /// error it causes is kept with `what()` (e.g. "uploading tensor X") instead of surfacing
+    /// later, unattributed. [`Gpu::settle`] reads the scopes back.
+    pub fn scoped<T>(&self, what: impl FnOnce() -> String, f: impl FnOnce() -> T) -> T {
+        let scope = self.begin_scope();
+        let out = f();
+        self.end_scope(scope, what());
+        out
+    }
+
+    /// Open an out-of-memory error scope ([`Gpu::scoped`] in two halves, for callers that
+    /// need `&mut` access in between). Scopes nest; close them in reverse order.
+    pub fn begin_scope(&self) -> wgpu::ErrorScopeGuard {
+        self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory)
+    }
+
+    /// Close a scope from [`Gpu::begin_scope`]; its error is read by [`Gpu::settle`].
+    pub fn end_scope(&self, scope: wgpu::ErrorScopeGuard, what: String) {
+        self.scopes.borrow_mut().push((what, Box::pin(scope.pop())));
+    }
+
+    /// Wait for every [`Gpu::scoped`] scope so far: the first out-of-memory error is
+    /// [`Error::GpuOutOfMemory`] naming what it was doing; then [`Gpu::check`].
+    pub async fn settle(&self) -> Result<()> {
+        let scopes = std::mem::take(&mut *self.scopes.borrow_mut());
+        let mut first = None;
+        for (what, result) in scopes {
+            if let Some(e) = result.await {
+                first.get_or_insert_with(|| Error::GpuOutOfMemory(format!("out of GPU memory {what}: {e}")));
+            }
+        }
+        match first {
+            Some(e) => Err(e),
+            None => self.check(),
         }
     }
 

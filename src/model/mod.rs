@@ -29,6 +29,8 @@ pub struct ModelOptions {
     pub weights: crate::weights::quant::WeightFormat,
     /// How the KV cache stores keys and values (f32: as the reference keeps it).
     pub kv: state::KvFormat,
+    /// Where plain matrices are encoded into `weights` (see [`weights::Encoder`]).
+    pub encoder: weights::Encoder,
 }
 
 impl Default for ModelOptions {
@@ -38,6 +40,7 @@ impl Default for ModelOptions {
             max_batch: 128,
             weights: crate::weights::quant::WeightFormat::F16,
             kv: state::KvFormat::F32,
+            encoder: weights::Encoder::Auto,
         }
     }
 }
@@ -130,7 +133,7 @@ impl Qwen {
     ) -> Result<Qwen> {
         // The run state first: a context that cannot fit fails before any download.
         let state = Qwen::run_state(&gpu, &config, opts)?;
-        let (gpu, weights) = weights::load(gpu, &config, src, opts.weights, progress)?;
+        let (gpu, weights) = weights::load(gpu, &config, src, opts.weights, opts.encoder, progress)?;
         Ok(Qwen::assemble(gpu, config, weights, state))
     }
 

@@ -12,7 +12,8 @@
 
 use crate::config::QwenConfig;
 use crate::error::{Error, Result};
-use crate::gpu::{Gpu, GpuBuffer, GpuMatrix};
+use crate::gpu::{Gpu, GpuBuffer, GpuMatrix, Recorder};
+use crate::ops::{self, QuantizeRows};
 use crate::weights::checkpoint::{check_checkpoint, layout, plan, Part, Slot};
 use crate::weights::quant::{self, WeightFormat};
 use crate::weights::{self, TensorInfo, TensorSource};
@@ -72,6 +73,59 @@ pub fn weight_bytes(cfg: &QwenConfig, format: WeightFormat) -> u64 {
         .sum::<u64>()
 }
 
+/// Where plain matrices are encoded into the GPU format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Encoder {
+    /// The GPU, unless the adapter is a CPU implementation (lavapipe, SwiftShader): there the
+    /// "GPU" is the same CPU, and the native encoder beats software floats run by a shader JIT.
+    #[default]
+    Auto,
+    /// WGSL kernels (`shaders/quantize.wgsl`): the stored bytes go up as they are and the GPU
+    /// writes the words and scales, bit for bit what the CPU encoder writes.
+    Gpu,
+    /// The CPU reference encoder (`weights::quant::encode_rows`), then the encoded bytes go up.
+    Cpu,
+}
+
+impl Encoder {
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "" | "auto" => Ok(Encoder::Auto),
+            "gpu" => Ok(Encoder::Gpu),
+            "cpu" => Ok(Encoder::Cpu),
+            _ => Err(Error::Request(format!("unknown encoder {s:?} (auto, gpu or cpu)"))),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Encoder::Auto => "auto",
+            Encoder::Gpu => "gpu",
+            Encoder::Cpu => "cpu",
+        }
+    }
+
+    /// `Gpu` or `Cpu`: what `Auto` means on `gpu`.
+    pub fn resolve(self, gpu: &Gpu) -> Encoder {
+        match self {
+            Encoder::Auto if gpu.is_cpu() => Encoder::Cpu,
+            Encoder::Auto => Encoder::Gpu,
+            e => e,
+        }
+    }
+}
+
+/// Bytes of stored rows sent to the GPU encoder at a time (one staging buffer, reused).
+const STAGING_BYTES: u64 = 16 << 20;
+
+/// The GPU encoder's buffers: stored rows go through `staging`; `errors` holds one u32 per
+/// encoded tensor (`slots`), the first bad row it met (see [`ops::quantize`]).
+struct GpuEncoder {
+    staging: GpuBuffer,
+    errors: GpuBuffer,
+    slots: Vec<String>,
+}
+
 /// Puts checkpoint tensors on the GPU as they arrive, in any order: the loader pulls them
 /// from files, the browser pushes them as downloads finish. Only one tensor's bytes are held
 /// at a time.
@@ -85,6 +139,9 @@ pub struct Uploader {
     done: BTreeSet<String>,
     bytes_done: u64,
     bytes_total: u64,
+    encoder: Encoder,
+    /// Made at the first matrix the GPU encodes; dropped by [`Uploader::finish`].
+    gpu_encoder: Option<GpuEncoder>,
 }
 
 impl Uploader {
@@ -113,6 +170,7 @@ impl Uploader {
         let stored = check_checkpoint(cfg, tensors, metadata)?;
         let format = quant::resolve_format(Some(format), stored)?;
         let weights = Self::allocate(&gpu, cfg, format)?;
+        let encoder = Encoder::Auto.resolve(&gpu);
         let layout = layout(cfg, stored);
         let infos: BTreeMap<String, TensorInfo> = layout.keys().map(|n| (n.clone(), tensors[n].clone())).collect();
         let bytes_total = infos.values().map(|t| t.byte_len() as u64).sum();
@@ -126,32 +184,48 @@ impl Uploader {
             done: BTreeSet::new(),
             bytes_done: 0,
             bytes_total,
+            encoder,
+            gpu_encoder: None,
         })
     }
 
+    /// Where plain matrices are encoded (see [`Encoder`]).
+    pub fn set_encoder(&mut self, encoder: Encoder) {
+        self.encoder = encoder.resolve(&self.gpu);
+    }
+
+    /// Where plain matrices are encoded: `Gpu` or `Cpu`.
+    pub fn encoder(&self) -> Encoder {
+        self.encoder
+    }
+
     /// Allocate every GPU buffer of the weights.
+    /// Each buffer is made in an out-of-memory error scope naming it (see [`Gpu::scoped`]).
     fn allocate(gpu: &Gpu, cfg: &QwenConfig, format: WeightFormat) -> Result<QwenWeights> {
         let (d, ff, v) = (cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size);
-        let f32_buf = |label: &str, n: usize| gpu.storage(label, n as u64 * 4);
+        let f32_buf = |label: &str, n: usize| gpu.scoped(|| format!("allocating {label}"), || gpu.storage(label, n as u64 * 4));
+        let matrix = |label: &str, rows: usize, cols: usize| {
+            gpu.scoped(|| format!("allocating {label}"), || GpuMatrix::new(gpu, label, rows, cols, format))
+        };
         let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
         for i in 0..cfg.num_hidden_layers {
             let l = |s: &str| format!("layer{i}.{s}");
             layers.push(LayerWeights {
                 attn_norm: f32_buf(&l("attn_norm"), d)?,
-                qkv: GpuMatrix::new(gpu, &l("qkv"), cfg.qkv_dim(), d, format)?,
+                qkv: matrix(&l("qkv"), cfg.qkv_dim(), d)?,
                 qkv_bias: if cfg.attention_bias { Some(f32_buf(&l("qkv_bias"), cfg.qkv_dim())?) } else { None },
                 qk_norm: if cfg.qk_norm { Some(f32_buf(&l("qk_norm"), 2 * cfg.head_dim)?) } else { None },
-                o_proj: GpuMatrix::new(gpu, &l("o_proj"), d, cfg.q_dim(), format)?,
+                o_proj: matrix(&l("o_proj"), d, cfg.q_dim())?,
                 mlp_norm: f32_buf(&l("mlp_norm"), d)?,
-                gate_up: GpuMatrix::new(gpu, &l("gate_up"), 2 * ff, d, format)?,
-                down: GpuMatrix::new(gpu, &l("down"), d, ff, format)?,
+                gate_up: matrix(&l("gate_up"), 2 * ff, d)?,
+                down: matrix(&l("down"), d, ff)?,
             });
         }
         Ok(QwenWeights {
-            embed: GpuMatrix::new(gpu, "embed", v, d, format)?,
+            embed: matrix("embed", v, d)?,
             layers,
             norm: f32_buf("norm", d)?,
-            lm_head: if cfg.tie_word_embeddings { None } else { Some(GpuMatrix::new(gpu, "lm_head", v, d, format)?) },
+            lm_head: if cfg.tie_word_embeddings { None } else { Some(matrix("lm_head", v, d)?) },
         })
     }
 
@@ -165,8 +239,17 @@ impl Uploader {
         (self.bytes_done, self.bytes_total)
     }
 
-    /// Upload one tensor's stored bytes (its checkpoint dtype).
+    /// Upload one tensor's stored bytes (its checkpoint dtype). Plain matrices are encoded on
+    /// the GPU (see [`Encoder`]); a bad value there is reported by [`Uploader::finish`].
+    /// Runs in an out-of-memory error scope naming the tensor.
     pub fn put(&mut self, name: &str, bytes: &[u8]) -> Result<()> {
+        let scope = self.gpu.begin_scope();
+        let result = self.put_here(name, bytes);
+        self.gpu.end_scope(scope, format!("uploading tensor {name}"));
+        result
+    }
+
+    fn put_here(&mut self, name: &str, bytes: &[u8]) -> Result<()> {
         let (info, (_, part, shape, slot)) = match (self.infos.get(name), self.layout.get(name)) {
             (Some(i), Some(p)) => (i, p),
             _ => return Err(Error::Weights(format!("tensor {name} is not part of this model"))),
@@ -181,7 +264,18 @@ impl Uploader {
                 info.byte_len()
             )));
         }
-        let (gpu, w, cfg) = (&self.gpu, &self.weights, &self.cfg);
+        let is_matrix = matches!(slot, Slot::Embed | Slot::LmHead | Slot::Qkv(..) | Slot::OProj(_) | Slot::GateUp(..) | Slot::Down(_));
+        let gpu_slot = if is_matrix && *part == Part::Whole && self.encoder == Encoder::Gpu {
+            if self.gpu_encoder.is_none() {
+                self.gpu_encoder = Some(self.make_gpu_encoder()?);
+            }
+            let enc = self.gpu_encoder.as_mut().ok_or_else(|| Error::Weights("no GPU encoder".into()))?;
+            enc.slots.push(name.to_string());
+            Some(enc.slots.len() - 1)
+        } else {
+            None
+        };
+        let (gpu, w, cfg, enc) = (&self.gpu, &self.weights, &self.cfg, self.gpu_encoder.as_ref());
         let vector = || -> Result<Vec<u8>> {
             let vals = weights::to_f32(name, &info.dtype, bytes)?;
             if let Some(i) = vals.iter().position(|x| !x.is_finite()) {
@@ -192,12 +286,15 @@ impl Uploader {
         // Matrices: plain ones are converted and encoded a block of rows at a time;
         // pre-quantized words and scales go up as they are.
         let matrix = |m: &GpuMatrix, row0: usize| -> Result<()> {
-            match part {
-                Part::Whole => weights::for_row_blocks(name, &info.dtype, bytes, shape[0], shape[1], &mut |r, vals| {
+            match (part, gpu_slot.zip(enc)) {
+                (Part::Whole, Some((slot, enc))) => {
+                    encode_on_gpu(gpu, enc, slot, m, row0, name, &info.dtype, bytes, shape[0], shape[1])
+                }
+                (Part::Whole, None) => weights::for_row_blocks(name, &info.dtype, bytes, shape[0], shape[1], &mut |r, vals| {
                     m.write_rows(gpu, row0 + r, vals, name)
                 }),
-                Part::QWeight => m.write_words(gpu, row0, bytes, name),
-                Part::Scales => m.write_scales(gpu, row0, bytes, name),
+                (Part::QWeight, _) => m.write_words(gpu, row0, bytes, name),
+                (Part::Scales, _) => m.write_scales(gpu, row0, bytes, name),
             }
         };
         let expect = |b: &Option<GpuBuffer>| -> Result<wgpu::Buffer> {
@@ -222,14 +319,131 @@ impl Uploader {
         self.gpu.check()
     }
 
-    /// The GPU and the weights, once every tensor has been put.
-    pub fn finish(self) -> Result<(Gpu, QwenWeights)> {
+    fn make_gpu_encoder(&self) -> Result<GpuEncoder> {
+        let gpu = &self.gpu;
+        let matrices = self
+            .layout
+            .values()
+            .filter(|(_, part, shape, _)| *part == Part::Whole && shape.len() == 2)
+            .count();
+        let staging = STAGING_BYTES.min(gpu.max_binding);
+        let errors = vec![u32::MAX; matrices.max(1)];
+        Ok(GpuEncoder {
+            staging: gpu.scoped(|| "allocating the encoder's staging buffer".into(), || gpu.storage("encoder staging", staging))?,
+            errors: gpu.scoped(
+                || "allocating the encoder's error slots".into(),
+                || gpu.storage_init("encoder errors", bytemuck::cast_slice(&errors)),
+            )?,
+            slots: Vec::with_capacity(matrices),
+        })
+    }
+
+    /// The GPU and the weights, once every tensor has been put: waits for the GPU encoder
+    /// and reports the first bad value it met (as the CPU encoder would have, by tensor and
+    /// row), and any out-of-memory error of an allocation or upload, naming it.
+    pub async fn finish_async(mut self) -> Result<(Gpu, QwenWeights)> {
         let missing: Vec<&String> = self.infos.keys().filter(|n| !self.done.contains(*n)).collect();
         if let Some(first) = missing.first() {
             return Err(Error::Weights(format!("{} tensor(s) never arrived, e.g. {first}", missing.len())));
         }
+        self.gpu.settle().await?;
+        if let Some(enc) = self.gpu_encoder.take() {
+            let n = enc.slots.len();
+            let bytes = self.gpu.read(&enc.errors, 0, n.max(1) as u64 * 4).await?;
+            let found: &[u32] = bytemuck::cast_slice(&bytes);
+            if let Some((name, &key)) = enc.slots.iter().zip(found).find(|(_, &k)| k != u32::MAX) {
+                let row = key / 4;
+                return Err(Error::Weights(match key % 4 {
+                    1 => format!("{name}: non-finite value in row {row}"),
+                    _ => format!("{name}: a value in row {row} is outside the f16 range (|x| > 65504) or needs a scale past it"),
+                }));
+            }
+        }
         Ok((self.gpu, self.weights))
     }
+
+    /// [`Uploader::finish_async`], waiting here (native).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn finish(self) -> Result<(Gpu, QwenWeights)> {
+        pollster::block_on(self.finish_async())
+    }
+}
+
+/// Encode a plain `[rows, cols]` tensor into matrix `m` from row `row0` on the GPU: the
+/// stored bytes go through the staging buffer a block of rows at a time, one dispatch per
+/// matrix chunk a block touches.
+#[allow(clippy::too_many_arguments)]
+fn encode_on_gpu(
+    gpu: &Gpu,
+    enc: &GpuEncoder,
+    slot: usize,
+    m: &GpuMatrix,
+    row0: usize,
+    name: &str,
+    dtype: &weights::Dtype,
+    bytes: &[u8],
+    rows: usize,
+    cols: usize,
+) -> Result<()> {
+    let size = match dtype {
+        weights::Dtype::F32 | weights::Dtype::F16 | weights::Dtype::BF16 => dtype.size().unwrap_or(2),
+        weights::Dtype::Other(_) => {
+            return Err(Error::Weights(format!(
+                "tensor {name} has dtype {}; only F32, F16 and BF16 checkpoints are supported",
+                dtype.name()
+            )))
+        }
+    };
+    let row_bytes = bytes.len() / rows.max(1);
+    if row_bytes * rows != bytes.len() || row_bytes != cols * size {
+        return Err(Error::Weights(format!(
+            "tensor {name}: {} bytes are not {rows} rows of {cols} {dtype:?} values",
+            bytes.len()
+        )));
+    }
+    if row0 + rows > m.rows || cols != m.cols {
+        return Err(Error::Weights(format!(
+            "tensor {name}: [{rows}, {cols}] at row {row0} does not fit a [{}, {}] matrix",
+            m.rows, m.cols
+        )));
+    }
+    let per_block = (enc.staging.size() as usize / row_bytes.max(1)).max(1);
+    if row_bytes as u64 > enc.staging.size() {
+        return Err(Error::Weights(format!("tensor {name}: a row of {row_bytes} bytes is larger than the encoder's staging buffer")));
+    }
+    let spr = m.format.scales_per_row(cols);
+    for r in (0..rows).step_by(per_block) {
+        let n = per_block.min(rows - r);
+        gpu.write(&enc.staging, 0, &bytes[r * row_bytes..(r + n) * row_bytes]);
+        let mut rec = Recorder::new(gpu);
+        for c in &m.chunks {
+            let lo = (row0 + r).max(c.row0);
+            let hi = (row0 + r + n).min(c.row0 + c.rows);
+            if lo >= hi {
+                continue;
+            }
+            ops::quantize(
+                &mut rec,
+                &QuantizeRows {
+                    src: &enc.staging,
+                    dtype,
+                    src_row0: lo - (row0 + r),
+                    rows: hi - lo,
+                    cols,
+                    dst: &c.buffer,
+                    format: m.format,
+                    dst_word0: (lo - c.row0) * m.stride,
+                    scales_word0: c.scales_offset(m.stride) + (lo - c.row0) * spr / 2,
+                    stride: m.stride,
+                    err: &enc.errors,
+                    err_slot: slot,
+                    err_row0: lo - row0,
+                },
+            )?;
+        }
+        rec.submit()?;
+    }
+    Ok(())
 }
 
 /// Upload a checkpoint to the GPU, reading one tensor at a time from `src`.
@@ -240,9 +454,11 @@ pub fn load(
     cfg: &QwenConfig,
     src: &mut dyn TensorSource,
     format: WeightFormat,
+    encoder: Encoder,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<(Gpu, QwenWeights)> {
     let mut up = Uploader::with_metadata(gpu, cfg, src.tensors(), src.metadata(), format)?;
+    up.set_encoder(encoder);
     for (name, _) in up.wanted() {
         let bytes = src.read(&name)?;
         up.put(&name, &bytes)?;

@@ -587,3 +587,79 @@ mod tests {
         assert_eq!(std::mem::size_of::<SampleParams>(), 48);
     }
 }
+
+crate::kernel_params! {
+    /// Uniform parameters of the weight encoder (see `shaders/quantize.wgsl`).
+    pub struct QuantizeParams {
+        pub rows: u32,
+        pub cols: u32,
+        pub src_row0: u32,
+        pub dst_word0: u32,
+        pub stride: u32,
+        pub scales_word0: u32,
+        pub err_slot: u32,
+        pub err_row0: u32,
+    }
+}
+
+/// One run of rows for [`quantize`]: rows `src_row0..src_row0 + rows` of the stored tensor
+/// bytes in `src` become rows of one chunk of a [`GpuMatrix`].
+pub struct QuantizeRows<'a> {
+    /// The tensor's stored bytes (rows of `cols` values of `dtype`, from byte 0).
+    pub src: &'a wgpu::Buffer,
+    pub dtype: &'a crate::weights::Dtype,
+    pub src_row0: usize,
+    pub rows: usize,
+    pub cols: usize,
+    /// The destination chunk and the format it holds.
+    pub dst: &'a wgpu::Buffer,
+    pub format: WeightFormat,
+    /// Word offset of the first row's values and of its scales in `dst`, value words per row.
+    pub dst_word0: usize,
+    pub scales_word0: usize,
+    pub stride: usize,
+    /// Where bad values are reported: `err[err_slot]` (u32, starts at u32::MAX) gets the
+    /// smallest `(err_row0 + row) * 4 + kind` (kind 1 non-finite, 2 outside f16's range).
+    pub err: &'a wgpu::Buffer,
+    pub err_slot: usize,
+    pub err_row0: usize,
+}
+
+/// Encode stored rows (f32, f16 or bf16) into the GPU weight format, bit for bit as
+/// [`crate::weights::quant::encode_rows`] does on the CPU (every float operation in software
+/// IEEE arithmetic, `shaders/common/softfloat.wgsl`).
+pub fn quantize(rec: &mut Recorder, job: &QuantizeRows) -> Result<()> {
+    use crate::weights::Dtype;
+    let key = ShaderKey::new("quantize")
+        .flag("SRC_F32", *job.dtype == Dtype::F32)
+        .flag("SRC_F16", *job.dtype == Dtype::F16)
+        .flag("OUT_Q4", job.format == WeightFormat::Q4)
+        .flag("OUT_Q8", job.format == WeightFormat::Q8)
+        .flag("OUT_F16", job.format == WeightFormat::F16);
+    match job.dtype {
+        Dtype::F32 | Dtype::F16 | Dtype::BF16 => {}
+        Dtype::Other(d) => return Err(Error::Weights(format!("dtype {d}: only F32, F16 and BF16 can be encoded"))),
+    }
+    if job.format != WeightFormat::F16 && !job.cols.is_multiple_of(2 * crate::weights::quant::GROUP) {
+        return Err(Error::Weights(format!("{} rows of {} values cannot be grouped", job.format.name(), job.cols)));
+    }
+    let threads = match job.format {
+        WeightFormat::F16 => job.rows * job.stride,
+        _ => job.rows * (job.cols / 64),
+    };
+    // Every offset the kernel computes must fit its u32 arithmetic.
+    u((job.src_row0 + job.rows) * job.cols)?;
+    u((job.err_row0 + job.rows) * 4 + 3)?;
+    let k = rec.gpu().kernel(&key, &[Read, Rw, Rw])?;
+    let p = QuantizeParams {
+        rows: u(job.rows)?,
+        cols: u(job.cols)?,
+        src_row0: u(job.src_row0)?,
+        dst_word0: u(job.dst_word0)?,
+        stride: u(job.stride)?,
+        scales_word0: u(job.scales_word0)?,
+        err_slot: u(job.err_slot)?,
+        err_row0: u(job.err_row0)?,
+    };
+    rec.dispatch(&k, &p, &[job.src, job.dst, job.err], groups(threads, 64)?)
+}

@@ -298,7 +298,8 @@ fn encode_rows_here(
             WeightFormat::Q8 => {
                 for (g, group) in row.chunks(GROUP).enumerate() {
                     let amax = group.iter().fold(0f32, |m, x| m.max(x.abs()));
-                    if !amax.is_finite() {
+                    // f32::max skips NaN: check for it too (a NaN used to become a 0).
+                    if !amax.is_finite() || group.iter().any(|x| x.is_nan()) {
                         return Err(Error::Weights(format!("{what}: non-finite value in row {}", row0 + r)));
                     }
                     let s = f16::from_bits(f16_checked(amax / 127.0, what)?);

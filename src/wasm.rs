@@ -1165,3 +1165,132 @@ impl Engine {
         })
     }
 }
+
+// ------------------------------------------------------------------ the model store (export)
+
+/// The store's version (`"layout.encoder"`, [`model::export::store_version`]): part of every
+/// stored model's key in js/store.js, so models made by another encoder are never reused.
+#[wasm_bindgen]
+pub fn store_version() -> String {
+    model::export::store_version()
+}
+
+/// One tensor of [`Engine::export_plan`], and the pieces it is read in.
+#[derive(Debug, Clone, Serialize)]
+pub struct ExportEntry {
+    pub name: String,
+    pub dtype: &'static str,
+    pub shape: Vec<usize>,
+    /// Absolute byte range in the file (header included).
+    pub start: u64,
+    pub end: u64,
+}
+
+/// A block of rows of one tensor: [`Engine::export_read`]`(name, row0, rows)` gives its bytes,
+/// which go at `start` in the file.
+#[derive(Debug, Clone, Serialize)]
+pub struct ExportPiece {
+    pub name: String,
+    pub row0: usize,
+    pub rows: usize,
+    pub start: u64,
+    pub bytes: u64,
+}
+
+/// [`Engine::export_plan`]'s answer.
+#[derive(Debug, Clone, Serialize)]
+pub struct ExportPlan {
+    /// How matrices are stored: `q4`, `q8` (a pre-quantized folder) or `f16` (a plain one).
+    pub format: &'static str,
+    /// [`store_version`].
+    pub version: String,
+    /// Bytes of the header (the file's first bytes, [`Engine::export_header`]).
+    pub header_bytes: u64,
+    /// Bytes of the whole file.
+    pub file_bytes: u64,
+    pub tensors: Vec<ExportEntry>,
+    /// Every tensor's rows in blocks of at most `max_piece_bytes` (one row at least), in file order.
+    pub pieces: Vec<ExportPiece>,
+}
+
+impl Inner {
+    /// The loaded model's checkpoint layout ([`model::export::Export`]).
+    fn export(&self) -> Result<(model::export::Export, WeightFormat), JsValue> {
+        let model = self.model.as_ref().ok_or_else(|| self.take_model_err())?;
+        let format = WeightFormat::parse(self.formats.0).map_err(js_err)?;
+        Ok((model::export::Export::plan(&model.config, format).map_err(js_err)?, format))
+    }
+}
+
+#[wasm_bindgen]
+impl Engine {
+    /// What the GPU holds, as a checkpoint file: a pre-quantized safetensors file (`qwen-webgpu
+    /// quantize`'s format) for q4/q8, a plain f16 one for f16. Returns [`ExportPlan`]: the
+    /// tensors and the pieces (blocks of rows of at most `max_piece_bytes`) to read with
+    /// [`Engine::export_read`] and write at their offsets after [`Engine::export_header`].
+    pub fn export_plan(&self, max_piece_bytes: f64) -> Result<JsValue, JsValue> {
+        let i = self.inner.borrow();
+        let (e, format) = i.export()?;
+        let max_piece =
+            if max_piece_bytes.is_finite() && max_piece_bytes >= 1.0 { max_piece_bytes as u64 } else { 1 << 23 };
+        let head = e.header.len() as u64;
+        let mut pieces = Vec::new();
+        for t in &e.tensors {
+            let (rows, row_bytes) = (t.rows(), t.row_bytes());
+            let per = (max_piece / row_bytes.max(1)).max(1) as usize;
+            let mut r = 0;
+            while r < rows {
+                let n = per.min(rows - r);
+                pieces.push(ExportPiece {
+                    name: t.name.clone(),
+                    row0: r,
+                    rows: n,
+                    start: head + t.offset + r as u64 * row_bytes,
+                    bytes: n as u64 * row_bytes,
+                });
+                r += n;
+            }
+        }
+        to_js(&ExportPlan {
+            format: format.name(),
+            version: model::export::store_version(),
+            header_bytes: head,
+            file_bytes: e.file_bytes(),
+            tensors: e
+                .tensors
+                .iter()
+                .map(|t| ExportEntry {
+                    name: t.name.clone(),
+                    dtype: t.dtype,
+                    shape: t.shape.clone(),
+                    start: head + t.offset,
+                    end: head + t.offset + t.bytes,
+                })
+                .collect(),
+            pieces,
+        })
+    }
+
+    /// The exported file's header: the 8-byte length and the JSON (see [`Engine::export_plan`]).
+    pub fn export_header(&self) -> Result<Vec<u8>, JsValue> {
+        Ok(self.inner.borrow().export()?.0.header)
+    }
+
+    /// Rows `row0..row0 + rows` of the exported tensor `name`, read back from the GPU
+    /// (resolves to a `Uint8Array`). A vector is one row. Like every GPU call, not while
+    /// another runs (`engine_busy`), and `gpu_lost` once the device is lost.
+    pub fn export_read(&self, name: String, row0: u32, rows: u32) -> Promise {
+        let inner = self.inner.clone();
+        future_to_promise(async move {
+            let format = WeightFormat::parse(inner.borrow().formats.0).map_err(js_err)?;
+            let model = inner.borrow_mut().take_live_model()?;
+            let r = model::export::read_rows(&model, format, &name, row0 as usize, rows as usize).await;
+            let mut i = inner.borrow_mut();
+            i.model = Some(model);
+            match r {
+                Ok(bytes) => Ok(js_sys::Uint8Array::from(&bytes[..]).into()),
+                Err(e) => Err(i.or_lost(js_err(e))),
+            }
+        })
+    }
+}

@@ -2,6 +2,7 @@
 //! write, attention, o_proj + residual, norm, fused gate/up, SiLU·mul, down + residual) → final
 //! norm → LM head, recorded top to bottom into one submission per forward.
 
+pub mod export;
 mod forward;
 pub mod queue;
 pub mod rope;

@@ -1,5 +1,6 @@
-// Test-only: one common/softfloat.wgsl operation over arrays of f32 bit patterns, so that
-// tests/encoder.rs can compare every routine with the CPU's own IEEE arithmetic.
+// Test-only (build.rs leaves *_check.wgsl out of the wasm module): one common/softfloat.wgsl
+// operation over arrays of f32 bit patterns, so that tests/encoder.rs can compare every
+// routine with the CPU's own IEEE arithmetic.
 // op: 0 add, 1 sub, 2 mul, 3 div, 4 f32->f16 bits, 5 f16 bits->f32, 6 round (halves away),
 // 7 round to even through 1.5 * 2^23, 8 as i32 (of round(a)).
 #include "common/grid.wgsl"

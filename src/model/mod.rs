@@ -124,7 +124,9 @@ pub struct PassProfile {
 }
 
 impl Qwen {
-    /// Upload a checkpoint and allocate the run state.
+    /// Upload a checkpoint and allocate the run state (native: waits for the GPU; the
+    /// browser goes through [`weights::Uploader`] and its async `finish_async`).
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn load(
         gpu: Gpu,
         config: QwenConfig,

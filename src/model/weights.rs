@@ -446,9 +446,10 @@ fn encode_on_gpu(
     Ok(())
 }
 
-/// Upload a checkpoint to the GPU, reading one tensor at a time from `src`.
+/// Upload a checkpoint to the GPU, reading one tensor at a time from `src` (native).
 /// `progress(done_bytes, total_bytes)` is called after each tensor. A pre-quantized `src`
 /// loads only as its own format (`format` must equal it: see [`quant::resolve_format`]).
+#[cfg(not(target_arch = "wasm32"))]
 pub fn load(
     gpu: Gpu,
     cfg: &QwenConfig,

@@ -7,6 +7,8 @@ import init, * as wasm from "./qwen_webgpu.js";
 import { openSource, readPieces } from "./sources.js";
 import { qwenError, asQwenError } from "./errors.js";
 import { pushStream } from "./stream.js";
+import { StoreSource, storeAvailable, writeStore, revisionOf, removeEntry } from "./store.js";
+import { findStored, normaliseBase, storeWeights } from "./cache.js";
 
 let ready = null;
 /** Instantiate the wasm module once. */
@@ -31,23 +33,96 @@ const now = () => (typeof performance !== "undefined" ? performance.now() : Date
 /**
  * Load a model. `model`: base URL, Files, directory handle or {name: data}.
  * Options: context, maxBatch, weights (omitted: the checkpoint's own format if it is
- * pre-quantized, else f16), kvCache, useCache (true), maxGpuBytes, maxBindingBytes,
- * onProgress, signal, wasmUrl, fetch.
+ * pre-quantized, else f16), encoder ("auto", "gpu" or "cpu": where a plain checkpoint is
+ * quantized; the same bytes either way), kvCache, cache (keep the loaded model in the browser's model
+ * store; default: as useCache), useCache (true), maxGpuBytes, maxBindingBytes, onProgress,
+ * signal, wasmUrl, fetch.
+ *
+ * The model store (store.js): for a URL model with `cache` on, a model stored before (same
+ * URL, `weights`, store version) loads from the browser's storage with no network request and
+ * nothing to quantize; else it loads from the URL (its raw files then skip the Cache API) and
+ * what the GPU holds is stored. A stored copy that fails to load is removed and the model is
+ * loaded from its URL instead. Storage problems never fail a load: they are `warning` events.
  */
 export async function loadEngine(model, opts = {}) {
   checkLoadOptions(opts);
+  const store = await storeFor(model, opts);
+  if (store?.hit) {
+    store.source = new StoreSource(store.hit, store.base);
+    try {
+      return await loadOnce(model, opts, store);
+    } catch (e) {
+      if (!STORE_DAMAGE.has(e?.code)) throw e;
+      warn(opts, "cache_damaged", `the stored copy of ${store.base} did not load (${e.message}); it was removed and the model is loaded from its URL`);
+      try { await removeEntry(store.hit); } catch { /* already gone */ }
+      store.hit = null;
+      store.source = null;
+    }
+  }
+  return await loadOnce(model, opts, store);
+}
+
+/** Errors of a stored copy that mean the copy is damaged (a network load may still work). */
+const STORE_DAMAGE = new Set(["config_missing", "config_invalid", "weights_missing", "weights_corrupt", "weights_format", "tokenizer_missing", "tokenizer_invalid"]);
+
+/** A `warning` progress event (`code`: cache_quota, cache_write, cache_damaged, cache_version). */
+function warn(opts, code, text) {
+  try { opts.onProgress?.({ phase: "warning", loaded: 0, total: 0, text, code }); } catch { /* a throwing callback must not break loading */ }
+}
+
+/** The store's part of a load: null when off; else the key and the stored entry, if any. */
+async function storeFor(model, opts) {
+  const c = opts.cache;
+  if (c !== undefined && c !== null && typeof c !== "boolean") {
+    throw qwenError("request_invalid", `cache must be true or false (got ${JSON.stringify(c) ?? typeof c})`);
+  }
+  const weights = storeWeights(opts.weights);
+  if (!(c ?? opts.useCache !== false) || !(typeof model === "string" || model instanceof URL) || !storeAvailable()
+    || !["auto", "f16", "q8", "q4"].includes(weights)) return null;
+  const base = normaliseBase(String(model));
+  let hit = null;
+  try { hit = await findStored(base, weights); } catch { hit = null; }
+  return { base, weights, hit, source: null };
+}
+
+/** Store what the GPU of `engine` holds (after a load from the URL); the result, or a warning. */
+async function keepModel(engine, store, { configText, genConfigText, tokName, tokBytes, shardNames, opts, report }) {
+  const files = { "config.json": configText };
+  if (genConfigText !== null) files["generation_config.json"] = genConfigText;
+  if (tokName && tokBytes) files[tokName] = tokBytes;
+  const fetchFn = opts.fetch || globalThis.fetch.bind(globalThis);
+  try {
+    const revision = await revisionOf(store.base, ["config.json", ...shardNames], fetchFn, opts.signal);
+    const r = await writeStore({ engine, base: store.base, weights: store.weights, files, revision, source: shardNames,
+      signal: opts.signal, onProgress: (done, total, name) => report("store", done, total, name), test: opts._testStore || {} });
+    if (!r.stored) warn(opts, r.code, r.text);
+    return r;
+  } catch (e) {
+    // Only an abort gets here: the load fails, and the model it made is freed.
+    try { engine.unload(); } catch { /* gone */ }
+    try { engine.free(); } catch { /* gone */ }
+    throw e;
+  }
+}
+
+/** The load itself, from `store.source` (a stored copy) or from `model`. */
+async function loadOnce(model, opts, store) {
+  checkLoadOptions(opts);
+  const stats = { source: store?.source ? "store" : typeof model === "string" || model instanceof URL ? "url" : "files",
+    bytesRead: null, weightsS: 0, uploadS: 0, finishS: 0, prequantized: false, store: null };
+  const tLoad = now();
   const onProgress = opts.onProgress || (() => {});
   // Each event also carries the whole load's bytes, rate and ETA (sources.js's Meter), also
   // sent between the calls below as bytes arrive (at most every 100 ms).
   let src = null;
   let last = null;
-  const report = (phase, loaded, total, text) => {
+  const report = (phase, loaded, total, text, extra) => {
     last = [phase, loaded, total, text];
-    try { onProgress({ phase, loaded, total, text, ...src?.meter?.snapshot(phase === "ready") }); } catch { /* a throwing callback must not break loading */ }
+    try { onProgress({ phase, loaded, total, text, ...src?.meter?.snapshot(phase === "ready"), ...extra }); } catch { /* a throwing callback must not break loading */ }
   };
   await initWasm(opts.wasmUrl);
-  src = await openSource(model, {
-    useCache: opts.useCache !== false,
+  src = store?.source || await openSource(model, {
+    useCache: !store && opts.useCache !== false,
     fetch: opts.fetch,
     signal: opts.signal,
     download: opts.download,
@@ -101,7 +176,10 @@ export async function loadEngine(model, opts = {}) {
     loader = await wasm.open_loader(configText, { context, maxBatch, maxBindingBytes, maxGpuBytes, weights, kvCache, encoder }, stored);
     if (genConfigText !== null) loader.add_generation_config(genConfigText);
     const adapter = await webgpuAdapter(loader.describe());
-    report("config", 1, 1, adapter);
+    // The fit check's figures, before any weight byte is fetched: what the GPU will hold.
+    const [weightBytes, stateBytes] = loader.needs();
+    const estimate = { weights: loader.weight_format(), kvCache: loader.kv_format(), weightBytes, stateBytes, totalBytes: weightBytes + stateBytes };
+    report("config", 1, 1, adapter, { estimate });
 
     // With the Cache API: download each file once into the cache, then read it by slices.
     if (caching) {
@@ -125,26 +203,39 @@ export async function loadEngine(model, opts = {}) {
     const total = plan.reduce((s, t) => s + (t.end - t.start), 0);
     let loaded = 0;
     report("weights", 0, total, adapter);
+    const tWeights = now();
     const pieces = plan.map((t) => ({ ...t, file: files[t.shard] }));
     for await (const { name, start, end, bytes } of readPieces(pieces, { ...src.dl, halt: () => src.halt?.() })) {
       if (opts.signal?.aborted) throw qwenError("aborted", "the load was aborted");
+      const tPut = now();
       loader.put(name, bytes);
+      stats.uploadS += (now() - tPut) / 1000;
       loaded += end - start;
       report("weights", loaded, total, name);
     }
+    stats.weightsS = (now() - tWeights) / 1000;
     let tokBytes = undefined;
     if (tokName) {
       report("tokenizer", 0, 1, tokName);
       tokBytes = await src.bytes(tokName);
     }
+    const tFinish = now();
     const l = loader;
     loader = null; // finish() consumes it
     const engine = await l.finish(tokBytes);
+    stats.finishS = (now() - tFinish) / 1000;
+    stats.prequantized = stored !== "";
+    if (store?.source) stats.bytesRead = store.source.bytesRead;
+    stats.loadS = (now() - tLoad) / 1000;
+    if (store && !store.source) {
+      stats.store = await keepModel(engine, store, { configText, genConfigText, tokName, tokBytes, shardNames, opts, report });
+    }
     report("tokenizer", 1, 1, tokName || "no tokenizer");
     report("ready", total, total, adapter);
     return new Engine(engine, {
       modelId: typeof model === "string" ? model : src.label,
       adapter,
+      load: stats,
     });
   } catch (e) {
     if (loader) { try { loader.free(); } catch { /* already gone */ } }
@@ -156,13 +247,22 @@ export async function loadEngine(model, opts = {}) {
 /** Tokens `context` and `maxBatch` may be (the wasm side reads them as u32: no wrapping). */
 export const MAX_CONTEXT = 1 << 20;
 
+/**
+ * Byte counts `maxGpuBytes` and `maxBindingBytes` may be: whole numbers JS holds exactly (wasm
+ * reads them as u64; a fraction, a negative or 2^64 would be truncated or wrapped).
+ */
+export const MAX_BYTES = Number.MAX_SAFE_INTEGER;
+/** The smallest storage-binding limit the engine runs with (src/gpu/mod.rs refuses less). */
+export const MIN_BINDING_BYTES = 1 << 16;
+
 /** Load options that are numbers: whole, in range, or omitted (RequestError naming the field). */
 export function checkLoadOptions(opts) {
-  for (const field of ["context", "maxBatch"]) {
+  const ranges = [["context", 1, MAX_CONTEXT], ["maxBatch", 1, MAX_CONTEXT], ["maxGpuBytes", 1, MAX_BYTES], ["maxBindingBytes", MIN_BINDING_BYTES, MAX_BYTES]];
+  for (const [field, min, max] of ranges) {
     const v = opts[field];
     if (v === undefined || v === null) continue;
-    if (typeof v !== "number" || !Number.isInteger(v) || v < 1 || v > MAX_CONTEXT) {
-      throw qwenError("request_invalid", `${field} must be a whole number from 1 to ${MAX_CONTEXT} (got ${typeof v === "number" ? v : JSON.stringify(v) ?? typeof v})`);
+    if (typeof v !== "number" || !Number.isInteger(v) || v < min || v > max) {
+      throw qwenError("request_invalid", `${field} must be a whole number from ${min} to ${max} (got ${typeof v === "number" ? v : JSON.stringify(v) ?? typeof v})`);
     }
   }
 }
@@ -191,8 +291,10 @@ function wireRequest(req, promptIds) {
 
 /** A loaded model with the OpenAI/WebLLM-shaped API. Calls run one at a time, in order. */
 export class Engine {
-  constructor(inner, { modelId, adapter }) {
+  constructor(inner, { modelId, adapter, load }) {
     this.inner = inner;
+    /** How the model was loaded: source ("store", "url", "files"), bytes read, times, the store's result. */
+    this.load = load || null;
     this.modelId = modelId;
     this.adapter = adapter;
     this.queue = Promise.resolve();
@@ -269,7 +371,7 @@ export class Engine {
 
   /** The model, its formats and the chat rules in use (EngineInfo in index.d.ts). */
   info() {
-    return { model: this.modelId, adapter: this.adapter, ...this.inner.info() };
+    return { model: this.modelId, adapter: this.adapter, ...this.inner.info(), load: this.load };
   }
 
   /**

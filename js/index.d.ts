@@ -47,11 +47,38 @@ export interface QwenError extends Error {
 /** Every error code and the name it comes with. */
 export const ERROR_CODES: Readonly<Record<QwenErrorCode, QwenErrorName>>;
 
+/**
+ * GPU memory the model will take, known from config.json and the first shard's header before
+ * any weight byte is fetched (the fit check's figures; `engine.info().gpuBytes` equals
+ * `totalBytes` once loaded).
+ */
+export interface LoadEstimate {
+  /** How matrices will be stored on the GPU (`auto` resolved). */
+  weights: "f16" | "q8" | "q4";
+  /** The KV cache format. */
+  kvCache: "f32" | "f16" | "q8";
+  /** Bytes of the weights on the GPU, in `weights`' format. */
+  weightBytes: number;
+  /** Bytes of the KV cache (in `kvCache`'s format), activations and readback buffers. */
+  stateBytes: number;
+  /** `weightBytes + stateBytes`. */
+  totalBytes: number;
+}
+
 export interface LoadProgress {
-  phase: "config" | "download" | "weights" | "tokenizer" | "ready";
+  /**
+   * `store`: writing the loaded model to the browser's model store (`loaded`/`total` in bytes
+   * of its weights file). `warning`: something did not work but the load goes on; `code`
+   * says what (the model store: `cache_quota`, `cache_write`, `cache_damaged`, `cache_version`).
+   */
+  phase: "config" | "download" | "weights" | "tokenizer" | "ready" | "store" | "warning";
   loaded: number;
   total: number;
   text?: string;
+  /** On `warning` events: what happened (see `phase`). */
+  code?: "cache_quota" | "cache_write" | "cache_damaged" | "cache_version";
+  /** On the `config` event that ends the fit check (loaded 1 of 1), before any download. */
+  estimate?: LoadEstimate;
   /**
    * The whole load, over all its files (config, index, shards, tokenizer): bytes received so
    * far (a file counts at most its size; files already in the Cache API count as received).
@@ -113,16 +140,33 @@ export interface EngineOptions {
   encoder?: "auto" | "gpu" | "cpu";
   /** How the KV cache stores keys and values: f32 (default, exact), f16, or q8 (4x smaller). */
   kvCache?: "f32" | "f16" | "q8";
-  /** Keep downloads in the Cache API (default true; URL sources only). */
+  /**
+   * Keep the loaded model in the browser (the model store: the origin private file system),
+   * as the GPU holds it (quantized words and scales, f16 matrices), with its config and
+   * tokenizer: a later load of the same URL and `weights` reads about the quantized bytes, makes
+   * no network request (it works offline) and quantizes nothing. Default: as `useCache`.
+   * URL sources only. A model that does not fit the storage quota, or a failed write, is a
+   * `warning` progress event (nothing is left behind), never a failed load.
+   */
+  cache?: boolean;
+  /**
+   * Keep raw downloads in the Cache API (default true; URL sources only). With the model store
+   * on (`cache`), raw downloads are not kept: the store holds the model instead. `false` also
+   * turns the store off unless `cache` says otherwise.
+   */
   useCache?: boolean;
   /**
    * Parallel Range requests, retries and resume for URL sources (see DownloadOptions); a bad
    * value is a RequestError (`request_invalid`) naming the field.
    */
   download?: DownloadOptions;
-  /** Refuse models needing more GPU memory than this many bytes (browsers do not report it). */
+  /**
+   * Refuse models needing more GPU memory than this many bytes (browsers do not report it).
+   * A whole number from 1 to 2^53 - 1 (Number.MAX_SAFE_INTEGER); anything else is a
+   * RequestError (`request_invalid`) naming the field.
+   */
   maxGpuBytes?: number;
-  /** Use a storage-binding limit below the adapter's (testing). */
+  /** Use a storage-binding limit below the adapter's (testing). A whole number from 65536 to 2^53 - 1, else a RequestError. */
   maxBindingBytes?: number;
   /** Run the engine in a Web Worker (default: true in a window). */
   useWorker?: boolean;
@@ -267,6 +311,27 @@ export interface EngineInfo {
   gpuBytes: number;
   /** How many such buffers. */
   gpuBuffers: number;
+  /** How this engine was loaded. */
+  load: LoadStats | null;
+}
+
+/** `engine.info().load`: where the model came from and where the load's time went. */
+export interface LoadStats {
+  /** `store`: the browser's model store; `url`: downloaded; `files`: Files or buffers. */
+  source: "store" | "url" | "files";
+  /** Bytes read from the model store (files and headers included); null for other sources. */
+  bytesRead: number | null;
+  /** The checkpoint read was pre-quantized: its words and scales went to the GPU as stored (nothing quantized). */
+  prequantized: boolean;
+  /** Seconds reading and uploading the weights (uploadS of it in `put`: converting, quantizing, writing to the GPU). */
+  weightsS: number;
+  uploadS: number;
+  /** Seconds finishing (the GPU's work queued by the uploads, the run state, the tokenizer). */
+  finishS: number;
+  /** Seconds of the whole load, before storing. */
+  loadS: number;
+  /** After a load from a URL with the store on: what storing did. */
+  store: { stored: boolean; code?: string; text?: string; bytes?: number; fileBytes?: number; seconds?: number; gpuReadS?: number; persisted?: boolean | null } | null;
 }
 
 /** What `engine.lost` resolves with. */
@@ -318,10 +383,17 @@ export interface QwenEngine {
  */
 export function createEngine(opts: EngineOptions): Promise<QwenEngine>;
 
-/** Whether every file of the model at this base URL is in the Cache API. */
-export function hasModelInCache(url: string | URL): Promise<boolean>;
+/**
+ * Whether the model at this base URL loads without a download: a complete copy in the model
+ * store (for `weights` when given; any format otherwise), or every raw file in the Cache API.
+ */
+export function hasModelInCache(url: string | URL, opts?: { weights?: "auto" | "f16" | "q8" | "q4" }): Promise<boolean>;
 
-/** Remove the model's files from the Cache API; resolves to how many entries were removed. */
+/**
+ * Remove everything kept of the model at this base URL: its model-store copies (every format
+ * and version, complete or not) and its raw files in the Cache API. Resolves to how many files
+ * were removed.
+ */
 export function deleteModelCache(url: string | URL): Promise<number>;
 
 /** The Cache API cache the package uses. */

@@ -791,6 +791,8 @@ if (expected.vocab.length) {
 
 (await import("./package.mjs")).default({ test, eq, ok, page, origin, root, fixtures, expected, figures });
 
+(await import("./caps.mjs")).default({ test, eq, ok, page, fixtures, expected, figures });
+
 // ------------------------------------------------------------------ run
 
 let passed = 0;

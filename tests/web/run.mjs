@@ -448,18 +448,18 @@ test("Cache API: download cached, reused, deleted; a failed download leaves noth
     await qwen.deleteModelCache("/fx/tiny/");
     const before = await qwen.hasModelInCache("/fx/tiny/");
     const phases = new Set();
-    const e1 = await qwen.createEngine({ model: "/fx/tiny/", onProgress: (p) => phases.add(p.phase) });
+    const e1 = await qwen.createEngine({ model: "/fx/tiny/", cache: false, onProgress: (p) => phases.add(p.phase) });
     const ids1 = (await e1.generateIds({ promptIds: [1, 2, 3], max_tokens: 16, temperature: 0 })).ids;
     await e1.unload();
     const cached = await qwen.hasModelInCache("/fx/tiny/");
     const phases2 = new Set();
-    const e2 = await qwen.createEngine({ model: "/fx/tiny/", onProgress: (p) => phases2.add(p.phase) });
+    const e2 = await qwen.createEngine({ model: "/fx/tiny/", cache: false, onProgress: (p) => phases2.add(p.phase) });
     const ids2 = (await e2.generateIds({ promptIds: [1, 2, 3], max_tokens: 16, temperature: 0 })).ids;
     await e2.unload();
     const removed = await qwen.deleteModelCache("/fx/tiny/");
     const after = await qwen.hasModelInCache("/fx/tiny/");
     let err = "";
-    try { await qwen.createEngine({ model: "/fx/truncated/" }); } catch (e) { err = e.name; }
+    try { await qwen.createEngine({ model: "/fx/truncated/", cache: false }); } catch (e) { err = e.name; }
     const poisoned = (await (await caches.open(qwen.CACHE_NAME)).keys()).map((q) => q.url).filter((u) => u.includes("truncated"));
     return { before, cached, after, removed, ids1, ids2, d1: phases.has("download"), d2: phases2.has("download"), err, poisoned };
   });
@@ -792,6 +792,8 @@ if (expected.vocab.length) {
 (await import("./package.mjs")).default({ test, eq, ok, page, origin, root, fixtures, expected, figures });
 
 (await import("./caps.mjs")).default({ test, eq, ok, page, fixtures, expected, figures });
+
+(await import("./store.mjs")).default({ test, eq, ok, browser, server, fixtures, expected, figures, root });
 
 // ------------------------------------------------------------------ run
 

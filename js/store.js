@@ -192,9 +192,9 @@ export async function writeStore({ engine, base, weights, files, revision, sourc
   if (!root) return { stored: false, code: "cache_write", text: "not kept in the browser: no origin private file system here" };
   const key = await urlKey(base);
   const name = entryName(key, weights);
-  // This entry anew, and entries of this model made by another store version.
-  await deleteStored(base, (n) => n !== name && !n.endsWith(`-v${STORE_VERSION}`));
-  try { await root.removeEntry(name, { recursive: true }); } catch { /* not there */ }
+  // This entry anew, and the entries of this model made by another store version (copies in
+  // other formats of this version stay).
+  await deleteStored(base, (n) => n !== name && n.endsWith(`-v${STORE_VERSION}`));
 
   let writer = null;
   let dir = null;

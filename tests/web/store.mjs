@@ -211,6 +211,10 @@ export default function storeTests({ test, eq, ok, browser, server, fixtures, ex
         }
         out.damaged = await load({});
         out.fromStore = await load({ useWorker: false });
+        // Another format of the same URL is another copy; storing it keeps the q4 one.
+        out.q8 = await load({ weights: "q8" });
+        out.q8.q4Kept = await qwen.hasModelInCache(url, { weights: "q4" });
+        out.q8.q8Kept = await qwen.hasModelInCache(url, { weights: "q8" });
         let bad = "";
         try { await qwen.createEngine({ model: url, cache: "yes" }); bad = "loaded?!"; } catch (e) { bad = `${e.name}/${e.code}: ${e.message}`; }
         out.bad = bad;
@@ -225,8 +229,9 @@ export default function storeTests({ test, eq, ok, browser, server, fixtures, ex
       eq([r.stored.warnings, r.stored.stored, r.stored.has, r.stored.source], [[], true, true, "url"], "stored");
       eq([r.damaged.warnings, r.damaged.source, r.damaged.stored, r.damaged.has], [["cache_damaged"], "url", true, true], "damaged copy");
       eq([r.fromStore.warnings, r.fromStore.source], [[], "store"], "the copy stored again");
+      eq([r.q8.warnings, r.q8.stored, r.q8.q8Kept, r.q8.q4Kept], [[], true, true, true], "a q8 copy next to the q4 one");
       ok(/^RequestError\/request_invalid: cache must be true or false/.test(r.bad), r.bad);
-      ok(r.removed >= 3, `removed ${r.removed}`);
+      ok(r.removed >= 6, `removed ${r.removed} (two copies of at least 3 files)`);
       eq(await listStore(page), [], "the store's folder at the end");
     } finally {
       await close();

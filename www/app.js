@@ -199,6 +199,14 @@ function makeProgress() {
   };
 }
 
+/** The fit check's estimate (a progress event's `estimate`), shown before any download starts. */
+function showEstimate(p) {
+  const e = p?.estimate;
+  if (!e) return;
+  show(el.modelStatus, `This model needs ${fmtBytes(e.totalBytes)} of GPU memory: ${fmtBytes(e.weightBytes)} of ${e.weights} weights ` +
+    `and ${fmtBytes(e.stateBytes)} for the ${e.kvCache} KV cache and activations.`);
+}
+
 /** The engine's GPU device was lost: say so (as text) and offer to load the model again. */
 function onDeviceLost(engine, info) {
   if (state.engine !== engine) return; // an engine already replaced or unloaded
@@ -243,7 +251,7 @@ async function loadModel() {
   try {
     const engine = await createEngine({
       model,
-      onProgress,
+      onProgress: (p) => { showEstimate(p); onProgress(p); },
       weights: el.weights.value,
       kvCache: el.kv.value,
       signal: ctl.signal,

@@ -580,6 +580,8 @@ test("benchmark() of a loaded engine (the chat page's model, through the worker)
   ok(r.again.bytes === r.gpu_bytes_allocated && r.again.buffers === r.gpu_buffers, `second run ${JSON.stringify(r.again)}`);
 });
 
+(await import("./estimate.mjs")).default({ test, ok, page, pageUrl, setModel, modelUrl, notes });
+
 // ------------------------------------------------------------------ run
 let passed = 0;
 let failed = 0;

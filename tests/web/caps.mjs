@@ -134,7 +134,7 @@ export default function capsTests({ test, eq, ok, page, fixtures, expected, figu
           return fetch(url, init);
         };
         if (useCache) await qwen.deleteModelCache("/fx/tiny/");
-        const engine = await qwen.createEngine({ model: "/fx/tiny/", useCache, weights, kvCache, useWorker: false, fetch: logged,
+        const engine = await qwen.createEngine({ model: "/fx/tiny/", useCache, cache: false, weights, kvCache, useWorker: false, fetch: logged,
           onProgress: (p) => { if (p.estimate) log.push({ estimate: p.estimate, phase: p.phase }); } });
         const info = await engine.info();
         await engine.unload();
@@ -143,7 +143,7 @@ export default function capsTests({ test, eq, ok, page, fixtures, expected, figu
       }
       // Through the worker: the estimate comes before the download and weight events.
       const phases = [];
-      const engine = await qwen.createEngine({ model: "/fx/tiny/", useCache: true, onProgress: (p) => phases.push(p.estimate ? "estimate" : p.phase) });
+      const engine = await qwen.createEngine({ model: "/fx/tiny/", useCache: true, cache: false, onProgress: (p) => phases.push(p.estimate ? "estimate" : p.phase) });
       const info = await engine.info();
       await engine.unload();
       await qwen.deleteModelCache("/fx/tiny/");

@@ -792,6 +792,7 @@ if (expected.vocab.length) {
 (await import("./package.mjs")).default({ test, eq, ok, page, origin, root, fixtures, expected, figures });
 
 (await import("./caps.mjs")).default({ test, eq, ok, page, fixtures, expected, figures });
+(await import("./soak.mjs")).default({ test, eq, ok, page, expected, figures });
 
 (await import("./store.mjs")).default({ test, eq, ok, browser, server, fixtures, expected, figures, root });
 

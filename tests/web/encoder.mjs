@@ -17,7 +17,7 @@ export default function encoderTests({ test, eq, ok, page, expected, figures }) 
       const q4 = await run("/fx/tiny/", { weights: "q4", kvCache: "q8", encoder: "gpu" });
       const q4cpu = await run("/fx/tiny/", { weights: "q4", kvCache: "q8", encoder: "cpu" });
       const f16 = await run("/fx/tiny/", { weights: "f16", encoder: "gpu" });
-      const sharded = await run("/fx/sharded/", { weights: "f16", encoder: "gpu", maxBindingBytes: 65536 });
+      const sharded = await run("/fx/sharded/", { weights: "f16", encoder: "gpu" });
       let bad = null;
       try {
         await qwen.createEngine({ model: "/fx/tiny/", useCache: false, cache: false, encoder: "tpu" });
@@ -29,7 +29,7 @@ export default function encoderTests({ test, eq, ok, page, expected, figures }) 
     eq(r.q4.ids, expected.quant, "q4 (GPU-encoded) + q8 KV vs the CLI");
     eq(r.q4cpu.ids, expected.quant, "q4 (CPU-encoded) + q8 KV vs the CLI");
     eq(r.f16.ids, expected.tiny, "f16 (GPU-encoded) vs the CLI");
-    eq(r.sharded.ids, expected.sharded, "sharded f16 (GPU-encoded, 64 KiB bindings) vs the CLI");
+    eq(r.sharded.ids, expected.sharded, "sharded f16 (GPU-encoded) vs the CLI");
     ok(r.bad && r.bad.code === "request_invalid" || (r.bad && /encoder/.test(r.bad.message)), `bad encoder: ${JSON.stringify(r.bad)}`);
     ok(/encoder/.test(r.bad.message) && /tpu/.test(r.bad.message), `the message names the value: ${r.bad.message}`);
     figures.push(`tiny q4 load: encoder gpu ${r.q4.loadS.toFixed(2)} s, encoder cpu ${r.q4cpu.loadS.toFixed(2)} s (SwiftShader)`);

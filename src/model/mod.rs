@@ -13,6 +13,7 @@ use crate::config::QwenConfig;
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, GpuBuffer, PassEncoding, Recorder};
 use crate::ops;
+#[cfg(not(target_arch = "wasm32"))]
 use crate::weights::TensorSource;
 use forward::{Head, Pass};
 use queue::{DecodeQueue, NextInput};

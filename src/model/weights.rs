@@ -16,7 +16,9 @@ use crate::gpu::{Gpu, GpuBuffer, GpuMatrix, Recorder};
 use crate::ops::{self, QuantizeRows};
 use crate::weights::checkpoint::{check_checkpoint, layout, plan, Part, Slot};
 use crate::weights::quant::{self, WeightFormat};
-use crate::weights::{self, TensorInfo, TensorSource};
+#[cfg(not(target_arch = "wasm32"))]
+use crate::weights::TensorSource;
+use crate::weights::{self, TensorInfo};
 use std::collections::{BTreeMap, BTreeSet};
 
 pub struct LayerWeights {

@@ -138,6 +138,9 @@ mod cli {
         no_subgroups: bool,
     }
 
+    /// The largest `--context` / `--max-batch` (the browser's limit too: 2^20 tokens).
+    const MAX_CONTEXT: usize = 1 << 20;
+
     /// The weight format for a model folder: `requested` (`auto`, f16, q8, q4) against the
     /// folder's own (a pre-quantized folder loads only in its format). Reads headers only.
     fn weight_format(requested: &str, dir: Option<&Path>) -> Result<WeightFormat> {
@@ -185,6 +188,13 @@ mod cli {
     impl LoadArgs {
         fn options(&self, dir: &Path) -> Result<(GpuOptions, ModelOptions)> {
             let kv = KvFormat::parse(&self.kv_cache)?;
+            // As the browser's loader: sizes that no GPU holds are refused here, not wrapped later.
+            if let Some(c) = self.context.filter(|&c| c == 0 || c > MAX_CONTEXT) {
+                return Err(Error::Request(format!("--context {c}: want a whole number from 1 to {MAX_CONTEXT}")));
+            }
+            if self.max_batch > MAX_CONTEXT {
+                return Err(Error::Request(format!("--max-batch {}: want at most {MAX_CONTEXT}", self.max_batch)));
+            }
             Ok((
                 GpuOptions {
                     max_binding_bytes: self.max_binding_bytes,

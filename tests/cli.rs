@@ -93,6 +93,13 @@ fn info_reports_family_parameters_and_memory() {
     assert!(out.contains("family: qwen\n"), "{out}");
     assert!(out.contains(&format!("parameters: {params} ")), "want {params} in {out}");
     assert!(out.contains("gpu memory: total"), "{out}");
+    // A context no GPU holds is refused up front (it used to wrap the memory figures around,
+    // and panic in a debug build: found by scripts/probe.py).
+    for c in ["4611686018427387904", "0", "1048577"] {
+        let (code, out, err) = cli(&["info", "--model", dir.to_str().unwrap(), "--context", c]);
+        assert_eq!(code, 1, "--context {c}: {out}{err}");
+        assert!(err.contains("--context") && !err.contains("panicked"), "--context {c}: {err}");
+    }
 }
 
 /// `quantize` writes a folder that `generate` loads as q4 without being told (auto), giving

@@ -78,7 +78,7 @@ pub fn plan(cfg: &QwenConfig, max_tokens: usize, context: usize, kv: KvFormat) -
 /// Bytes of activations + KV cache for `cfg` at these sizes: exactly what [`RunState::new`]
 /// allocates (the same [`plan`], each buffer rounded as [`Gpu::storage`] rounds it).
 pub fn state_bytes(cfg: &QwenConfig, max_tokens: usize, context: usize, kv: KvFormat) -> u64 {
-    plan(cfg, max_tokens, context, kv).iter().map(|b| crate::gpu::buffer_size(b.bytes)).sum()
+    plan(cfg, max_tokens, context, kv).iter().fold(0u64, |a, b| a.saturating_add(crate::gpu::buffer_size(b.bytes)))
 }
 
 pub use crate::ops::KvFormat;
@@ -90,7 +90,7 @@ pub fn seen_bytes(vocab: usize) -> u64 {
 
 /// Bytes of the KV cache for `context` tokens.
 pub fn kv_cache_bytes(cfg: &QwenConfig, context: usize, kv: KvFormat) -> u64 {
-    2 * cfg.num_hidden_layers as u64 * kv.layer_bytes(context, cfg.num_key_value_heads, cfg.head_dim)
+    (2 * cfg.num_hidden_layers as u64).saturating_mul(kv.layer_bytes(context, cfg.num_key_value_heads, cfg.head_dim))
 }
 
 impl RunState {

@@ -287,12 +287,14 @@ impl KvFormat {
         }
     }
     /// Bytes of one layer's K (or V) cache for `context` positions.
+    /// Saturates instead of wrapping (a figure past u64 is refused as too big, never small).
     pub fn layer_bytes(self, context: usize, kv_heads: usize, head_dim: usize) -> u64 {
-        let n = (context * kv_heads * head_dim) as u64;
+        let (c, h) = (context as u64, kv_heads as u64);
+        let n = c.saturating_mul(h).saturating_mul(head_dim as u64);
         match self {
-            KvFormat::F32 => n * 4,
-            KvFormat::F16 => n * 2,
-            KvFormat::Q8 => n + (context * kv_heads) as u64 * 4,
+            KvFormat::F32 => n.saturating_mul(4),
+            KvFormat::F16 => n.saturating_mul(2),
+            KvFormat::Q8 => n.saturating_add(c.saturating_mul(h).saturating_mul(4)),
         }
     }
 

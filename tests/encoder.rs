@@ -333,3 +333,28 @@ fn gpu_encoder_reports_the_first_bad_row() {
         assert!(encode_rows(format, &vals, cols, "t").is_err(), "{format:?} with {bad}: the CPU accepted it");
     }
 }
+
+#[test]
+fn a_gpu_error_while_loading_names_what_was_being_done() {
+    // An allocation the device refuses inside Gpu::scoped is reported by settle() with what
+    // the scope said it was doing (the uploader names each buffer and tensor this way).
+    let g = gpu();
+    let too_big = g.limits.max_buffer_size.saturating_add(1024);
+    g.scoped(
+        || "allocating layer7.gate_up".into(),
+        || {
+            g.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("too big"),
+                size: too_big,
+                usage: wgpu::BufferUsages::STORAGE,
+                mapped_at_creation: false,
+            })
+        },
+    );
+    let e = pollster::block_on(g.settle()).expect_err("the allocation should fail");
+    assert!(e.to_string().contains("allocating layer7.gate_up"), "{e}");
+    // Settled scopes are gone: the device goes on.
+    pollster::block_on(g.settle()).unwrap();
+    let b = g.storage("fine", 1024).unwrap();
+    assert_eq!(b.size(), 1024);
+}

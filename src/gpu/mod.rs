@@ -88,6 +88,12 @@ pub struct Gpu {
 
 type ScopeResult = std::pin::Pin<Box<dyn std::future::Future<Output = Option<wgpu::Error>>>>;
 
+/// The error scopes [`Gpu::begin_scope`] opened (out of memory, and validation inside it).
+pub struct ErrorScope {
+    oom: wgpu::ErrorScopeGuard,
+    validation: wgpu::ErrorScopeGuard,
+}
+
 impl Gpu {
     /// Open the default adapter with its own limits.
     pub async fn new(opts: &GpuOptions) -> Result<Gpu> {
@@ -206,9 +212,9 @@ impl Gpu {
         }
     }
 
-    /// Run `f` (allocations, uploads) inside an out-of-memory error scope: an out-of-memory
-    /// error it causes is kept with `what()` (e.g. "uploading tensor X") instead of surfacing
-    /// later, unattributed. [`Gpu::settle`] reads the scopes back.
+    /// Run `f` (allocations, uploads) inside error scopes for out-of-memory and validation
+    /// errors: an error it causes is kept with `what()` (e.g. "uploading tensor X") instead of
+    /// surfacing later, unattributed. [`Gpu::settle`] reads the scopes back.
     pub fn scoped<T>(&self, what: impl FnOnce() -> String, f: impl FnOnce() -> T) -> T {
         let scope = self.begin_scope();
         let out = f();
@@ -216,25 +222,34 @@ impl Gpu {
         out
     }
 
-    /// Open an out-of-memory error scope ([`Gpu::scoped`] in two halves, for callers that
-    /// need `&mut` access in between). Scopes nest; close them in reverse order.
-    pub fn begin_scope(&self) -> wgpu::ErrorScopeGuard {
-        self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory)
+    /// Open the scopes of [`Gpu::scoped`] (in two halves, for callers that need `&mut` access
+    /// in between). Scopes nest; close them in reverse order.
+    pub fn begin_scope(&self) -> ErrorScope {
+        let oom = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let validation = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        ErrorScope { oom, validation }
     }
 
-    /// Close a scope from [`Gpu::begin_scope`]; its error is read by [`Gpu::settle`].
-    pub fn end_scope(&self, scope: wgpu::ErrorScopeGuard, what: String) {
-        self.scopes.borrow_mut().push((what, Box::pin(scope.pop())));
+    /// Close a scope from [`Gpu::begin_scope`]; its errors are read by [`Gpu::settle`].
+    pub fn end_scope(&self, scope: ErrorScope, what: String) {
+        let validation = scope.validation.pop();
+        let oom = scope.oom.pop();
+        let mut scopes = self.scopes.borrow_mut();
+        scopes.push((what.clone(), Box::pin(validation)));
+        scopes.push((what, Box::pin(oom)));
     }
 
-    /// Wait for every [`Gpu::scoped`] scope so far: the first out-of-memory error is
-    /// [`Error::GpuOutOfMemory`] naming what it was doing; then [`Gpu::check`].
+    /// Wait for every [`Gpu::scoped`] scope so far: the first error is
+    /// [`Error::GpuOutOfMemory`] or [`Error::Gpu`] naming what it was doing; then [`Gpu::check`].
     pub async fn settle(&self) -> Result<()> {
         let scopes = std::mem::take(&mut *self.scopes.borrow_mut());
         let mut first = None;
         for (what, result) in scopes {
             if let Some(e) = result.await {
-                first.get_or_insert_with(|| Error::GpuOutOfMemory(format!("out of GPU memory {what}: {e}")));
+                first.get_or_insert_with(|| match e {
+                    wgpu::Error::OutOfMemory { .. } => Error::GpuOutOfMemory(format!("out of GPU memory {what}: {e}")),
+                    e => Error::Gpu(format!("{what}: {e}")),
+                });
             }
         }
         match first {

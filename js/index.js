@@ -161,6 +161,16 @@ class WorkerEngine {
     } finally {
       signal?.removeEventListener("abort", onAbort);
     }
+    // A worker has no storage.persist(): once the model is stored, ask from this thread, so
+    // the browser keeps the stored model under storage pressure (best effort).
+    const stored = e._info?.load?.store;
+    if (stored?.stored && !stored.persisted && typeof navigator !== "undefined" && navigator.storage?.persist) {
+      try {
+        stored.persisted = await navigator.storage.persist();
+      } catch {
+        /* not granted; the model is still stored */
+      }
+    }
     return e;
   }
 

@@ -58,8 +58,9 @@ function describeError(e) {
     case "gpu_lost":
       return `The GPU device was lost (the driver reset, or the browser reclaimed it). Reload the model to go on. (${msg})`;
     case "gpu_failed":
-    case "worker_failed":
       return `GPU error: ${msg}. Reloading the model (or the page) may help.`;
+    case "worker_failed":
+      return `The engine's worker could not start: ${msg}`;
     case "wasm_failed":
       return `The engine could not start in this browser: ${msg}`;
     case "network":

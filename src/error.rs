@@ -8,10 +8,12 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 #[derive(Debug, Error)]
 pub enum Error {
-    /// A file could not be read (missing, unreadable).
-    #[error("cannot read {path}: {source}")]
+    /// A file could not be read (missing, unreadable) or written (a closed pipe, a full disk).
+    #[error("{}{path}: {source}", if *.writing { "" } else { "cannot read " })]
     Io {
         path: String,
+        /// Writing (`stdout: Broken pipe`), not reading (`cannot read config.json: ...`).
+        writing: bool,
         #[source]
         source: std::io::Error,
     },
@@ -49,6 +51,11 @@ pub enum Error {
 
 impl Error {
     pub fn io(path: impl std::fmt::Display, source: std::io::Error) -> Self {
-        Error::Io { path: path.to_string(), source }
+        Error::Io { path: path.to_string(), writing: false, source }
+    }
+
+    /// An error writing `path` (stdout, an output file).
+    pub fn write(path: impl std::fmt::Display, source: std::io::Error) -> Self {
+        Error::Io { path: path.to_string(), writing: true, source }
     }
 }

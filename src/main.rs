@@ -59,7 +59,7 @@ mod cli {
 
     fn write_stdout(args: std::fmt::Arguments) -> Result<()> {
         let mut o = std::io::stdout().lock();
-        o.write_fmt(args).and_then(|_| o.flush()).map_err(|e| Error::io("stdout", e))
+        o.write_fmt(args).and_then(|_| o.flush()).map_err(|e| Error::write("stdout", e))
     }
 
     #[derive(Parser)]
@@ -192,8 +192,11 @@ mod cli {
             if let Some(c) = self.context.filter(|&c| c == 0 || c > MAX_CONTEXT) {
                 return Err(Error::Request(format!("--context {c}: want a whole number from 1 to {MAX_CONTEXT}")));
             }
-            if self.max_batch > MAX_CONTEXT {
-                return Err(Error::Request(format!("--max-batch {}: want at most {MAX_CONTEXT}", self.max_batch)));
+            if self.max_batch == 0 || self.max_batch > MAX_CONTEXT {
+                return Err(Error::Request(format!(
+                    "--max-batch {}: want a whole number from 1 to {MAX_CONTEXT}",
+                    self.max_batch
+                )));
             }
             Ok((
                 GpuOptions {
@@ -203,7 +206,7 @@ mod cli {
                 },
                 ModelOptions {
                     context: self.context,
-                    max_batch: self.max_batch.max(1),
+                    max_batch: self.max_batch,
                     weights: weight_format(&self.weights, Some(dir))?,
                     kv,
                     encoder: Encoder::parse(&self.encoder)?,
@@ -405,14 +408,14 @@ mod cli {
                 (Some(tok), Some(stream)) => {
                     if !tok.is_special(id) {
                         if let Some(text) = stream.push(id)? {
-                            out.write_all(text.as_bytes()).map_err(|e| Error::io("stdout", e))?;
+                            out.write_all(text.as_bytes()).map_err(|e| Error::write("stdout", e))?;
                         }
                     }
                 }
                 // Without a tokenizer the stream is the ids themselves.
-                _ => write!(out, "{id} ").map_err(|e| Error::io("stdout", e))?,
+                _ => write!(out, "{id} ").map_err(|e| Error::write("stdout", e))?,
             }
-            out.flush().map_err(|e| Error::io("stdout", e))
+            out.flush().map_err(|e| Error::write("stdout", e))
         }
         fn finish(&mut self) -> Result<()> {
             if let Some(text) = self.stream.as_mut().and_then(|s| s.finish()) {
@@ -635,7 +638,7 @@ mod cli {
                 .map(|s| s.parse::<u32>().map_err(|_| Error::Request(format!("not a token id: {s:?}"))))
                 .collect::<Result<Vec<u32>>>()?;
             let bytes = tok.decode_bytes(&ids)?;
-            std::io::stdout().write_all(&bytes).map_err(|e| Error::io("stdout", e))?;
+            std::io::stdout().write_all(&bytes).map_err(|e| Error::write("stdout", e))?;
         } else {
             let text = String::from_utf8(input).map_err(|e| {
                 Error::Request(format!("stdin is not valid UTF-8 (byte {})", e.utf8_error().valid_up_to()))

@@ -95,10 +95,10 @@ fn info_reports_family_parameters_and_memory() {
     assert!(out.contains("gpu memory: total"), "{out}");
     // A context no GPU holds is refused up front (it used to wrap the memory figures around,
     // and panic in a debug build: found by scripts/probe.py).
-    for c in ["4611686018427387904", "0", "1048577"] {
-        let (code, out, err) = cli(&["info", "--model", dir.to_str().unwrap(), "--context", c]);
-        assert_eq!(code, 1, "--context {c}: {out}{err}");
-        assert!(err.contains("--context") && !err.contains("panicked"), "--context {c}: {err}");
+    for (flag, v) in [("--context", "4611686018427387904"), ("--context", "0"), ("--context", "1048577"), ("--max-batch", "0")] {
+        let (code, out, err) = cli(&["info", "--model", dir.to_str().unwrap(), flag, v]);
+        assert_eq!(code, 1, "{flag} {v}: {out}{err}");
+        assert!(err.contains(flag) && !err.contains("panicked"), "{flag} {v}: {err}");
     }
 }
 
@@ -339,7 +339,7 @@ fn hostile_inputs_fail_cleanly() {
     clean(
         "tokenize into a closed pipe",
         cli_closed_stdout(&["tokenize", "--tokenizer", t.to_str().unwrap()], b"Hello"),
-        "stdout",
+        "error: stdout: ",
     );
     clean(
         "generate into a closed pipe",
@@ -347,9 +347,9 @@ fn hostile_inputs_fail_cleanly() {
             &["generate", "--model", d, "--prompt-ids", "1,2", "--max-new-tokens", "5000", "--context", "6000"],
             b"",
         ),
-        "stdout",
+        "error: stdout: ",
     );
-    clean("info into a closed pipe", cli_closed_stdout(&["info", "--model", d], b""), "stdout");
+    clean("info into a closed pipe", cli_closed_stdout(&["info", "--model", d], b""), "error: stdout: ");
     // Options that were silently ignored or unbounded.
     clean(
         "--chat with --prompt-ids",

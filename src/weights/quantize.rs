@@ -147,7 +147,7 @@ pub fn quantize_dir(
         }
     };
 
-    std::fs::create_dir_all(out).map_err(|e| Error::io(out.display(), e))?;
+    std::fs::create_dir_all(out).map_err(|e| Error::write(out.display(), e))?;
     let metadata = quant::checkpoint_metadata(format);
     let mut report = QuantizeReport::default();
     let sources: Vec<String> = {
@@ -221,7 +221,7 @@ pub fn quantize_dir(
         let index = serde_json::json!({ "metadata": meta, "weight_map": weight_map });
         let text = serde_json::to_string_pretty(&index).map_err(|e| Error::Weights(e.to_string()))?;
         let path = out.join("model.safetensors.index.json");
-        std::fs::write(&path, text).map_err(|e| Error::io(path.display(), e))?;
+        std::fs::write(&path, text).map_err(|e| Error::write(path.display(), e))?;
     }
     for f in COPIED_FILES {
         let from = model.join(f);
@@ -322,23 +322,23 @@ impl ShardWriter {
     ) -> Result<Self> {
         let path = dir.join(name);
         let partial = dir.join(format!("{name}.partial"));
-        let f = File::create(&partial).map_err(|e| Error::io(partial.display(), e))?;
+        let f = File::create(&partial).map_err(|e| Error::write(partial.display(), e))?;
         let mut file = BufWriter::with_capacity(1 << 20, f);
         let header = safetensors::serialize_header(entries, metadata)?;
-        file.write_all(&header).map_err(|e| Error::io(partial.display(), e))?;
+        file.write_all(&header).map_err(|e| Error::write(partial.display(), e))?;
         let expected = header.len() as u64 + entries.iter().map(|e| e.bytes).sum::<u64>();
         Ok(ShardWriter { shard, name: name.to_string(), partial, path, file, written: header.len() as u64, expected })
     }
 
     fn write(&mut self, data: &[u8]) -> Result<()> {
-        self.file.write_all(data).map_err(|e| Error::io(self.partial.display(), e))?;
+        self.file.write_all(data).map_err(|e| Error::write(self.partial.display(), e))?;
         self.written += data.len() as u64;
         Ok(())
     }
 
     /// Flush, check the size and move the file into place: (file name, bytes).
     fn finish(mut self) -> Result<(String, u64)> {
-        self.file.flush().map_err(|e| Error::io(self.partial.display(), e))?;
+        self.file.flush().map_err(|e| Error::write(self.partial.display(), e))?;
         if self.written != self.expected {
             return Err(Error::Weights(format!(
                 "{}: wrote {} bytes, the header promises {} (internal error)",
@@ -346,7 +346,7 @@ impl ShardWriter {
             )));
         }
         drop(self.file);
-        std::fs::rename(&self.partial, &self.path).map_err(|e| Error::io(self.path.display(), e))?;
+        std::fs::rename(&self.partial, &self.path).map_err(|e| Error::write(self.path.display(), e))?;
         Ok((self.name, self.written))
     }
 }

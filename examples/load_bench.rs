@@ -85,7 +85,7 @@ fn main() -> qwen_webgpu::Result<()> {
 /// `config.json` (Qwen v1, as Qwen-1.8B's own) and `model.safetensors` of the synthesised
 /// weights, one tensor in memory at a time.
 fn write(cfg: &qwen_webgpu::QwenConfig, dir: &std::path::Path) -> qwen_webgpu::Result<()> {
-    let io = |e: std::io::Error| qwen_webgpu::Error::io(&dir.display().to_string(), e);
+    let io = |e: std::io::Error| qwen_webgpu::Error::write(dir.display(), e);
     std::fs::create_dir_all(dir).map_err(io)?;
     let config = serde_json::json!({
         "architectures": ["QWenLMHeadModel"],

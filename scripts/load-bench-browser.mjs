@@ -15,6 +15,8 @@
 //   GPU_ENCODER     formats also loaded once with encoder "gpu" (no store; default q8, "" = none)
 //   GPU_ENCODER_LIMIT_S  give that load up after this long (default 600)
 //   CONTEXT         KV cache tokens (default 1024); PKG the package folder (default pkg/)
+//   COMPARE_WITH    an earlier results.json: the GPU encoder's ids are also checked against
+//                   its loads (for a run of GPU_ENCODER alone, FORMATS="")
 //   WORK            where the Chromium profile, the served copy of pkg/ and results.json go
 //                   (default ~/.cache/qwen-webgpu/load-bench; the profile is made anew)
 //
@@ -150,7 +152,9 @@ async function launch() {
     ],
   });
   const page = context.pages()[0] || await context.newPage();
-  page.on("console", (m) => { if (m.type() === "error" || m.type() === "warning") log(`[console.${m.type()}] ${m.text()}`); });
+  page.on("console", (m) => {
+    if ((m.type() === "error" || m.type() === "warning") && !/status of 404/.test(m.text())) log(`[console.${m.type()}] ${m.text()}`); // 404: the favicon
+  });
   page.on("pageerror", (e) => log(`[pageerror] ${e.message}`));
   page.on("crash", () => log("[page crashed]"));
   await page.exposeFunction("benchLog", (s) => { phaseLog?.(s); log(`  ${s}`); });
@@ -223,7 +227,8 @@ async function runLoad({ weights, encoder = "auto", cache = true, label, limitS 
           (p.bytesPerSecond ? `, ${(p.bytesPerSecond / 1e6).toFixed(0)} MB/s` : ""));
       }
     };
-    const e = await qwen.createEngine({ model: url, weights, encoder, cache, context, onProgress });
+    // cache: false turns the Cache API off too, so that every load streams the same way.
+    const e = await qwen.createEngine({ model: url, weights, encoder, cache, useCache: cache ? undefined : false, context, onProgress });
     window.benchEngine = e;
     const info = await e.info();
     return { loadS: s(), marks, estimate, warnings, info };
@@ -339,7 +344,8 @@ try {
   for (const weights of gpuFormats) {
     const r = await runLoad({ weights, encoder: "gpu", cache: false, label: `${weights} first load, GPU encoder`, limitS: gpuLimitS });
     results.runs.push(r);
-    const auto = results.runs.find((x) => x.weights === weights && x.encoder === "auto" && x.calls);
+    const earlier = env.COMPARE_WITH ? JSON.parse(fs.readFileSync(env.COMPARE_WITH, "utf8")).runs : [];
+    const auto = [...results.runs, ...earlier].find((x) => x.weights === weights && x.encoder === "auto" && x.calls);
     if (r.calls && auto) check(JSON.stringify(r.calls.ids) === JSON.stringify(auto.calls.ids), `${weights}: GPU encoder's ids ${r.calls.ids} equal the CPU encoder's ${auto.calls.ids}`);
   }
 } finally {
@@ -357,7 +363,7 @@ const lines = [
   `model: ${results.config.layers} layers, vocab ${results.config.vocab}, bf16 ${modelBytes.toLocaleString("en")} B; context ${context}; ` +
   `download alone (localhost): ${GB(results.rawDownload.bytes)} GB in ${sec(results.rawDownload.seconds)}.`,
   "",
-  "| weights | load | bytes read | model requests | download wait | quantize + upload (`put`) | GPU finish | store write | createEngine | first call TTFT (kernel compile + 1 token) | next call TTFT (1 token) | ready to chat | GPU bytes | peak RSS: GPU process / renderer | wasm memory |",
+  "| weights | load | bytes read | model requests | waiting for bytes | quantize + upload (`put`) | GPU finish | store write | createEngine | first call TTFT (kernel compile + 1 token) | next call TTFT (1 token) | ready to chat | GPU bytes | peak RSS: GPU process / renderer | wasm memory |",
   "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
 ];
 for (const r of results.runs) {

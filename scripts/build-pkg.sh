@@ -57,6 +57,9 @@ VERSION=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
 REPO=$(sed -n 's/^repository = "\(.*\)"/\1/p' Cargo.toml | head -n1)
 REPO=${REPO:-${QWEN_PKG_REPOSITORY:-https://github.com/qwen-webgpu/qwen-webgpu}}
 REPO=${REPO%.git}
+# Every module of js/ ships (a module left out of "files" breaks every import of the package:
+# store.js once was).
+JS_FILES=$(cd js && ls *.js | sed 's/.*/"&"/' | paste -sd, - | sed 's/,/, /g')
 cat > "$OUT/package.json" <<JSON
 {
   "name": "qwen-webgpu",
@@ -76,7 +79,7 @@ cat > "$OUT/package.json" <<JSON
     "./worker.js": "./worker.js",
     "./package.json": "./package.json"
   },
-  "files": ["index.js", "index.d.ts", "engine.js", "sources.js", "worker.js", "errors.js", "stream.js", "cache.js", "qwen_webgpu.js", "qwen_webgpu_bg.wasm", "README.md", "LICENSE-MIT", "LICENSE-APACHE"],
+  "files": [$JS_FILES, "index.d.ts", "qwen_webgpu.js", "qwen_webgpu_bg.wasm", "README.md", "LICENSE-MIT", "LICENSE-APACHE"],
   "sideEffects": ["./worker.js"],
   "keywords": ["qwen", "llm", "webgpu", "wasm", "wgsl"]
 }

@@ -198,7 +198,7 @@ export default function downloadTests({ test, eq, ok, page, server, origin, expe
     const r = await page.evaluate(async () => {
       await qwen.deleteModelCache("/slow/sharded/");
       const ev = [];
-      const engine = await qwen.createEngine({ model: "/slow/sharded/", download: { chunkBytes: 8192, concurrency: 2 }, onProgress: (p) => ev.push(p) });
+      const engine = await qwen.createEngine({ model: "/slow/sharded/", cache: false, download: { chunkBytes: 8192, concurrency: 2 }, onProgress: (p) => ev.push(p) });
       const ids = (await engine.generateIds({ promptIds: [5, 6, 7, 8], max_tokens: 12, temperature: 0 })).ids;
       await engine.unload();
       await qwen.deleteModelCache("/slow/sharded/");

@@ -119,6 +119,8 @@ export default function packageTests({ test, eq, ok, page, origin, root, fixture
     const { files } = await packPkg(root);
     for (const f of ["LICENSE-MIT", "LICENSE-APACHE", "README.md", "package.json", "index.js", "index.d.ts", "worker.js", "engine.js",
       "sources.js", "errors.js", "stream.js", "cache.js", "qwen_webgpu.js", "qwen_webgpu_bg.wasm"]) ok(files.includes(f), `the tarball lacks ${f}: ${files}`);
+    // Every module of js/ (a new one left out of "files" breaks every import of the package).
+    for (const f of fs.readdirSync(path.join(root, "js")).filter((n) => n.endsWith(".js"))) ok(files.includes(f), `the tarball lacks js/${f}: ${files}`);
     eq(fs.readFileSync(path.join(root, "pkg/LICENSE-MIT"), "utf8"), fs.readFileSync(path.join(root, "LICENSE-MIT"), "utf8"), "pkg/LICENSE-MIT");
     ok(/Copyright \(c\) the qwen-webgpu developers/.test(fs.readFileSync(path.join(root, "pkg/LICENSE-MIT"), "utf8")), "MIT copyright line");
     ok(/Apache License\s+Version 2\.0, January 2004/.test(fs.readFileSync(path.join(root, "pkg/LICENSE-APACHE"), "utf8")), "Apache text");
@@ -278,7 +280,14 @@ export default function packageTests({ test, eq, ok, page, origin, root, fixture
         });
         try {
           await dev.listen();
-          await page.goto(dev.resolvedUrls.local[0]);
+          // Vite's dependency optimiser may reload the page while it first loads: the
+          // navigation is then aborted (net::ERR_ABORTED); the reloaded page is the one to test.
+          try {
+            await page.goto(dev.resolvedUrls.local[0]);
+          } catch (e) {
+            if (!/ERR_ABORTED/.test(String(e))) throw e;
+            await page.goto(dev.resolvedUrls.local[0]);
+          }
           await page.waitForFunction(() => window.appReady === true, null, { timeout: 60000 });
           got[name] = await page.evaluate(async () => {
             const t0 = performance.now();

@@ -4,7 +4,7 @@
 # Rebuild pkg/ when it is missing, asked for (REBUILD_PKG=1), or older than any source.
 ensure_pkg() {
   if [ -n "${REBUILD_PKG:-}" ] || [ ! -f "$ROOT/pkg/qwen_webgpu_bg.wasm" ] || [ ! -f "$ROOT/pkg/index.js" ] || \
-     [ -n "$(find "$ROOT/src" "$ROOT/js" "$ROOT/shaders" "$ROOT/Cargo.toml" -newer "$ROOT/pkg/qwen_webgpu_bg.wasm" -type f 2>/dev/null | head -n1)" ]; then
+     [ -n "$(find "$ROOT/src" "$ROOT/js" "$ROOT/shaders" "$ROOT/Cargo.toml" "$ROOT/scripts/build-pkg.sh" -newer "$ROOT/pkg/qwen_webgpu_bg.wasm" -type f 2>/dev/null | head -n1)" ]; then
     echo "building the package (scripts/build-pkg.sh)"
     "$ROOT/scripts/build-pkg.sh"
   fi

@@ -38,6 +38,7 @@ import path from "node:path";
 import { createRequire } from "node:module";
 import { spawnSync } from "node:child_process";
 import { startServer } from "../tests/web/server.mjs";
+import { workerSessions } from "../tests/web/cdp.mjs";
 
 const root = path.resolve(path.dirname(new URL(import.meta.url).pathname), "..");
 const { chromium } = createRequire(path.join(root, "tests/web/package.json"))("playwright-core");
@@ -162,28 +163,12 @@ async function launch() {
   await page.waitForFunction(() => window.qwenReady === true, null, { timeout: 120000 });
   // The engine's worker, through the DevTools protocol, for its wasm memory.
   const cdp = await context.newCDPSession(page);
-  const workers = new Map();
-  const pending = new Map();
-  let nextId = 1;
-  cdp.on("Target.attachedToTarget", (e) => { if (e.targetInfo.type === "worker") workers.set(e.sessionId, e.targetInfo.url); });
-  cdp.on("Target.detachedFromTarget", (e) => workers.delete(e.sessionId));
-  cdp.on("Target.receivedMessageFromTarget", (e) => {
-    const m = JSON.parse(e.message);
-    const p = pending.get(m.id);
-    if (!p) return;
-    pending.delete(m.id);
-    if (m.error) p.reject(new Error(m.error.message)); else p.resolve(m.result);
-  });
-  await cdp.send("Target.setAutoAttach", { autoAttach: true, waitForDebuggerOnStart: false, flatten: false });
+  const { workers, send } = await workerSessions(cdp);
   const wasmBytes = async () => {
     const ids = [...workers.keys()];
     if (ids.length !== 1) return null;
-    const id = nextId++;
-    const r = await new Promise((resolve, reject) => {
-      pending.set(id, { resolve, reject });
-      cdp.send("Target.sendMessageToTarget", { sessionId: ids[0], message: JSON.stringify({ id, method: "Runtime.evaluate", params: {
-        expression: 'import("/pkg/qwen_webgpu.js").then((m) => m.default()).then((w) => w.memory.buffer.byteLength)', awaitPromise: true, returnByValue: true } }) }).catch(reject);
-    });
+    const r = await send(ids[0], "Runtime.evaluate", {
+      expression: 'import("/pkg/qwen_webgpu.js").then((m) => m.default()).then((w) => w.memory.buffer.byteLength)', awaitPromise: true, returnByValue: true });
     return r.exceptionDetails ? null : r.result.value;
   };
   return { context, page, wasmBytes, close: () => context.close() };

@@ -8,6 +8,8 @@
 // SOAK_MODES=worker,thread adds a run with the engine on the page (useWorker: false).
 // Registered by run.mjs: `(await import("./soak.mjs")).default(ctx)`.
 
+import { workerSessions } from "./cdp.mjs";
+
 /** The most the JS heap (used bytes after GC) may grow from the first turn to the last. */
 const HEAP_BOUND = 2 << 20;
 
@@ -18,24 +20,7 @@ const HEAP_BOUND = 2 << 20;
  */
 async function heapProbe(page) {
   const cdp = await page.context().newCDPSession(page);
-  const workers = new Map(); // sessionId -> url
-  const pending = new Map();
-  let nextId = 1;
-  cdp.on("Target.attachedToTarget", (e) => { if (e.targetInfo.type === "worker") workers.set(e.sessionId, e.targetInfo.url); });
-  cdp.on("Target.detachedFromTarget", (e) => workers.delete(e.sessionId));
-  cdp.on("Target.receivedMessageFromTarget", (e) => {
-    const m = JSON.parse(e.message);
-    const p = pending.get(m.id);
-    if (!p) return;
-    pending.delete(m.id);
-    if (m.error) p.reject(new Error(`${m.error.message} (worker)`)); else p.resolve(m.result);
-  });
-  await cdp.send("Target.setAutoAttach", { autoAttach: true, waitForDebuggerOnStart: false, flatten: false });
-  const inWorker = (sessionId, method, params = {}) => new Promise((resolve, reject) => {
-    const id = nextId++;
-    pending.set(id, { resolve, reject });
-    cdp.send("Target.sendMessageToTarget", { sessionId, message: JSON.stringify({ id, method, params }) }).catch(reject);
-  });
+  const { workers, send: inWorker } = await workerSessions(cdp);
   const heap = async (send) => {
     for (let i = 0; i < 3; i++) await send("HeapProfiler.collectGarbage");
     const h = await send("Runtime.getHeapUsage");

@@ -13,13 +13,13 @@ mod cli {
     use clap::{Args, Parser, Subcommand};
     use qwen_webgpu::generate::{generate, GenerateOptions, Generator};
     use qwen_webgpu::gpu::GpuOptions;
+    use qwen_webgpu::model::weights::Encoder;
     use qwen_webgpu::model::{self, read_config, KvFormat};
     use qwen_webgpu::sampler::SamplingParams;
     use qwen_webgpu::tokenizer::{
         chat_prompt_ids, prompt_budget, ChatMessage, TextStream, Tokenizer, DEFAULT_SYSTEM_PROMPT,
     };
     use qwen_webgpu::weights::quant::{self, WeightFormat};
-    use qwen_webgpu::model::weights::Encoder;
     use qwen_webgpu::weights::{FileSource, TensorSource};
     use qwen_webgpu::{Error, ModelOptions, Qwen, Result};
     use std::io::{BufRead, Read, Write};

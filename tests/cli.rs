@@ -95,7 +95,9 @@ fn info_reports_family_parameters_and_memory() {
     assert!(out.contains("gpu memory: total"), "{out}");
     // A context no GPU holds is refused up front (it used to wrap the memory figures around,
     // and panic in a debug build: found by scripts/probe.py).
-    for (flag, v) in [("--context", "4611686018427387904"), ("--context", "0"), ("--context", "1048577"), ("--max-batch", "0")] {
+    for (flag, v) in
+        [("--context", "4611686018427387904"), ("--context", "0"), ("--context", "1048577"), ("--max-batch", "0")]
+    {
         let (code, out, err) = cli(&["info", "--model", dir.to_str().unwrap(), flag, v]);
         assert_eq!(code, 1, "{flag} {v}: {out}{err}");
         assert!(err.contains(flag) && !err.contains("panicked"), "{flag} {v}: {err}");

@@ -9,9 +9,9 @@ mod common;
 use common::{fixture, gpu, gpu_with, FileDtype, Rng, Spec};
 use half::{bf16, f16};
 use qwen_webgpu::gpu::{Gpu, GpuMatrix, Recorder, ShaderKey};
+use qwen_webgpu::model::weights::{self, Encoder};
 use qwen_webgpu::ops::{self, QuantizeRows};
 use qwen_webgpu::weights::quant::{encode_rows, WeightFormat};
-use qwen_webgpu::model::weights::{self, Encoder};
 use qwen_webgpu::weights::{Dtype, FileSource};
 use qwen_webgpu::QwenConfig;
 
@@ -43,7 +43,22 @@ fn softfloat(g: &Gpu, op: u32, a: &[u32], b: &[u32]) -> Vec<u32> {
 fn interesting(rng: &mut Rng, n: usize) -> (Vec<u32>, Vec<u32>) {
     let mut a = Vec::with_capacity(n);
     let mut b = Vec::with_capacity(n);
-    let specials = [0u32, 0x8000_0000, 1, 0x8000_0001, 0x007f_ffff, 0x0080_0000, 0x7f7f_ffff, 0x7f80_0000, 0xff80_0000, 0x7fc0_0000, 0x3f80_0000, 0x4b40_0000, 0x477f_e000, 0xc77f_e000];
+    let specials = [
+        0u32,
+        0x8000_0000,
+        1,
+        0x8000_0001,
+        0x007f_ffff,
+        0x0080_0000,
+        0x7f7f_ffff,
+        0x7f80_0000,
+        0xff80_0000,
+        0x7fc0_0000,
+        0x3f80_0000,
+        0x4b40_0000,
+        0x477f_e000,
+        0xc77f_e000,
+    ];
     for i in 0..n {
         let pick = |rng: &mut Rng, other: u32| -> u32 {
             let r = rng.next_u64() as u32;
@@ -52,7 +67,7 @@ fn interesting(rng: &mut Rng, n: usize) -> (Vec<u32>, Vec<u32>) {
                 1 => r & 0x807f_ffff | (((rng.next_u64() as u32) % 8) << 23), // subnormal / tiny exponents
                 2 => r & 0x80ff_ffff | ((120 + (rng.next_u64() as u32) % 16) << 24 >> 1), // around 1
                 3 => ((((rng.next_u64() as u32) % 64) as f32 - 32.0) * 0.5).to_bits(), // halves
-                4 => other ^ ((rng.next_u64() as u32) & 0xf), // near the other operand
+                4 => other ^ ((rng.next_u64() as u32) & 0xf),                 // near the other operand
                 5 => specials[((rng.next_u64() as u32) as usize) % specials.len()],
                 6 => f16::from_bits((rng.next_u64() as u32) as u16).to_f32().to_bits(),
                 7 => bf16::from_bits((rng.next_u64() as u32) as u16).to_f32().to_bits(),
@@ -99,11 +114,17 @@ fn softfloat_matches_the_cpu_bit_for_bit() {
                 continue; // only used on small integral values
             }
             let w = want(x, y);
-            let nan = |v: u32| if op == 4 { v & 0x7c00 == 0x7c00 && v & 0x3ff != 0 } else { f32::from_bits(v).is_nan() };
+            let nan =
+                |v: u32| if op == 4 { v & 0x7c00 == 0x7c00 && v & 0x3ff != 0 } else { f32::from_bits(v).is_nan() };
             let same = if nan(w) { nan(got[i]) } else { got[i] == w };
             if !same {
                 if bad < 8 {
-                    eprintln!("{name}: {x:#010x} ({:e}), {y:#010x} ({:e}): got {:#010x}, want {w:#010x}", f(x), f(y), got[i]);
+                    eprintln!(
+                        "{name}: {x:#010x} ({:e}), {y:#010x} ({:e}): got {:#010x}, want {w:#010x}",
+                        f(x),
+                        f(y),
+                        got[i]
+                    );
                 }
                 bad += 1;
             }
@@ -241,14 +262,29 @@ fn gpu_encoder_equals_the_cpu_encoder() {
             let diff_s = got_s.iter().zip(&want_s).position(|(a, b)| a != b);
             assert_eq!(got_w.len(), want_w.len());
             assert_eq!(got_s.len(), want_s.len());
-            assert!(diff_w.is_none(), "{dtype:?} -> {format:?}: word {diff_w:?} differs ({:#x?} vs {:#x?})", diff_w.map(|i| got_w[i]), diff_w.map(|i| want_w[i]));
-            assert!(diff_s.is_none(), "{dtype:?} -> {format:?}: scale {diff_s:?} differs ({:?} vs {:?})", diff_s.map(|i| got_s[i]), diff_s.map(|i| want_s[i]));
+            assert!(
+                diff_w.is_none(),
+                "{dtype:?} -> {format:?}: word {diff_w:?} differs ({:#x?} vs {:#x?})",
+                diff_w.map(|i| got_w[i]),
+                diff_w.map(|i| want_w[i])
+            );
+            assert!(
+                diff_s.is_none(),
+                "{dtype:?} -> {format:?}: scale {diff_s:?} differs ({:?} vs {:?})",
+                diff_s.map(|i| got_s[i]),
+                diff_s.map(|i| want_s[i])
+            );
         }
     }
 }
 
 /// Every matrix buffer of a checkpoint loaded through the uploader, as bytes.
-fn uploaded(dir: &std::path::Path, format: WeightFormat, encoder: Encoder, max_binding: Option<u64>) -> Vec<(String, Vec<u8>)> {
+fn uploaded(
+    dir: &std::path::Path,
+    format: WeightFormat,
+    encoder: Encoder,
+    max_binding: Option<u64>,
+) -> Vec<(String, Vec<u8>)> {
     let g = gpu_with(max_binding);
     let cfg = QwenConfig::from_json(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
     let mut src = FileSource::open_dir(dir).unwrap();
@@ -265,7 +301,10 @@ fn uploaded(dir: &std::path::Path, format: WeightFormat, encoder: Encoder, max_b
     let mut out = Vec::new();
     for (name, m) in mats {
         for (k, c) in m.chunks.iter().enumerate() {
-            out.push((format!("{name}[{k}] {:?}", m.format), pollster::block_on(g.read(&c.buffer, 0, c.buffer.size())).unwrap()));
+            out.push((
+                format!("{name}[{k}] {:?}", m.format),
+                pollster::block_on(g.read(&c.buffer, 0, c.buffer.size())).unwrap(),
+            ));
         }
     }
     out
@@ -277,7 +316,8 @@ fn uploads_encoded_on_the_gpu_equal_the_cpu_encoders() {
     // each dtype a checkpoint can hold, and 64 KiB bindings: matrices split into chunks and
     // tensors larger than the staging buffer go up in blocks.
     for (dtype, seed) in [(FileDtype::BF16, 1), (FileDtype::F16, 2), (FileDtype::F32, 3)] {
-        let spec = Spec { hidden: 128, heads: 4, kv_heads: 4, head_dim: 32, ff: 200, vocab: 2001, dtype, ..Spec::qwen_v1() };
+        let spec =
+            Spec { hidden: 128, heads: 4, kv_heads: 4, head_dim: 32, ff: 200, vocab: 2001, dtype, ..Spec::qwen_v1() };
         let (dir, _) = fixture(&format!("encoder-{seed}"), &spec, seed);
         for format in [WeightFormat::Q4, WeightFormat::Q8, WeightFormat::F16] {
             let gpu_side = uploaded(&dir, format, Encoder::Gpu, Some(1 << 16));
@@ -294,7 +334,16 @@ fn uploads_encoded_on_the_gpu_equal_the_cpu_encoders() {
 
 #[test]
 fn a_bad_value_fails_the_load_naming_tensor_and_row() {
-    let spec = Spec { hidden: 128, heads: 4, kv_heads: 4, head_dim: 32, ff: 200, vocab: 301, dtype: FileDtype::F32, ..Spec::qwen_v1() };
+    let spec = Spec {
+        hidden: 128,
+        heads: 4,
+        kv_heads: 4,
+        head_dim: 32,
+        ff: 200,
+        vocab: 301,
+        dtype: FileDtype::F32,
+        ..Spec::qwen_v1()
+    };
     let mut t = common::random_tensors(&spec, 4);
     let name = "transformer.h.1.mlp.c_proj.weight";
     let (shape, vals) = t.get_mut(name).unwrap();
@@ -305,7 +354,9 @@ fn a_bad_value_fails_the_load_naming_tensor_and_row() {
     let cfg = QwenConfig::from_json(&spec.config_json()).unwrap();
     for format in [WeightFormat::Q4, WeightFormat::F16] {
         let mut src = FileSource::open_dir(&dir).unwrap();
-        let e = weights::load(gpu(), &cfg, &mut src, format, Encoder::Gpu, &mut |_, _| {}).err().expect("the load should fail");
+        let e = weights::load(gpu(), &cfg, &mut src, format, Encoder::Gpu, &mut |_, _| {})
+            .err()
+            .expect("the load should fail");
         let msg = e.to_string();
         assert!(msg.contains(name) && msg.contains("row 17") && msg.contains("non-finite"), "{format:?}: {msg}");
     }

@@ -81,8 +81,8 @@ pub struct Gpu {
     dump_wgsl: Option<std::path::PathBuf>,
     /// First error the device reported outside an error scope (validation, out of memory, loss).
     fault: Arc<Mutex<Option<Fault>>>,
-    /// Out-of-memory error scopes popped but not yet read, with what each covered (see
-    /// [`Gpu::scoped`]).
+    /// Error scopes (out of memory, validation) popped but not yet read, with what each
+    /// covered (see [`Gpu::scoped`]).
     scopes: RefCell<Vec<(String, ScopeResult)>>,
 }
 

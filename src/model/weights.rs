@@ -196,16 +196,12 @@ impl Uploader {
         self.encoder = encoder.resolve(&self.gpu);
     }
 
-    /// Where plain matrices are encoded: `Gpu` or `Cpu`.
-    pub fn encoder(&self) -> Encoder {
-        self.encoder
-    }
-
     /// Allocate every GPU buffer of the weights.
     /// Each buffer is made in an out-of-memory error scope naming it (see [`Gpu::scoped`]).
     fn allocate(gpu: &Gpu, cfg: &QwenConfig, format: WeightFormat) -> Result<QwenWeights> {
         let (d, ff, v) = (cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size);
-        let f32_buf = |label: &str, n: usize| gpu.scoped(|| format!("allocating {label}"), || gpu.storage(label, n as u64 * 4));
+        let f32_buf =
+            |label: &str, n: usize| gpu.scoped(|| format!("allocating {label}"), || gpu.storage(label, n as u64 * 4));
         let matrix = |label: &str, rows: usize, cols: usize| {
             gpu.scoped(|| format!("allocating {label}"), || GpuMatrix::new(gpu, label, rows, cols, format))
         };
@@ -266,7 +262,10 @@ impl Uploader {
                 info.byte_len()
             )));
         }
-        let is_matrix = matches!(slot, Slot::Embed | Slot::LmHead | Slot::Qkv(..) | Slot::OProj(_) | Slot::GateUp(..) | Slot::Down(_));
+        let is_matrix = matches!(
+            slot,
+            Slot::Embed | Slot::LmHead | Slot::Qkv(..) | Slot::OProj(_) | Slot::GateUp(..) | Slot::Down(_)
+        );
         let gpu_slot = if is_matrix && *part == Part::Whole && self.encoder == Encoder::Gpu {
             if self.gpu_encoder.is_none() {
                 self.gpu_encoder = Some(self.make_gpu_encoder()?);
@@ -292,9 +291,11 @@ impl Uploader {
                 (Part::Whole, Some((slot, enc))) => {
                     encode_on_gpu(gpu, enc, slot, m, row0, name, &info.dtype, bytes, shape[0], shape[1])
                 }
-                (Part::Whole, None) => weights::for_row_blocks(name, &info.dtype, bytes, shape[0], shape[1], &mut |r, vals| {
-                    m.write_rows(gpu, row0 + r, vals, name)
-                }),
+                (Part::Whole, None) => {
+                    weights::for_row_blocks(name, &info.dtype, bytes, shape[0], shape[1], &mut |r, vals| {
+                        m.write_rows(gpu, row0 + r, vals, name)
+                    })
+                }
                 (Part::QWeight, _) => m.write_words(gpu, row0, bytes, name),
                 (Part::Scales, _) => m.write_scales(gpu, row0, bytes, name),
             }
@@ -323,15 +324,15 @@ impl Uploader {
 
     fn make_gpu_encoder(&self) -> Result<GpuEncoder> {
         let gpu = &self.gpu;
-        let matrices = self
-            .layout
-            .values()
-            .filter(|(_, part, shape, _)| *part == Part::Whole && shape.len() == 2)
-            .count();
+        let matrices =
+            self.layout.values().filter(|(_, part, shape, _)| *part == Part::Whole && shape.len() == 2).count();
         let staging = STAGING_BYTES.min(gpu.max_binding);
         let errors = vec![u32::MAX; matrices.max(1)];
         Ok(GpuEncoder {
-            staging: gpu.scoped(|| "allocating the encoder's staging buffer".into(), || gpu.storage("encoder staging", staging))?,
+            staging: gpu.scoped(
+                || "allocating the encoder's staging buffer".into(),
+                || gpu.storage("encoder staging", staging),
+            )?,
             errors: gpu.scoped(
                 || "allocating the encoder's error slots".into(),
                 || gpu.storage_init("encoder errors", bytemuck::cast_slice(&errors)),
@@ -357,7 +358,9 @@ impl Uploader {
                 let row = key / 4;
                 return Err(Error::Weights(match key % 4 {
                     1 => format!("{name}: non-finite value in row {row}"),
-                    _ => format!("{name}: a value in row {row} is outside the f16 range (|x| > 65504) or needs a scale past it"),
+                    _ => format!(
+                        "{name}: a value in row {row} is outside the f16 range (|x| > 65504) or needs a scale past it"
+                    ),
                 }));
             }
         }
@@ -387,15 +390,7 @@ fn encode_on_gpu(
     rows: usize,
     cols: usize,
 ) -> Result<()> {
-    let size = match dtype {
-        weights::Dtype::F32 | weights::Dtype::F16 | weights::Dtype::BF16 => dtype.size().unwrap_or(2),
-        weights::Dtype::Other(_) => {
-            return Err(Error::Weights(format!(
-                "tensor {name} has dtype {}; only F32, F16 and BF16 checkpoints are supported",
-                dtype.name()
-            )))
-        }
-    };
+    let size = weights::float_size(name, dtype)?;
     let row_bytes = bytes.len() / rows.max(1);
     if row_bytes * rows != bytes.len() || row_bytes != cols * size {
         return Err(Error::Weights(format!(
@@ -409,10 +404,12 @@ fn encode_on_gpu(
             m.rows, m.cols
         )));
     }
-    let per_block = (enc.staging.size() as usize / row_bytes.max(1)).max(1);
     if row_bytes as u64 > enc.staging.size() {
-        return Err(Error::Weights(format!("tensor {name}: a row of {row_bytes} bytes is larger than the encoder's staging buffer")));
+        return Err(Error::Weights(format!(
+            "tensor {name}: a row of {row_bytes} bytes is larger than the encoder's staging buffer"
+        )));
     }
+    let per_block = (enc.staging.size() as usize / row_bytes.max(1)).max(1);
     let spr = m.format.scales_per_row(cols);
     for r in (0..rows).step_by(per_block) {
         let n = per_block.min(rows - r);

@@ -574,22 +574,6 @@ pub fn sample_in(
     rec.dispatch(&k, params, &[logits, seen, out], 1)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    #[test]
-    fn params_are_uniform_sized() {
-        // WGSL uniform structs are padded to 16 bytes; these sizes mirror the shaders.
-        assert_eq!(std::mem::size_of::<EmbedParams>(), 32);
-        assert_eq!(std::mem::size_of::<RmsNormParams>(), 16);
-        assert_eq!(std::mem::size_of::<LinearParams>(), 32);
-        assert_eq!(std::mem::size_of::<RopeParams>(), 32);
-        assert_eq!(std::mem::size_of::<AttentionParams>(), 32);
-        assert_eq!(std::mem::size_of::<CountParams>(), 16);
-        assert_eq!(std::mem::size_of::<SampleParams>(), 48);
-    }
-}
-
 crate::kernel_params! {
     /// Uniform parameters of the weight encoder (see `shaders/quantize.wgsl`).
     pub struct QuantizeParams {
@@ -638,16 +622,13 @@ pub fn quantize(rec: &mut Recorder, job: &QuantizeRows) -> Result<()> {
         .flag("OUT_Q4", job.format == WeightFormat::Q4)
         .flag("OUT_Q8", job.format == WeightFormat::Q8)
         .flag("OUT_F16", job.format == WeightFormat::F16);
-    match job.dtype {
-        Dtype::F32 | Dtype::F16 | Dtype::BF16 => {}
-        Dtype::Other(d) => return Err(Error::Weights(format!("dtype {d}: only F32, F16 and BF16 can be encoded"))),
-    }
+    crate::weights::float_size("to encode", job.dtype)?;
     if job.format != WeightFormat::F16 && !job.cols.is_multiple_of(2 * crate::weights::quant::GROUP) {
         return Err(Error::Weights(format!("{} rows of {} values cannot be grouped", job.format.name(), job.cols)));
     }
     let threads = match job.format {
         WeightFormat::F16 => job.rows * job.stride,
-        _ => job.rows * (job.cols / 64),
+        _ => job.rows * (job.cols / (2 * crate::weights::quant::GROUP)),
     };
     // Every offset the kernel computes must fit its u32 arithmetic.
     u((job.src_row0 + job.rows) * job.cols)?;
@@ -664,4 +645,20 @@ pub fn quantize(rec: &mut Recorder, job: &QuantizeRows) -> Result<()> {
         err_row0: u(job.err_row0)?,
     };
     rec.dispatch(&k, &p, &[job.src, job.dst, job.err], groups(threads, 64)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[test]
+    fn params_are_uniform_sized() {
+        // WGSL uniform structs are padded to 16 bytes; these sizes mirror the shaders.
+        assert_eq!(std::mem::size_of::<EmbedParams>(), 32);
+        assert_eq!(std::mem::size_of::<RmsNormParams>(), 16);
+        assert_eq!(std::mem::size_of::<LinearParams>(), 32);
+        assert_eq!(std::mem::size_of::<RopeParams>(), 32);
+        assert_eq!(std::mem::size_of::<AttentionParams>(), 32);
+        assert_eq!(std::mem::size_of::<CountParams>(), 16);
+        assert_eq!(std::mem::size_of::<SampleParams>(), 48);
+    }
 }

@@ -229,15 +229,25 @@ mod native {
     }
 }
 
+/// Bytes per value of a float dtype a checkpoint may store weights in (F32, F16, BF16); any
+/// other dtype is an error naming tensor `name`.
+pub fn float_size(name: &str, dtype: &Dtype) -> Result<usize> {
+    match dtype {
+        Dtype::F32 => Ok(4),
+        Dtype::F16 | Dtype::BF16 => Ok(2),
+        Dtype::Other(d) => Err(Error::Weights(format!(
+            "tensor {name} has dtype {d}; only F32, F16 and BF16 checkpoints are supported"
+        ))),
+    }
+}
+
 fn elements<'a>(name: &str, dtype: &Dtype, bytes: &'a [u8]) -> Result<Box<dyn Iterator<Item = f32> + 'a>> {
+    float_size(name, dtype)?;
     Ok(match dtype {
         Dtype::F32 => Box::new(bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))),
         Dtype::F16 => Box::new(bytes.chunks_exact(2).map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32())),
-        Dtype::BF16 => Box::new(bytes.chunks_exact(2).map(|c| bf16::from_le_bytes([c[0], c[1]]).to_f32())),
-        Dtype::Other(d) => {
-            return Err(Error::Weights(format!(
-                "tensor {name} has dtype {d}; only F32, F16 and BF16 checkpoints are supported"
-            )))
+        Dtype::BF16 | Dtype::Other(_) => {
+            Box::new(bytes.chunks_exact(2).map(|c| bf16::from_le_bytes([c[0], c[1]]).to_f32()))
         }
     })
 }

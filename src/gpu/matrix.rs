@@ -113,12 +113,7 @@ impl GpuMatrix {
             )));
         }
         let n_rows = bytes.len() / row_bytes;
-        for c in &self.chunks {
-            let lo = row0.max(c.row0);
-            let hi = (row0 + n_rows).min(c.row0 + c.rows);
-            if lo >= hi {
-                continue;
-            }
+        for (c, lo, hi) in self.chunks_over(row0, n_rows) {
             // Scales start after the chunk's words; spr is even (WeightFormat::for_cols), so
             // every offset here is 4-byte aligned.
             let base = if scales { c.scales_offset(self.stride) * 4 } else { 0 };
@@ -126,6 +121,16 @@ impl GpuMatrix {
             gpu.write(&c.buffer, at as u64, &bytes[(lo - row0) * row_bytes..(hi - row0) * row_bytes]);
         }
         Ok(())
+    }
+
+    /// The chunks holding rows `row0..row0 + n`, each with the part of that range it holds
+    /// (`lo..hi`, matrix rows), in row order.
+    pub fn chunks_over(&self, row0: usize, n: usize) -> impl Iterator<Item = (&MatrixChunk, usize, usize)> {
+        self.chunks.iter().filter_map(move |c| {
+            let lo = row0.max(c.row0);
+            let hi = (row0 + n).min(c.row0 + c.rows);
+            (lo < hi).then_some((c, lo, hi))
+        })
     }
 
     pub fn gpu_bytes(&self) -> u64 {

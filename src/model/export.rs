@@ -204,12 +204,7 @@ async fn read_matrix(gpu: &Gpu, m: &GpuMatrix, part: Part, g0: usize, n: usize, 
         return Err(Error::Weights(format!("export: {name}: rows {g0}..{} of a {}-row matrix", g0 + n, m.rows)));
     }
     let mut out = Vec::with_capacity(n * out_row);
-    for c in &m.chunks {
-        let lo = g0.max(c.row0);
-        let hi = (g0 + n).min(c.row0 + c.rows);
-        if lo >= hi {
-            continue;
-        }
+    for (c, lo, hi) in m.chunks_over(g0, n) {
         // Scales follow the chunk's words; every offset and size here is a multiple of 4
         // (scales per row are even: see WeightFormat::for_cols).
         let base = if scales { c.scales_offset(m.stride) * 4 } else { 0 };

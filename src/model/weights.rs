@@ -415,12 +415,7 @@ fn encode_on_gpu(
         let n = per_block.min(rows - r);
         gpu.write(&enc.staging, 0, &bytes[r * row_bytes..(r + n) * row_bytes]);
         let mut rec = Recorder::new(gpu);
-        for c in &m.chunks {
-            let lo = (row0 + r).max(c.row0);
-            let hi = (row0 + r + n).min(c.row0 + c.rows);
-            if lo >= hi {
-                continue;
-            }
+        for (c, lo, hi) in m.chunks_over(row0 + r, n) {
             ops::quantize(
                 &mut rec,
                 &QuantizeRows {

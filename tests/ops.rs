@@ -508,6 +508,31 @@ fn block_matvec_kernels_run_where_they_fit() {
     assert!(ops::linear_with(&mut rec, LinearKernel::Block, &x, 0, 1, &odd, None, &out, false).is_err());
 }
 
+/// The kernel each batch size gets: never the tiled matmul for a few tokens, and on CPU
+/// adapters (barriers are dear there) never at all; the mat-vecs take BLOCK_TOKENS tokens a
+/// workgroup above two.
+#[test]
+fn linear_kernel_by_batch_size() {
+    use LinearKernel::*;
+    let mut g = gpu();
+    let m = matrix(&g, &f16_round(&randn(&mut Rng::new(10), 70 * 64)), 70, 64);
+    let odd = matrix(&g, &f16_round(&randn(&mut Rng::new(10), 7 * 36)), 7, 36);
+    let mat_vec = if g.subgroup_size.is_some() { SubgroupBlock } else { MatVec };
+    assert!(g.tuning.block_prefill, "CPU adapters prefill through the mat-vecs: {}", g.describe());
+    for n in [1, 2, 3, 4, 16, 33, 1024] {
+        assert_eq!(ops::linear_kernel(&g, n, &m), mat_vec, "{n} tokens");
+        assert_eq!(ops::linear_kernel(&g, n, &odd), MatVec, "{n} tokens, odd width");
+    }
+    // A GPU's choice (tiled above SMALL_BATCH_TOKENS), on this adapter's subgroups.
+    g.tuning.block_prefill = false;
+    for n in [1, 2, 3, ops::SMALL_BATCH_TOKENS] {
+        assert_eq!(ops::linear_kernel(&g, n, &m), mat_vec, "{n} tokens, GPU tuning");
+    }
+    assert_eq!(ops::linear_kernel(&g, ops::SMALL_BATCH_TOKENS + 1, &m), Tiled);
+    assert_eq!(ops::linear_kernel(&g, 3, &odd), Tiled, "odd widths have no block kernel");
+    assert_eq!(ops::linear_kernel(&g, 2, &odd), MatVec);
+}
+
 /// The sampling kernel against the CPU's definition (`sampler::draw`): the same token for the
 /// same logits, parameters, seed and step, across greedy-with-penalty, temperature, top-k,
 /// top-p and both, with ties, NaN and -inf among the logits; and the chosen token's bit set.

@@ -30,32 +30,6 @@ struct Params {
 
 #include "common/weights.wgsl"
 
-#ifndef VEC4_IO
-#ifdef W_Q8
-// Group grp (32 weights) of row r · x[xk .. xk + 32], scaled.
-fn group_dot(r: u32, grp: u32, xk: u32) -> f32 {
-    var s = 0.0;
-    for (var j = 0u; j < 8u; j++) {
-        let k = xk + 4u * j;
-        s += dot(q8_quad(w_u32(r * p.stride + grp * 8u + j)), vec4<f32>(x[k], x[k + 1u], x[k + 2u], x[k + 3u]));
-    }
-    return s * w_scale(r, grp);
-}
-#endif
-#ifdef W_Q4
-fn group_dot(r: u32, grp: u32, xk: u32) -> f32 {
-    var s = 0.0;
-    for (var j = 0u; j < 4u; j++) {
-        let word = w_u32(r * p.stride + grp * 4u + j);
-        let k = xk + 8u * j;
-        s += dot(q4_lo(word) - 8.0, vec4<f32>(x[k], x[k + 1u], x[k + 2u], x[k + 3u]));
-        s += dot(q4_hi(word) - 8.0, vec4<f32>(x[k + 4u], x[k + 5u], x[k + 6u], x[k + 7u]));
-    }
-    return s * w_scale(r, grp);
-}
-#endif
-#endif
-
 // out[t, row0 + r] (+)= acc (+ bias).
 fn store(t: u32, r: u32, acc_in: f32) {
     var acc = acc_in;

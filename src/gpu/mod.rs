@@ -190,7 +190,7 @@ impl Gpu {
             Some(n) => format!(", subgroups of {n}"),
             None => String::new(),
         };
-        let sg = if self.tuning.block_prefill { format!("{sg}, block-mat-vec prefill") } else { sg };
+        let sg = if self.tuning.block_prefill { format!("{sg}, mat-vec prefill") } else { sg };
         format!(
             "{} ({:?}, {:?}), max storage binding {} MiB{sg}",
             self.info.name,

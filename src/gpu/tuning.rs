@@ -7,12 +7,12 @@ pub const WG: u32 = 64;
 /// Threads of an RMSNorm workgroup on GPUs (2048 values: two 16-byte loads a thread).
 pub const NORM_WG: u32 = 256;
 
-/// The kernel that runs prefill mat-muls (more than two tokens).
+/// The kernel that runs long prefill mat-muls (more than [`crate::ops::SMALL_BATCH_TOKENS`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PrefillKernel {
     /// Tiled through workgroup memory.
     Tiled,
-    /// The block mat-vec, a few tokens a workgroup.
+    /// The mat-vecs, a few tokens a workgroup.
     Block,
 }
 
@@ -29,8 +29,8 @@ pub struct TuningOverrides {
 pub struct Tuning {
     /// A CPU implementation (lavapipe, SwiftShader): workgroup barriers are costly there.
     pub cpu: bool,
-    /// Prefill through the block mat-vec ([`crate::ops::BLOCK_TOKENS`] tokens a workgroup)
-    /// rather than the tiled matmul.
+    /// Prefill through the mat-vecs ([`crate::ops::BLOCK_TOKENS`] tokens a workgroup) at every
+    /// length, rather than the tiled matmul above [`crate::ops::SMALL_BATCH_TOKENS`].
     pub block_prefill: bool,
     /// Rows per workgroup of the block mat-vec: each block of x is loaded once for this many.
     pub block_rows: u32,
@@ -49,12 +49,13 @@ impl Tuning {
     /// `subgroup_size` (None: no subgroup kernels), with `overrides` applied.
     pub fn for_adapter(device_type: wgpu::DeviceType, subgroup_size: Option<u32>, overrides: &TuningOverrides) -> Self {
         let cpu = device_type == wgpu::DeviceType::Cpu;
-        // On CPU adapters with subgroups (lavapipe) the tiled matmul's barriers cost more than
-        // re-reading weights, so prefill uses the subgroup block mat-vec a few tokens at a
-        // time (measured: 9x faster prefill there; on an H100 the tiled matmul is faster).
+        // On CPU adapters the tiled matmul's barriers cost more than re-reading weights, so
+        // prefill uses the mat-vecs a few tokens at a time (lavapipe's subgroup block mat-vec:
+        // 9x faster prefill; without subgroups, as SwiftShader, the barrier-free one-row
+        // mat-vec). On an H100 the tiled matmul was faster for long prompts.
         let block_prefill = match overrides.prefill {
             Some(k) => k == PrefillKernel::Block,
-            None => cpu && subgroup_size.is_some(),
+            None => cpu,
         };
         // CPU adapters load x one SIMD lane at a time, as they load weights: more rows share
         // each x load there (lavapipe: 8 rows and one subgroup a workgroup run q4 mat-vecs

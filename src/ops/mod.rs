@@ -108,8 +108,9 @@ crate::kernel_params! {
 /// Which kernel computes a linear layer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LinearKernel {
-    /// One thread per output: any width (the fallback for f16 widths that are not a
-    /// multiple of 8).
+    /// One thread per output row for one token, or [`BLOCK_TOKENS`] tokens above
+    /// [`MATVEC_MAX_TOKENS`]: any width, no barriers (CPU adapters without subgroups, and
+    /// the fallback for f16 widths that are not a multiple of 8).
     MatVec,
     /// [`crate::gpu::Gpu::block_rows`] rows per workgroup, threads along the rows with 16-byte loads, the sums
     /// reduced through workgroup memory (widths % 8 == 0).
@@ -120,7 +121,7 @@ pub enum LinearKernel {
     Tiled,
 }
 
-/// Tokens per workgroup of the block mat-vec above [`MATVEC_MAX_TOKENS`] tokens: each weight
+/// Tokens per workgroup of the mat-vecs above [`MATVEC_MAX_TOKENS`] tokens: each weight
 /// is loaded once for this many.
 pub const BLOCK_TOKENS: u32 = 8;
 
@@ -132,6 +133,33 @@ pub fn linear_fits(gpu: &crate::gpu::Gpu, kind: LinearKernel, w: &GpuMatrix) -> 
         LinearKernel::Block => w.cols.is_multiple_of(8),
         LinearKernel::SubgroupBlock => w.cols.is_multiple_of(8) && gpu.subgroup_size.is_some_and(|sg| sg <= WG),
     }
+}
+
+/// Up to this many tokens, GPUs run [`linear`] through the block mat-vec ([`BLOCK_TOKENS`]
+/// tokens a workgroup, every weight read once per block) rather than the tiled matmul: a chat
+/// turn's few new tokens must not cost more each than a decoded one. Not yet tuned on a GPU.
+pub const SMALL_BATCH_TOKENS: usize = 32;
+
+/// The kernel [`linear`] runs `w` with for `n_tokens` tokens on this adapter.
+/// - Up to [`MATVEC_MAX_TOKENS`] (decode): a mat-vec, one token at a time.
+/// - With `tuning.block_prefill` (the default on CPU adapters, where barriers cost more than
+///   re-reading weights): always a mat-vec, [`BLOCK_TOKENS`] tokens at a time: the subgroup
+///   block one where there are subgroups (lavapipe), else one thread per row (SwiftShader).
+/// - Else (GPUs): the block mat-vec up to [`SMALL_BATCH_TOKENS`] tokens, the tiled matmul above.
+pub fn linear_kernel(gpu: &crate::gpu::Gpu, n_tokens: usize, w: &GpuMatrix) -> LinearKernel {
+    let cpu = gpu.is_cpu();
+    let tiled = n_tokens > MATVEC_MAX_TOKENS
+        && !gpu.tuning.block_prefill
+        && (n_tokens > SMALL_BATCH_TOKENS || !linear_fits(gpu, LinearKernel::Block, w));
+    if tiled {
+        return LinearKernel::Tiled;
+    }
+    // Without subgroups the block kernel reduces through workgroup barriers, which CPU
+    // adapters pay dearly for: they keep one thread per row.
+    [LinearKernel::SubgroupBlock, LinearKernel::Block]
+        .into_iter()
+        .find(|&k| linear_fits(gpu, k, w) && (k == LinearKernel::SubgroupBlock || !cpu))
+        .unwrap_or(LinearKernel::MatVec)
 }
 
 /// A linear layer `out[t, :] (+)= w · x[x_row0 + t, :] + bias`.
@@ -148,17 +176,7 @@ pub fn linear(
     out: &wgpu::Buffer,
     accumulate: bool,
 ) -> Result<()> {
-    let kind = if n_tokens > MATVEC_MAX_TOKENS && !rec.gpu().tuning.block_prefill {
-        LinearKernel::Tiled
-    } else {
-        // Without subgroups the block kernel reduces through workgroup barriers, which CPU
-        // adapters (SwiftShader in browsers) pay dearly for: they keep one thread per row.
-        let gpu = rec.gpu();
-        [LinearKernel::SubgroupBlock, LinearKernel::Block]
-            .into_iter()
-            .find(|&k| linear_fits(gpu, k, w) && (k == LinearKernel::SubgroupBlock || !gpu.is_cpu()))
-            .unwrap_or(LinearKernel::MatVec)
-    };
+    let kind = linear_kernel(rec.gpu(), n_tokens, w);
     linear_with(rec, kind, x, x_row0, n_tokens, w, bias, out, accumulate)
 }
 
@@ -192,7 +210,11 @@ pub fn linear_with(
             .flag("VEC4_IO", true)
     };
     let key = match kind {
-        LinearKernel::MatVec => ShaderKey::new("matvec").def("WG", WG),
+        LinearKernel::MatVec => ShaderKey::new("matvec")
+            .def("WG", WG)
+            .def("TOKENS", tokens)
+            .flag("MULTI", tokens > 1)
+            .flag("VEC4_IO", w.format != WeightFormat::F16),
         LinearKernel::Block => block(WG).def("SUM_UNTIL", 8),
         LinearKernel::SubgroupBlock => {
             let (sg, wg) = (rec.gpu().subgroup_size.unwrap_or(0), rec.gpu().tuning.block_wg);
@@ -215,7 +237,7 @@ pub fn linear_with(
             scales: u(c.scales_offset(w.stride))?,
         };
         let n_groups = match kind {
-            LinearKernel::MatVec => groups(n_tokens * c.rows, WG)?,
+            LinearKernel::MatVec => u(n_tokens.div_ceil(tokens as usize) * c.rows.div_ceil(WG as usize))?,
             LinearKernel::Tiled => u(n_tokens.div_ceil(TILE as usize) * c.rows.div_ceil(TILE as usize))?,
             LinearKernel::Block | LinearKernel::SubgroupBlock => {
                 u(n_tokens.div_ceil(tokens as usize) * c.rows.div_ceil(rows as usize))?

@@ -2,7 +2,8 @@
 // at once (1 for decode; more for short prefills, where each weight is decoded once for all
 // of them). A workgroup holds WG rows of one block of TOKENS tokens. The fallback kernel for
 // any width, and the one for CPU adapters without subgroups (SwiftShader in browsers), which
-// pay for every workgroup barrier: it has none.
+// pay for every workgroup barrier: it has none, but for NORM's one (the sums of squares of
+// the block's input rows, shared by the workgroup).
 #include "common/grid.wgsl"
 
 #include "common/linear.wgsl"
@@ -16,25 +17,51 @@ fn x4(k: u32) -> vec4<f32> {
 #endif
 }
 
+// Inputs c .. c + 4 of the input row starting at xb, times the norm weight with NORM.
+fn xin4(xb: u32, c: u32) -> vec4<f32> {
+#ifdef NORM
+#ifdef VEC4_IO
+    return x4(xb + c) * nw[c / 4u];
+#else
+    return x4(xb + c) * vec4<f32>(nw[c], nw[c + 1u], nw[c + 2u], nw[c + 3u]);
+#endif
+#else
+    return x4(xb + c);
+#endif
+}
+
+#ifndef VEC4_IO
+// Input c of the input row starting at xb (scalar view: f16 weights).
+fn xin(xb: u32, c: u32) -> f32 {
+#ifdef NORM
+    return x[xb + c] * nw[c];
+#else
+    return x[xb + c];
+#endif
+}
+#endif
+
+#ifdef NORM
+var<workgroup> sum_sq: array<f32, TOKENS * WG>;
+#endif
+
 #ifndef MULTI
 // w[r, :] · x[xb ..].
 fn row_dot(r: u32, xb: u32) -> f32 {
     var acc = 0.0;
 #ifdef W_QUANT
     for (var grp = 0u; grp < p.cols / 32u; grp++) {
-        let xk = xb + grp * 32u;
+        let c = grp * 32u;
         var s = 0.0;
 #ifdef W_Q4
         for (var j = 0u; j < 4u; j++) {
             let word = w_u32(r * p.stride + grp * 4u + j);
-            let k = xk + 8u * j;
-            s += dot(q4_lo(word) - 8.0, x4(k));
-            s += dot(q4_hi(word) - 8.0, x4(k + 4u));
+            s += dot(q4_lo(word) - 8.0, xin4(xb, c + 8u * j));
+            s += dot(q4_hi(word) - 8.0, xin4(xb, c + 8u * j + 4u));
         }
 #else
         for (var j = 0u; j < 8u; j++) {
-            let k = xk + 4u * j;
-            s += dot(q8_quad(w_u32(r * p.stride + grp * 8u + j)), x4(k));
+            s += dot(q8_quad(w_u32(r * p.stride + grp * 8u + j)), xin4(xb, c + 4u * j));
         }
 #endif
         acc += s * w_scale(r, grp);
@@ -44,29 +71,19 @@ fn row_dot(r: u32, xb: u32) -> f32 {
     let pairs = p.cols / 2u;
     for (var k = 0u; k < pairs; k++) {
         let f = unpack2x16float(w[wb + k]);
-        acc += f.x * x[xb + 2u * k] + f.y * x[xb + 2u * k + 1u];
+        acc += f.x * xin(xb, 2u * k) + f.y * xin(xb, 2u * k + 1u);
     }
     if ((p.cols & 1u) == 1u) {
-        acc += unpack2x16float(w[wb + pairs]).x * x[xb + p.cols - 1u];
+        acc += unpack2x16float(w[wb + pairs]).x * xin(xb, p.cols - 1u);
     }
 #endif
     return acc;
 }
 #endif
 
-@compute @workgroup_size(WG)
-fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-        @builtin(local_invocation_index) li: u32) {
-    let row_groups = (p.rows + WG - 1u) / WG;
-    let g = group_index(wg, nwg);
-    let t0 = (g / row_groups) * TOKENS;
-    let r = (g % row_groups) * WG + li;
-    if (t0 >= p.n_tokens || r >= p.rows) {
-        return;
-    }
 #ifdef MULTI
-    let nt = min(TOKENS, p.n_tokens - t0);
-    let xb = (p.x_row0 + t0) * p.cols; // token t0's first input
+// w[r, :] · x[xb + tt * cols ..] for the nt tokens tt < nt.
+fn multi_dot(r: u32, xb: u32, nt: u32) -> array<f32, TOKENS> {
     var acc: array<f32, TOKENS>;
 #ifdef W_QUANT
     // One group of 32 weights at a time, decoded once, then dotted with each token's x.
@@ -83,15 +100,14 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
             wq[j] = q8_quad(w_u32(r * p.stride + grp * 8u + j));
         }
 #endif
-        let scale = w_scale(r, grp);
+        let ws = w_scale(r, grp);
         for (var tt = 0u; tt < nt; tt++) {
-            let k = xb + tt * p.cols + grp * 32u;
+            let xt = xb + tt * p.cols;
             var s = 0.0;
             for (var j = 0u; j < 8u; j++) {
-                let kj = k + 4u * j;
-                s += dot(wq[j], x4(kj));
+                s += dot(wq[j], xin4(xt, grp * 32u + 4u * j));
             }
-            acc[tt] += s * scale;
+            acc[tt] += s * ws;
         }
     }
 #else
@@ -100,23 +116,86 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     for (var k = 0u; k < pairs; k++) {
         let f = unpack2x16float(w[wb + k]);
         for (var tt = 0u; tt < nt; tt++) {
-            let xk = xb + tt * p.cols + 2u * k;
-            acc[tt] += f.x * x[xk] + f.y * x[xk + 1u];
+            let xt = xb + tt * p.cols;
+            acc[tt] += f.x * xin(xt, 2u * k) + f.y * xin(xt, 2u * k + 1u);
         }
     }
     if ((p.cols & 1u) == 1u) {
         let f = unpack2x16float(w[wb + pairs]).x;
         for (var tt = 0u; tt < nt; tt++) {
-            acc[tt] += f * x[xb + tt * p.cols + p.cols - 1u];
+            acc[tt] += f * xin(xb + tt * p.cols, p.cols - 1u);
         }
     }
 #endif
+    return acc;
+}
+#endif
+
+@compute @workgroup_size(WG)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) li: u32) {
+    let row_groups = (p.rows + WG - 1u) / WG;
+    let g = group_index(wg, nwg);
+    let t0 = (g / row_groups) * TOKENS;
+    let r = (g % row_groups) * WG + li;
+    if (t0 >= p.n_tokens) {
+        return;
+    }
+    let nt = min(TOKENS, p.n_tokens - t0);
+    let xb = (p.x_row0 + t0) * p.cols; // token t0's first input
+    // Each output is scaled by its token's norm scale (1 without NORM).
+    var scale: array<f32, TOKENS>;
+    for (var tt = 0u; tt < TOKENS; tt++) {
+        scale[tt] = 1.0;
+    }
+#ifdef NORM
+    // The workgroup sums each token's squares once, a slice a thread.
     for (var tt = 0u; tt < nt; tt++) {
-        store(t0 + tt, r, acc[tt]);
+        var s = 0.0;
+#ifdef VEC4_IO
+        for (var c = li; c < p.cols / 4u; c += WG) {
+            let v = x[(xb + tt * p.cols) / 4u + c];
+            s += dot(v, v);
+        }
+#else
+        for (var c = li; c < p.cols; c += WG) {
+            let v = x[xb + tt * p.cols + c];
+            s += v * v;
+        }
+#endif
+        sum_sq[tt * WG + li] = s;
+    }
+    workgroupBarrier();
+    for (var tt = 0u; tt < nt; tt++) {
+        var s = 0.0;
+        for (var i = 0u; i < WG; i++) {
+            s += sum_sq[tt * WG + i];
+        }
+        scale[tt] = norm_scale(s);
+    }
+#endif
+    if (r >= p.rows) {
+        return;
+    }
+#ifdef MULTI
+    let acc = multi_dot(r, xb, nt);
+#ifdef SWIGLU
+    let up = multi_dot(p.up_row + r, xb, nt);
+#endif
+    for (var tt = 0u; tt < nt; tt++) {
+#ifdef SWIGLU
+        store(t0 + tt, r, swiglu(acc[tt] * scale[tt], up[tt] * scale[tt]));
+#else
+        store(t0 + tt, r, acc[tt] * scale[tt]);
+#endif
     }
 #else
     // One token (decode): the same sums without the token loop, which CPU compilers keep in
     // memory rather than registers.
-    store(t0, r, row_dot(r, (p.x_row0 + t0) * p.cols));
+#ifdef SWIGLU
+    store(t0, r, swiglu(row_dot(r, xb) * scale[0], row_dot(p.up_row + r, xb) * scale[0]));
+#else
+    store(t0, r, row_dot(r, xb) * scale[0]);
+#endif
 #endif
 }

@@ -144,6 +144,13 @@ fn rms_norm_rows() {
     }
 }
 
+/// CPU RMSNorm of one row (f64 sums): `x * rsqrt(mean(x^2) + eps) * w`.
+fn rms_normed(x: &[f32], w: &[f32], eps: f64) -> Vec<f32> {
+    let ms = x.iter().map(|v| *v as f64 * *v as f64).sum::<f64>() / x.len() as f64;
+    let inv = 1.0 / (ms + eps).sqrt();
+    x.iter().zip(w).map(|(v, g)| (*v as f64 * inv * *g as f64) as f32).collect()
+}
+
 /// Every linear kernel that can run `m` here.
 fn kinds(g: &Gpu, m: &GpuMatrix) -> Vec<LinearKernel> {
     use LinearKernel::*;
@@ -190,24 +197,35 @@ fn linear_every_kernel_odd_shapes() {
             let x = randn(&mut rng, (x_row0 + n_tokens) * cols);
             let bias = randn(&mut rng, rows);
             let init = randn(&mut rng, n_tokens * rows);
-            let (xb, bb) = (buf(&g, &x), buf(&g, &bias));
+            let norm_w = randn(&mut rng, cols);
+            let (xb, bb, nb) = (buf(&g, &x), buf(&g, &bias), buf(&g, &norm_w));
+            let eps = 1e-6;
             for (kind, (block_rows, block_wg)) in kernel_runs(&g, &m, own) {
                 g.tuning.block_rows = block_rows;
                 g.tuning.block_wg = block_wg;
-                for (use_bias, acc) in [(false, false), (true, false), (false, true), (true, true)] {
+                for (use_bias, acc, norm) in [
+                    (false, false, false),
+                    (true, false, false),
+                    (false, true, false),
+                    (true, true, false),
+                    (false, false, true),
+                    (true, true, true),
+                ] {
                     let mut start = init.clone();
                     start.extend(vec![SENTINEL; rows]);
                     let out = buf(&g, &start);
+                    let nw = norm.then_some((&*nb, eps));
                     run(&g, |r| {
-                        ops::linear_with(r, kind, &xb, x_row0, n_tokens, &m, use_bias.then_some(&bb), &out, acc)
+                        ops::linear_with(r, kind, &xb, x_row0, n_tokens, nw, &m, use_bias.then_some(&bb), &out, acc)
                             .unwrap()
                     });
                     let mut want = Vec::new();
                     for t in 0..n_tokens {
                         let xr = &x[(x_row0 + t) * cols..(x_row0 + t + 1) * cols];
+                        let xr = if norm { rms_normed(xr, &norm_w, eps) } else { xr.to_vec() };
                         for o in 0..rows {
                             let mut s: f64 =
-                                w[o * cols..(o + 1) * cols].iter().zip(xr).map(|(a, b)| *a as f64 * *b as f64).sum();
+                                w[o * cols..(o + 1) * cols].iter().zip(&xr).map(|(a, b)| *a as f64 * *b as f64).sum();
                             if use_bias {
                                 s += bias[o] as f64;
                             }
@@ -218,8 +236,9 @@ fn linear_every_kernel_odd_shapes() {
                         }
                     }
                     want.extend(vec![SENTINEL; rows]);
-                    let what =
-                        format!("linear {kind:?} ({block_rows} rows, {block_wg} threads) t={n_tokens} {rows}x{cols} bias={use_bias} acc={acc} split={split}");
+                    let what = format!(
+                        "linear {kind:?} ({block_rows} rows, {block_wg} threads) t={n_tokens} {rows}x{cols} bias={use_bias} acc={acc} norm={norm} split={split}"
+                    );
                     assert_close(&what, &read(&g, &out, (n_tokens + 1) * rows), &want, 1e-4, 1e-4);
                 }
             }
@@ -442,18 +461,21 @@ fn quantized_formats_in_every_weight_kernel() {
                         assert!((x - y).abs() <= amax * step * 1.01 + 1e-3, "{format:?} group {grp}: {x} vs {y}");
                     }
                 }
-                for n_tokens in [1, 2, 5, 19].into_iter().filter(|n| n * cols * 4 <= 64 << 10) {
+                for (n_tokens, norm) in [(1, false), (2, true), (5, false), (19, true)]
+                    .into_iter()
+                    .filter(|(n, _)| n * cols * 4 <= 64 << 10)
+                {
                     let x = randn(&mut rng, n_tokens * cols);
                     let bias = randn(&mut rng, rows);
-                    let (xb, bb) = (buf(&g, &x), buf(&g, &bias));
+                    let norm_w = randn(&mut rng, cols);
+                    let (xb, bb, nb) = (buf(&g, &x), buf(&g, &bias), buf(&g, &norm_w));
                     let mut want = Vec::new();
                     for t in 0..n_tokens {
+                        let xr = &x[t * cols..(t + 1) * cols];
+                        let xr = if norm { rms_normed(xr, &norm_w, 1e-6) } else { xr.to_vec() };
                         for o in 0..rows {
-                            let s: f64 = deq[o * cols..(o + 1) * cols]
-                                .iter()
-                                .zip(&x[t * cols..])
-                                .map(|(a, b)| *a as f64 * *b as f64)
-                                .sum();
+                            let s: f64 =
+                                deq[o * cols..(o + 1) * cols].iter().zip(&xr).map(|(a, b)| *a as f64 * *b as f64).sum();
                             want.push((s + bias[o] as f64) as f32);
                         }
                     }
@@ -461,11 +483,14 @@ fn quantized_formats_in_every_weight_kernel() {
                         g.tuning.block_rows = block_rows;
                         g.tuning.block_wg = block_wg;
                         let out = buf(&g, &vec![SENTINEL; n_tokens * rows + 1]);
-                        run(&g, |r| ops::linear_with(r, kind, &xb, 0, n_tokens, &m, Some(&bb), &out, false).unwrap());
+                        let nw = norm.then_some((&*nb, 1e-6));
+                        run(&g, |r| {
+                            ops::linear_with(r, kind, &xb, 0, n_tokens, nw, &m, Some(&bb), &out, false).unwrap()
+                        });
                         let mut want = want.clone();
                         want.push(SENTINEL);
                         assert_close(
-                            &format!("{format:?} {kind:?} ({block_rows} rows, {block_wg} threads) t={n_tokens} split={split}"),
+                            &format!("{format:?} {kind:?} ({block_rows} rows, {block_wg} threads) t={n_tokens} norm={norm} split={split}"),
                             &read(&g, &out, want.len()),
                             &want,
                             1e-4,
@@ -488,6 +513,72 @@ fn quantized_formats_in_every_weight_kernel() {
     }
 }
 
+/// The fused gate/up + SwiGLU kernel: silu(gate_i) * up_i from rows i and width + i of one
+/// matrix, in every weight format and kernel, with and without the fused RMSNorm, for decode
+/// and prefill batches, against f64 sums of the CPU-dequantized weights. Block geometries with
+/// odd row counts round up to pairs.
+#[test]
+fn swiglu_every_kernel_and_format() {
+    let mut rng = Rng::new(11);
+    let mut g = gpu();
+    let own = (g.tuning.block_rows, g.tuning.block_wg);
+    let (width, cols) = (70, 320);
+    for format in [WeightFormat::F16, WeightFormat::Q8, WeightFormat::Q4] {
+        let w = randn(&mut rng, 2 * width * cols);
+        let (m, deq) = matrix_in(&g, &w, 2 * width, cols, format);
+        assert!(ops::swiglu_fits(&m));
+        for (n_tokens, norm) in [(1, true), (2, false), (19, true), (40, true)] {
+            let x_row0 = 1;
+            let x = randn(&mut rng, (x_row0 + n_tokens) * cols);
+            let norm_w = randn(&mut rng, cols);
+            let (xb, nb) = (buf(&g, &x), buf(&g, &norm_w));
+            // The reference, and each output's tolerance: f32 sums of gate and up are off by
+            // a few ulps of their size, which their product scales.
+            let (mut want, mut tol) = (Vec::new(), Vec::new());
+            for t in 0..n_tokens {
+                let xr = &x[(x_row0 + t) * cols..(x_row0 + t + 1) * cols];
+                let xr = if norm { rms_normed(xr, &norm_w, 1e-6) } else { xr.to_vec() };
+                let dot = |row: usize| -> f64 {
+                    deq[row * cols..(row + 1) * cols].iter().zip(&xr).map(|(a, b)| *a as f64 * *b as f64).sum()
+                };
+                for i in 0..width {
+                    let (gate, up) = (dot(i), dot(width + i));
+                    want.push((gate / (1.0 + (-gate).exp()) * up) as f32);
+                    tol.push(1e-4 + 1e-5 * (1.0 + gate.abs()) * (1.0 + up.abs()));
+                }
+            }
+            let mut runs = kernel_runs(&g, &m, own);
+            if ops::linear_fits(&g, LinearKernel::Block, &m) {
+                runs.push((LinearKernel::Block, (3, ops::WG)));
+            }
+            for (kind, (block_rows, block_wg)) in runs {
+                g.tuning.block_rows = block_rows;
+                g.tuning.block_wg = block_wg;
+                let out = buf(&g, &vec![SENTINEL; n_tokens * width + 1]);
+                let nw = norm.then_some((&*nb, 1e-6));
+                run(&g, |r| ops::swiglu_with(r, kind, &xb, x_row0, n_tokens, nw, &m, &out).unwrap());
+                let what = format!(
+                    "swiglu {format:?} {kind:?} ({block_rows} rows, {block_wg} threads) t={n_tokens} norm={norm}"
+                );
+                let got = read(&g, &out, want.len() + 1);
+                assert_eq!(got[want.len()], SENTINEL, "{what}: wrote past the output");
+                for (i, ((a, b), tol)) in got.iter().zip(&want).zip(&tol).enumerate() {
+                    assert!(((a - b).abs() as f64) <= *tol, "{what}: output {i}: {a} vs {b} (tolerance {tol:.2e})");
+                }
+            }
+            (g.tuning.block_rows, g.tuning.block_wg) = own;
+        }
+    }
+    // Gate and up rows split across buffers: refused, never wrong.
+    let g = gpu_with(Some(64 << 10));
+    let (m, _) = matrix_in(&g, &randn(&mut rng, 2 * width * cols), 2 * width, cols, WeightFormat::F16);
+    assert!(m.chunks.len() > 1 && !ops::swiglu_fits(&m));
+    let (x, out) = (buf(&g, &vec![1.0; cols]), buf(&g, &vec![0.0; width]));
+    let mut rec = Recorder::new(&g);
+    let err = ops::swiglu(&mut rec, &x, 0, 1, None, &m, &out).unwrap_err().to_string();
+    assert!(err.contains("one buffer"), "{err}");
+}
+
 /// lavapipe has fixed-size subgroups, so CI really runs the subgroup block mat-vec (above);
 /// the workgroup-reduced one runs there too (it is what browsers get).
 #[test]
@@ -505,7 +596,7 @@ fn block_matvec_kernels_run_where_they_fit() {
     let x = buf(&g, &vec![1.0; 64]);
     let out = buf(&g, &vec![0.0; 70]);
     let mut rec = Recorder::new(&g);
-    assert!(ops::linear_with(&mut rec, LinearKernel::Block, &x, 0, 1, &odd, None, &out, false).is_err());
+    assert!(ops::linear_with(&mut rec, LinearKernel::Block, &x, 0, 1, None, &odd, None, &out, false).is_err());
 }
 
 /// The kernel each batch size gets: never the tiled matmul for a few tokens, and on CPU

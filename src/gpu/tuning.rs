@@ -22,6 +22,10 @@ pub struct TuningOverrides {
     /// Rows per workgroup of the block mat-vec (1..=32).
     pub rows: Option<u32>,
     pub prefill: Option<PrefillKernel>,
+    /// Run RMSNorm as its own kernel instead of inside the mat-vec after it (comparisons).
+    pub unfused_norm: bool,
+    /// Run the gate/up projection and silu(gate) * up as two kernels instead of one.
+    pub unfused_swiglu: bool,
 }
 
 /// Every geometry choice, as one value.
@@ -42,6 +46,11 @@ pub struct Tuning {
     pub norm_wg: u32,
     /// Threads of the one sampling workgroup: 256 on GPUs, 64 on CPU adapters.
     pub sample_wg: u32,
+    /// RMSNorm inside the linear layer after it (one dispatch fewer each) rather than its own.
+    pub fused_norm: bool,
+    /// The gate/up projection's epilogue computes silu(gate) * up (where the matrix is in one
+    /// buffer) rather than a kernel after it.
+    pub fused_swiglu: bool,
 }
 
 impl Tuning {
@@ -76,6 +85,8 @@ impl Tuning {
             block_wg,
             norm_wg: if cpu { WG } else { NORM_WG },
             sample_wg: if cpu { 64 } else { 256 },
+            fused_norm: !overrides.unfused_norm,
+            fused_swiglu: !overrides.unfused_swiglu,
         }
     }
 }

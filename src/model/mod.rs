@@ -469,7 +469,7 @@ impl Qwen {
         for g0 in (0..n).step_by(per) {
             let rows = per.min(n - g0);
             let mut head = Recorder::new(gpu);
-            ops::linear(&mut head, &s.xn, g0, rows, self.weights.lm_head(), None, all, false)?;
+            ops::linear(&mut head, &s.xn, g0, rows, None, self.weights.lm_head(), None, all, false)?;
             head.encode(&mut enc)?;
             enc.copy_buffer_to_buffer(all, 0, &readback, g0 as u64 * row_bytes, rows as u64 * row_bytes);
         }

@@ -102,6 +102,11 @@ crate::kernel_params! {
         pub row0: u32,
         pub x_row0: u32,
         pub scales: u32,
+        /// With a norm: the RMSNorm epsilon.
+        pub eps: f32,
+        /// With SwiGLU: the chunk row of the up projection's first row.
+        pub up_row: u32,
+        pub _pad: [u32; 2],
     }
 }
 
@@ -162,8 +167,10 @@ pub fn linear_kernel(gpu: &crate::gpu::Gpu, n_tokens: usize, w: &GpuMatrix) -> L
         .unwrap_or(LinearKernel::MatVec)
 }
 
-/// A linear layer `out[t, :] (+)= w · x[x_row0 + t, :] + bias`.
+/// A linear layer `out[t, :] (+)= w · norm(x[x_row0 + t, :]) + bias`.
 /// x: `[.., w.cols]`, w: `[rows, cols]`, bias: `[rows]`, out: `[n_tokens, w.rows]`.
+/// With `norm` = (weight `[cols]`, eps) the input rows go through RMSNorm first, inside the
+/// kernel (`x * rsqrt(mean(x^2) + eps) * weight`, as [`rms_norm`]); else as they are.
 /// With `accumulate` the result is added to `out` (the residual add).
 #[allow(clippy::too_many_arguments)]
 pub fn linear(
@@ -171,13 +178,14 @@ pub fn linear(
     x: &wgpu::Buffer,
     x_row0: usize,
     n_tokens: usize,
+    norm: Option<(&wgpu::Buffer, f64)>,
     w: &GpuMatrix,
     bias: Option<&wgpu::Buffer>,
     out: &wgpu::Buffer,
     accumulate: bool,
 ) -> Result<()> {
     let kind = linear_kernel(rec.gpu(), n_tokens, w);
-    linear_with(rec, kind, x, x_row0, n_tokens, w, bias, out, accumulate)
+    linear_with(rec, kind, x, x_row0, n_tokens, norm, w, bias, out, accumulate)
 }
 
 /// [`linear`] with an explicit kernel choice (tests run each on the same shapes).
@@ -188,10 +196,80 @@ pub fn linear_with(
     x: &wgpu::Buffer,
     x_row0: usize,
     n_tokens: usize,
+    norm: Option<(&wgpu::Buffer, f64)>,
     w: &GpuMatrix,
     bias: Option<&wgpu::Buffer>,
     out: &wgpu::Buffer,
     accumulate: bool,
+) -> Result<()> {
+    let epilogue = Epilogue { bias, accumulate, swiglu: false };
+    linear_impl(rec, kind, x, x_row0, n_tokens, norm, w, out, epilogue)
+}
+
+/// Whether [`swiglu`] can run `gate_up`: the gate and up rows in one buffer.
+pub fn swiglu_fits(gate_up: &GpuMatrix) -> bool {
+    gate_up.chunks.len() == 1 && gate_up.rows.is_multiple_of(2)
+}
+
+/// The MLP's first half in one kernel: `out[t, i] = silu(g_i) * u_i` where `g` and `u` are
+/// rows `i` and `width + i` of `gate_up` `[2 width, cols]` times `norm(x[x_row0 + t, :])`.
+/// out: `[n_tokens, width]`. Needs [`swiglu_fits`]; else [`linear`] and [`silu_mul`].
+#[allow(clippy::too_many_arguments)]
+pub fn swiglu(
+    rec: &mut Recorder,
+    x: &wgpu::Buffer,
+    x_row0: usize,
+    n_tokens: usize,
+    norm: Option<(&wgpu::Buffer, f64)>,
+    gate_up: &GpuMatrix,
+    out: &wgpu::Buffer,
+) -> Result<()> {
+    let kind = linear_kernel(rec.gpu(), n_tokens, gate_up);
+    swiglu_with(rec, kind, x, x_row0, n_tokens, norm, gate_up, out)
+}
+
+/// [`swiglu`] with an explicit kernel choice.
+#[allow(clippy::too_many_arguments)]
+pub fn swiglu_with(
+    rec: &mut Recorder,
+    kind: LinearKernel,
+    x: &wgpu::Buffer,
+    x_row0: usize,
+    n_tokens: usize,
+    norm: Option<(&wgpu::Buffer, f64)>,
+    gate_up: &GpuMatrix,
+    out: &wgpu::Buffer,
+) -> Result<()> {
+    if !swiglu_fits(gate_up) {
+        return Err(Error::Gpu(format!(
+            "the fused SwiGLU kernel needs the {}-row gate/up projection in one buffer and an even row count",
+            gate_up.rows
+        )));
+    }
+    let epilogue = Epilogue { bias: None, accumulate: false, swiglu: true };
+    linear_impl(rec, kind, x, x_row0, n_tokens, norm, gate_up, out, epilogue)
+}
+
+/// What a linear kernel does with its sums.
+#[derive(Clone, Copy)]
+struct Epilogue<'a> {
+    bias: Option<&'a wgpu::Buffer>,
+    accumulate: bool,
+    /// Pair row i with row rows/2 + i into silu(gate) * up (the matrix in one chunk).
+    swiglu: bool,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn linear_impl(
+    rec: &mut Recorder,
+    kind: LinearKernel,
+    x: &wgpu::Buffer,
+    x_row0: usize,
+    n_tokens: usize,
+    norm: Option<(&wgpu::Buffer, f64)>,
+    w: &GpuMatrix,
+    out: &wgpu::Buffer,
+    Epilogue { bias, accumulate, swiglu }: Epilogue,
 ) -> Result<()> {
     if !linear_fits(rec.gpu(), kind, w) {
         return Err(Error::Gpu(format!(
@@ -199,7 +277,11 @@ pub fn linear_with(
             w.cols
         )));
     }
+    // Weight rows a block mat-vec workgroup reads: with SwiGLU an even count, half gate rows
+    // and half up rows, for half as many outputs.
     let rows = rec.gpu().tuning.block_rows;
+    let rows = if swiglu { rows.max(2).next_multiple_of(2) } else { rows };
+    let out_rows_per_block = if swiglu { rows / 2 } else { rows };
     let tokens = if n_tokens > MATVEC_MAX_TOKENS { BLOCK_TOKENS } else { 1 };
     let block = |wg: u32| {
         ShaderKey::new("matvec_block")
@@ -222,31 +304,46 @@ pub fn linear_with(
         }
         LinearKernel::Tiled => ShaderKey::new("matmul").def("TILE", TILE).def("TILE_PAD", TILE + 1),
     };
-    let key = weight_format(key, w.format).flag("BIAS", bias.is_some()).flag("ACCUMULATE", accumulate);
-    let bindings: &[Binding] = if bias.is_some() { &[Read, Read, Read, Rw] } else { &[Read, Read, Rw] };
+    let key = weight_format(key, w.format)
+        .flag("BIAS", bias.is_some())
+        .flag("NORM", norm.is_some())
+        .flag("SWIGLU", swiglu)
+        .flag("ACCUMULATE", accumulate);
+    // x, w, then bias and the norm weight where there are, then out.
+    let (mut bindings, mut buffers, mut n) = ([Read; 5], [x; 5], 2); // buffers[1]: each chunk's
+    for b in [bias, norm.map(|n| n.0)].into_iter().flatten() {
+        buffers[n] = b;
+        n += 1;
+    }
+    (bindings[n], buffers[n]) = (Rw, out);
+    let (bindings, buffers) = (&bindings[..=n], &mut buffers[..=n]);
     let k = rec.gpu().kernel(&key, bindings)?;
     for c in &w.chunks {
+        // Output rows of this chunk (with SwiGLU the one chunk's gate rows) and the width of
+        // an output row.
+        let (out_rows, out_cols) = if swiglu { (c.rows / 2, w.rows / 2) } else { (c.rows, w.rows) };
         let p = LinearParams {
             n_tokens: u(n_tokens)?,
             cols: u(w.cols)?,
-            rows: u(c.rows)?,
+            rows: u(out_rows)?,
             stride: u(w.stride)?,
-            out_cols: u(w.rows)?,
+            out_cols: u(out_cols)?,
             row0: u(c.row0)?,
             x_row0: u(x_row0)?,
             scales: u(c.scales_offset(w.stride))?,
+            eps: norm.map_or(0.0, |n| n.1 as f32),
+            up_row: u(if swiglu { out_rows } else { 0 })?,
+            _pad: [0; 2],
         };
         let n_groups = match kind {
-            LinearKernel::MatVec => u(n_tokens.div_ceil(tokens as usize) * c.rows.div_ceil(WG as usize))?,
-            LinearKernel::Tiled => u(n_tokens.div_ceil(TILE as usize) * c.rows.div_ceil(TILE as usize))?,
+            LinearKernel::MatVec => u(n_tokens.div_ceil(tokens as usize) * out_rows.div_ceil(WG as usize))?,
+            LinearKernel::Tiled => u(n_tokens.div_ceil(TILE as usize) * out_rows.div_ceil(TILE as usize))?,
             LinearKernel::Block | LinearKernel::SubgroupBlock => {
-                u(n_tokens.div_ceil(tokens as usize) * c.rows.div_ceil(rows as usize))?
+                u(n_tokens.div_ceil(tokens as usize) * out_rows.div_ceil(out_rows_per_block as usize))?
             }
         };
-        match bias {
-            Some(b) => rec.dispatch(&k, &p, &[x, &c.buffer, b, out], n_groups)?,
-            None => rec.dispatch(&k, &p, &[x, &c.buffer, out], n_groups)?,
-        }
+        buffers[1] = &c.buffer;
+        rec.dispatch(&k, &p, buffers, n_groups)?;
     }
     Ok(())
 }
@@ -677,7 +774,7 @@ mod tests {
         // WGSL uniform structs are padded to 16 bytes; these sizes mirror the shaders.
         assert_eq!(std::mem::size_of::<EmbedParams>(), 32);
         assert_eq!(std::mem::size_of::<RmsNormParams>(), 16);
-        assert_eq!(std::mem::size_of::<LinearParams>(), 32);
+        assert_eq!(std::mem::size_of::<LinearParams>(), 48);
         assert_eq!(std::mem::size_of::<RopeParams>(), 32);
         assert_eq!(std::mem::size_of::<AttentionParams>(), 32);
         assert_eq!(std::mem::size_of::<CountParams>(), 16);

@@ -160,8 +160,9 @@ mod cli {
 
     /// The environment's say in how the GPU runs, read here at the CLI's edge and nowhere deeper:
     /// `QWEN_WEBGPU_ROWS=N` (rows per workgroup of the block mat-vec, 1..=32),
-    /// `QWEN_WEBGPU_PREFILL=block|tiled` (the prefill kernel), `QWEN_WEBGPU_UNFUSE=norm,swiglu`
-    /// (run RMSNorm, or silu(gate) * up, as its own kernel, for before/after comparisons), `QWEN_WEBGPU_DUMP_WGSL=DIR`
+    /// `QWEN_WEBGPU_PREFILL=block|tiled` (the prefill kernel), `QWEN_WEBGPU_FUSE=norm,swiglu` and
+    /// `QWEN_WEBGPU_UNFUSE=norm,swiglu` (force RMSNorm, or silu(gate) * up, into the linear
+    /// kernel or out of it, for before/after comparisons), `QWEN_WEBGPU_DUMP_WGSL=DIR`
     /// (write every final shader to DIR).
     fn gpu_options_from_env() -> Result<GpuOptions> {
         use qwen_webgpu::gpu::{PrefillKernel, TuningOverrides};
@@ -179,20 +180,19 @@ mod cli {
             Some("tiled") => Some(PrefillKernel::Tiled),
             Some(v) => return Err(Error::Request(format!("QWEN_WEBGPU_PREFILL={v}: want block or tiled"))),
         };
-        let (mut unfused_norm, mut unfused_swiglu) = (false, false);
-        for part in var("QWEN_WEBGPU_UNFUSE").iter().flat_map(|v| v.split(',')) {
-            match part.trim() {
-                "norm" => unfused_norm = true,
-                "swiglu" => unfused_swiglu = true,
-                v => {
-                    return Err(Error::Request(format!(
-                        "QWEN_WEBGPU_UNFUSE: unknown fusion {v:?} (want norm and/or swiglu)"
-                    )))
+        // QWEN_WEBGPU_FUSE / QWEN_WEBGPU_UNFUSE: fusions to force on / off (norm, swiglu).
+        let (mut fuse_norm, mut fuse_swiglu) = (None, None);
+        for (name, on) in [("QWEN_WEBGPU_FUSE", true), ("QWEN_WEBGPU_UNFUSE", false)] {
+            for part in var(name).iter().flat_map(|v| v.split(',')) {
+                match part.trim() {
+                    "norm" => fuse_norm = Some(on),
+                    "swiglu" => fuse_swiglu = Some(on),
+                    v => return Err(Error::Request(format!("{name}: unknown fusion {v:?} (want norm and/or swiglu)"))),
                 }
             }
         }
         Ok(GpuOptions {
-            tuning: TuningOverrides { rows, prefill, unfused_norm, unfused_swiglu },
+            tuning: TuningOverrides { rows, prefill, fuse_norm, fuse_swiglu },
             dump_wgsl: var("QWEN_WEBGPU_DUMP_WGSL").map(Into::into),
             ..Default::default()
         })

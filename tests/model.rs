@@ -17,8 +17,24 @@ const ATOL: f32 = 2e-3;
 const RTOL: f32 = 1e-3;
 
 fn load(dir: &Path, opts: ModelOptions, max_binding: Option<u64>) -> Qwen {
-    pollster::block_on(Qwen::load_dir(dir, &GpuOptions { max_binding_bytes: max_binding, ..Default::default() }, &opts))
-        .expect("load")
+    load_with(dir, opts, &GpuOptions { max_binding_bytes: max_binding, ..Default::default() })
+}
+
+fn load_with(dir: &Path, opts: ModelOptions, gpu: &GpuOptions) -> Qwen {
+    pollster::block_on(Qwen::load_dir(dir, gpu, &opts)).expect("load")
+}
+
+/// A GPU's kernel choices on whatever adapter runs the tests: the norms fused into the
+/// linear layers, the tiled matmul above 32 tokens, 4 rows a block mat-vec workgroup.
+fn gpu_tuning() -> GpuOptions {
+    use qwen_webgpu::gpu::{PrefillKernel, TuningOverrides};
+    let tuning = TuningOverrides {
+        rows: Some(4),
+        prefill: Some(PrefillKernel::Tiled),
+        fuse_norm: Some(true),
+        fuse_swiglu: None,
+    };
+    GpuOptions { tuning, ..Default::default() }
 }
 
 fn all_logits(m: &mut Qwen, tokens: &[u32]) -> Vec<f32> {
@@ -37,9 +53,14 @@ fn greedy(m: &mut Qwen, prompt: &[u32], n: usize) -> Vec<u32> {
 
 /// Logits at every position and a 32-token greedy continuation must match candle.
 fn check_against_candle(name: &str, spec: &Spec, seed: u64) {
+    check_against_candle_on(name, spec, seed, &GpuOptions::default(), 19)
+}
+
+/// [`check_against_candle`] with these GPU options and prompt length.
+fn check_against_candle_on(name: &str, spec: &Spec, seed: u64, gpu: &GpuOptions, prompt_len: usize) {
     let (dir, tensors) = fixture(name, spec, seed);
-    let prompt = random_ids(19, spec.vocab, seed + 1);
-    let mut m = load(&dir, ModelOptions { context: Some(128), max_batch: 64, ..Default::default() }, None);
+    let prompt = random_ids(prompt_len, spec.vocab, seed + 1);
+    let mut m = load_with(&dir, ModelOptions { context: Some(128), max_batch: 64, ..Default::default() }, gpu);
 
     let got = all_logits(&mut m, &prompt);
     let want: Vec<f32> = CandleQwen::load(&dir, spec).forward(&prompt, 0).concat();
@@ -80,6 +101,14 @@ fn qwen2_gqa_tied_matches_candle() {
 #[test]
 fn qwen3_matches_candle() {
     check_against_candle("qwen3", &Spec::qwen3(), 14);
+}
+
+/// The kernels a GPU runs (fused norms, the tiled matmul for the 40-token prompt, 4-row
+/// mat-vecs), here on the test adapter: candle's logits and greedy tokens all the same.
+#[test]
+fn gpu_kernel_choices_match_candle() {
+    check_against_candle_on("v1-gpu", &Spec::qwen_v1(), 15, &gpu_tuning(), 40);
+    check_against_candle_on("qwen3-gpu", &Spec::qwen3(), 16, &gpu_tuning(), 40);
 }
 
 /// Qwen v1 past seq_length: dynamic NTK (alpha from the prefill length, then kept) and logN.

@@ -22,10 +22,12 @@ pub struct TuningOverrides {
     /// Rows per workgroup of the block mat-vec (1..=32).
     pub rows: Option<u32>,
     pub prefill: Option<PrefillKernel>,
-    /// Run RMSNorm as its own kernel instead of inside the mat-vec after it (comparisons).
-    pub unfused_norm: bool,
-    /// Run the gate/up projection and silu(gate) * up as two kernels instead of one.
-    pub unfused_swiglu: bool,
+    /// RMSNorm inside the linear layer after it (Some(true)) or as its own kernel (Some(false))
+    /// instead of the adapter's default (fused on GPUs only).
+    pub fuse_norm: Option<bool>,
+    /// silu(gate) * up in the gate/up projection's kernel (Some(true), the default) or a kernel
+    /// of its own (Some(false)).
+    pub fuse_swiglu: Option<bool>,
 }
 
 /// Every geometry choice, as one value.
@@ -46,7 +48,8 @@ pub struct Tuning {
     pub norm_wg: u32,
     /// Threads of the one sampling workgroup: 256 on GPUs, 64 on CPU adapters.
     pub sample_wg: u32,
-    /// RMSNorm inside the linear layer after it (one dispatch fewer each) rather than its own.
+    /// RMSNorm inside the linear layer after it (one dispatch fewer each) rather than its own
+    /// kernel: GPUs, not CPU adapters.
     pub fused_norm: bool,
     /// The gate/up projection's epilogue computes silu(gate) * up (where the matrix is in one
     /// buffer) rather than a kernel after it.
@@ -85,8 +88,13 @@ impl Tuning {
             block_wg,
             norm_wg: if cpu { WG } else { NORM_WG },
             sample_wg: if cpu { 64 } else { 256 },
-            fused_norm: !overrides.unfused_norm,
-            fused_swiglu: !overrides.unfused_swiglu,
+            // On CPU adapters the fused norm costs more than the kernel it saves: every
+            // workgroup multiplies its x by the norm weight and sums its squares again, and
+            // llvmpipe / SwiftShader pay for each of those loads (lavapipe, full shape, q4:
+            // decode 600-700 ms/token fused against 545-625 unfused), while a dispatch costs
+            // them little. GPUs read the weight from cache and are bound by bandwidth.
+            fused_norm: overrides.fuse_norm.unwrap_or(!cpu),
+            fused_swiglu: overrides.fuse_swiglu.unwrap_or(true),
         }
     }
 }

@@ -30,6 +30,24 @@ fn xin4(xb: u32, c: u32) -> vec4<f32> {
 #endif
 }
 
+#ifdef W_QUANT
+// Words 4 h .. 4 h + 4 of group grp of row r (q4: h = 0, the whole group; q8: h = 0, 1),
+// one 16-byte load with VEC4_IO (a group's words start on a 16-byte boundary: strides are
+// whole groups).
+fn group_words(r: u32, grp: u32, h: u32) -> vec4<u32> {
+#ifdef W_Q4
+    let i = r * p.stride + grp * 4u;
+#else
+    let i = r * p.stride + grp * 8u + 4u * h;
+#endif
+#ifdef VEC4_IO
+    return w[i / 4u];
+#else
+    return vec4<u32>(w[i], w[i + 1u], w[i + 2u], w[i + 3u]);
+#endif
+}
+#endif
+
 #ifndef VEC4_IO
 // Input c of the input row starting at xb (scalar view: f16 weights).
 fn xin(xb: u32, c: u32) -> f32 {
@@ -54,15 +72,18 @@ fn row_dot(r: u32, xb: u32) -> f32 {
         let c = grp * 32u;
         var s = 0.0;
 #ifdef W_Q4
-        for (var j = 0u; j < 4u; j++) {
-            let word = w_u32(r * p.stride + grp * 4u + j);
-            s += dot(q4_lo(word) - 8.0, xin4(xb, c + 8u * j));
-            s += dot(q4_hi(word) - 8.0, xin4(xb, c + 8u * j + 4u));
-        }
+        let q = group_words(r, grp, 0u);
+        s += dot(q4_lo(q.x) - 8.0, xin4(xb, c)) + dot(q4_hi(q.x) - 8.0, xin4(xb, c + 4u))
+            + dot(q4_lo(q.y) - 8.0, xin4(xb, c + 8u)) + dot(q4_hi(q.y) - 8.0, xin4(xb, c + 12u))
+            + dot(q4_lo(q.z) - 8.0, xin4(xb, c + 16u)) + dot(q4_hi(q.z) - 8.0, xin4(xb, c + 20u))
+            + dot(q4_lo(q.w) - 8.0, xin4(xb, c + 24u)) + dot(q4_hi(q.w) - 8.0, xin4(xb, c + 28u));
 #else
-        for (var j = 0u; j < 8u; j++) {
-            s += dot(q8_quad(w_u32(r * p.stride + grp * 8u + j)), xin4(xb, c + 4u * j));
-        }
+        let q0 = group_words(r, grp, 0u);
+        let q1 = group_words(r, grp, 1u);
+        s += dot(q8_quad(q0.x), xin4(xb, c)) + dot(q8_quad(q0.y), xin4(xb, c + 4u))
+            + dot(q8_quad(q0.z), xin4(xb, c + 8u)) + dot(q8_quad(q0.w), xin4(xb, c + 12u))
+            + dot(q8_quad(q1.x), xin4(xb, c + 16u)) + dot(q8_quad(q1.y), xin4(xb, c + 20u))
+            + dot(q8_quad(q1.z), xin4(xb, c + 24u)) + dot(q8_quad(q1.w), xin4(xb, c + 28u));
 #endif
         acc += s * w_scale(r, grp);
     }
@@ -90,15 +111,14 @@ fn multi_dot(r: u32, xb: u32, nt: u32) -> array<f32, TOKENS> {
     for (var grp = 0u; grp < p.cols / 32u; grp++) {
         var wq: array<vec4<f32>, 8>;
 #ifdef W_Q4
-        for (var j = 0u; j < 4u; j++) {
-            let word = w_u32(r * p.stride + grp * 4u + j);
-            wq[2u * j] = q4_lo(word) - 8.0;
-            wq[2u * j + 1u] = q4_hi(word) - 8.0;
-        }
+        let q = group_words(r, grp, 0u);
+        wq = array<vec4<f32>, 8>(q4_lo(q.x) - 8.0, q4_hi(q.x) - 8.0, q4_lo(q.y) - 8.0, q4_hi(q.y) - 8.0,
+                                 q4_lo(q.z) - 8.0, q4_hi(q.z) - 8.0, q4_lo(q.w) - 8.0, q4_hi(q.w) - 8.0);
 #else
-        for (var j = 0u; j < 8u; j++) {
-            wq[j] = q8_quad(w_u32(r * p.stride + grp * 8u + j));
-        }
+        let q0 = group_words(r, grp, 0u);
+        let q1 = group_words(r, grp, 1u);
+        wq = array<vec4<f32>, 8>(q8_quad(q0.x), q8_quad(q0.y), q8_quad(q0.z), q8_quad(q0.w),
+                                 q8_quad(q1.x), q8_quad(q1.y), q8_quad(q1.z), q8_quad(q1.w));
 #endif
         let ws = w_scale(r, grp);
         for (var tt = 0u; tt < nt; tt++) {

@@ -88,11 +88,12 @@ impl Tuning {
             block_wg,
             norm_wg: if cpu { WG } else { NORM_WG },
             sample_wg: if cpu { 64 } else { 256 },
-            // On CPU adapters the fused norm costs more than the kernel it saves: every
+            // On CPU adapters the fused norm likely costs more than the kernel it saves: every
             // workgroup multiplies its x by the norm weight and sums its squares again, and
-            // llvmpipe / SwiftShader pay for each of those loads (lavapipe, full shape, q4:
-            // decode 600-700 ms/token fused against 545-625 unfused), while a dispatch costs
-            // them little. GPUs read the weight from cache and are bound by bandwidth.
+            // llvmpipe / SwiftShader pay for each of those loads, while a dispatch costs them
+            // little (lavapipe, full shape, q4: decode 599-706 ms/token fused against 544-625
+            // unfused, within that machine's noise). GPUs read the weight from cache and are
+            // bound by bandwidth.
             fused_norm: overrides.fuse_norm.unwrap_or(!cpu),
             fused_swiglu: overrides.fuse_swiglu.unwrap_or(true),
         }

@@ -27,7 +27,9 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     let r = tr * TILE + lid.x;   // this thread's output row
     let wr = tr * TILE + lid.y;  // the W row this thread loads
     var acc = 0.0;
-    var acc_up = 0.0; // SWIGLU
+#ifdef SWIGLU
+    var acc_up = 0.0;
+#endif
     var sq = 0.0; // NORM: this thread's share of token t's sum of squares
     for (var k0 = 0u; k0 < p.cols; k0 += TILE) {
         let k = k0 + lid.x;
@@ -68,8 +70,11 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     for (var kk = 0u; kk < TILE; kk++) {
         total += sum_sq[lid.y][kk];
     }
-    acc *= norm_scale(total);
-    acc_up *= norm_scale(total);
+    let scale = norm_scale(total);
+    acc *= scale;
+#ifdef SWIGLU
+    acc_up *= scale;
+#endif
 #endif
 #ifdef SWIGLU
     acc = swiglu(acc, acc_up);

@@ -63,37 +63,47 @@ fn attention_block(
 ) -> Result<()> {
     let heads = heads(cfg, s);
     let (k_cache, v_cache) = (&s.k_cache[layer], &s.v_cache[layer]);
-    let xn = normed(rec, cfg, s, n, &l.attn_norm)?;
-    ops::linear(rec, xn.0, 0, n, xn.1, &l.qkv, l.qkv_bias.as_deref(), &s.qkv, false)?;
+    let xn = normed(rec, cfg, s, 0, n, &l.attn_norm)?;
+    ops::linear(rec, xn.x, xn.row0, n, xn.norm, &l.qkv, l.qkv_bias.as_deref(), &s.qkv, false)?;
     let qk_norm = l.qk_norm.as_deref().map(|b| (b, cfg.rms_norm_eps));
     ops::qkv_rope(rec, heads, n, pos0, &s.qkv, &s.rope, qk_norm, &s.q, k_cache, v_cache)?;
     ops::attention(rec, heads, n, pos0, &s.q, k_cache, v_cache, &s.att, Some(&*s.att_partials))?;
     ops::linear(rec, &s.att, 0, n, None, &l.o_proj, None, &s.x, true)
 }
 
-/// The input of a linear layer that starts with RMSNorm(x; weight): x itself with the norm
-/// to apply on the fly where the tuning fuses it, else `xn` after a norm kernel.
+/// The input of a linear layer that starts with RMSNorm: rows of `x` (from `row0`), and the
+/// norm the kernel applies on the fly, if any.
+struct Normed<'a> {
+    x: &'a wgpu::Buffer,
+    row0: usize,
+    norm: Option<(&'a wgpu::Buffer, f64)>,
+}
+
+/// RMSNorm(x; weight) of rows `row0..row0 + n` as a linear layer's input: x itself with the
+/// norm to apply on the fly where the tuning fuses it, else `xn` (from row 0) after a norm
+/// kernel.
 fn normed<'a>(
     rec: &mut Recorder,
     cfg: &QwenConfig,
     s: &'a RunState,
+    row0: usize,
     n: usize,
     weight: &'a wgpu::Buffer,
-) -> Result<(&'a wgpu::Buffer, Option<(&'a wgpu::Buffer, f64)>)> {
+) -> Result<Normed<'a>> {
     if rec.gpu().tuning.fused_norm {
-        return Ok((&s.x, Some((weight, cfg.rms_norm_eps))));
+        return Ok(Normed { x: &s.x, row0, norm: Some((weight, cfg.rms_norm_eps)) });
     }
-    ops::rms_norm(rec, &s.x, 0, n, cfg.hidden_size, weight, cfg.rms_norm_eps, &s.xn)?;
-    Ok((&s.xn, None))
+    ops::rms_norm(rec, &s.x, row0, n, cfg.hidden_size, weight, cfg.rms_norm_eps, &s.xn)?;
+    Ok(Normed { x: &s.xn, row0: 0, norm: None })
 }
 
 /// `x += down(silu(gate(norm(x))) * up(norm(x)))`.
 fn mlp_block(rec: &mut Recorder, cfg: &QwenConfig, l: &LayerWeights, s: &RunState, Pass { n, .. }: Pass) -> Result<()> {
-    let xn = normed(rec, cfg, s, n, &l.mlp_norm)?;
+    let xn = normed(rec, cfg, s, 0, n, &l.mlp_norm)?;
     if rec.gpu().tuning.fused_swiglu && ops::swiglu_fits(&l.gate_up) {
-        ops::swiglu(rec, xn.0, 0, n, xn.1, &l.gate_up, &s.act)?;
+        ops::swiglu(rec, xn.x, xn.row0, n, xn.norm, &l.gate_up, &s.act)?;
     } else {
-        ops::linear(rec, xn.0, 0, n, xn.1, &l.gate_up, None, &s.gate_up, false)?;
+        ops::linear(rec, xn.x, xn.row0, n, xn.norm, &l.gate_up, None, &s.gate_up, false)?;
         ops::silu_mul(rec, &s.gate_up, n, cfg.intermediate_size, &s.act)?;
     }
     ops::linear(rec, &s.act, 0, n, None, &l.down, None, &s.x, true)
@@ -115,12 +125,8 @@ pub fn record_head(
         Head::AllRows => return ops::rms_norm(rec, &s.x, 0, n, d, &w.norm, eps, &s.xn),
         _ => {}
     }
-    if rec.gpu().tuning.fused_norm {
-        ops::linear(rec, &s.x, n - 1, 1, Some((&w.norm, eps)), w.lm_head(), None, &s.logits, false)?;
-    } else {
-        ops::rms_norm(rec, &s.x, n - 1, 1, d, &w.norm, eps, &s.xn)?;
-        ops::linear(rec, &s.xn, 0, 1, None, w.lm_head(), None, &s.logits, false)?;
-    }
+    let xn = normed(rec, cfg, s, n - 1, 1, &w.norm)?;
+    ops::linear(rec, xn.x, xn.row0, 1, xn.norm, w.lm_head(), None, &s.logits, false)?;
     match head {
         Head::Argmax(n) => ops::argmax(rec, &s.logits, (*n).min(cfg.vocab_size), &s.next),
         Head::Sample(p) => ops::sample(rec, &s.logits, p, &s.seen, &s.next),

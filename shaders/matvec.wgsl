@@ -67,6 +67,12 @@ var<workgroup> sum_sq: array<f32, TOKENS * WG>;
 // w[r, :] · x[xb ..].
 fn row_dot(r: u32, xb: u32) -> f32 {
     var acc = 0.0;
+#ifdef W_GGML
+    for (var k8 = 0u; k8 < p.cols / 8u; k8++) {
+        let wv = ggml8(r, k8);
+        acc += dot(wv[0], xin4(xb, 8u * k8)) + dot(wv[1], xin4(xb, 8u * k8 + 4u));
+    }
+#else
 #ifdef W_QUANT
     for (var grp = 0u; grp < p.cols / 32u; grp++) {
         let c = grp * 32u;
@@ -98,6 +104,7 @@ fn row_dot(r: u32, xb: u32) -> f32 {
         acc += unpack2x16float(w[wb + pairs]).x * xin(xb, p.cols - 1u);
     }
 #endif
+#endif
     return acc;
 }
 #endif
@@ -106,6 +113,16 @@ fn row_dot(r: u32, xb: u32) -> f32 {
 // w[r, :] · x[xb + tt * cols ..] for the nt tokens tt < nt.
 fn multi_dot(r: u32, xb: u32, nt: u32) -> array<f32, TOKENS> {
     var acc: array<f32, TOKENS>;
+#ifdef W_GGML
+    // 8 weights at a time, decoded once, then dotted with each token's x.
+    for (var k8 = 0u; k8 < p.cols / 8u; k8++) {
+        let wv = ggml8(r, k8);
+        for (var tt = 0u; tt < nt; tt++) {
+            let xt = xb + tt * p.cols;
+            acc[tt] += dot(wv[0], xin4(xt, 8u * k8)) + dot(wv[1], xin4(xt, 8u * k8 + 4u));
+        }
+    }
+#else
 #ifdef W_QUANT
     // One group of 32 weights at a time, decoded once, then dotted with each token's x.
     for (var grp = 0u; grp < p.cols / 32u; grp++) {
@@ -146,6 +163,7 @@ fn multi_dot(r: u32, xb: u32, nt: u32) -> array<f32, TOKENS> {
             acc[tt] += f * xin(xb + tt * p.cols, p.cols - 1u);
         }
     }
+#endif
 #endif
     return acc;
 }

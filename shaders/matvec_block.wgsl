@@ -159,6 +159,9 @@ fn sq(v: vec4<f32>) -> f32 {
 
 // Weights 8 k8 .. 8 k8 + 7 of row r, scaled, as two vec4s.
 fn weights8(r: u32, k8: u32) -> array<vec4<f32>, 2> {
+#ifdef W_GGML
+    return ggml8(r, k8);
+#else
 #ifdef W_Q4
     let word = w[r * p.stride / 4u + k8 / 4u][k8 % 4u];
     let s = w_scale(r, k8 / 4u);
@@ -175,6 +178,7 @@ fn weights8(r: u32, k8: u32) -> array<vec4<f32>, 2> {
     let q = w[r * p.stride / 4u + k8];
     return array<vec4<f32>, 2>(vec4<f32>(unpack2x16float(q.x), unpack2x16float(q.y)),
                                vec4<f32>(unpack2x16float(q.z), unpack2x16float(q.w)));
+#endif
 #endif
 #endif
 }

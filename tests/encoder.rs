@@ -168,7 +168,7 @@ fn gpu_encode(g: &Gpu, format: WeightFormat, dtype: &Dtype, vals: &[f32], cols: 
             dst: &c.buffer,
             format,
             dst_word0: 0,
-            scales_word0: c.scales_offset(m.stride),
+            scales_word0: c.scales_offset(),
             stride: m.stride,
             err: &err,
             err_slot: 2,

@@ -6,6 +6,7 @@ mod common;
 use common::{assert_close, gpu, gpu_with, Rng};
 use qwen_webgpu::gpu::{Gpu, GpuBuffer, GpuMatrix, Recorder};
 use qwen_webgpu::ops::{self, Heads, KvFormat, LinearKernel};
+use qwen_webgpu::weights::ggml::{self, GgmlType};
 use qwen_webgpu::weights::quant::{self, WeightFormat};
 
 const SENTINEL: f32 = 12345.0;
@@ -699,4 +700,181 @@ fn sampling_kernel_matches_the_cpu_sampler() {
     let sp = ops::SampleParams::new(&p(1.0, 0, 1.0, 1.0, 1), 37, 0).unwrap();
     run(&g, |r| ops::sample(r, &lb, &sp, &seen, &out).unwrap());
     assert_eq!(pollster::block_on(g.read(&out, 0, 4)).unwrap(), u32::MAX.to_le_bytes());
+}
+
+/// `rows` rows of `cols` values of random valid `t` blocks: random bytes with every f16 scale
+/// field set to a small normal value (random bytes there would be NaN or huge).
+fn random_blocks(rng: &mut Rng, t: GgmlType, rows: usize, cols: usize) -> Vec<u8> {
+    let (n, size) = t.block();
+    let blocks = rows * cols / n;
+    let mut out = Vec::with_capacity(blocks * size);
+    for _ in 0..blocks {
+        let mut b: Vec<u8> = (0..size).map(|_| rng.below(256) as u8).collect();
+        let mut put = |at: usize, v: f32| b[at..at + 2].copy_from_slice(&half::f16::from_f32(v).to_le_bytes());
+        // Values of order one: K-quant scales multiply d by up to 63 (Q6_K: 127) and q by 31 (32).
+        let d = (0.002 + 0.02 * rng.uniform())
+            / if t == GgmlType::Q6K {
+                64.0
+            } else if t.block().0 == 256 {
+                16.0
+            } else {
+                1.0
+            };
+        match t {
+            GgmlType::Q6K => put(208, d),
+            GgmlType::Q4K | GgmlType::Q5K => {
+                put(0, d);
+                put(2, 0.5 * d * rng.uniform());
+            }
+            GgmlType::Q4_1 | GgmlType::Q5_1 => {
+                put(0, d);
+                put(2, -0.1 * rng.uniform());
+            }
+            _ => put(0, d),
+        }
+        out.extend(b);
+    }
+    out
+}
+
+/// A `[rows, cols]` matrix of random `t` blocks as the GPU holds it (uploaded byte for byte),
+/// with its values decoded by the CPU decoder (`weights::ggml`, ggml's formulas).
+fn ggml_matrix(g: &Gpu, rng: &mut Rng, t: GgmlType, rows: usize, cols: usize) -> (GpuMatrix, Vec<f32>) {
+    let bytes = random_blocks(rng, t, rows, cols);
+    let format = WeightFormat::from_ggml(t).unwrap();
+    let m = GpuMatrix::new(g, "w", rows, cols, format).unwrap();
+    assert_eq!(m.format, format);
+    m.write_words(g, 0, &bytes, "w").unwrap();
+    assert_eq!(m.gpu_bytes(), bytes.len() as u64, "GPU bytes equal the file's");
+    (m, ggml::dequantize(t, &bytes, "w").unwrap())
+}
+
+/// GGUF block formats decoded by every weight kernel (mat-vecs, tiled matmul, embedding), in
+/// rows that are not whole words (Q6_K's 210-byte and Q5_0's 22-byte blocks), split across
+/// buffers or not, with and without the fused norm, against f64 sums of the CPU decoder's
+/// values; and one matrix of mixed parts (a GGUF's q/k/v in different types).
+#[test]
+fn gguf_block_formats_in_every_weight_kernel() {
+    let mut rng = Rng::new(15);
+    for (mut g, split) in [(gpu(), false), (gpu_with(Some(64 << 10)), true)] {
+        let own = (g.tuning.block_rows, g.tuning.block_wg);
+        for t in [GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::Q4K, GgmlType::Q5K, GgmlType::Q6K] {
+            // Split buffers: the formats whose rows are not whole words.
+            if split && !matches!(t, GgmlType::Q5_0 | GgmlType::Q6K) {
+                continue;
+            }
+            let cols = if t.block().0 == 256 { 768 } else { 96 };
+            let rows = 77 + if split { 1000 } else { 0 };
+            let (m, deq) = ggml_matrix(&g, &mut rng, t, rows, cols);
+            assert!(!split || m.chunks.len() > 1, "{t:?} split");
+            for (n_tokens, norm) in [(1, false), (5, true)] {
+                let x = randn(&mut rng, n_tokens * cols);
+                let bias = randn(&mut rng, rows);
+                let norm_w = randn(&mut rng, cols);
+                let (xb, bb, nb) = (buf(&g, &x), buf(&g, &bias), buf(&g, &norm_w));
+                let mut want = Vec::new();
+                for tok in 0..n_tokens {
+                    let xr = &x[tok * cols..(tok + 1) * cols];
+                    let xr = if norm { rms_normed(xr, &norm_w, 1e-6) } else { xr.to_vec() };
+                    for o in 0..rows {
+                        let s: f64 =
+                            deq[o * cols..(o + 1) * cols].iter().zip(&xr).map(|(a, b)| *a as f64 * *b as f64).sum();
+                        want.push((s + bias[o] as f64) as f32);
+                    }
+                }
+                want.push(SENTINEL);
+                for (kind, (block_rows, block_wg)) in kernel_runs(&g, &m, own) {
+                    g.tuning.block_rows = block_rows;
+                    g.tuning.block_wg = block_wg;
+                    let out = buf(&g, &vec![SENTINEL; n_tokens * rows + 1]);
+                    let nw = norm.then_some((&*nb, 1e-6));
+                    run(&g, |r| ops::linear_with(r, kind, &xb, 0, n_tokens, nw, &m, Some(&bb), &out, false).unwrap());
+                    assert_close(
+                        &format!("{t:?} {kind:?} ({block_rows} rows, {block_wg} threads) t={n_tokens} norm={norm} split={split}"),
+                        &read(&g, &out, want.len()),
+                        &want,
+                        1e-4,
+                        1e-4,
+                    );
+                }
+                (g.tuning.block_rows, g.tuning.block_wg) = own;
+            }
+            let tokens: Vec<u32> = vec![0, rows as u32 - 1, 50, 7, 76];
+            let tb = g.storage_init("tokens", bytemuck::cast_slice(&tokens)).unwrap();
+            let out = buf(&g, &vec![SENTINEL; tokens.len() * cols]);
+            run(&g, |r| ops::embed(r, &tb, tokens.len(), &m, &out).unwrap());
+            let want: Vec<f32> =
+                tokens.iter().flat_map(|&k| deq[k as usize * cols..(k as usize + 1) * cols].to_vec()).collect();
+            assert_close(&format!("{t:?} embed"), &read(&g, &out, want.len()), &want, 0.0, 0.0);
+        }
+        // Mixed parts: q as Q4_K, k as Q6_K (rows of odd blocks), v as q8 (from Q8_0), as
+        // Q4_K_M files can hold a layer's q, k and v.
+        let cols = 256;
+        let parts =
+            [(40, WeightFormat::Ggml(GgmlType::Q4K)), (24, WeightFormat::Ggml(GgmlType::Q6K)), (24, WeightFormat::Q8)];
+        let m = GpuMatrix::with_parts(&g, "qkv", cols, &parts).unwrap();
+        assert!(!m.is_uniform());
+        let qb = random_blocks(&mut rng, GgmlType::Q4K, 40, cols);
+        let kb = random_blocks(&mut rng, GgmlType::Q6K, 24, cols);
+        let v = randn(&mut rng, 24 * cols);
+        m.write_words(&g, 0, &qb, "q").unwrap();
+        m.write_words(&g, 40, &kb, "k").unwrap();
+        m.write_rows(&g, 64, &v, "v").unwrap();
+        assert!(m.write_words(&g, 30, &qb[..144 * 20], "straddling").is_err(), "rows across parts are refused");
+        let (vw, vs) = quant::encode_rows(WeightFormat::Q8, &v, cols, "v").unwrap();
+        let mut deq = ggml::dequantize(GgmlType::Q4K, &qb, "q").unwrap();
+        deq.extend(ggml::dequantize(GgmlType::Q6K, &kb, "k").unwrap());
+        deq.extend(quant::decode_rows(WeightFormat::Q8, &vw, &vs, 24, cols));
+        let x = randn(&mut rng, 3 * cols);
+        let norm_w = randn(&mut rng, cols);
+        let (xb, nb) = (buf(&g, &x), buf(&g, &norm_w));
+        let mut want = Vec::new();
+        for tok in 0..3 {
+            let xr = rms_normed(&x[tok * cols..(tok + 1) * cols], &norm_w, 1e-6);
+            for o in 0..88 {
+                let s: f64 = deq[o * cols..(o + 1) * cols].iter().zip(&xr).map(|(a, b)| *a as f64 * *b as f64).sum();
+                want.push(s as f32);
+            }
+        }
+        for n_tokens in [1, 3] {
+            for (kind, _) in kernel_runs(&g, &m, own) {
+                let out = buf(&g, &vec![SENTINEL; n_tokens * 88]);
+                run(&g, |r| {
+                    ops::linear_with(r, kind, &xb, 0, n_tokens, Some((&*nb, 1e-6)), &m, None, &out, false).unwrap()
+                });
+                let what = format!("mixed parts {kind:?} t={n_tokens} split={split}");
+                assert_close(&what, &read(&g, &out, n_tokens * 88), &want[..n_tokens * 88], 1e-4, 1e-4);
+            }
+        }
+        // SwiGLU over a Q5_K gate/up matrix in one chunk.
+        if !split {
+            let width = 37;
+            let (m, deq) = ggml_matrix(&g, &mut rng, GgmlType::Q5K, 2 * width, cols);
+            assert!(ops::swiglu_fits(&m));
+            let dot = |row: usize, xr: &[f32]| -> f64 {
+                deq[row * cols..(row + 1) * cols].iter().zip(xr).map(|(a, b)| *a as f64 * *b as f64).sum()
+            };
+            for n_tokens in [1, 3] {
+                let mut want = Vec::new();
+                for tok in 0..n_tokens {
+                    let xr = rms_normed(&x[tok * cols..(tok + 1) * cols], &norm_w, 1e-6);
+                    for i in 0..width {
+                        let (gate, up) = (dot(i, &xr), dot(width + i, &xr));
+                        want.push((gate / (1.0 + (-gate).exp()) * up) as f32);
+                    }
+                }
+                for (kind, _) in kernel_runs(&g, &m, own) {
+                    let out = buf(&g, &vec![SENTINEL; n_tokens * width]);
+                    run(&g, |r| ops::swiglu_with(r, kind, &xb, 0, n_tokens, Some((&*nb, 1e-6)), &m, &out).unwrap());
+                    assert_close(
+                        &format!("swiglu Q5_K {kind:?} t={n_tokens}"),
+                        &read(&g, &out, want.len()),
+                        &want,
+                        1e-4,
+                        1e-4,
+                    );
+                }
+            }
+        }
+    }
 }

@@ -188,6 +188,11 @@ fn vector_of<'a>(w: &'a QwenWeights, cfg: &QwenConfig, slot: Slot, name: &str) -
 /// the f16 scales (`Scales`), or an f16 matrix's values without the padding of an odd width
 /// (`Whole`).
 async fn read_matrix(gpu: &Gpu, m: &GpuMatrix, part: Part, g0: usize, n: usize, name: &str) -> Result<Vec<u8>> {
+    if !m.is_uniform() || m.format.ggml().is_some() {
+        return Err(Error::Weights(format!(
+            "export: {name} is held in a GGUF block format; a model loaded from GGUF is not exported (its file is its own cache)"
+        )));
+    }
     let spr = m.format.scales_per_row(m.cols);
     let (gpu_row, out_row, scales) = match part {
         Part::QWeight if m.format != WeightFormat::F16 => (m.stride * 4, m.stride * 4, false),
@@ -207,7 +212,7 @@ async fn read_matrix(gpu: &Gpu, m: &GpuMatrix, part: Part, g0: usize, n: usize, 
     for (c, lo, hi) in m.chunks_over(g0, n) {
         // Scales follow the chunk's words; every offset and size here is a multiple of 4
         // (scales per row are even: see WeightFormat::for_cols).
-        let base = if scales { c.scales_offset(m.stride) * 4 } else { 0 };
+        let base = if scales { c.scales_offset() * 4 } else { 0 };
         let at = (base + (lo - c.row0) * gpu_row) as u64;
         let len = (hi - lo) * gpu_row;
         let bytes = gpu.read(&c.buffer, at, len as u64).await?;

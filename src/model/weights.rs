@@ -15,6 +15,7 @@ use crate::error::{Error, Result};
 use crate::gpu::{Gpu, GpuBuffer, GpuMatrix, Recorder};
 use crate::ops::{self, QuantizeRows};
 use crate::weights::checkpoint::{check_checkpoint, layout, plan, Part, Slot};
+use crate::weights::ggml::{self, GgmlType};
 use crate::weights::quant::{self, WeightFormat};
 #[cfg(not(target_arch = "wasm32"))]
 use crate::weights::TensorSource;
@@ -52,7 +53,7 @@ impl QwenWeights {
             .iter()
             .map(|l| l.qkv.gpu_bytes() + l.o_proj.gpu_bytes() + l.gate_up.gpu_bytes() + l.down.gpu_bytes())
             .sum();
-        layers + self.lm_head().gpu_bytes() + self.embed.format.row_bytes(self.embed.cols)
+        layers + self.lm_head().gpu_bytes() + self.embed.max_row_bytes()
     }
 }
 
@@ -73,6 +74,71 @@ pub fn weight_bytes(cfg: &QwenConfig, format: WeightFormat) -> u64 {
             _ => f32s(shape[0]),
         })
         .sum::<u64>()
+}
+
+/// One GPU matrix of the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum MatrixId {
+    Embed,
+    LmHead,
+    Qkv(usize),
+    OProj(usize),
+    GateUp(usize),
+    Down(usize),
+}
+
+/// The format a stored matrix tensor is kept in on the GPU: `format`, except that a GGUF
+/// block type keeps its own (losslessly: see [`WeightFormat::from_ggml`]) unless q8 or q4 was
+/// asked for, which decodes and re-encodes it.
+fn tensor_format(dtype: &weights::Dtype, format: WeightFormat) -> WeightFormat {
+    match dtype {
+        weights::Dtype::Ggml(t) if format == WeightFormat::F16 => WeightFormat::from_ggml(*t).unwrap_or(format),
+        _ => format,
+    }
+}
+
+/// Each GPU matrix's parts, `(rows, format)` in row order: one part in `format` for a
+/// checkpoint of float tensors; for a GGUF file one per stored tensor in its own format
+/// (q/k/v and gate/up may differ), consecutive tensors of one format merged into one part
+/// where the second starts on a whole word (so gate and up of one type share a buffer and the
+/// fused SwiGLU kernel runs).
+fn matrix_parts(
+    cfg: &QwenConfig,
+    tensors: &BTreeMap<String, TensorInfo>,
+    format: WeightFormat,
+) -> BTreeMap<MatrixId, Vec<(usize, WeightFormat)>> {
+    let mut rows: BTreeMap<MatrixId, Vec<(usize, usize, WeightFormat)>> = BTreeMap::new();
+    for (name, (shape, slot)) in plan(cfg) {
+        let (id, row0) = match slot {
+            Slot::Embed => (MatrixId::Embed, 0),
+            Slot::LmHead => (MatrixId::LmHead, 0),
+            Slot::Qkv(i, r) => (MatrixId::Qkv(i), r),
+            Slot::OProj(i) => (MatrixId::OProj(i), 0),
+            Slot::GateUp(i, r) => (MatrixId::GateUp(i), r),
+            Slot::Down(i) => (MatrixId::Down(i), 0),
+            _ => continue,
+        };
+        let f = tensors.get(&name).map_or(format, |t| tensor_format(&t.dtype, format)).for_cols(shape[1]);
+        rows.entry(id).or_default().push((row0, shape[0], f));
+    }
+    let cols = |id: MatrixId| match id {
+        MatrixId::OProj(_) => cfg.q_dim(),
+        MatrixId::Down(_) => cfg.intermediate_size,
+        _ => cfg.hidden_size,
+    };
+    rows.into_iter()
+        .map(|(id, mut p)| {
+            p.sort_by_key(|x| x.0);
+            let mut out: Vec<(usize, WeightFormat)> = Vec::new();
+            for (_, n, f) in p {
+                match out.last_mut() {
+                    Some((m, g)) if *g == f && (*m as u64 * f.row_bytes(cols(id))).is_multiple_of(4) => *m += n,
+                    _ => out.push((n, f)),
+                }
+            }
+            (id, out)
+        })
+        .collect()
 }
 
 /// Where plain matrices are encoded into the GPU format.
@@ -171,7 +237,8 @@ impl Uploader {
     ) -> Result<Self> {
         let stored = check_checkpoint(cfg, tensors, metadata)?;
         let format = quant::resolve_format(Some(format), stored)?;
-        let weights = Self::allocate(&gpu, cfg, format)?;
+        let parts = matrix_parts(cfg, tensors, format);
+        let weights = Self::allocate(&gpu, cfg, &parts, format)?;
         let encoder = Encoder::Auto.resolve(&gpu);
         let layout = layout(cfg, stored);
         let infos: BTreeMap<String, TensorInfo> = layout.keys().map(|n| (n.clone(), tensors[n].clone())).collect();
@@ -198,32 +265,39 @@ impl Uploader {
 
     /// Allocate every GPU buffer of the weights.
     /// Each buffer is made in an out-of-memory error scope naming it (see [`Gpu::scoped`]).
-    fn allocate(gpu: &Gpu, cfg: &QwenConfig, format: WeightFormat) -> Result<QwenWeights> {
+    fn allocate(
+        gpu: &Gpu,
+        cfg: &QwenConfig,
+        parts: &BTreeMap<MatrixId, Vec<(usize, WeightFormat)>>,
+        format: WeightFormat,
+    ) -> Result<QwenWeights> {
         let (d, ff, v) = (cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size);
         let f32_buf =
             |label: &str, n: usize| gpu.scoped(|| format!("allocating {label}"), || gpu.storage(label, n as u64 * 4));
-        let matrix = |label: &str, rows: usize, cols: usize| {
-            gpu.scoped(|| format!("allocating {label}"), || GpuMatrix::new(gpu, label, rows, cols, format))
+        let matrix = |label: &str, rows: usize, cols: usize, id: MatrixId| {
+            let whole = [(rows, format)];
+            let p = parts.get(&id).filter(|p| p.iter().map(|x| x.0).sum::<usize>() == rows).map_or(&whole[..], |p| p);
+            gpu.scoped(|| format!("allocating {label}"), || GpuMatrix::with_parts(gpu, label, cols, p))
         };
         let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
         for i in 0..cfg.num_hidden_layers {
             let l = |s: &str| format!("layer{i}.{s}");
             layers.push(LayerWeights {
                 attn_norm: f32_buf(&l("attn_norm"), d)?,
-                qkv: matrix(&l("qkv"), cfg.qkv_dim(), d)?,
+                qkv: matrix(&l("qkv"), cfg.qkv_dim(), d, MatrixId::Qkv(i))?,
                 qkv_bias: if cfg.attention_bias { Some(f32_buf(&l("qkv_bias"), cfg.qkv_dim())?) } else { None },
                 qk_norm: if cfg.qk_norm { Some(f32_buf(&l("qk_norm"), 2 * cfg.head_dim)?) } else { None },
-                o_proj: matrix(&l("o_proj"), d, cfg.q_dim())?,
+                o_proj: matrix(&l("o_proj"), d, cfg.q_dim(), MatrixId::OProj(i))?,
                 mlp_norm: f32_buf(&l("mlp_norm"), d)?,
-                gate_up: matrix(&l("gate_up"), 2 * ff, d)?,
-                down: matrix(&l("down"), d, ff)?,
+                gate_up: matrix(&l("gate_up"), 2 * ff, d, MatrixId::GateUp(i))?,
+                down: matrix(&l("down"), d, ff, MatrixId::Down(i))?,
             });
         }
         Ok(QwenWeights {
-            embed: matrix("embed", v, d)?,
+            embed: matrix("embed", v, d, MatrixId::Embed)?,
             layers,
             norm: f32_buf("norm", d)?,
-            lm_head: if cfg.tie_word_embeddings { None } else { Some(matrix("lm_head", v, d)?) },
+            lm_head: if cfg.tie_word_embeddings { None } else { Some(matrix("lm_head", v, d, MatrixId::LmHead)?) },
         })
     }
 
@@ -266,7 +340,8 @@ impl Uploader {
             slot,
             Slot::Embed | Slot::LmHead | Slot::Qkv(..) | Slot::OProj(_) | Slot::GateUp(..) | Slot::Down(_)
         );
-        let gpu_slot = if is_matrix && *part == Part::Whole && self.encoder == Encoder::Gpu {
+        let float = matches!(info.dtype, weights::Dtype::F32 | weights::Dtype::F16 | weights::Dtype::BF16);
+        let gpu_slot = if is_matrix && *part == Part::Whole && float && self.encoder == Encoder::Gpu {
             if self.gpu_encoder.is_none() {
                 self.gpu_encoder = Some(self.make_gpu_encoder()?);
             }
@@ -287,6 +362,21 @@ impl Uploader {
         // Matrices: plain ones are converted and encoded a block of rows at a time;
         // pre-quantized words and scales go up as they are.
         let matrix = |m: &GpuMatrix, row0: usize| -> Result<()> {
+            // A GGUF block type: as stored where the GPU holds this part in it, repacked
+            // where it holds Q8_0/Q4_0 as q8/q4, else decoded and re-encoded below.
+            if let (weights::Dtype::Ggml(t), Part::Whole) = (&info.dtype, part) {
+                let held = m.chunks_over(row0, 1).next().map(|(c, ..)| c.format);
+                match (t, held) {
+                    (t, Some(WeightFormat::Ggml(h))) if *t == h => return m.write_words(gpu, row0, bytes, name),
+                    (GgmlType::Q8_0, Some(WeightFormat::Q8)) | (GgmlType::Q4_0, Some(WeightFormat::Q4)) => {
+                        let (words, scales) =
+                            if *t == GgmlType::Q8_0 { ggml::repack_q8_0(bytes) } else { ggml::repack_q4_0(bytes) };
+                        m.write_words(gpu, row0, &words, name)?;
+                        return m.write_scales(gpu, row0, &scales, name);
+                    }
+                    _ => {}
+                }
+            }
             match (part, gpu_slot.zip(enc)) {
                 (Part::Whole, Some((slot, enc))) => {
                     encode_on_gpu(gpu, enc, slot, m, row0, name, &info.dtype, bytes, shape[0], shape[1])
@@ -410,12 +500,12 @@ fn encode_on_gpu(
         )));
     }
     let per_block = (enc.staging.size() as usize / row_bytes.max(1)).max(1);
-    let spr = m.format.scales_per_row(cols);
     for r in (0..rows).step_by(per_block) {
         let n = per_block.min(rows - r);
         gpu.write(&enc.staging, 0, &bytes[r * row_bytes..(r + n) * row_bytes]);
         let mut rec = Recorder::new(gpu);
         for (c, lo, hi) in m.chunks_over(row0 + r, n) {
+            let spr = c.format.scales_per_row(cols);
             ops::quantize(
                 &mut rec,
                 &QuantizeRows {
@@ -425,10 +515,10 @@ fn encode_on_gpu(
                     rows: hi - lo,
                     cols,
                     dst: &c.buffer,
-                    format: m.format,
-                    dst_word0: (lo - c.row0) * m.stride,
-                    scales_word0: c.scales_offset(m.stride) + (lo - c.row0) * spr / 2,
-                    stride: m.stride,
+                    format: c.format,
+                    dst_word0: (lo - c.row0) * c.stride,
+                    scales_word0: c.scales_offset() + (lo - c.row0) * spr / 2,
+                    stride: c.stride,
                     err: &enc.errors,
                     err_slot: slot,
                     err_row0: lo - row0,

@@ -23,9 +23,23 @@ fn u(n: usize) -> Result<u32> {
     u32::try_from(n).map_err(|_| Error::Gpu(format!("{n} does not fit the kernels' 32-bit sizes and offsets")))
 }
 
-/// Select the weight reader of `common/weights.wgsl`.
+/// Select the weight reader of `common/weights.wgsl`: W_Q8, W_Q4 (with W_QUANT, their
+/// separate scales), or W_GGML with the block type (W_Q4_1, W_Q5_0, W_Q5_1, W_Q4_K, W_Q5_K,
+/// W_Q6_K); f16 pairs by default.
 fn weight_format(key: ShaderKey, f: WeightFormat) -> ShaderKey {
-    key.flag("W_Q8", f == WeightFormat::Q8).flag("W_Q4", f == WeightFormat::Q4).flag("W_QUANT", f != WeightFormat::F16)
+    use crate::weights::ggml::GgmlType as G;
+    let t = f.ggml();
+    key.flag("W_Q8", f == WeightFormat::Q8)
+        .flag("W_Q4", f == WeightFormat::Q4)
+        .flag("W_QUANT", f == WeightFormat::Q8 || f == WeightFormat::Q4)
+        .flag("W_GGML", t.is_some())
+        .flag("W_Q4_1", t == Some(G::Q4_1))
+        .flag("W_Q5_0", t == Some(G::Q5_0))
+        .flag("W_Q5_1", t == Some(G::Q5_1))
+        .flag("W_Q4_K", t == Some(G::Q4K))
+        .flag("W_Q5_K", t == Some(G::Q5K))
+        .flag("W_Q6_K", t == Some(G::Q6K))
+        .flag("W_KQ", matches!(t, Some(G::Q4K | G::Q5K)))
 }
 
 crate::kernel_params! {
@@ -49,15 +63,16 @@ pub fn embed(
     table: &GpuMatrix,
     out: &wgpu::Buffer,
 ) -> Result<()> {
-    let k = rec.gpu().kernel(&weight_format(ShaderKey::new("embed").def("WG", WG), table.format), &[Read, Read, Rw])?;
     for c in &table.chunks {
+        let key = weight_format(ShaderKey::new("embed").def("WG", WG), c.format);
+        let k = rec.gpu().kernel(&key, &[Read, Read, Rw])?;
         let p = EmbedParams {
             n_tokens: u(n_tokens)?,
             cols: u(table.cols)?,
             row0: u(c.row0)?,
             rows: u(c.rows)?,
-            stride: u(table.stride)?,
-            scales: u(c.scales_offset(table.stride))?,
+            stride: u(c.stride)?,
+            scales: u(c.scales_offset())?,
             _pad: [0; 2],
         };
         rec.dispatch(&k, &p, &[tokens, &c.buffer, out], groups(n_tokens * table.cols, WG)?)?;
@@ -292,11 +307,7 @@ fn linear_impl(
             .flag("VEC4_IO", true)
     };
     let key = match kind {
-        LinearKernel::MatVec => ShaderKey::new("matvec")
-            .def("WG", WG)
-            .def("TOKENS", tokens)
-            .flag("MULTI", tokens > 1)
-            .flag("VEC4_IO", w.format != WeightFormat::F16),
+        LinearKernel::MatVec => ShaderKey::new("matvec").def("WG", WG).def("TOKENS", tokens).flag("MULTI", tokens > 1),
         LinearKernel::Block => block(WG).def("SUM_UNTIL", 8),
         LinearKernel::SubgroupBlock => {
             let (sg, wg) = (rec.gpu().subgroup_size.unwrap_or(0), rec.gpu().tuning.block_wg);
@@ -304,7 +315,7 @@ fn linear_impl(
         }
         LinearKernel::Tiled => ShaderKey::new("matmul").def("TILE", TILE).def("TILE_PAD", TILE + 1),
     };
-    let key = weight_format(key, w.format)
+    let key = key
         .flag("BIAS", bias.is_some())
         .flag("NORM", norm.is_some())
         .flag("SWIGLU", swiglu)
@@ -317,8 +328,12 @@ fn linear_impl(
     }
     (bindings[n], buffers[n]) = (Rw, out);
     let (bindings, buffers) = (&bindings[..=n], &mut buffers[..=n]);
-    let k = rec.gpu().kernel(&key, bindings)?;
     for c in &w.chunks {
+        // The chunk's weight reader; the one-row mat-vec reads x in vec4s for every format
+        // but f16 (whose widths may be odd).
+        let key = weight_format(key.clone(), c.format);
+        let key = if kind == LinearKernel::MatVec { key.flag("VEC4_IO", c.format != WeightFormat::F16) } else { key };
+        let k = rec.gpu().kernel(&key, bindings)?;
         // Output rows of this chunk (with SwiGLU the one chunk's gate rows) and the width of
         // an output row.
         let (out_rows, out_cols) = if swiglu { (c.rows / 2, w.rows / 2) } else { (c.rows, w.rows) };
@@ -326,11 +341,11 @@ fn linear_impl(
             n_tokens: u(n_tokens)?,
             cols: u(w.cols)?,
             rows: u(out_rows)?,
-            stride: u(w.stride)?,
+            stride: u(c.stride)?,
             out_cols: u(out_cols)?,
             row0: u(c.row0)?,
             x_row0: u(x_row0)?,
-            scales: u(c.scales_offset(w.stride))?,
+            scales: u(c.scales_offset())?,
             eps: norm.map_or(0.0, |n| n.1 as f32),
             up_row: u(if swiglu { out_rows } else { 0 })?,
             _pad: [0; 2],

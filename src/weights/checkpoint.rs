@@ -254,6 +254,11 @@ fn check_layout(cfg: &QwenConfig, tensors: &BTreeMap<String, TensorInfo>, stored
         if &t.shape != shape {
             return Err(Error::Weights(format!("tensor {name} has shape {:?}, the config implies {shape:?}", t.shape)));
         }
+        if let super::Dtype::Ggml(g) = t.dtype {
+            if !g.decodable() || *part != Part::Whole {
+                return Err(g.unsupported(name));
+            }
+        }
         let want = match part {
             Part::Whole => None,
             Part::QWeight => Some("U32"),

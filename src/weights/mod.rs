@@ -5,6 +5,7 @@
 //! memory: natively the bytes come from files by seek + read, in the browser they will come
 //! from the network.
 
+pub mod ggml;
 pub mod quant;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod quantize;
@@ -235,6 +236,7 @@ pub fn float_size(name: &str, dtype: &Dtype) -> Result<usize> {
     match dtype {
         Dtype::F32 => Ok(4),
         Dtype::F16 | Dtype::BF16 => Ok(2),
+        Dtype::Ggml(t) => Err(Error::Weights(format!("tensor {name} is {}, not a float type", t.name()))),
         Dtype::Other(d) => Err(Error::Weights(format!(
             "tensor {name} has dtype {d}; only F32, F16 and BF16 checkpoints are supported"
         ))),
@@ -242,11 +244,14 @@ pub fn float_size(name: &str, dtype: &Dtype) -> Result<usize> {
 }
 
 fn elements<'a>(name: &str, dtype: &Dtype, bytes: &'a [u8]) -> Result<Box<dyn Iterator<Item = f32> + 'a>> {
+    if let Dtype::Ggml(t) = dtype {
+        return Ok(Box::new(ggml::dequantize(*t, bytes, name)?.into_iter()));
+    }
     float_size(name, dtype)?;
     Ok(match dtype {
         Dtype::F32 => Box::new(bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))),
         Dtype::F16 => Box::new(bytes.chunks_exact(2).map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32())),
-        Dtype::BF16 | Dtype::Other(_) => {
+        Dtype::BF16 | Dtype::Ggml(_) | Dtype::Other(_) => {
             Box::new(bytes.chunks_exact(2).map(|c| bf16::from_le_bytes([c[0], c[1]]).to_f32()))
         }
     })

@@ -14,6 +14,7 @@
 //! Quantized matrices store every row's quantized words first, then every row's scales
 //! (f16 pairs), in each row-chunk buffer.
 
+use super::ggml::GgmlType;
 use crate::error::{Error, Result};
 use half::f16;
 use std::collections::BTreeMap;
@@ -23,6 +24,11 @@ pub enum WeightFormat {
     F16,
     Q8,
     Q4,
+    /// A GGUF file's own block type, uploaded byte for byte and decoded by the kernels
+    /// (`common/weights.wgsl`, `W_GGML`): Q4_1, Q5_0, Q5_1, Q4_K, Q5_K or Q6_K (see
+    /// [`WeightFormat::from_ggml`]; Q8_0 and Q4_0 map onto `Q8` and `Q4`). Rows are packed
+    /// byte-wise: a matrix's `stride` is then its row length in bytes, not words.
+    Ggml(GgmlType),
 }
 
 pub const GROUP: usize = 32;
@@ -53,12 +59,47 @@ impl WeightFormat {
             WeightFormat::F16 => "f16",
             WeightFormat::Q8 => "q8",
             WeightFormat::Q4 => "q4",
+            WeightFormat::Ggml(t) => match t {
+                GgmlType::Q4_1 => "q4_1",
+                GgmlType::Q5_0 => "q5_0",
+                GgmlType::Q5_1 => "q5_1",
+                GgmlType::Q4K => "q4_k",
+                GgmlType::Q5K => "q5_k",
+                GgmlType::Q6K => "q6_k",
+                _ => "ggml",
+            },
+        }
+    }
+
+    /// The format a GGUF tensor of type `t` is kept in on the GPU, losslessly: Q8_0 and Q4_0
+    /// as our q8/q4 (the same values and scales, repacked), the block types the kernels decode
+    /// as they are, and float types as f16 (None: a type we cannot load).
+    pub fn from_ggml(t: GgmlType) -> Option<Self> {
+        match t {
+            GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => Some(WeightFormat::F16),
+            GgmlType::Q8_0 => Some(WeightFormat::Q8),
+            GgmlType::Q4_0 => Some(WeightFormat::Q4),
+            GgmlType::Q4_1 | GgmlType::Q5_0 | GgmlType::Q5_1 | GgmlType::Q4K | GgmlType::Q5K | GgmlType::Q6K => {
+                Some(WeightFormat::Ggml(t))
+            }
+            _ => None,
+        }
+    }
+
+    /// A GGUF block format decoded by the kernels as stored.
+    pub fn ggml(self) -> Option<GgmlType> {
+        match self {
+            WeightFormat::Ggml(t) => Some(t),
+            _ => None,
         }
     }
 
     /// The format a `[_, cols]` matrix really gets: quantized rows need whole groups and an
     /// even number of them (scales are written as f16 pairs); others stay f16.
     pub fn for_cols(self, cols: usize) -> Self {
+        if let WeightFormat::Ggml(t) = self {
+            return if cols.is_multiple_of(t.block().0) { self } else { WeightFormat::F16 };
+        }
         if self != WeightFormat::F16 && !cols.is_multiple_of(2 * GROUP) {
             WeightFormat::F16
         } else {
@@ -66,26 +107,31 @@ impl WeightFormat {
         }
     }
 
-    /// u32 words of values per row.
+    /// u32 words of values per row (the kernels' row stride); for [`WeightFormat::Ggml`], whose
+    /// rows need not be whole words, bytes per row.
     pub fn words_per_row(self, cols: usize) -> usize {
         match self {
             WeightFormat::F16 => cols.div_ceil(2),
             WeightFormat::Q8 => cols / 4,
             WeightFormat::Q4 => cols / 8,
+            WeightFormat::Ggml(t) => cols / t.block().0 * t.block().1,
         }
     }
 
     /// f16 scales per row.
     pub fn scales_per_row(self, cols: usize) -> usize {
         match self {
-            WeightFormat::F16 => 0,
+            WeightFormat::F16 | WeightFormat::Ggml(_) => 0,
             _ => cols / GROUP,
         }
     }
 
     /// GPU bytes per row, scales included.
     pub fn row_bytes(self, cols: usize) -> u64 {
-        (self.words_per_row(cols) * 4 + self.scales_per_row(cols) * 2) as u64
+        match self {
+            WeightFormat::Ggml(_) => self.words_per_row(cols) as u64,
+            _ => (self.words_per_row(cols) * 4 + self.scales_per_row(cols) * 2) as u64,
+        }
     }
 }
 
@@ -282,6 +328,9 @@ fn encode_rows_here(
     row0: usize,
     what: &str,
 ) -> Result<(Vec<u32>, Vec<u16>)> {
+    if let WeightFormat::Ggml(t) = format {
+        return Err(Error::Weights(format!("{what}: this engine does not encode into {}", t.name())));
+    }
     let rows = vals.len() / cols;
     let wpr = format.words_per_row(cols);
     let mut words = vec![0u32; rows * wpr];
@@ -325,6 +374,7 @@ fn encode_rows_here(
                     }
                 }
             }
+            WeightFormat::Ggml(_) => unreachable!("refused above"),
         }
     }
     Ok((words, scales))
@@ -334,10 +384,20 @@ fn encode_rows_here(
 pub fn decode_rows(format: WeightFormat, words: &[u32], scales: &[u16], rows: usize, cols: usize) -> Vec<f32> {
     let wpr = format.words_per_row(cols);
     let spr = format.scales_per_row(cols);
+    if let WeightFormat::Ggml(t) = format {
+        // `words` holds the rows' bytes, `wpr` bytes a row.
+        let bytes: &[u8] = bytemuck::cast_slice(words);
+        return super::ggml::dequantize(t, &bytes[..rows * wpr], "decode_rows").unwrap_or_default();
+    }
+    let per_word = match format {
+        WeightFormat::F16 => 2,
+        WeightFormat::Q8 => 4,
+        _ => 8,
+    };
     let mut out = Vec::with_capacity(rows * cols);
     for r in 0..rows {
         for k in 0..cols {
-            let w = words[r * wpr + k / [2, 4, 8][format as usize]];
+            let w = words[r * wpr + k / per_word];
             let x = match format {
                 WeightFormat::F16 => f16::from_bits((w >> (16 * (k % 2))) as u16).to_f32(),
                 WeightFormat::Q8 => {
@@ -348,6 +408,7 @@ pub fn decode_rows(format: WeightFormat, words: &[u32], scales: &[u16], rows: us
                     let q = ((w >> (4 * (k % 8))) & 15) as f32 - 8.0;
                     q * f16::from_bits(scales[r * spr + k / GROUP]).to_f32()
                 }
+                WeightFormat::Ggml(_) => unreachable!("decoded above"),
             };
             out.push(x);
         }

@@ -15,6 +15,8 @@ pub enum Dtype {
     F32,
     F16,
     BF16,
+    /// A GGUF block type (Q8_0, Q4_K, ...): see [`super::ggml`].
+    Ggml(super::ggml::GgmlType),
     Other(String),
 }
 
@@ -32,6 +34,7 @@ impl Dtype {
         match self {
             Dtype::F32 => Some(4),
             Dtype::F16 | Dtype::BF16 => Some(2),
+            Dtype::Ggml(_) => None,
             Dtype::Other(s) => match s.as_str() {
                 "F64" | "I64" | "U64" => Some(8),
                 "I32" | "U32" => Some(4),
@@ -46,6 +49,7 @@ impl Dtype {
             Dtype::F32 => "F32",
             Dtype::F16 => "F16",
             Dtype::BF16 => "BF16",
+            Dtype::Ggml(t) => t.name(),
             Dtype::Other(s) => s,
         }
     }

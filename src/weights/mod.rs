@@ -6,6 +6,7 @@
 //! from the network.
 
 pub mod ggml;
+pub mod gguf;
 pub mod quant;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod quantize;

@@ -171,18 +171,18 @@ impl Qwen {
         }
     }
 
-    /// Open a Hugging Face model folder (`config.json` + safetensors) on the default GPU.
+    /// Open a Hugging Face model folder (`config.json` + safetensors) or a GGUF file on the
+    /// default GPU.
     #[cfg(not(target_arch = "wasm32"))]
     pub async fn load_dir(
-        dir: &std::path::Path,
+        path: &std::path::Path,
         gpu_opts: &crate::gpu::GpuOptions,
         opts: &ModelOptions,
     ) -> Result<Qwen> {
-        let config = read_config(dir)?;
-        let mut src = crate::weights::FileSource::open_dir(dir)?;
-        crate::weights::checkpoint::check_tensors(&config, crate::weights::TensorSource::tensors(&src))?;
+        let (config, mut src) = open_source(path)?;
+        crate::weights::checkpoint::check_tensors(&config, src.tensors())?;
         let gpu = Gpu::new(gpu_opts).await?;
-        Qwen::load(gpu, config, &mut src, opts, &mut |_, _| {})
+        Qwen::load(gpu, config, src.as_mut(), opts, &mut |_, _| {})
     }
 
     /// Tokens in the KV cache (passes queued by [`Qwen::queue_next`] and not yet read
@@ -488,16 +488,48 @@ impl PassInput<'_> {
     }
 }
 
-/// Read and parse `DIR/config.json`.
+/// The config of a model: `DIR/config.json`, or a GGUF file's metadata.
 #[cfg(not(target_arch = "wasm32"))]
-pub fn read_config(dir: &std::path::Path) -> Result<QwenConfig> {
-    let path = dir.join("config.json");
+pub fn read_config(path: &std::path::Path) -> Result<QwenConfig> {
+    if is_gguf(path) {
+        return Ok(crate::weights::gguf_model::GgufFile::open(path)?.model.config);
+    }
+    let path = path.join("config.json");
     let text = crate::files::read_text_capped(&path, crate::files::CONFIG_CAP)?;
     QwenConfig::from_json(&text)
 }
 
+/// Whether `path` names a GGUF file (a regular file that starts with the magic `GGUF`)
+/// rather than a model folder.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn is_gguf(path: &std::path::Path) -> bool {
+    use std::io::Read;
+    let mut magic = [0u8; 4];
+    path.is_file() && std::fs::File::open(path).and_then(|mut f| f.read_exact(&mut magic)).is_ok() && &magic == b"GGUF"
+}
+
+/// A model's config and tensors, from a Hugging Face folder or a GGUF file (headers only).
+#[cfg(not(target_arch = "wasm32"))]
+pub fn open_source(path: &std::path::Path) -> Result<(QwenConfig, Box<dyn crate::weights::TensorSource>)> {
+    if is_gguf(path) {
+        let f = crate::weights::gguf_model::GgufFile::open(path)?;
+        return Ok((f.model.config.clone(), Box::new(f)));
+    }
+    Ok((read_config(path)?, Box::new(crate::weights::FileSource::open_dir(path)?)))
+}
+
 /// GPU bytes a model needs: weights, activations and KV cache.
 pub fn gpu_bytes(cfg: &QwenConfig, opts: &ModelOptions) -> (u64, u64) {
+    gpu_bytes_of(cfg, &std::collections::BTreeMap::new(), opts)
+}
+
+/// [`gpu_bytes`] for a checkpoint with these tensors (a GGUF file's keep their own types).
+pub fn gpu_bytes_of(
+    cfg: &QwenConfig,
+    tensors: &std::collections::BTreeMap<String, crate::weights::TensorInfo>,
+    opts: &ModelOptions,
+) -> (u64, u64) {
     let context = opts.context_for(cfg);
-    (weights::weight_bytes(cfg, opts.weights), state::state_bytes(cfg, opts.max_batch.min(context), context, opts.kv))
+    let state = state::state_bytes(cfg, opts.max_batch.min(context), context, opts.kv);
+    (weights::weight_bytes_of(cfg, tensors, opts.weights), state)
 }

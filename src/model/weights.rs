@@ -60,20 +60,31 @@ impl QwenWeights {
 /// GPU bytes of the weights of `cfg` in `format`: what [`Uploader`] allocates, on an adapter
 /// that binds each matrix whole (see [`GpuMatrix::bytes_for`]).
 pub fn weight_bytes(cfg: &QwenConfig, format: WeightFormat) -> u64 {
+    weight_bytes_of(cfg, &BTreeMap::new(), format)
+}
+
+/// [`weight_bytes`] for a checkpoint whose tensors are `tensors`: a GGUF file's matrices keep
+/// their own types (see [`matrix_parts`]).
+pub fn weight_bytes_of(cfg: &QwenConfig, tensors: &BTreeMap<String, TensorInfo>, format: WeightFormat) -> u64 {
     let f32s = |n: usize| crate::gpu::buffer_size(n as u64 * 4);
-    plan(cfg)
+    let matrices: u64 = matrix_parts(cfg, tensors, format)
+        .iter()
+        .map(|(id, parts)| {
+            let cols = id.cols(cfg);
+            parts.iter().map(|&(rows, f)| GpuMatrix::bytes_for(rows, cols, f)).sum::<u64>()
+        })
+        .sum();
+    let vectors: u64 = plan(cfg)
         .values()
         .map(|(shape, slot)| match slot {
             // Tensors that share one GPU buffer count once, at their first part.
-            Slot::Qkv(_, 0) => GpuMatrix::bytes_for(cfg.qkv_dim(), cfg.hidden_size, format),
-            Slot::GateUp(_, 0) => GpuMatrix::bytes_for(2 * cfg.intermediate_size, cfg.hidden_size, format),
             Slot::QkvBias(_, 0) => f32s(cfg.qkv_dim()),
             Slot::QNorm(_) => f32s(2 * cfg.head_dim),
-            Slot::Qkv(..) | Slot::GateUp(..) | Slot::QkvBias(..) | Slot::KNorm(_) => 0,
-            _ if shape.len() == 2 => GpuMatrix::bytes_for(shape[0], shape[1], format),
-            _ => f32s(shape[0]),
+            Slot::Norm | Slot::AttnNorm(_) | Slot::MlpNorm(_) => f32s(shape[0]),
+            _ => 0,
         })
-        .sum::<u64>()
+        .sum();
+    matrices + vectors
 }
 
 /// One GPU matrix of the model.
@@ -85,6 +96,16 @@ enum MatrixId {
     OProj(usize),
     GateUp(usize),
     Down(usize),
+}
+
+impl MatrixId {
+    fn cols(self, cfg: &QwenConfig) -> usize {
+        match self {
+            MatrixId::OProj(_) => cfg.q_dim(),
+            MatrixId::Down(_) => cfg.intermediate_size,
+            _ => cfg.hidden_size,
+        }
+    }
 }
 
 /// The format a stored matrix tensor is kept in on the GPU: `format`, except that a GGUF
@@ -121,18 +142,13 @@ fn matrix_parts(
         let f = tensors.get(&name).map_or(format, |t| tensor_format(&t.dtype, format)).for_cols(shape[1]);
         rows.entry(id).or_default().push((row0, shape[0], f));
     }
-    let cols = |id: MatrixId| match id {
-        MatrixId::OProj(_) => cfg.q_dim(),
-        MatrixId::Down(_) => cfg.intermediate_size,
-        _ => cfg.hidden_size,
-    };
     rows.into_iter()
         .map(|(id, mut p)| {
             p.sort_by_key(|x| x.0);
             let mut out: Vec<(usize, WeightFormat)> = Vec::new();
             for (_, n, f) in p {
                 match out.last_mut() {
-                    Some((m, g)) if *g == f && (*m as u64 * f.row_bytes(cols(id))).is_multiple_of(4) => *m += n,
+                    Some((m, g)) if *g == f && (*m as u64 * f.row_bytes(id.cols(cfg))).is_multiple_of(4) => *m += n,
                     _ => out.push((n, f)),
                 }
             }

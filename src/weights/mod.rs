@@ -7,6 +7,7 @@
 
 pub mod ggml;
 pub mod gguf;
+pub mod gguf_model;
 pub mod quant;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod quantize;

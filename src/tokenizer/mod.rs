@@ -23,6 +23,7 @@
 //! chat template ([`chat_prompt_ids`]) produce special ids.
 
 mod chat;
+mod gguf;
 mod hf;
 mod stream;
 mod tiktoken;
@@ -63,6 +64,8 @@ struct Inner {
     table: TokenTable,
     /// Special / added tokens, by their text.
     specials: FxHashMap<String, u32>,
+    /// Stop ids a GGUF file names (eos, eot, eom) besides the ChatML ones.
+    extra_stops: Vec<u32>,
 }
 
 enum Backend {
@@ -134,7 +137,7 @@ impl Tokenizer {
                 (Backend::Hf(Box::new(hf)), table, specials)
             }
         };
-        Ok(Tokenizer { inner: Arc::new(Inner { format, backend, table, specials }) })
+        Ok(Tokenizer { inner: Arc::new(Inner { format, backend, table, specials, extra_stops: Vec::new() }) })
     }
 
     /// Which file format this tokenizer came from.
@@ -216,9 +219,17 @@ impl Tokenizer {
         Ok(())
     }
 
-    /// Ids of `<|endoftext|>`, `<|im_start|>`, `<|im_end|>` that this vocabulary has.
+    /// Ids of `<|endoftext|>`, `<|im_start|>`, `<|im_end|>` that this vocabulary has, then those
+    /// a GGUF file names as eos / eot / eom (when not among them).
     pub fn stop_ids(&self) -> Vec<u32> {
-        [ENDOFTEXT, IM_START, IM_END].iter().filter_map(|s| self.inner.specials.get(*s).copied()).collect()
+        let mut ids: Vec<u32> =
+            [ENDOFTEXT, IM_START, IM_END].iter().filter_map(|s| self.inner.specials.get(*s).copied()).collect();
+        for &id in &self.inner.extra_stops {
+            if !ids.contains(&id) {
+                ids.push(id);
+            }
+        }
+        ids
     }
 
     /// Whether `id` is a special / added token (ChatML markers, `<|extra_N|>`, ...).

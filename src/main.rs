@@ -154,6 +154,9 @@ mod cli {
 
     /// The format a model folder is pre-quantized to (None: a plain checkpoint).
     fn stored_format(dir: &Path) -> Result<Option<WeightFormat>> {
+        if model::is_gguf(dir) {
+            return Ok(None);
+        }
         let src = FileSource::open_dir(dir)?;
         quant::stored_format(src.metadata())
     }
@@ -329,7 +332,7 @@ mod cli {
 
     #[derive(Args)]
     struct GenerateArgs {
-        /// Model folder: config.json + model.safetensors (or shards with an index).
+        /// Model folder (config.json + model.safetensors, or shards with an index) or a .gguf file.
         #[arg(long)]
         model: PathBuf,
         /// Prompt text (needs a tokenizer in the model folder).
@@ -399,10 +402,19 @@ mod cli {
 
     /// The model folder's tokenizer, checked against the model's vocabulary.
     fn model_tokenizer(dir: &Path, vocab_size: usize) -> Result<Tokenizer> {
-        let tok = Tokenizer::from_model_dir(dir)?
+        let tok = find_tokenizer(dir)?
             .ok_or_else(|| Error::Tokenizer(format!("{} has no tokenizer.json or qwen.tiktoken", dir.display())))?;
         tok.check_fits(vocab_size)?;
         Ok(tok)
+    }
+
+    /// A model folder's tokenizer file, or a GGUF file's vocabulary (None: the folder has none).
+    fn find_tokenizer(path: &Path) -> Result<Option<Tokenizer>> {
+        if model::is_gguf(path) {
+            let f = qwen_webgpu::weights::gguf_model::GgufFile::open(path)?;
+            return Tokenizer::from_gguf(&f.model.metadata).map(Some);
+        }
+        Tokenizer::from_model_dir(path)
     }
 
     /// Streams text to stdout as tokens arrive, skipping control tokens.
@@ -449,7 +461,7 @@ mod cli {
         }
         let tok = match (&a.prompt, &a.prompt_ids) {
             (Some(_), _) => Some(model_tokenizer(&a.model, cfg.vocab_size)?),
-            _ => Tokenizer::from_model_dir(&a.model).ok().flatten().filter(|t| t.check_fits(cfg.vocab_size).is_ok()),
+            _ => find_tokenizer(&a.model).ok().flatten().filter(|t| t.check_fits(cfg.vocab_size).is_ok()),
         };
         let prompt: Vec<u32> = match (&a.prompt_ids, &a.prompt, &tok) {
             (Some(ids), _, _) => ids.clone(),
@@ -618,9 +630,8 @@ mod cli {
         let t0 = Instant::now();
         let (mut model, name) = match &a.model {
             Some(dir) => {
-                let cfg = read_config(dir)?;
-                let mut src = FileSource::open_dir(dir)?;
-                (Qwen::load(gpu, cfg, &mut src, &opts, &mut |_, _| {})?, dir.display().to_string())
+                let (cfg, mut src) = model::open_source(dir)?;
+                (Qwen::load(gpu, cfg, src.as_mut(), &opts, &mut |_, _| {})?, dir.display().to_string())
             }
             None => {
                 let cfg = spec.config();
@@ -663,28 +674,37 @@ mod cli {
     }
 
     fn run_info(dir: &Path, load: &LoadArgs) -> Result<()> {
-        let cfg = read_config(dir)?;
-        let src = FileSource::open_dir(dir)?;
+        let (cfg, src) = model::open_source(dir)?;
         let stored = qwen_webgpu::weights::checkpoint::check_checkpoint(&cfg, src.tensors(), src.metadata())?;
         let (_, opts) = load.options(dir)?;
-        let (w, s) = model::gpu_bytes(&cfg, &opts);
+        let (w, s) = model::gpu_bytes_of(&cfg, src.tensors(), &opts);
+        let gguf = model::is_gguf(dir);
         let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
         let file_bytes: u64 = src.tensors().values().map(|t| t.byte_len() as u64).sum();
         outln!("family: {}", cfg.family.name())?;
         outln!("config: {cfg:#?}")?;
         outln!("parameters: {} ({:.3} B)", cfg.parameter_count(), cfg.parameter_count() as f64 / 1e9)?;
+        let mut types = std::collections::BTreeMap::<&str, usize>::new();
+        for t in src.tensors().values() {
+            *types.entry(t.dtype.name()).or_default() += 1;
+        }
+        let types: Vec<String> = types.iter().map(|(t, n)| format!("{n} {t}")).collect();
         match stored {
             Some(f) => outln!("stored: pre-quantized {} ({file_bytes} bytes of tensors)", f.name())?,
+            None if gguf => outln!("stored: GGUF, tensors {} ({file_bytes} bytes)", types.join(", "))?,
             None => outln!("stored: plain checkpoint ({file_bytes} bytes of tensors)")?,
         }
         let how = match (stored, opts.weights) {
             (Some(_), f) => format!("{} (as stored)", f.name()),
+            (None, WeightFormat::F16) if gguf => {
+                "each tensor in its GGUF type (Q8_0/Q4_0 as q8/q4, float types as f16)".to_string()
+            }
             (None, WeightFormat::F16) => "f16".to_string(),
             (None, f) => format!("{} (quantized while loading)", f.name()),
         };
         outln!("weights: {how}")?;
         outln!("context: {} tokens, batch {}", opts.context_for(&cfg), opts.max_batch)?;
-        outln!("gpu memory: weights {} bytes ({:.1} MiB, {})", w, mib(w), opts.weights.name())?;
+        outln!("gpu memory: weights {} bytes ({:.1} MiB)", w, mib(w))?;
         outln!("gpu memory: activations + KV cache {} bytes ({:.1} MiB)", s, mib(s))?;
         outln!("gpu memory: total {} bytes ({:.1} MiB)", w + s, mib(w + s))?;
         Ok(())

@@ -523,7 +523,7 @@ pub async fn run_with_progress(
         adapter: model.gpu.describe(),
         model: model_name.to_string(),
         parameters: cfg.parameter_count(),
-        weight_format: model.weights.embed.format.name().into(),
+        weight_format: model.weights.formats().join("+"),
         kv_cache_format: model.kv_format().name().into(),
         context: ctx,
         gpu_bytes_allocated: gpu_bytes,

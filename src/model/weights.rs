@@ -45,6 +45,21 @@ impl QwenWeights {
         self.lm_head.as_ref().unwrap_or(&self.embed)
     }
 
+    /// The formats the matrices are held in, each named once, in the order first met
+    /// (one for a plain or pre-quantized checkpoint; a GGUF file's types, e.g. `q4+q6_k`).
+    pub fn formats(&self) -> Vec<&'static str> {
+        let mut out: Vec<&'static str> = Vec::new();
+        let layers = self.layers.iter().flat_map(|l| [&l.qkv, &l.o_proj, &l.gate_up, &l.down]);
+        for m in [&self.embed].into_iter().chain(layers).chain(self.lm_head.as_ref()) {
+            for c in &m.chunks {
+                if !out.contains(&c.format.name()) {
+                    out.push(c.format.name());
+                }
+            }
+        }
+        out
+    }
+
     /// Weight bytes one decoded token reads: every layer matrix, the LM head, one embedding
     /// row (norms and biases are negligible and left out).
     pub fn bytes_per_token(&self) -> u64 {

@@ -71,15 +71,22 @@ fn v1_to_qwen2(s: &Spec, t: HashMap<String, Tensor>) -> HashMap<String, Tensor> 
 
 impl CandleQwen {
     pub fn load(dir: &Path, s: &Spec) -> CandleQwen {
-        let dev = Device::Cpu;
         let mut t = load_files(dir);
         if s.model_type == "qwen" {
             t = v1_to_qwen2(s, t);
         }
+        let theta = if s.model_type == "qwen" { 10000.0 } else { 1e6 };
+        CandleQwen::from_tensors(t, s, theta, 1e-6)
+    }
+
+    /// The model from f32 tensors already in the qwen2/qwen3 layout (HF names; a Qwen v1
+    /// checkpoint mapped onto qwen2's, as `load` does), with the given RoPE base and RMSNorm
+    /// epsilon. `s` gives the shapes; `s.tie` takes the LM head from the embedding table.
+    pub fn from_tensors(t: HashMap<String, Tensor>, s: &Spec, theta: f64, eps: f64) -> CandleQwen {
+        let dev = Device::Cpu;
         let lm_head = if s.tie { t["model.embed_tokens.weight"].clone() } else { t["lm_head.weight"].clone() };
         let vb = VarBuilder::from_tensors(t, DType::F32, &dev);
         let act = candle_nn::Activation::Silu;
-        let theta = if s.model_type == "qwen" { 10000.0 } else { 1e6 };
         let base = if s.model_type == "qwen3" {
             Base::Q3(
                 qwen3::Model::new(
@@ -97,7 +104,7 @@ impl CandleQwen {
                         max_window_layers: s.layers,
                         tie_word_embeddings: s.tie,
                         rope_theta: theta,
-                        rms_norm_eps: 1e-6,
+                        rms_norm_eps: eps,
                         use_sliding_window: false,
                         hidden_act: act,
                     },
@@ -120,7 +127,7 @@ impl CandleQwen {
                         max_window_layers: s.layers,
                         tie_word_embeddings: s.tie,
                         rope_theta: theta,
-                        rms_norm_eps: 1e-6,
+                        rms_norm_eps: eps,
                         use_sliding_window: false,
                         hidden_act: act,
                     },

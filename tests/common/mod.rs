@@ -3,7 +3,9 @@
 //! comparison helpers.
 #![allow(dead_code)]
 
+pub mod candle_gguf;
 pub mod candle_ref;
+pub mod gguf_fixture;
 pub mod reference;
 
 use std::collections::BTreeMap;

@@ -62,8 +62,7 @@ fn check(family: &str, outtype: &str) {
     for l in &w.layers {
         gpu += l.qkv.gpu_bytes() + l.o_proj.gpu_bytes() + l.gate_up.gpu_bytes() + l.down.gpu_bytes();
     }
-    let matrix_bytes: u64 =
-        file.tensors().values().filter(|t| t.shape.len() == 2).map(|t| t.byte_len() as u64).sum();
+    let matrix_bytes: u64 = file.tensors().values().filter(|t| t.shape.len() == 2).map(|t| t.byte_len() as u64).sum();
     if outtype != "f32" {
         assert_eq!(gpu, matrix_bytes, "{what}: GPU bytes of the matrices equal the file's");
     }

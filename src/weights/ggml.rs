@@ -191,10 +191,7 @@ impl GgmlType {
     pub fn row_bytes(self, cols: usize) -> Result<usize> {
         let (n, b) = self.block();
         if !cols.is_multiple_of(n) {
-            return Err(Error::Weights(format!(
-                "a {} row of {cols} values is not whole blocks of {n}",
-                self.name()
-            )));
+            return Err(Error::Weights(format!("a {} row of {cols} values is not whole blocks of {n}", self.name())));
         }
         Ok(cols / n * b)
     }

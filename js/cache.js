@@ -17,6 +17,26 @@ export const STORE_DIR = "qwen-webgpu-store";
  */
 export const STORE_VERSION = "1.1";
 
+/** Whether a file name (or a URL's path) names a GGUF file. */
+export const isGgufName = (name) => typeof name === "string" && /\.gguf$/i.test(name);
+
+/**
+ * A model URL that names a GGUF file (its path ends in `.gguf`; a query string is fine):
+ * `{ url, name }` (the absolute URL, the file's name), else null (a model folder's URL).
+ */
+export function ggufUrl(model) {
+  let u;
+  try {
+    u = new URL(String(model), typeof location !== "undefined" ? location.href : undefined);
+  } catch {
+    return null;
+  }
+  if (!isGgufName(u.pathname)) return null;
+  let name = u.pathname.slice(u.pathname.lastIndexOf("/") + 1);
+  try { name = decodeURIComponent(name); } catch { /* keep it as written */ }
+  return { url: u.href, name };
+}
+
 /** A model base URL, absolute and ending in "/". */
 export function normaliseBase(url) {
   let s = String(url);
@@ -132,9 +152,13 @@ async function inCacheApi(base) {
 /**
  * Whether the model at `url` loads without downloading: a complete entry in the store (for
  * `weights` when given: "q4", "q8", "f16" or "auto"; else any), or every raw file in the
- * Cache API.
+ * Cache API (a `.gguf` URL: that file).
  */
 export async function hasModelInCache(url, { weights } = {}) {
+  // A GGUF file is never in the model store (the engine keeps only safetensors folders there):
+  // only its raw download, in the Cache API.
+  const gguf = ggufUrl(url);
+  if (gguf) return typeof caches !== "undefined" && !!(await (await caches.open(CACHE_NAME)).match(gguf.url));
   const base = normaliseBase(url);
   if (weights !== undefined) {
     if (await findStored(base, weights)) return true;
@@ -149,10 +173,12 @@ export async function hasModelInCache(url, { weights } = {}) {
 
 /**
  * Remove everything kept of the model at `url`: its store entries (every format and
- * version, complete or not) and its raw files in the Cache API. Resolves to how many files
- * were removed.
+ * version, complete or not) and its raw files in the Cache API (a `.gguf` URL: that file).
+ * Resolves to how many files were removed.
  */
 export async function deleteModelCache(url) {
+  const gguf = ggufUrl(url);
+  if (gguf) return typeof caches !== "undefined" && (await (await caches.open(CACHE_NAME)).delete(gguf.url)) ? 1 : 0;
   const base = normaliseBase(url);
   let n = await deleteStored(base);
   if (typeof caches !== "undefined") {

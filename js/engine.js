@@ -8,7 +8,7 @@ import { openSource, readPieces } from "./sources.js";
 import { qwenError, asQwenError } from "./errors.js";
 import { pushStream } from "./stream.js";
 import { StoreSource, storeAvailable, writeStore, revisionOf, removeEntry } from "./store.js";
-import { findStored, normaliseBase, storeWeights } from "./cache.js";
+import { findStored, normaliseBase, storeWeights, ggufUrl } from "./cache.js";
 
 let ready = null;
 /** Instantiate the wasm module once. */
@@ -31,7 +31,8 @@ export async function chatFormat(wasmUrl) {
 const now = () => (typeof performance !== "undefined" ? performance.now() : Date.now());
 
 /**
- * Load a model. `model`: base URL, Files, directory handle or {name: data}.
+ * Load a model. `model`: base URL, a `.gguf` file's URL, Files (or one `.gguf` File),
+ * directory handle or {name: data}.
  * Options: context, maxBatch, weights (omitted: the checkpoint's own format if it is
  * pre-quantized, else f16), encoder ("auto", "gpu" or "cpu": where a plain checkpoint is
  * quantized; the same bytes either way), kvCache, cache (keep the loaded model in the browser's model
@@ -65,10 +66,14 @@ export async function loadEngine(model, opts = {}) {
 /** Errors of a stored copy that mean the copy is damaged (a network load may still work). */
 const STORE_DAMAGE = new Set(["config_missing", "config_invalid", "weights_missing", "weights_corrupt", "weights_format", "tokenizer_missing", "tokenizer_invalid"]);
 
-/** A `warning` progress event (`code`: cache_quota, cache_write, cache_damaged, cache_version). */
+/** A `warning` progress event (`code`: cache_quota, cache_write, cache_damaged, cache_version, cache_unsupported). */
 function warn(opts, code, text) {
   try { opts.onProgress?.({ phase: "warning", loaded: 0, total: 0, text, code }); } catch { /* a throwing callback must not break loading */ }
 }
+
+/** Why a GGUF model is not kept in the model store (the load's `store` result, and a warning when `cache: true` asked for it). */
+export const GGUF_NOT_STORED = "GGUF models are not kept in the model store (it keeps safetensors folders, and a GGUF file's block types such as Q4_K have no place there yet); " +
+  "the .gguf file itself is kept in the Cache API instead unless useCache is false";
 
 /** The store's part of a load: null when off; else the key and the stored entry, if any. */
 async function storeFor(model, opts) {
@@ -77,7 +82,12 @@ async function storeFor(model, opts) {
     throw qwenError("request_invalid", `cache must be true or false (got ${JSON.stringify(c) ?? typeof c})`);
   }
   const weights = storeWeights(opts.weights);
-  if (!(c ?? opts.useCache !== false) || !(typeof model === "string" || model instanceof URL) || !storeAvailable()
+  const url = typeof model === "string" || model instanceof URL;
+  if (url && (c ?? opts.useCache !== false) && ggufUrl(model)) {
+    if (c === true) warn(opts, "cache_unsupported", GGUF_NOT_STORED);
+    return null;
+  }
+  if (!(c ?? opts.useCache !== false) || !url || !storeAvailable()
     || !["auto", "f16", "q8", "q4"].includes(weights)) return null;
   const base = normaliseBase(String(model));
   let hit = null;
@@ -130,60 +140,83 @@ async function loadOnce(model, opts, store) {
   if (src.meter) src.meter.onUpdate = () => { if (last) report(...last); };
   let loader = null;
   try {
-    report("config", 0, 1, `reading ${src.label}config.json`);
-    const configText = await src.text("config.json");
-    const genConfigText = (await src.has("generation_config.json")) ? await src.text("generation_config.json") : null;
-    // Shards.
-    let shardNames = ["model.safetensors"];
-    if (await src.has("model.safetensors.index.json")) {
-      let index;
-      try {
-        index = JSON.parse(await src.text("model.safetensors.index.json"));
-      } catch (e) {
-        throw qwenError("weights_corrupt", `model.safetensors.index.json is not valid JSON: ${e.message}`);
-      }
-      const map = index && typeof index === "object" ? index.weight_map : undefined;
-      if (!map || typeof map !== "object" || Array.isArray(map)) {
-        throw qwenError("weights_corrupt", "model.safetensors.index.json: missing `weight_map`");
-      }
-      for (const [tensor, file] of Object.entries(map)) checkShardName(tensor, file);
-      shardNames = [...new Set(Object.values(map))].sort();
-      if (!shardNames.length) throw qwenError("weights_corrupt", "model.safetensors.index.json has an empty weight_map");
-    }
-    const tokName = (await src.has("tokenizer.json")) ? "tokenizer.json" : (await src.has("qwen.tiktoken")) ? "qwen.tiktoken" : null;
+    // A GGUF file (src.gguf: its name) is the whole model: config, tensors and tokenizer.
+    const gguf = src.gguf || null;
     const caching = !!(src.ensureCached && src.useCache);
-
-    // The first shard's header (two small reads) says whether the checkpoint is
-    // pre-quantized, which decides the weight format (`weights` omitted: the file's own).
-    const readHeader = async (name, f) => {
-      const prefix = await f.read(0, 8);
-      const n = wasm.safetensors_header_len(prefix, f.size || Number.MAX_SAFE_INTEGER, name);
-      return await f.read(8, 8 + n);
-    };
-    let first = { file: await src.open(shardNames[0]) };
-    first.header = await readHeader(shardNames[0], first.file);
-    const stored = wasm.safetensors_weight_format(first.header, first.file.size || Number.MAX_SAFE_INTEGER, shardNames[0]);
-    if (caching) {
-      // Read again from the cache after the download; stop a streamed body now.
-      try { await first.file.cancel?.(); } catch { /* best effort */ }
-      first = null;
-    }
-
-    // Fit check: the GPU opens and the run state is allocated before any weight is fetched.
-    // The options are read by wasm (LoadOptions: context, maxBatch, maxBindingBytes,
-    // maxGpuBytes, weights, kvCache).
+    // The options wasm reads (LoadOptions: context, maxBatch, maxBindingBytes, maxGpuBytes,
+    // weights, kvCache, encoder).
     const { context, maxBatch, maxBindingBytes, maxGpuBytes, weights, kvCache, encoder } = opts;
-    loader = await wasm.open_loader(configText, { context, maxBatch, maxBindingBytes, maxGpuBytes, weights, kvCache, encoder }, stored);
-    if (genConfigText !== null) loader.add_generation_config(genConfigText);
+    const loadOpts = { context, maxBatch, maxBindingBytes, maxGpuBytes, weights, kvCache, encoder };
+    let configText = null;
+    let genConfigText = null;
+    let shardNames;
+    let tokName = null;
+    let stored = "";
+    let first;
+    if (gguf) {
+      // The header (metadata with the vocabulary, then the tensor table: a few MB for Qwen)
+      // is read in growing prefixes; then the GPU opens and the fit check runs, before any
+      // tensor byte is fetched.
+      shardNames = [gguf];
+      report("config", 0, 1, `reading the GGUF header of ${src.label}`);
+      first = { file: await src.open(gguf) };
+      const h = await readGgufHeader(first.file, gguf, opts._testGgufFirstRead);
+      // A streamed body is read once, in order: the tensors the header read ran into are
+      // served from the bytes already read.
+      if (first.file.streamed) first.file = withPrefix(first.file, h.header);
+      if (caching) {
+        try { await first.file.cancel?.(); } catch { /* best effort */ }
+        first = null;
+      }
+      loader = await wasm.open_gguf_loader(h.header, h.size, gguf, loadOpts);
+    } else {
+      report("config", 0, 1, `reading ${src.label}config.json`);
+      configText = await src.text("config.json");
+      genConfigText = (await src.has("generation_config.json")) ? await src.text("generation_config.json") : null;
+      // Shards.
+      shardNames = ["model.safetensors"];
+      if (await src.has("model.safetensors.index.json")) {
+        let index;
+        try {
+          index = JSON.parse(await src.text("model.safetensors.index.json"));
+        } catch (e) {
+          throw qwenError("weights_corrupt", `model.safetensors.index.json is not valid JSON: ${e.message}`);
+        }
+        const map = index && typeof index === "object" ? index.weight_map : undefined;
+        if (!map || typeof map !== "object" || Array.isArray(map)) {
+          throw qwenError("weights_corrupt", "model.safetensors.index.json: missing `weight_map`");
+        }
+        for (const [tensor, file] of Object.entries(map)) checkShardName(tensor, file);
+        shardNames = [...new Set(Object.values(map))].sort();
+        if (!shardNames.length) throw qwenError("weights_corrupt", "model.safetensors.index.json has an empty weight_map");
+      }
+      tokName = (await src.has("tokenizer.json")) ? "tokenizer.json" : (await src.has("qwen.tiktoken")) ? "qwen.tiktoken" : null;
+
+      // The first shard's header (two small reads) says whether the checkpoint is
+      // pre-quantized, which decides the weight format (`weights` omitted: the file's own).
+      first = { file: await src.open(shardNames[0]) };
+      first.header = await readHeader(shardNames[0], first.file);
+      stored = wasm.safetensors_weight_format(first.header, first.file.size || Number.MAX_SAFE_INTEGER, shardNames[0]);
+      if (caching) {
+        // Read again from the cache after the download; stop a streamed body now.
+        try { await first.file.cancel?.(); } catch { /* best effort */ }
+        first = null;
+      }
+
+      // Fit check: the GPU opens and the run state is allocated before any weight is fetched.
+      loader = await wasm.open_loader(configText, loadOpts, stored);
+      if (genConfigText !== null) loader.add_generation_config(genConfigText);
+    }
     const adapter = await webgpuAdapter(loader.describe());
     // The fit check's figures, before any weight byte is fetched: what the GPU will hold.
     const [weightBytes, stateBytes] = loader.needs();
     const estimate = { weights: loader.weight_format(), kvCache: loader.kv_format(), weightBytes, stateBytes, totalBytes: weightBytes + stateBytes };
+    if (gguf) estimate.weightTypes = loader.weight_types();
     report("config", 1, 1, adapter, { estimate });
 
     // With the Cache API: download each file once into the cache, then read it by slices.
     if (caching) {
-      const names = ["config.json", ...(shardNames.length > 1 ? ["model.safetensors.index.json"] : []), ...shardNames];
+      const names = gguf ? [gguf] : ["config.json", ...(shardNames.length > 1 ? ["model.safetensors.index.json"] : []), ...shardNames];
       if (tokName) names.push(tokName);
       if (genConfigText !== null) names.push("generation_config.json");
       await src.expectSizes?.(names);
@@ -193,11 +226,16 @@ async function loadOnce(model, opts, store) {
     }
 
     const files = [];
-    for (const [i, name] of shardNames.entries()) {
-      const f = i === 0 && first ? first.file : await src.open(name);
-      const header = i === 0 && first ? first.header : await readHeader(name, f);
-      loader.add_shard(name, header, f.size || Number.MAX_SAFE_INTEGER);
-      files.push(f);
+    if (gguf) {
+      // open_gguf_loader made the file the loader's one shard.
+      files.push(first ? first.file : await src.open(gguf));
+    } else {
+      for (const [i, name] of shardNames.entries()) {
+        const f = i === 0 && first ? first.file : await src.open(name);
+        const header = i === 0 && first ? first.header : await readHeader(name, f);
+        loader.add_shard(name, header, f.size || Number.MAX_SAFE_INTEGER);
+        files.push(f);
+      }
     }
     const plan = loader.plan();
     const total = plan.reduce((s, t) => s + (t.end - t.start), 0);
@@ -219,18 +257,22 @@ async function loadOnce(model, opts, store) {
       report("tokenizer", 0, 1, tokName);
       tokBytes = await src.bytes(tokName);
     }
+    // A GGUF file's tokenizer was made from its metadata with the loader.
+    const tokLabel = tokName || (gguf && loader.has_tokenizer() ? `${gguf} (GGUF metadata)` : "no tokenizer");
     const tFinish = now();
     const l = loader;
     loader = null; // finish() consumes it
     const engine = await l.finish(tokBytes);
     stats.finishS = (now() - tFinish) / 1000;
     stats.prequantized = stored !== "";
+    stats.gguf = !!gguf;
+    if (gguf && stats.source === "url" && (opts.cache ?? opts.useCache !== false)) stats.store = { stored: false, code: "cache_unsupported", text: GGUF_NOT_STORED };
     if (store?.source) stats.bytesRead = store.source.bytesRead;
     stats.loadS = (now() - tLoad) / 1000;
     if (store && !store.source) {
       stats.store = await keepModel(engine, store, { configText, genConfigText, tokName, tokBytes, shardNames, opts, report });
     }
-    report("tokenizer", 1, 1, tokName || "no tokenizer");
+    report("tokenizer", 1, 1, tokLabel);
     report("ready", total, total, adapter);
     return new Engine(engine, {
       modelId: typeof model === "string" ? model : src.label,
@@ -242,6 +284,72 @@ async function loadOnce(model, opts, store) {
     try { await src.discardWritten(); } catch { /* best effort */ }
     throw asQwenError(e, "weights_corrupt");
   }
+}
+
+/** A safetensors file's JSON header (two small reads: the 8-byte length, then the JSON). */
+async function readHeader(name, f) {
+  const prefix = await f.read(0, 8);
+  const n = wasm.safetensors_header_len(prefix, f.size || Number.MAX_SAFE_INTEGER, name);
+  return await f.read(8, 8 + n);
+}
+
+/**
+ * The first read of a GGUF file's header: 8 MiB (Qwen's vocabulary makes the header 5-10 MB,
+ * so one request usually holds it; the file's first tensors come along, and are read again).
+ */
+export const GGUF_FIRST_READ = 8 << 20;
+
+/**
+ * A GGUF file's first bytes, as many as its header needs (`gguf_header_need` in wasm says how
+ * many more), read in growing prefixes, each read starting where the last ended (a streamed
+ * body is read once, in order). Returns `{ header, size }` (`size`: the file's size, or
+ * 2^53 - 1 while unknown). `first`: the first read's size (a test hook; default 8 MiB).
+ */
+export async function readGgufHeader(f, name, first = GGUF_FIRST_READ) {
+  const known = Number.isFinite(f.size) && f.size >= 0;
+  let size = known ? f.size : Number.MAX_SAFE_INTEGER;
+  let buf = new Uint8Array(0);
+  let want = Math.min(size, Number.isInteger(first) && first > 0 ? first : GGUF_FIRST_READ);
+  for (let round = 0; ; round++) {
+    if (want > buf.length) {
+      // A body of unknown size may end early: then its size is known.
+      const more = !known && f.readUpTo ? await f.readUpTo(buf.length, want) : await f.read(buf.length, want);
+      if (!known && more.length < want - buf.length) size = buf.length + more.length;
+      const next = new Uint8Array(buf.length + more.length);
+      next.set(buf);
+      next.set(more, buf.length);
+      buf = next;
+    }
+    const need = wasm.gguf_header_need(buf, size, name);
+    if (need === 0) return { header: buf, size };
+    // The parser asks for more than it has (at most its 64 MiB header cap) or fails.
+    if (need <= buf.length || round > 64) throw qwenError("weights_corrupt", `${name}: the GGUF header could not be read (asked for ${need} bytes with ${buf.length})`);
+    want = need;
+  }
+}
+
+/**
+ * A streamed file whose first bytes `prefix` were read already: reads below `prefix.length`
+ * come from it, the rest from `f` (which has delivered the prefix, so its reads stay in order).
+ */
+function withPrefix(f, prefix) {
+  let head = prefix;
+  return {
+    ...f,
+    read: async (start, end) => {
+      const n = head ? head.length : 0;
+      if (start >= n) {
+        head = null; // reads only go forward: the prefix is done with
+        return await f.read(start, end);
+      }
+      if (end <= n) return head.slice(start, end);
+      const out = new Uint8Array(end - start);
+      out.set(head.subarray(start, n));
+      out.set(await f.read(n, end), n - start);
+      head = null;
+      return out;
+    },
+  };
 }
 
 /** Tokens `context` and `maxBatch` may be (the wasm side reads them as u32: no wrapping). */

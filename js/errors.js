@@ -9,7 +9,7 @@ export const ERROR_CODES = Object.freeze({
   config_invalid: "ConfigError", // config.json unreadable, or a model this engine does not run
   weights_missing: "WeightsError", // a checkpoint file is missing (HTTP 404, not in the files given)
   weights_corrupt: "WeightsError", // truncated file, bad header, wrong shapes or dtypes, missing tensors
-  weights_format: "WeightsError", // a pre-quantized folder asked for in another format, or an unknown one
+  weights_format: "WeightsError", // a pre-quantized folder asked for in another format, an unknown one, or a GGUF type we do not load
   tokenizer_missing: "TokenizerError", // the call needs a tokenizer and the model has none
   tokenizer_invalid: "TokenizerError", // the tokenizer file is corrupt or does not fit the model
   gpu_unavailable: "GpuError", // no WebGPU here (no navigator.gpu: Node.js, a server), or no adapter or device

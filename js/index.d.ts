@@ -15,8 +15,9 @@ export type QwenErrorName =
  * - ConfigError: `config_missing` (no config.json: HTTP 404, not among the files),
  *   `config_invalid` (unreadable, a model this engine does not run, an eos id above 2^32-1).
  * - WeightsError: `weights_missing` (a checkpoint file is not there), `weights_corrupt`
- *   (truncated, bad header, wrong shapes or dtypes, missing tensors), `weights_format` (a
- *   pre-quantized folder asked for in another format, or a format this build does not know).
+ *   (truncated, bad header, wrong shapes or dtypes, missing tensors; a file that is not a
+ *   GGUF), `weights_format` (a pre-quantized folder asked for in another format, a format
+ *   this build does not know, or a GGUF tensor type it does not load: the message names it).
  * - TokenizerError: `tokenizer_missing` (chat, tokenize or detokenize on a model loaded without
  *   tokenizer.json / qwen.tiktoken), `tokenizer_invalid` (corrupt, or does not fit the model).
  * - GpuError: `gpu_unavailable` (no WebGPU here at all, as in Node.js, or no adapter or device), `gpu_out_of_memory` (the model
@@ -48,13 +49,19 @@ export interface QwenError extends Error {
 export const ERROR_CODES: Readonly<Record<QwenErrorCode, QwenErrorName>>;
 
 /**
- * GPU memory the model will take, known from config.json and the first shard's header before
- * any weight byte is fetched (the fit check's figures; `engine.info().gpuBytes` equals
- * `totalBytes` once loaded).
+ * GPU memory the model will take, known from config.json and the first shard's header (or a
+ * GGUF file's header) before any weight byte is fetched (the fit check's figures;
+ * `engine.info().gpuBytes` equals `totalBytes` once loaded).
  */
 export interface LoadEstimate {
-  /** How matrices will be stored on the GPU (`auto` resolved). */
-  weights: "f16" | "q8" | "q4";
+  /**
+   * How matrices will be stored on the GPU (`auto` resolved). `gguf`: a GGUF file's matrices
+   * keep their own types (Q4_0, Q8_0, Q4_K, Q5_K, Q6_K, ...; F32/BF16 as f16), listed in
+   * `weightTypes`.
+   */
+  weights: "f16" | "q8" | "q4" | "gguf";
+  /** A GGUF file's tensor types (`F32`, `Q4_0`, `Q6_K`, ...), sorted; only for GGUF files. */
+  weightTypes?: string[];
   /** The KV cache format. */
   kvCache: "f32" | "f16" | "q8";
   /** Bytes of the weights on the GPU, in `weights`' format. */
@@ -76,7 +83,7 @@ export interface LoadProgress {
   total: number;
   text?: string;
   /** On `warning` events: what happened (see `phase`). */
-  code?: "cache_quota" | "cache_write" | "cache_damaged" | "cache_version";
+  code?: "cache_quota" | "cache_write" | "cache_damaged" | "cache_version" | "cache_unsupported";
   /** On the `config` event that ends the fit check (loaded 1 of 1), before any download. */
   estimate?: LoadEstimate;
   /**
@@ -109,11 +116,13 @@ export interface DownloadOptions {
 export type ModelFiles = Record<string, Blob | ArrayBuffer | ArrayBufferView | string> | Map<string, Blob | ArrayBuffer | ArrayBufferView | string>;
 
 /**
- * Where the model comes from: a base URL in the Hugging Face `resolve/main/` layout, the
- * files themselves (an `<input type=file multiple>` / `webkitdirectory` FileList), a picked
- * directory (`showDirectoryPicker()`), or in-memory data by file name.
+ * Where the model comes from: a base URL in the Hugging Face `resolve/main/` layout, a GGUF
+ * file's URL (its path ends in `.gguf`; a query string is fine), the files themselves (an
+ * `<input type=file multiple>` / `webkitdirectory` FileList, or one `File` named `*.gguf`), a
+ * picked directory (`showDirectoryPicker()`), or in-memory data by file name. Files, a
+ * directory or data without config.json but with one `*.gguf` are that GGUF model.
  */
-export type ModelSource = string | URL | File[] | FileList | FileSystemDirectoryHandle | ModelFiles;
+export type ModelSource = string | URL | File | File[] | FileList | FileSystemDirectoryHandle | ModelFiles;
 
 export interface EngineOptions {
   model: ModelSource;
@@ -129,7 +138,9 @@ export interface EngineOptions {
    * How weight matrices are stored on the GPU: f16, or 8-/4-bit groups (smaller, faster),
    * quantized while loading. Omitted (or "auto"): a pre-quantized folder's own format
    * (`qwen-webgpu quantize`), f16 for a plain checkpoint. A pre-quantized folder loads only in
-   * its own format: asking for another rejects with a WeightsError.
+   * its own format: asking for another rejects with a WeightsError. A GGUF file: "auto" (or
+   * "f16") keeps each matrix's own type (Q4_0, Q8_0, Q4_K...; F32/BF16 as f16); "q8" / "q4"
+   * re-encode them (Q8_0 → q8 and Q4_0 → q4 losslessly, others decoded and quantized again).
    */
   weights?: "auto" | "f16" | "q8" | "q4";
   /**
@@ -291,14 +302,16 @@ export interface EngineInfo {
   context: number;
   vocabSize: number;
   hasTokenizer: boolean;
-  /** `eos_token_id`s of config.json and generation_config.json. */
+  /** `eos_token_id`s of config.json and generation_config.json (a GGUF file: `tokenizer.ggml.eos_token_id`). */
   eos: number[];
   /** The ids a chat request stops at (without `stop_token_ids` / `ignore_eos`). */
   chatStopIds: number[];
   /** The ids a `generateIds` request stops at (without `stop_token_ids` / `ignore_eos`). */
   stopIds: number[];
-  /** How matrices are stored on the GPU (`auto` resolved). */
-  weights: "f16" | "q8" | "q4";
+  /** How matrices are stored on the GPU (`auto` resolved; `gguf`: a GGUF file's own types, see `weightTypes`). */
+  weights: "f16" | "q8" | "q4" | "gguf";
+  /** A GGUF file's tensor types (`F32`, `Q4_0`, `Q6_K`, ...), sorted; empty for safetensors checkpoints. */
+  weightTypes: string[];
   kvCache: "f32" | "f16" | "q8";
   chatFormat: ChatFormat;
   /**
@@ -323,6 +336,8 @@ export interface LoadStats {
   bytesRead: number | null;
   /** The checkpoint read was pre-quantized: its words and scales went to the GPU as stored (nothing quantized). */
   prequantized: boolean;
+  /** The model was a GGUF file. */
+  gguf: boolean;
   /** Seconds reading and uploading the weights (uploadS of it in `put`: converting, quantizing, writing to the GPU). */
   weightsS: number;
   uploadS: number;
@@ -330,7 +345,10 @@ export interface LoadStats {
   finishS: number;
   /** Seconds of the whole load, before storing. */
   loadS: number;
-  /** After a load from a URL with the store on: what storing did. */
+  /**
+   * After a load from a URL with the store on: what storing did. A GGUF file is not stored:
+   * `{ stored: false, code: "cache_unsupported", text }` (its raw file goes to the Cache API).
+   */
   store: { stored: boolean; code?: string; text?: string; bytes?: number; fileBytes?: number; seconds?: number; gpuReadS?: number; persisted?: boolean | null } | null;
 }
 
@@ -385,14 +403,15 @@ export function createEngine(opts: EngineOptions): Promise<QwenEngine>;
 
 /**
  * Whether the model at this base URL loads without a download: a complete copy in the model
- * store (for `weights` when given; any format otherwise), or every raw file in the Cache API.
+ * store (for `weights` when given; any format otherwise), or every raw file in the Cache API
+ * (for a `.gguf` URL: that file in the Cache API).
  */
 export function hasModelInCache(url: string | URL, opts?: { weights?: "auto" | "f16" | "q8" | "q4" }): Promise<boolean>;
 
 /**
  * Remove everything kept of the model at this base URL: its model-store copies (every format
- * and version, complete or not) and its raw files in the Cache API. Resolves to how many files
- * were removed.
+ * and version, complete or not) and its raw files in the Cache API (a `.gguf` URL: that file).
+ * Resolves to how many files were removed.
  */
 export function deleteModelCache(url: string | URL): Promise<number>;
 

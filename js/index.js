@@ -153,7 +153,8 @@ class WorkerEngine {
     try {
       e._info = await new Promise((resolve, reject) => {
         e._load = { resolve, reject, onProgress };
-        w.postMessage({ type: "load", model, opts: rest });
+        // A URL object does not cross postMessage (structured clone): its string does.
+        w.postMessage({ type: "load", model: model instanceof URL ? model.href : model, opts: rest });
       });
     } catch (err) {
       w.terminate();

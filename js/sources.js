@@ -6,7 +6,7 @@
 // streams, read back by slices); a failed or partial download is never left in the cache.
 
 import { qwenError } from "./errors.js";
-import { CACHE_NAME, normaliseBase } from "./cache.js";
+import { CACHE_NAME, normaliseBase, ggufUrl, isGgufName } from "./cache.js";
 
 function abortError() {
   return qwenError("aborted", "the load was aborted");
@@ -299,8 +299,15 @@ export async function* readPieces(pieces, { concurrency = DOWNLOAD_DEFAULTS.conc
 const cancelBody = async (res) => { try { await res.body?.cancel(); } catch { /* ignore */ } };
 
 class UrlSource {
-  constructor(base, { useCache = true, fetch: f, signal, download } = {}) {
-    this.base = normaliseBase(base);
+  /**
+   * `base`: a model folder's URL. With `gguf` (`{ url, name }`, see cache.js's ggufUrl) the
+   * source is that one file instead: `name` is its only file, fetched from `url` (query
+   * string kept), and every other file is absent (no request is made for it).
+   */
+  constructor(base, { useCache = true, fetch: f, signal, download, gguf = null } = {}) {
+    this.single = gguf;
+    this.gguf = gguf ? gguf.name : null;
+    this.base = gguf ? gguf.url : normaliseBase(base);
     this.label = this.base;
     this.fetch = f || globalThis.fetch.bind(globalThis);
     this.useCache = useCache && typeof caches !== "undefined";
@@ -317,7 +324,7 @@ class UrlSource {
     this.written = []; // cache entries written by this load (deleted if the load fails)
   }
   url(name) {
-    return this.base + name;
+    return this.single ? this.single.url : this.base + name;
   }
   /** Stop every request of this load (another part of it failed). */
   halt() {
@@ -381,6 +388,7 @@ class UrlSource {
     return (await cache.match(this.url(name))) || null;
   }
   async has(name) {
+    if (this.single && name !== this.single.name) return false;
     if (this.exists.has(name)) return this.exists.get(name);
     if (await this._cached(name)) return true;
     const res = await this._request(name, { method: "GET", headers: { Range: "bytes=0-0" } });
@@ -702,10 +710,56 @@ class UrlSource {
 /** Reads of increasing offsets from a streamed body; earlier bytes are dropped. */
 export function streamFile(body, size, label) {
   const reader = body.getReader();
-  let chunks = []; // received, not yet consumed; chunks[0] starts at file offset `pos`
+  const chunks = []; // received, not yet consumed; chunks[0] starts at file offset `pos`
   let have = 0; // bytes in `chunks`
   let pos = 0;
   let done = false;
+  /** Drop whole chunks that end before `start`. */
+  const drop = (start) => {
+    while (chunks.length && pos + chunks[0].length <= start) {
+      pos += chunks[0].length;
+      have -= chunks[0].length;
+      chunks.shift();
+    }
+  };
+  /** Receive until `end` is in (or the body ends), dropping what ends before `start`. */
+  const fill = async (start, end) => {
+    drop(start);
+    while (pos + have < end && !done) {
+      const { value, done: d } = await reader.read();
+      if (d) { done = true; break; }
+      chunks.push(value);
+      have += value.length;
+      drop(start);
+    }
+  };
+  /** Copy [start, end) (received) out once; keep the rest of the last chunk used. */
+  const take = (start, end) => {
+    const out = new Uint8Array(end - start);
+    let at = 0;
+    let off = start - pos; // offset into chunks[0]
+    while (at < out.length) {
+      const c = chunks[0];
+      const n = Math.min(c.length - off, out.length - at);
+      out.set(c.subarray(off, off + n), at);
+      at += n;
+      if (off + n === c.length) {
+        chunks.shift();
+        pos += c.length;
+        have -= c.length;
+        off = 0;
+      } else {
+        chunks[0] = c.subarray(off + n);
+        pos += off + n;
+        have -= off + n;
+        off = 0;
+      }
+    }
+    return out;
+  };
+  const inOrder = (start) => {
+    if (start < pos) throw qwenError("weights_corrupt", `${label}: out-of-order read in a streamed file`);
+  };
   return {
     size,
     streamed: true,
@@ -715,43 +769,18 @@ export function streamFile(body, size, label) {
       await reader.cancel();
     },
     read: async (start, end) => {
-      if (start < pos) throw qwenError("weights_corrupt", `${label}: out-of-order read in a streamed file`);
-      while (pos + have < end && !done) {
-        const { value, done: d } = await reader.read();
-        if (d) { done = true; break; }
-        chunks.push(value);
-        have += value.length;
-        // Drop whole chunks that end before `start` as they arrive.
-        while (chunks.length && pos + chunks[0].length <= start) {
-          pos += chunks[0].length;
-          have -= chunks[0].length;
-          chunks.shift();
-        }
-      }
+      inOrder(start);
+      await fill(start, end);
       if (pos + have < end) {
         throw qwenError("weights_corrupt", `${label}: file ends at ${pos + have} bytes, expected at least ${end} (truncated?)`);
       }
-      // Copy [start, end) out once; keep the rest of the last chunk used.
-      const out = new Uint8Array(end - start);
-      let at = 0;
-      let off = start - pos; // offset into chunks[0]
-      while (at < out.length) {
-        const c = chunks[0];
-        const n = Math.min(c.length - off, out.length - at);
-        out.set(c.subarray(off, off + n), at);
-        at += n;
-        if (off + n === c.length) {
-          chunks.shift();
-          pos += c.length;
-          have -= c.length;
-          off = 0;
-        } else {
-          chunks[0] = c.subarray(off + n);
-          pos += off + n;
-          have -= off + n;
-        }
-      }
-      return out;
+      return take(start, end);
+    },
+    /** `read`, except that a body ending before `end` gives the bytes it had (a file of unknown size). */
+    readUpTo: async (start, end) => {
+      inOrder(start);
+      await fill(start, end);
+      return take(start, Math.max(start, Math.min(end, pos + have)));
     },
   };
 }
@@ -771,11 +800,21 @@ function blobFile(blob, label, onRead) {
 // ---------------------------------------------------------------- local sources
 
 class MapSource {
-  /** `files`: name → Blob | ArrayBuffer | TypedArray | string. */
+  /**
+   * `files`: name → Blob | ArrayBuffer | TypedArray | string. Files without config.json but
+   * with one `.gguf` are that GGUF model (`gguf`: its name); with several, a RequestError
+   * asks for one.
+   */
   constructor(files, label) {
     this.files = files;
     this.label = label;
     this.meter = new Meter();
+    const ggufs = files.has("config.json") ? [] : [...files.keys()].filter(isGgufName);
+    if (ggufs.length > 1) {
+      throw qwenError("request_invalid", `model: ${ggufs.length} GGUF files given (${ggufs.slice(0, 4).join(", ")}${ggufs.length > 4 ? ", ..." : ""}): pass one`);
+    }
+    this.gguf = ggufs[0] ?? null;
+    if (this.gguf && label === "files") this.label = this.gguf;
   }
   async _blob(name) {
     const f = this.files.get(name);
@@ -822,10 +861,21 @@ async function dirSource(handle) {
   return new MapSource(files, handle.name || "directory");
 }
 
-/** Any supported `model` value → a source. */
+/**
+ * Any supported `model` value → a source. A URL whose path ends in `.gguf`, a `File` (or a
+ * list, a directory or a `{name: data}` object without config.json) named `*.gguf` is a GGUF
+ * model: the source's `gguf` is then that file's name (null for a model folder).
+ */
 export async function openSource(model, opts = {}) {
   downloadOptions(opts.download); // checked for every source (a RequestError naming the field)
-  if (typeof model === "string" || model instanceof URL) return new UrlSource(String(model), opts);
+  if (typeof model === "string" || model instanceof URL) {
+    const gguf = ggufUrl(model);
+    return new UrlSource(String(model), gguf ? { ...opts, gguf } : opts);
+  }
+  if (model instanceof Blob) {
+    if (!model.name) throw qwenError("request_invalid", "model: a single Blob needs a name (a File named *.gguf)");
+    return new MapSource(new Map([[model.name, model]]), "files");
+  }
   if (model && typeof model === "object") {
     if (typeof model.entries === "function" && model.kind === "directory") return await dirSource(model);
     const list = typeof FileList !== "undefined" && model instanceof FileList ? Array.from(model) : model;
@@ -840,5 +890,5 @@ export async function openSource(model, opts = {}) {
     if (model instanceof Map) return new MapSource(model, "files");
     return new MapSource(new Map(Object.entries(model)), "files");
   }
-  throw qwenError("request_invalid", "model must be a base URL, a list of Files, a directory handle or a {name: data} object");
+  throw qwenError("request_invalid", "model must be a base URL, a .gguf file's URL, a list of Files (or a .gguf File), a directory handle or a {name: data} object");
 }

@@ -4,7 +4,9 @@
 //! the Web Worker and the OpenAI-shaped API:
 //! - [`Loader`]: config → GPU + fit check → safetensors headers → the tensor plan → one
 //!   tensor's bytes at a time ([`Uploader::put`]) → [`Engine`]. The JS side never hands over
-//!   more than one tensor, so wasm memory never holds the model.
+//!   more than one tensor, so wasm memory never holds the model. A GGUF file
+//!   ([`open_gguf_loader`]) starts from its header instead (config, tokenizer and tensor table
+//!   in one), and is then the loader's one shard.
 //! - [`Engine`]: step-wise generation ([`Generator`]) from a request (token ids, or chat
 //!   messages made into the ChatML prompt here), plus the tokenizer and the UTF-8-safe
 //!   [`TextStream`].
@@ -32,8 +34,10 @@ use crate::model::{self, ModelOptions, Qwen, RunState};
 use crate::ops::KvFormat;
 use crate::sampler::SamplingParams;
 use crate::tokenizer::{chat_prompt_ids, prompt_budget, ChatFormat, ChatMessage, Role, TextStream, Tokenizer, CHATML};
+use crate::weights::checkpoint::check_checkpoint;
+use crate::weights::gguf_model::GgufModel;
 use crate::weights::quant::{self, WeightFormat};
-use crate::weights::{safetensors, TensorInfo, TensorSource};
+use crate::weights::{gguf, safetensors, Dtype, TensorInfo, TensorSource};
 use js_sys::Promise;
 use serde::{Deserialize, Serialize};
 use std::cell::RefCell;
@@ -198,61 +202,16 @@ pub struct LoadOptions {
 /// `gpu_out_of_memory`; no WebGPU adapter or device, `gpu_unavailable`.
 #[wasm_bindgen]
 pub async fn open_loader(config_json: String, options: JsValue, stored_format: String) -> Result<Loader, JsValue> {
-    let o: LoadOptions = if options.is_undefined() || options.is_null() {
-        LoadOptions::default()
-    } else {
-        from_js(options, "load option ").map_err(js_err)?
-    };
+    let o = load_options(options)?;
     let cfg = QwenConfig::from_json(&config_json).map_err(js_err)?;
     let eos = eos_ids_in(&config_json).map_err(js_err)?;
-    let requested = WeightFormat::parse_request(o.weights.as_deref().unwrap_or("")).map_err(js_err)?;
     let stored = if stored_format.is_empty() {
         None
     } else {
         Some(WeightFormat::parse(&stored_format).map_err(js_err_code("weights_format"))?)
     };
-    let weights = quant::resolve_format(requested, stored).map_err(js_err_code("weights_format"))?;
-    let opts = ModelOptions {
-        context: o.context.filter(|&c| c > 0).map(|c| c as usize),
-        max_batch: o.max_batch.filter(|&b| b > 0).map(|b| b as usize).unwrap_or(ModelOptions::default().max_batch),
-        weights,
-        kv: match o.kv_cache.as_deref() {
-            None | Some("") => KvFormat::F32,
-            Some(k) => KvFormat::parse(k).map_err(js_err)?,
-        },
-        encoder: Encoder::parse(o.encoder.as_deref().unwrap_or("")).map_err(js_err)?,
-    };
-    let gpu_opts = GpuOptions { max_binding_bytes: o.max_binding_bytes.filter(|&b| b > 0), ..Default::default() };
-    let gpu = Gpu::new(&gpu_opts).await.map_err(js_err_gpu("gpu_unavailable"))?;
-    let (weights, state) = model::gpu_bytes(&cfg, &opts);
-    let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
-    let too_big = js_err_code("gpu_out_of_memory");
-    if let Some(budget) = o.max_gpu_bytes.filter(|&b| b > 0 && weights + state > b) {
-        return Err(too_big(Error::Gpu(format!(
-            "the model needs {:.1} MiB of GPU memory (weights {:.1} MiB {}, KV cache and activations {:.1} MiB), \
-             more than the budget of {:.1} MiB: pick a smaller model or a shorter context",
-            mib(weights + state),
-            mib(weights),
-            opts.weights.name(),
-            mib(state),
-            mib(budget)
-        ))));
-    }
-    // The largest single buffers: one row of the embedding must fit a binding (the matrices
-    // split by rows), and the run state is allocated once as a trial (freed at once: the
-    // device's ledger counts it down, so later memory figures do not include it).
-    let cols = cfg.hidden_size.max(cfg.intermediate_size);
-    let row = opts.weights.for_cols(cols).row_bytes(cols);
-    if row > gpu.max_binding {
-        return Err(too_big(Error::Gpu(format!(
-            "a weight row needs {row} bytes, above this GPU's storage binding limit of {} bytes",
-            gpu.max_binding
-        ))));
-    }
-    let ctx = opts.context_for(&cfg);
-    RunState::new(&gpu, &cfg, opts.max_batch.min(ctx), ctx, opts.kv)
-        .map_err(|e| too_big(Error::Gpu(format!("the model does not fit this GPU ({}): {e}", gpu.describe()))))?;
-    gpu.check().map_err(js_err_gpu("gpu_out_of_memory"))?;
+    let opts = model_options(&o, stored)?;
+    let (gpu, needs) = open_fitting(&cfg, &opts, &o, &BTreeMap::new()).await?;
     Ok(Loader {
         cfg,
         opts,
@@ -262,9 +221,201 @@ pub async fn open_loader(config_json: String, options: JsValue, stored_format: S
         owner: BTreeMap::new(),
         shards: 0,
         uploader: None,
-        needs: (weights, state),
+        needs,
         eos,
+        gguf: None,
     })
+}
+
+/// [`LoadOptions`] from JS (`undefined` or `null`: the defaults).
+fn load_options(options: JsValue) -> Result<LoadOptions, JsValue> {
+    if options.is_undefined() || options.is_null() {
+        Ok(LoadOptions::default())
+    } else {
+        from_js(options, "load option ").map_err(js_err)
+    }
+}
+
+/// The model options a load asks for; `stored`: a pre-quantized checkpoint's own format.
+fn model_options(o: &LoadOptions, stored: Option<WeightFormat>) -> Result<ModelOptions, JsValue> {
+    let requested = WeightFormat::parse_request(o.weights.as_deref().unwrap_or("")).map_err(js_err)?;
+    let weights = quant::resolve_format(requested, stored).map_err(js_err_code("weights_format"))?;
+    Ok(ModelOptions {
+        context: o.context.filter(|&c| c > 0).map(|c| c as usize),
+        max_batch: o.max_batch.filter(|&b| b > 0).map(|b| b as usize).unwrap_or(ModelOptions::default().max_batch),
+        weights,
+        kv: match o.kv_cache.as_deref() {
+            None | Some("") => KvFormat::F32,
+            Some(k) => KvFormat::parse(k).map_err(js_err)?,
+        },
+        encoder: Encoder::parse(o.encoder.as_deref().unwrap_or("")).map_err(js_err)?,
+    })
+}
+
+/// Open the GPU and check that the model fits: the budget, a weight row against the binding
+/// limit, and the run state allocated once as a trial. `tensors`: a GGUF file's (whose
+/// matrices keep their own types), else empty. Returns the GPU and `(weight bytes, state bytes)`.
+async fn open_fitting(
+    cfg: &QwenConfig,
+    opts: &ModelOptions,
+    o: &LoadOptions,
+    tensors: &BTreeMap<String, TensorInfo>,
+) -> Result<(Gpu, (u64, u64)), JsValue> {
+    let gpu_opts = GpuOptions { max_binding_bytes: o.max_binding_bytes.filter(|&b| b > 0), ..Default::default() };
+    let gpu = Gpu::new(&gpu_opts).await.map_err(js_err_gpu("gpu_unavailable"))?;
+    let (weights, state) = model::gpu_bytes_of(cfg, tensors, opts);
+    let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
+    let too_big = js_err_code("gpu_out_of_memory");
+    if let Some(budget) = o.max_gpu_bytes.filter(|&b| b > 0 && weights + state > b) {
+        return Err(too_big(Error::Gpu(format!(
+            "the model needs {:.1} MiB of GPU memory (weights {:.1} MiB {}, KV cache and activations {:.1} MiB), \
+             more than the budget of {:.1} MiB: pick a smaller model or a shorter context",
+            mib(weights + state),
+            mib(weights),
+            format_label(opts.weights, !tensors.is_empty()),
+            mib(state),
+            mib(budget)
+        ))));
+    }
+    // The largest single buffers: one row of the embedding must fit a binding (the matrices
+    // split by rows; an f16 row is the widest a GGUF type keeps too), and the run state is
+    // allocated once as a trial (freed at once: the device's ledger counts it down, so later
+    // memory figures do not include it).
+    let cols = cfg.hidden_size.max(cfg.intermediate_size);
+    let row = opts.weights.for_cols(cols).row_bytes(cols);
+    if row > gpu.max_binding {
+        return Err(too_big(Error::Gpu(format!(
+            "a weight row needs {row} bytes, above this GPU's storage binding limit of {} bytes",
+            gpu.max_binding
+        ))));
+    }
+    let ctx = opts.context_for(cfg);
+    RunState::new(&gpu, cfg, opts.max_batch.min(ctx), ctx, opts.kv)
+        .map_err(|e| too_big(Error::Gpu(format!("the model does not fit this GPU ({}): {e}", gpu.describe()))))?;
+    gpu.check().map_err(js_err_gpu("gpu_out_of_memory"))?;
+    Ok((gpu, (weights, state)))
+}
+
+// ------------------------------------------------------------------ GGUF files
+
+/// What [`Loader::weight_format`] and [`EngineInfo::weights`] say of a GGUF file loaded with
+/// `weights` auto or f16: each matrix keeps the file's own type on the GPU (Q4_0, Q8_0, Q6_K,
+/// F16...; F32 and BF16 matrices become f16). `weight_types` lists them.
+pub const GGUF_FORMAT: &str = "gguf";
+
+/// The name of the weight format a load uses: [`GGUF_FORMAT`] for a GGUF file whose types are
+/// kept (`weights` auto or f16), else the format's own.
+fn format_label(weights: WeightFormat, gguf: bool) -> &'static str {
+    if gguf && weights == WeightFormat::F16 {
+        GGUF_FORMAT
+    } else {
+        weights.name()
+    }
+}
+
+/// How many bytes of a GGUF file's start its header needs: 0 when `prefix` (the file's first
+/// bytes; `file_len`: the whole file's size) holds all of it, else at least that many (read
+/// them and ask again). A file that is not a GGUF, is truncated or has a bad header is a
+/// `WeightsError` (`weights_corrupt`) naming `label`.
+#[wasm_bindgen]
+pub fn gguf_header_need(prefix: &[u8], file_len: f64, label: &str) -> Result<f64, JsValue> {
+    match gguf::parse_header(prefix, js_len(file_len), label).map_err(js_err)? {
+        gguf::Parsed::Header(_) => Ok(0.0),
+        gguf::Parsed::NeedMore(n) => Ok(n as f64),
+    }
+}
+
+/// A file size from JS: a whole number of bytes (anything else, NaN included, is read as
+/// "unknown, possibly large": 2^53 - 1).
+fn js_len(n: f64) -> u64 {
+    if (0.0..=9007199254740991.0).contains(&n) {
+        n as u64
+    } else {
+        9007199254740991
+    }
+}
+
+/// [`open_loader`] for a GGUF file: `prefix` holds its whole header ([`gguf_header_need`]
+/// said 0), `file_len` is the file's size, `label` its name. The config comes from the GGUF
+/// metadata, the eos id from `tokenizer.ggml.eos_token_id`, and the tokenizer (when the file
+/// has one) is made from the metadata here, before any weight is fetched (so a vocabulary we
+/// cannot read fails the load before the download); [`Loader::finish`] then needs no
+/// tokenizer file. The file is the loader's one shard (shard 0): [`Loader::plan`] gives its
+/// tensors' byte ranges as for safetensors shards. `weights` auto (or f16) keeps each
+/// matrix's GGUF type on the GPU; q8 or q4 re-encodes them. A tensor type this engine does
+/// not load is a `WeightsError` with code `weights_format` naming the type and the tensor;
+/// a GGUF architecture other than qwen, qwen2, qwen3 a `ConfigError`.
+#[wasm_bindgen]
+pub async fn open_gguf_loader(
+    prefix: Vec<u8>,
+    file_len: f64,
+    label: String,
+    options: JsValue,
+) -> Result<Loader, JsValue> {
+    let o = load_options(options)?;
+    let header = match gguf::parse_header(&prefix, js_len(file_len), &label).map_err(js_err)? {
+        gguf::Parsed::Header(h) => h,
+        gguf::Parsed::NeedMore(n) => {
+            return Err(js_err(Error::Weights(format!(
+                "{label}: the GGUF header needs {n} bytes, {} were given",
+                prefix.len()
+            ))))
+        }
+    };
+    drop(prefix);
+    let GgufModel { config: cfg, tensors, file_names, metadata } =
+        GgufModel::from_header(header, &label).map_err(js_err)?;
+    // Types we cannot load, named before the GPU is opened or a byte is fetched.
+    for (name, t) in &tensors {
+        if let Dtype::Ggml(g) = t.dtype {
+            if !g.decodable() {
+                let file_name = file_names.get(name).map(String::as_str).unwrap_or(name);
+                return Err(js_err_code("weights_format")(g.unsupported(&format!("{file_name} ({name})"))));
+            }
+        }
+    }
+    check_checkpoint(&cfg, &tensors, &BTreeMap::new()).map_err(js_err)?;
+    let eos = match metadata.get("tokenizer.ggml.eos_token_id") {
+        None => Vec::new(),
+        Some(v) => vec![v.as_u64().and_then(|id| u32::try_from(id).ok()).ok_or_else(|| {
+            js_err(Error::Config(format!("{label}: tokenizer.ggml.eos_token_id {v:?} is not a token id")))
+        })?],
+    };
+    let tok = if metadata.contains_key("tokenizer.ggml.model") {
+        let t = Tokenizer::from_gguf(&metadata).map_err(js_err)?;
+        t.check_fits(cfg.vocab_size).map_err(js_err)?;
+        Some(t)
+    } else {
+        None
+    };
+    drop(metadata);
+    let opts = model_options(&o, None)?;
+    let (gpu, needs) = open_fitting(&cfg, &opts, &o, &tensors).await?;
+    let mut types: Vec<String> = tensors.values().map(|t| t.dtype.name().to_string()).collect();
+    types.sort_unstable();
+    types.dedup();
+    let owner = tensors.keys().map(|n| (n.clone(), 0)).collect();
+    Ok(Loader {
+        cfg,
+        opts,
+        gpu: Some(gpu),
+        tensors,
+        metadata: BTreeMap::new(),
+        owner,
+        shards: 1,
+        uploader: None,
+        needs,
+        eos,
+        gguf: Some(GgufLoad { tokenizer: tok, types }),
+    })
+}
+
+/// What a loader keeps of a GGUF file besides its tensors.
+struct GgufLoad {
+    /// Made from the file's metadata (None: the file has no tokenizer).
+    tokenizer: Option<Tokenizer>,
+    /// The file's tensor types (`Q4_0`, `F32`...), sorted.
+    types: Vec<String>,
 }
 
 /// One tensor to upload: its bytes are `start..end` of shard `shard` ([`Loader::plan`]).
@@ -290,15 +441,29 @@ pub struct Loader {
     shards: u32,
     uploader: Option<Uploader>,
     needs: (u64, u64),
-    /// The model's eos ids (config.json, then generation_config.json).
+    /// The model's eos ids (config.json, then generation_config.json; a GGUF file's
+    /// `tokenizer.ggml.eos_token_id`).
     eos: Vec<u32>,
+    /// Set when the checkpoint is a GGUF file ([`open_gguf_loader`]).
+    gguf: Option<GgufLoad>,
 }
 
 #[wasm_bindgen]
 impl Loader {
-    /// How matrices will be stored on the GPU (`auto` resolved): `f16`, `q8` or `q4`.
+    /// How matrices will be stored on the GPU (`auto` resolved): `f16`, `q8` or `q4`, or
+    /// [`GGUF_FORMAT`] (`gguf`) for a GGUF file whose own types are kept.
     pub fn weight_format(&self) -> String {
-        self.opts.weights.name().to_string()
+        format_label(self.opts.weights, self.gguf.is_some()).to_string()
+    }
+
+    /// A GGUF file's tensor types (`F32`, `Q4_0`, `Q6_K`...), sorted; empty for safetensors.
+    pub fn weight_types(&self) -> Vec<String> {
+        self.gguf.as_ref().map(|g| g.types.clone()).unwrap_or_default()
+    }
+
+    /// Whether the loader has a tokenizer already (one a GGUF file's metadata made).
+    pub fn has_tokenizer(&self) -> bool {
+        self.gguf.as_ref().is_some_and(|g| g.tokenizer.is_some())
     }
 
     /// The KV cache format: `f32`, `f16` or `q8`.
@@ -334,6 +499,9 @@ impl Loader {
     pub fn add_shard(&mut self, label: &str, header_json: &[u8], file_len: f64) -> Result<u32, JsValue> {
         if self.uploader.is_some() {
             return Err(request_err("add_shard after plan()"));
+        }
+        if self.gguf.is_some() {
+            return Err(request_err("a GGUF file is the loader's one file: add_shard does not apply"));
         }
         let h = safetensors::parse_header_full(header_json, file_len as u64, label).map_err(js_err)?;
         crate::weights::merge_metadata(&mut self.metadata, h.metadata, label).map_err(js_err)?;
@@ -380,15 +548,20 @@ impl Loader {
     }
 
     /// Every tensor is on the GPU: allocate the run state and build the engine.
-    /// `tokenizer`: the bytes of tokenizer.json or qwen.tiktoken, if any.
+    /// `tokenizer`: the bytes of tokenizer.json or qwen.tiktoken, if any (none: a GGUF
+    /// file's own tokenizer, made by [`open_gguf_loader`], if it has one).
     pub async fn finish(self, tokenizer: Option<Vec<u8>>) -> Result<Engine, JsValue> {
+        let (gguf_tok, weight_types) = match self.gguf {
+            Some(g) => (g.tokenizer, Some(g.types)),
+            None => (None, None),
+        };
         let tok = match tokenizer {
             Some(b) => {
                 let t = Tokenizer::from_bytes(&b).map_err(js_err)?;
                 t.check_fits(self.cfg.vocab_size).map_err(js_err)?;
                 Some(t)
             }
-            None => None,
+            None => gguf_tok,
         };
         let up = self.uploader.ok_or_else(|| request_err("finish before plan()"))?;
         let (gpu, weights) = up.finish_async().await.map_err(js_err)?;
@@ -412,7 +585,8 @@ impl Loader {
                 cached: Vec::new(),
                 reused: 0,
                 eos: self.eos,
-                formats: (self.opts.weights.name(), self.opts.kv.name()),
+                formats: (format_label(self.opts.weights, weight_types.is_some()), self.opts.kv.name()),
+                weight_types,
                 run: Run::default(),
                 context,
                 vocab_size,
@@ -442,8 +616,11 @@ struct Inner {
     reused: usize,
     /// The model's eos ids (config.json and generation_config.json).
     eos: Vec<u32>,
-    /// How weights and the KV cache are stored (`auto` resolved).
+    /// How weights and the KV cache are stored (`auto` resolved; [`GGUF_FORMAT`] for a GGUF
+    /// file's own types).
     formats: (&'static str, &'static str),
+    /// A GGUF file's tensor types (None: a safetensors checkpoint).
+    weight_types: Option<Vec<String>>,
     /// Timings of the current (or last) generation.
     run: Run,
     /// KV cache length and vocabulary (known while a call holds the model, too).
@@ -705,8 +882,11 @@ pub struct EngineInfo {
     pub chat_stop_ids: Vec<u32>,
     /// The ids a `generateIds` request without `stop_token_ids` stops at.
     pub stop_ids: Vec<u32>,
-    /// How matrices are stored on the GPU (`auto` resolved).
+    /// How matrices are stored on the GPU (`auto` resolved): `f16`, `q8`, `q4`, or `gguf`
+    /// (a GGUF file's own types, listed in `weight_types`).
     pub weights: &'static str,
+    /// A GGUF file's tensor types (`F32`, `Q4_0`, `Q6_K`...), sorted; empty for safetensors.
+    pub weight_types: Vec<String>,
     pub kv_cache: &'static str,
     /// The chat template: [`CHATML`] (`default_system` is the system prompt added when a
     /// chat has none; `end_of_text_id` the stop id when nothing else names one).
@@ -932,6 +1112,7 @@ impl Engine {
             chat_stop_ids: i.stop_ids(&[], true, false),
             stop_ids: i.stop_ids(&[], false, false),
             weights: i.formats.0,
+            weight_types: i.weight_types.clone().unwrap_or_default(),
             kv_cache: i.formats.1,
             chat_format: CHATML,
             chat_prompt_budget: prompt_budget(context, DEFAULT_MAX_TOKENS as usize),
@@ -1213,10 +1394,23 @@ pub struct ExportPlan {
     pub pieces: Vec<ExportPiece>,
 }
 
+/// The error of an export of a model loaded from a GGUF file (the model store keeps
+/// safetensors folders only; its matrices may hold GGUF block types the folder format lacks).
+fn gguf_not_exported() -> JsValue {
+    coded(
+        "WeightsError",
+        "weights_format",
+        "a model loaded from a GGUF file is not exported: the model store keeps safetensors checkpoints only",
+    )
+}
+
 impl Inner {
     /// The loaded model's checkpoint layout ([`model::export::Export`]).
     fn export(&self) -> Result<(model::export::Export, WeightFormat), JsValue> {
         let model = self.model.as_ref().ok_or_else(|| self.take_model_err())?;
+        if self.weight_types.is_some() {
+            return Err(gguf_not_exported());
+        }
         let format = WeightFormat::parse(self.formats.0).map_err(js_err)?;
         Ok((model::export::Export::plan(&model.config, format).map_err(js_err)?, format))
     }
@@ -1282,6 +1476,9 @@ impl Engine {
     pub fn export_read(&self, name: String, row0: u32, rows: u32) -> Promise {
         let inner = self.inner.clone();
         future_to_promise(async move {
+            if inner.borrow().weight_types.is_some() {
+                return Err(gguf_not_exported());
+            }
             let format = WeightFormat::parse(inner.borrow().formats.0).map_err(js_err)?;
             let model = inner.borrow_mut().take_live_model()?;
             let r = model::export::read_rows(&model, format, &name, row0 as usize, rows as usize).await;

@@ -5,7 +5,7 @@ import { createEngine, hasModelInCache, deleteModelCache } from "../pkg/index.js
 const $ = (id) => document.getElementById(id);
 const el = {
   gpuStatus: $("gpu-status"), modelPanel: $("model-panel"), loadForm: $("load-form"), preset: $("preset"),
-  url: $("model-url"), folder: $("folder"), folderInfo: $("folder-info"), weights: $("weights"), kv: $("kv"),
+  url: $("model-url"), folder: $("folder"), ggufFile: $("gguf-file"), folderInfo: $("folder-info"), weights: $("weights"), kv: $("kv"),
   budget: $("gpu-budget"), cacheStatus: $("cache-status"), cacheText: $("cache-text"), cacheDelete: $("cache-delete"),
   load: $("load"), cancelLoad: $("cancel-load"), progressBox: $("progress-box"), progress: $("progress"),
   progressText: $("progress-text"), error: $("error"), lost: $("lost"), lostText: $("lost-text"), reloadModel: $("reload-model"), modelStatus: $("model-status"), log: $("log"), stats: $("stats"),
@@ -18,7 +18,7 @@ const state = {
   loading: null, // AbortController while loading
   generating: null, // AbortController while a reply streams
   history: [], // [{role, content}] without the system prompt
-  folderFiles: null, // FileList from "Open a local folder"
+  folderFiles: null, // FileList from "Open a local folder" or "open a local .gguf file"
   modelName: "",
 };
 
@@ -66,12 +66,15 @@ function describeError(e) {
     case "network":
       return `Network error: could not download the model. Check the URL and your connection; the server must allow cross-origin requests. (${msg})`;
     case "config_missing":
+      return `This does not look like a model folder (config.json could not be read). Check the URL or folder, or give a .gguf file. (${msg})`;
     case "config_invalid":
-      return `This does not look like a model folder (config.json could not be read). Check the URL or folder. (${msg})`;
+      return `This model's configuration (config.json, or a GGUF file's metadata) is not one this engine runs. (${msg})`;
     case "weights_missing":
       return `A weights file of the model is missing: ${msg}`;
     case "weights_format":
-      return `This folder is stored in another weight format: pick "auto" (its own format). (${msg})`;
+      return /GGUF type/.test(msg)
+        ? `This GGUF file holds a weight type this engine does not load: pick another quantization of the model (q4_0, q8_0, Q4_K_M...). (${msg})`
+        : `This folder is stored in another weight format: pick "auto" (its own format). (${msg})`;
     case "weights_corrupt":
       return `The model's weights could not be read: ${msg}`;
     case "tokenizer_missing":
@@ -107,10 +110,41 @@ async function checkWebGpu() {
 
 // ------------------------------------------------------------------ model cache
 
+/** Whether a URL (or a file name) names a GGUF file: its path ends in .gguf (a query string is fine). */
+function isGguf(u) {
+  try { return /\.gguf$/i.test(new URL(u, location.href).pathname); } catch { return /\.gguf$/i.test(u); }
+}
+
+/** The file name a .gguf URL ends in. */
+function fileName(url) {
+  const last = new URL(url, location.href).pathname.split("/").pop();
+  try { return decodeURIComponent(last); } catch { return last; }
+}
+
+/** The model URL: a folder's ends in "/"; a .gguf file's is kept as typed. */
 function currentUrl() {
   const u = el.url.value.trim();
-  return u && !u.endsWith("/") ? `${u}/` : u;
+  return u && !u.endsWith("/") && !isGguf(u) ? `${u}/` : u;
 }
+
+/** The weights choice before a GGUF model switched it to "auto" (put back for a folder). */
+let weightsBeforeGguf = null;
+let wasGguf = false;
+/**
+ * The model source changed: a GGUF model's own weight types are kept ("auto") unless another
+ * format is chosen after; a model folder picked after a GGUF one gets the choice it had before.
+ */
+function modelKind(gguf) {
+  if (gguf && !wasGguf) {
+    if (el.weights.value !== "auto") weightsBeforeGguf = el.weights.value;
+    el.weights.value = "auto";
+  } else if (!gguf && wasGguf) {
+    if (weightsBeforeGguf && el.weights.value === "auto") el.weights.value = weightsBeforeGguf;
+    weightsBeforeGguf = null;
+  }
+  wasGguf = gguf;
+}
+el.weights.addEventListener("change", () => { weightsBeforeGguf = null; });
 
 let cacheCheckSeq = 0;
 async function refreshCacheStatus() {
@@ -139,12 +173,14 @@ el.cacheDelete.addEventListener("click", async () => {
 el.preset.addEventListener("change", () => {
   if (el.preset.value) el.url.value = el.preset.value;
   else el.url.focus();
+  modelKind(isGguf(el.url.value.trim()));
   clearFolder();
   refreshCacheStatus();
 });
 el.url.addEventListener("input", () => {
   const match = [...el.preset.options].find((o) => o.value && o.value === el.url.value.trim());
   el.preset.value = match ? match.value : "";
+  modelKind(isGguf(el.url.value.trim()));
   clearFolder();
   refreshCacheStatus();
 });
@@ -153,15 +189,27 @@ function clearFolder() {
   if (!state.folderFiles) return;
   state.folderFiles = null;
   el.folder.value = "";
+  el.ggufFile.value = "";
   el.folderInfo.textContent = "";
 }
 el.folder.addEventListener("change", () => {
   const files = el.folder.files;
   if (!files || !files.length) { clearFolder(); return; }
+  el.ggufFile.value = "";
   state.folderFiles = files;
   const total = [...files].reduce((s, f) => s + f.size, 0);
   const dir = (files[0].webkitRelativePath || "").split("/")[0] || "folder";
   el.folderInfo.textContent = `Using local folder "${dir}": ${files.length} files, ${fmtBytes(total)}. Press Load model.`;
+  modelKind(![...files].some((f) => f.name === "config.json") && [...files].some((f) => isGguf(f.name)));
+  el.cacheStatus.hidden = true;
+});
+el.ggufFile.addEventListener("change", () => {
+  const files = el.ggufFile.files;
+  if (!files || !files.length) { clearFolder(); return; }
+  el.folder.value = "";
+  state.folderFiles = files;
+  el.folderInfo.textContent = `Using local file "${files[0].name}": ${fmtBytes(files[0].size)}. Press Load model.`;
+  modelKind(true);
   el.cacheStatus.hidden = true;
 });
 
@@ -204,8 +252,13 @@ function makeProgress() {
 function showEstimate(p) {
   const e = p?.estimate;
   if (!e) return;
-  show(el.modelStatus, `This model needs ${fmtBytes(e.totalBytes)} of GPU memory: ${fmtBytes(e.weightBytes)} of ${e.weights} weights ` +
+  show(el.modelStatus, `This model needs ${fmtBytes(e.totalBytes)} of GPU memory: ${fmtBytes(e.weightBytes)} of ${weightsName(e)} weights ` +
     `and ${fmtBytes(e.stateBytes)} for the ${e.kvCache} KV cache and activations.`);
+}
+
+/** The weight format in words: q4, q8, f16, or a GGUF file's own types. */
+function weightsName(e) {
+  return e.weights === "gguf" ? `GGUF (${(e.weightTypes || []).join(", ")})` : e.weights;
 }
 
 /** The engine's GPU device was lost: say so (as text) and offer to load the model again. */
@@ -265,9 +318,11 @@ async function loadModel() {
     state.context = info.context;
     // Left empty, the engine uses the model's default system prompt (the crate's ChatML).
     el.system.placeholder = `Empty: the default, "${info.chatFormat.default_system}"`;
-    state.modelName = fromFolder ? (el.folderInfo.textContent.match(/"([^"]*)"/)?.[1] || "local model") : url.replace(/\/+$/, "").replace(/\/resolve\/main$/, "").split("/").slice(-2).join("/");
-    show(el.modelStatus, `Loaded ${state.modelName} (${info.weights} weights, ${info.kvCache} KV cache, context ${info.context} tokens) on ${info.adapter}.`);
-    if (!info.hasTokenizer) showError("This model has no tokenizer.json / qwen.tiktoken, so it cannot chat.");
+    state.modelName = fromFolder ? (el.folderInfo.textContent.match(/"([^"]*)"/)?.[1] || "local model")
+      : isGguf(url) ? fileName(url)
+      : url.replace(/\/+$/, "").replace(/\/resolve\/main$/, "").split("/").slice(-2).join("/");
+    show(el.modelStatus, `Loaded ${state.modelName} (${weightsName(info)} weights, ${info.kvCache} KV cache, context ${info.context} tokens) on ${info.adapter}.`);
+    if (!info.hasTokenizer) showError("This model has no tokenizer (tokenizer.json / qwen.tiktoken, or a GGUF file's vocabulary), so it cannot chat.");
     setChatEnabled(info.hasTokenizer);
     el.modelPanel.open = false;
     el.input.focus();

@@ -56,12 +56,34 @@ else
   VOCAB=""
   VOCABS=""
 fi
+# GGUF fixtures (tests/web/gguf.mjs): the vocab model through llama.cpp's own converter and
+# quantizer (scripts/gguf-tools.sh, cached in ~/.cache: set-up is slow only the first time):
+# f16, and Q4_0 (Q4_0 matrices, the tied embedding Q8_0, norms and biases F32). The CLI's ids
+# on each file are the reference. QWEN_SKIP_GGUF=1 skips them.
+GGUFQ4=""
+GGUFF16=""
+if [ -n "$VOCAB" ] && [ -x "$ROOT/scripts/gguf-tools.sh" ] && [ -z "${QWEN_SKIP_GGUF:-}" ]; then
+  GT="$ROOT/scripts/gguf-tools.sh"
+  if "$GT" setup >"$FX/gguf-tools.log" 2>&1; then
+    mkdir -p "$FX/gguf-src" "$FX/gguf"
+    for f in config.json model.safetensors tokenizer.json; do ln -s "$FX/vocab/$f" "$FX/gguf-src/$f"; done
+    cp "$("$GT" path tokenizer_config)" "$FX/gguf-src/tokenizer_config.json"
+    "$GT" convert "$FX/gguf-src" "$FX/gguf/vocab-f16.gguf" f16 2>>"$FX/gguf-tools.log" || fail "web: gguf-tools convert failed"
+    "$GT" quantize "$FX/gguf/vocab-f16.gguf" "$FX/gguf/vocab-q4_0.gguf" Q4_0 2>>"$FX/gguf-tools.log" \
+      || fail "web: gguf-tools quantize failed"
+    rm -rf "$FX/gguf-src"
+    GGUFQ4=$(ids "$FX/gguf/vocab-q4_0.gguf" 9707,11,1879 8) || fail "web: the CLI failed on the Q4_0 GGUF"
+    GGUFF16=$(ids "$FX/gguf/vocab-f16.gguf" 9707,11,1879 8) || fail "web: the CLI failed on the f16 GGUF"
+  else
+    echo "web: scripts/gguf-tools.sh setup failed ($FX/gguf-tools.log): GGUF tests will be skipped" >&2
+  fi
+fi
 # Corrupt copies: a truncated checkpoint and a header of garbage.
 mkdir -p "$FX/truncated" "$FX/garbage"
 cp "$FX/tiny/config.json" "$FX/truncated/"; head -c 100000 "$FX/tiny/model.safetensors" > "$FX/truncated/model.safetensors"
 cp "$FX/tiny/config.json" "$FX/garbage/"; head -c 4096 /dev/urandom > "$FX/garbage/model.safetensors"
-printf '{"tiny":[%s],"sharded":[%s],"quant":[%s],"prequant":[%s],"vocab":[%s],"sampled":[%s],"vocabSampled":[%s],"turn2":[%s]}\n' \
-  "$TINY" "$SHARDED" "$QUANT" "$PREQ" "$VOCAB" "$SAMPLED" "$VOCABS" "$TURN2" > "$FX/expected.json"
+printf '{"tiny":[%s],"sharded":[%s],"quant":[%s],"prequant":[%s],"vocab":[%s],"sampled":[%s],"vocabSampled":[%s],"turn2":[%s],"ggufQ4":[%s],"ggufF16":[%s]}\n' \
+  "$TINY" "$SHARDED" "$QUANT" "$PREQ" "$VOCAB" "$SAMPLED" "$VOCABS" "$TURN2" "$GGUFQ4" "$GGUFF16" > "$FX/expected.json"
 
 cd "$HERE"
 FIXTURES="$FX" node run.mjs

@@ -26,6 +26,21 @@ mkdir -p "$FX"
 "$MK" "$FX/vocab" --vocab 151936 --hidden 32 --layers 1 --ff 64 --heads 2 --kv-heads 1 --seed 3 --tie >/dev/null \
   || fail "www: make_fixture failed"
 cp "$VOCAB_DIR/tokenizer.json" "$FX/vocab/"
+# A GGUF of the same model (tests/www/gguf.mjs): llama.cpp's converter and llama-quantize Q4_0
+# (scripts/gguf-tools.sh, cached in ~/.cache). QWEN_SKIP_GGUF=1 skips it (and those tests).
+if [ -x "$ROOT/scripts/gguf-tools.sh" ] && [ -z "${QWEN_SKIP_GGUF:-}" ]; then
+  GT="$ROOT/scripts/gguf-tools.sh"
+  if "$GT" setup >"$FX/gguf-tools.log" 2>&1; then
+    mkdir -p "$FX/gguf-src" "$FX/gguf"
+    for f in config.json model.safetensors tokenizer.json; do ln -s "$FX/vocab/$f" "$FX/gguf-src/$f"; done
+    cp "$("$GT" path tokenizer_config)" "$FX/gguf-src/tokenizer_config.json"
+    "$GT" convert "$FX/gguf-src" "$FX/gguf-src.gguf" f16 2>>"$FX/gguf-tools.log" || fail "www: gguf-tools convert failed"
+    "$GT" quantize "$FX/gguf-src.gguf" "$FX/gguf/vocab-q4_0.gguf" Q4_0 2>>"$FX/gguf-tools.log" || fail "www: gguf-tools quantize failed"
+    rm -rf "$FX/gguf-src" "$FX/gguf-src.gguf"
+  else
+    echo "www: scripts/gguf-tools.sh setup failed ($FX/gguf-tools.log): GGUF page tests will be skipped" >&2
+  fi
+fi
 
 export XDG_RUNTIME_DIR=${XDG_RUNTIME_DIR:-$(mktemp -d)}
 chmod 700 "$XDG_RUNTIME_DIR" 2>/dev/null || true

@@ -118,20 +118,17 @@ fn ggml8(r: u32, k8: u32) -> array<vec4<f32>, 2> {
     let hi_half = (j % 64u) / 32u;
     let l0 = j % 32u;
     let sb = 2u * c + hi_half; // sub-block of 32
-    let s0 = w_u32(blk / 4u + 1u);
-    let s1 = w_u32(blk / 4u + 2u);
-    let s2 = w_u32(blk / 4u + 3u);
-    var sbytes = array<u32, 12>(s0 & 255u, (s0 >> 8u) & 255u, (s0 >> 16u) & 255u, s0 >> 24u,
-                                s1 & 255u, (s1 >> 8u) & 255u, (s1 >> 16u) & 255u, s1 >> 24u,
-                                s2 & 255u, (s2 >> 8u) & 255u, (s2 >> 16u) & 255u, s2 >> 24u);
+    // The sub-block's 6-bit scale and min (ggml's get_scale_min_k4): scale byte j is byte
+    // 4 + j of the block; two or three bytes are read, never the whole 12.
     var sc: u32;
     var mn: u32;
     if (sb < 4u) {
-        sc = sbytes[sb] & 63u;
-        mn = sbytes[sb + 4u] & 63u;
+        sc = w_byte(blk + 4u + sb) & 63u;
+        mn = w_byte(blk + 8u + sb) & 63u;
     } else {
-        sc = (sbytes[sb + 4u] & 15u) | ((sbytes[sb - 4u] >> 6u) << 4u);
-        mn = (sbytes[sb + 4u] >> 4u) | ((sbytes[sb] >> 6u) << 4u);
+        let hi = w_byte(blk + 8u + sb); // scale byte sb + 4
+        sc = (hi & 15u) | ((w_byte(blk + sb) >> 6u) << 4u); // scale byte sb - 4
+        mn = (hi >> 4u) | ((w_byte(blk + 4u + sb) >> 6u) << 4u); // scale byte sb
     }
     d = w_half(blk) * f32(sc);
     m = -w_half(blk + 2u) * f32(mn);

@@ -386,9 +386,18 @@ mod cli {
     }
 
     /// eos ids from config.json and generation_config.json (`eos_token_id`: a number or a
-    /// list; one above u32 is an error, not truncated).
+    /// list; one above u32 is an error, not truncated), or a GGUF file's
+    /// `tokenizer.ggml.eos_token_id`.
     fn eos_ids(dir: &Path) -> Result<Vec<u32>> {
         let mut ids = Vec::new();
+        if model::is_gguf(dir) {
+            // A GGUF's eos is in its metadata, where llama.cpp's converter writes
+            // generation_config.json's and the tokenizer's.
+            let f = qwen_webgpu::weights::gguf_model::GgufFile::open(dir)?;
+            let eos = f.model.metadata.get("tokenizer.ggml.eos_token_id").and_then(|v| v.as_u64());
+            ids.extend(eos.and_then(|e| u32::try_from(e).ok()));
+            return Ok(ids);
+        }
         for f in ["config.json", "generation_config.json"] {
             let path = dir.join(f);
             if !path.exists() {

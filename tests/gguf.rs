@@ -143,3 +143,31 @@ fn a_gguf_can_be_re_encoded_to_q8() {
     let norm = |v: &[f32]| v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
     assert!(dot / (norm(&a) * norm(&b)) > 0.99, "cosine {}", dot / (norm(&a) * norm(&b)));
 }
+
+/// The CLI on a .gguf: `generate --print-ids` gives candle's greedy ids, `info` names the
+/// file's types, and `--chat` runs with the tokenizer from the file's own vocabulary.
+#[test]
+fn cli_generates_from_a_gguf() {
+    let path = gguf_fixture("qwen2", "Q4_K_M");
+    let prompt = random_ids(5, 151643, 33);
+    let ids: Vec<String> = prompt.iter().map(|i| i.to_string()).collect();
+    let bin = env!("CARGO_BIN_EXE_qwen-webgpu");
+    let out = std::process::Command::new(bin)
+        .args(["generate", "--model", path.to_str().unwrap(), "--prompt-ids", &ids.join(","), "--print-ids"])
+        .args(["--max-new-tokens", "8", "--ignore-eos"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let got: Vec<u32> =
+        String::from_utf8(out.stdout).unwrap().trim().split(',').map(|s| s.trim().parse().unwrap()).collect();
+    assert_eq!(got, candle_gguf::greedy(&path, &prompt, 8), "CLI ids");
+    let out = std::process::Command::new(bin).args(["info", "--model", path.to_str().unwrap()]).output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("stored: GGUF") && text.contains("Q4_K") && text.contains("Q6_K"), "{text}");
+    let out = std::process::Command::new(bin)
+        .args(["generate", "--model", path.to_str().unwrap(), "--chat", "--prompt", "你好", "--max-new-tokens", "3"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("prompt "), "{}", String::from_utf8_lossy(&out.stderr));
+}

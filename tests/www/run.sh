@@ -38,6 +38,9 @@ if [ -x "$ROOT/scripts/gguf-tools.sh" ] && [ -z "${QWEN_SKIP_GGUF:-}" ]; then
     "$GT" quantize "$FX/gguf-src.gguf" "$FX/gguf/vocab-q4_0.gguf" Q4_0 2>>"$FX/gguf-tools.log" || fail "www: gguf-tools quantize failed"
     rm -rf "$FX/gguf-src" "$FX/gguf-src.gguf"
   else
+    # Outside CI a machine without the tools may skip them; CI (scripts/test.sh set them up
+    # first) must run them.
+    [ -z "${CI:-}" ] || fail "www: scripts/gguf-tools.sh setup failed ($FX/gguf-tools.log)"
     echo "www: scripts/gguf-tools.sh setup failed ($FX/gguf-tools.log): GGUF page tests will be skipped" >&2
   fi
 fi

@@ -860,9 +860,6 @@ fn gguf_refuses_what_it_cannot_reproduce() {
         refused(base, "\"llama\"", &set("tokenizer.ggml.model", GgufValue::String("llama".into())));
         refused(base, "\"deepseek-r1-qwen\"", &set("tokenizer.ggml.pre", GgufValue::String("deepseek-r1-qwen".into())));
         refused(base, "\"qwen35\"", &set("tokenizer.ggml.pre", GgufValue::String("qwen35".into())));
-        refused(base, "no tokenizer.ggml.pre", &|m| {
-            m.remove("tokenizer.ggml.pre");
-        });
         refused(base, "no tokenizer.ggml.merges", &|m| {
             m.remove("tokenizer.ggml.merges");
         });
@@ -973,5 +970,25 @@ proptest! {
             prop_assert_eq!(gg.encode(&text).unwrap(), orig.encode(&text).unwrap(), "{}", name);
             prop_assert_eq!(gg.encode_with_specials(&text).unwrap(), orig.encode_with_specials(&text).unwrap(), "{}", name);
         }
+    }
+}
+
+/// Files from converters older than llama.cpp's pre-tokenizer keys (the official Qwen1.5 GGUFs)
+/// have no `tokenizer.ggml.pre`: with a Qwen architecture and Qwen's vocabulary they load as
+/// Qwen's tokenizer, with the same ids; with another architecture they are refused.
+#[test]
+fn gguf_without_pre_loads_when_the_vocabulary_is_qwens() {
+    for base in ["qwen2", "qwen1"] {
+        let with = Tokenizer::from_gguf(gguf_meta(base)).unwrap();
+        let mut m = gguf_meta(base).clone();
+        m.remove("tokenizer.ggml.pre");
+        let without = Tokenizer::from_gguf(&m).unwrap_or_else(|e| panic!("{base}: {e}"));
+        for text in ["Hello, 世界! 123 456789\n\n  x", "<|im_start|>user\nhi<|im_end|>", "don't   stop\t'll"] {
+            assert_eq!(without.encode(text).unwrap(), with.encode(text).unwrap(), "{base}: {text:?}");
+            assert_eq!(without.encode_with_specials(text).unwrap(), with.encode_with_specials(text).unwrap());
+        }
+        m.insert("general.architecture".into(), GgufValue::String("llama".into()));
+        let err = Tokenizer::from_gguf(&m).unwrap_err().to_string();
+        assert!(err.contains("tokenizer.ggml.pre"), "{base}: {err}");
     }
 }

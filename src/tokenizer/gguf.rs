@@ -4,7 +4,8 @@
 //! `_set_vocab_qwen`, gguf-py's `SpecialVocab`) writes for Qwen:
 //! - `tokenizer.ggml.model` "gpt2" (byte-level BPE) and `tokenizer.ggml.pre` "qwen2", for
 //!   Qwen1.5/2/2.5/3 and for Qwen v1 alike (`pre` names the hash of the ids of a check text,
-//!   and v1's ids are Qwen1.5's);
+//!   and v1's ids are Qwen1.5's); files from before that key (the official Qwen1.5 GGUFs) have
+//!   none, and load as Qwen's when their architecture and vocabulary are Qwen's;
 //! - `tokenizer.ggml.tokens`, one string per id up to config.json's `vocab_size` (151936):
 //!   BPE tokens in GPT-2's byte-to-unicode alphabet, added tokens as their text, and
 //!   `[PAD{id}]` for the ids the tokenizer has none for;
@@ -185,7 +186,22 @@ fn check_kind(meta: &BTreeMap<String, GgufValue>) -> Result<()> {
     if model != "gpt2" {
         return Err(bad(format!("{KEY_MODEL} is {model:?}: only \"gpt2\" (byte-level BPE, Qwen's) is supported")));
     }
-    let pre = string(meta, KEY_PRE)?;
+    // Converters before llama.cpp's pre-tokenizer keys (spring 2024: the official Qwen1.5
+    // GGUFs) wrote no `pre`. A Qwen architecture with Qwen's vocabulary (its first special
+    // token at 151643) then means Qwen's pre-tokenizer; the ids are still checked token by
+    // token against the file below.
+    let qwen_vocab = || {
+        let arch = meta.get("general.architecture").and_then(GgufValue::as_str);
+        let first_special = match meta.get("tokenizer.ggml.tokens") {
+            Some(GgufValue::Strings(t)) => t.get(151643).map(String::as_str),
+            _ => None,
+        };
+        matches!(arch, Some("qwen" | "qwen2" | "qwen3")) && first_special == Some("<|endoftext|>")
+    };
+    let pre = match meta.get(KEY_PRE) {
+        None if qwen_vocab() => "qwen2",
+        _ => string(meta, KEY_PRE)?,
+    };
     if pre != "qwen2" {
         return Err(bad(format!(
             "{KEY_PRE} is {pre:?}: only \"qwen2\" (Qwen's pre-tokenizer, Qwen v1 to Qwen3) is supported"
@@ -721,7 +737,14 @@ mod tests {
             refused("\"qwen35\"", &set(KEY_PRE, GgufValue::String("qwen35".into())));
             refused("\"default\"", &set(KEY_PRE, GgufValue::String("default".into())));
             refused("no tokenizer.ggml.model", &edited(v1, |m| drop(m.remove(KEY_MODEL))));
-            refused("no tokenizer.ggml.pre", &edited(v1, |m| drop(m.remove(KEY_PRE))));
+            // (Without `pre`, only a Qwen architecture with Qwen's vocabulary loads.)
+            refused(
+                "no tokenizer.ggml.pre",
+                &edited(v1, |m| {
+                    m.remove(KEY_PRE);
+                    m.insert("general.architecture".into(), GgufValue::String("llama".into()));
+                }),
+            );
             refused("tokenizer.ggml.pre is not a string", &set(KEY_PRE, GgufValue::U32(2)));
             for key in [
                 "tokenizer.ggml.add_bos_token",

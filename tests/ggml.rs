@@ -6,33 +6,9 @@ mod common;
 
 use candle_core::quantized::{ggml_file::qtensor_from_ggml, GgmlDType};
 use candle_core::Device;
-use common::Rng;
+use common::{random_ggml_blocks, Rng};
 use qwen_webgpu::weights::ggml::{self, GgmlType};
 use qwen_webgpu::weights::quant::{self, WeightFormat};
-
-/// Random blocks with sane f16 scale fields (random bytes there would be NaN or huge).
-fn random_blocks(rng: &mut Rng, t: GgmlType, blocks: usize) -> Vec<u8> {
-    let size = t.block().1;
-    let mut out = Vec::new();
-    for _ in 0..blocks {
-        let mut b: Vec<u8> = (0..size).map(|_| rng.below(256) as u8).collect();
-        let mut put = |at: usize, v: f32| b[at..at + 2].copy_from_slice(&half::f16::from_f32(v).to_le_bytes());
-        match t {
-            GgmlType::Q6K => put(208, 0.01 * rng.normal()),
-            GgmlType::Q4K | GgmlType::Q5K => {
-                put(0, 0.01 * rng.normal());
-                put(2, 0.01 * rng.normal());
-            }
-            GgmlType::Q4_1 | GgmlType::Q5_1 => {
-                put(0, 0.1 * rng.normal());
-                put(2, rng.normal());
-            }
-            _ => put(0, 0.1 * rng.normal()),
-        }
-        out.extend(b);
-    }
-    out
-}
 
 #[test]
 fn block_decoder_matches_candle() {
@@ -48,7 +24,7 @@ fn block_decoder_matches_candle() {
         (GgmlType::Q6K, GgmlDType::Q6K),
     ] {
         let blocks = 24;
-        let bytes = random_blocks(&mut rng, t, blocks);
+        let bytes = random_ggml_blocks(&mut rng, t, blocks, t.block().0);
         let ours = ggml::dequantize(t, &bytes, "t").unwrap();
         let theirs = qtensor_from_ggml(c, &bytes, vec![blocks, t.block().0], &Device::Cpu)
             .unwrap()
@@ -73,7 +49,7 @@ fn q8_0_and_q4_0_repack_losslessly() {
     let mut rng = Rng::new(22);
     let (rows, cols) = (3, 128);
     for (t, f) in [(GgmlType::Q8_0, WeightFormat::Q8), (GgmlType::Q4_0, WeightFormat::Q4)] {
-        let bytes = random_blocks(&mut rng, t, rows * cols / 32);
+        let bytes = random_ggml_blocks(&mut rng, t, rows, cols);
         let (words, scales) = if t == GgmlType::Q8_0 { ggml::repack_q8_0(&bytes) } else { ggml::repack_q4_0(&bytes) };
         assert_eq!(words.len() + scales.len(), bytes.len(), "{t:?}: same bytes");
         let words: Vec<u32> = words.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{assert_close, gpu, gpu_with, Rng};
+use common::{assert_close, gpu, gpu_with, random_ggml_blocks, Rng};
 use qwen_webgpu::gpu::{Gpu, GpuBuffer, GpuMatrix, Recorder};
 use qwen_webgpu::ops::{self, Heads, KvFormat, LinearKernel};
 use qwen_webgpu::weights::ggml::{self, GgmlType};
@@ -702,45 +702,10 @@ fn sampling_kernel_matches_the_cpu_sampler() {
     assert_eq!(pollster::block_on(g.read(&out, 0, 4)).unwrap(), u32::MAX.to_le_bytes());
 }
 
-/// `rows` rows of `cols` values of random valid `t` blocks: random bytes with every f16 scale
-/// field set to a small normal value (random bytes there would be NaN or huge).
-fn random_blocks(rng: &mut Rng, t: GgmlType, rows: usize, cols: usize) -> Vec<u8> {
-    let (n, size) = t.block();
-    let blocks = rows * cols / n;
-    let mut out = Vec::with_capacity(blocks * size);
-    for _ in 0..blocks {
-        let mut b: Vec<u8> = (0..size).map(|_| rng.below(256) as u8).collect();
-        let mut put = |at: usize, v: f32| b[at..at + 2].copy_from_slice(&half::f16::from_f32(v).to_le_bytes());
-        // Values of order one: K-quant scales multiply d by up to 63 (Q6_K: 127) and q by 31 (32).
-        let d = (0.002 + 0.02 * rng.uniform())
-            / if t == GgmlType::Q6K {
-                64.0
-            } else if t.block().0 == 256 {
-                16.0
-            } else {
-                1.0
-            };
-        match t {
-            GgmlType::Q6K => put(208, d),
-            GgmlType::Q4K | GgmlType::Q5K => {
-                put(0, d);
-                put(2, 0.5 * d * rng.uniform());
-            }
-            GgmlType::Q4_1 | GgmlType::Q5_1 => {
-                put(0, d);
-                put(2, -0.1 * rng.uniform());
-            }
-            _ => put(0, d),
-        }
-        out.extend(b);
-    }
-    out
-}
-
 /// A `[rows, cols]` matrix of random `t` blocks as the GPU holds it (uploaded byte for byte),
 /// with its values decoded by the CPU decoder (`weights::ggml`, ggml's formulas).
 fn ggml_matrix(g: &Gpu, rng: &mut Rng, t: GgmlType, rows: usize, cols: usize) -> (GpuMatrix, Vec<f32>) {
-    let bytes = random_blocks(rng, t, rows, cols);
+    let bytes = random_ggml_blocks(rng, t, rows, cols);
     let format = WeightFormat::from_ggml(t).unwrap();
     let m = GpuMatrix::new(g, "w", rows, cols, format).unwrap();
     assert_eq!(m.format, format);
@@ -814,8 +779,8 @@ fn gguf_block_formats_in_every_weight_kernel() {
             [(40, WeightFormat::Ggml(GgmlType::Q4K)), (24, WeightFormat::Ggml(GgmlType::Q6K)), (24, WeightFormat::Q8)];
         let m = GpuMatrix::with_parts(&g, "qkv", cols, &parts).unwrap();
         assert!(!m.is_uniform());
-        let qb = random_blocks(&mut rng, GgmlType::Q4K, 40, cols);
-        let kb = random_blocks(&mut rng, GgmlType::Q6K, 24, cols);
+        let qb = random_ggml_blocks(&mut rng, GgmlType::Q4K, 40, cols);
+        let kb = random_ggml_blocks(&mut rng, GgmlType::Q6K, 24, cols);
         let v = randn(&mut rng, 24 * cols);
         m.write_words(&g, 0, &qb, "q").unwrap();
         m.write_words(&g, 40, &kb, "k").unwrap();

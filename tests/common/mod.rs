@@ -352,3 +352,39 @@ pub fn gpu_with(max_binding: Option<u64>) -> qwen_webgpu::gpu::Gpu {
     }))
     .expect("a GPU adapter (install mesa-vulkan-drivers for lavapipe)")
 }
+
+/// `rows` rows of `cols` values of random valid ggml `t` blocks: random bytes, with every f16
+/// scale field set to a small value of random sign (random bytes there would be NaN or huge),
+/// sized so decoded values are of order one (K-quant scales multiply `d` by up to 63, Q6_K's
+/// by 127, and q by 31 or 32).
+pub fn random_ggml_blocks(rng: &mut Rng, t: qwen_webgpu::weights::ggml::GgmlType, rows: usize, cols: usize) -> Vec<u8> {
+    use qwen_webgpu::weights::ggml::GgmlType;
+    let (n, size) = t.block();
+    let blocks = rows * cols / n;
+    let mut out = Vec::with_capacity(blocks * size);
+    for _ in 0..blocks {
+        let mut b: Vec<u8> = (0..size).map(|_| rng.below(256) as u8).collect();
+        let mut put = |at: usize, v: f32| b[at..at + 2].copy_from_slice(&half::f16::from_f32(v).to_le_bytes());
+        let sign = if rng.below(2) == 0 { 1.0 } else { -1.0 };
+        let d = sign * (0.002 + 0.02 * rng.uniform())
+            / match t {
+                GgmlType::Q6K => 64.0,
+                _ if n == 256 => 16.0,
+                _ => 1.0,
+            };
+        match t {
+            GgmlType::Q6K => put(208, d),
+            GgmlType::Q4K | GgmlType::Q5K => {
+                put(0, d);
+                put(2, 0.5 * d * rng.uniform());
+            }
+            GgmlType::Q4_1 | GgmlType::Q5_1 => {
+                put(0, d);
+                put(2, -0.1 * rng.uniform());
+            }
+            _ => put(0, d),
+        }
+        out.extend(b);
+    }
+    out
+}

@@ -96,9 +96,10 @@ async function storeFor(model, opts) {
 }
 
 /** Store what the GPU of `engine` holds (after a load from the URL); the result, or a warning. */
-async function keepModel(engine, store, { configText, genConfigText, tokName, tokBytes, shardNames, opts, report }) {
+async function keepModel(engine, store, { configText, genConfigText, tokConfigText, tokName, tokBytes, shardNames, opts, report }) {
   const files = { "config.json": configText };
   if (genConfigText !== null) files["generation_config.json"] = genConfigText;
+  if (tokConfigText !== null) files["tokenizer_config.json"] = tokConfigText;
   if (tokName && tokBytes) files[tokName] = tokBytes;
   const fetchFn = opts.fetch || globalThis.fetch.bind(globalThis);
   try {
@@ -149,6 +150,9 @@ async function loadOnce(model, opts, store) {
     const loadOpts = { context, maxBatch, maxBindingBytes, maxGpuBytes, weights, kvCache, encoder };
     let configText = null;
     let genConfigText = null;
+    // tokenizer_config.json: its `chat_template` is how the checkpoint's chat prompts are
+    // written (tools, thinking); without it wasm uses ChatML. A GGUF file carries its own.
+    let tokConfigText = null;
     let shardNames;
     let tokName = null;
     let stored = "";
@@ -173,6 +177,7 @@ async function loadOnce(model, opts, store) {
       report("config", 0, 1, `reading ${src.label}config.json`);
       configText = await src.text("config.json");
       genConfigText = (await src.has("generation_config.json")) ? await src.text("generation_config.json") : null;
+      tokConfigText = (await src.has("tokenizer_config.json")) ? await src.text("tokenizer_config.json") : null;
       // Shards.
       shardNames = ["model.safetensors"];
       if (await src.has("model.safetensors.index.json")) {
@@ -206,6 +211,7 @@ async function loadOnce(model, opts, store) {
       // Fit check: the GPU opens and the run state is allocated before any weight is fetched.
       loader = await wasm.open_loader(configText, loadOpts, stored);
       if (genConfigText !== null) loader.add_generation_config(genConfigText);
+      if (tokConfigText !== null) loader.add_tokenizer_config(tokConfigText);
     }
     const adapter = await webgpuAdapter(loader.describe());
     // The fit check's figures, before any weight byte is fetched: what the GPU will hold.
@@ -219,6 +225,7 @@ async function loadOnce(model, opts, store) {
       const names = gguf ? [gguf] : ["config.json", ...(shardNames.length > 1 ? ["model.safetensors.index.json"] : []), ...shardNames];
       if (tokName) names.push(tokName);
       if (genConfigText !== null) names.push("generation_config.json");
+      if (tokConfigText !== null) names.push("tokenizer_config.json");
       await src.expectSizes?.(names);
       for (const n of names) {
         await src.ensureCached(n, (loaded, total) => report("download", loaded, total, n));
@@ -270,7 +277,7 @@ async function loadOnce(model, opts, store) {
     if (store?.source) stats.bytesRead = store.source.bytesRead;
     stats.loadS = (now() - tLoad) / 1000;
     if (store && !store.source) {
-      stats.store = await keepModel(engine, store, { configText, genConfigText, tokName, tokBytes, shardNames, opts, report });
+      stats.store = await keepModel(engine, store, { configText, genConfigText, tokConfigText, tokName, tokBytes, shardNames, opts, report });
     }
     report("tokenizer", 1, 1, tokLabel);
     report("ready", total, total, adapter);
@@ -391,9 +398,21 @@ let nextId = 1;
 /** How often an idle engine asks whether its GPU device was lost. */
 const LOST_POLL_MS = 250;
 
-/** What wasm reads of a request (`Request` in src/wasm.rs): the data fields, no callbacks. */
+/**
+ * What wasm reads of a request (`Request` in src/wasm.rs): the data fields, no callbacks and
+ * none of the fields only JS reads (`stream`, `stream_options`), so that wasm can refuse any
+ * other field it does not know with a RequestError naming it.
+ */
 function wireRequest(req, promptIds) {
-  const { signal: _s, onToken: _t, stream: _st, streamIds: _si, ...data } = req;
+  if (!req || typeof req !== "object") throw qwenError("request_invalid", "the request must be an object");
+  const { signal: _s, onToken: _t, stream: _st, streamIds: _si, stream_options: so, ...data } = req;
+  if (so !== undefined && so !== null) {
+    if (typeof so !== "object" || Array.isArray(so)) throw qwenError("request_invalid", "stream_options must be an object");
+    for (const [k, v] of Object.entries(so)) {
+      if (k !== "include_usage") throw qwenError("request_invalid", `unknown field stream_options.${k}`);
+      if (typeof v !== "boolean") throw qwenError("request_invalid", "stream_options.include_usage must be true or false");
+    }
+  }
   return promptIds === undefined ? data : { ...data, prompt_ids: promptIds };
 }
 
@@ -484,8 +503,12 @@ export class Engine {
 
   /**
    * Core loop: prefill the request's prompt (wasm builds it: `prompt_ids`, or for `chat` the
-   * ChatML prompt of `messages`), then yield `{ id, text }` per token; returns
-   * `{ finish_reason, usage }`. Aborting (signal) stops after the token in flight.
+   * prompt the checkpoint's chat template renders from `messages`), then yield per token
+   * `{ id, delta, logprobs }`: for a chat, `delta` is wasm's chat delta for the token
+   * (`reply_push`: content, reasoning_content, tool_calls; null while text is held back) and
+   * `logprobs` its OpenAI logprobs entry when the request asked for them. A chat ends with the
+   * held-back tail (`reply_finish`, id undefined). Returns `{ finish_reason, usage }`.
+   * Aborting (signal) stops after the token in flight.
    */
   async *_tokens(request, signal, chat) {
     try {
@@ -493,6 +516,7 @@ export class Engine {
     } catch (e) {
       throw asQwenError(e, "request_invalid");
     }
+    const wantLogprobs = chat && request.logprobs === true;
     const onAbort = () => this.inner.abort();
     signal?.addEventListener("abort", onAbort);
     try {
@@ -505,11 +529,24 @@ export class Engine {
           throw asQwenError(e, "gpu_failed");
         }
         if (id === undefined) break;
-        yield { id, text: chat ? this.inner.stream_push(id) ?? "" : "" };
+        if (!chat) {
+          yield { id, delta: null, logprobs: null };
+          continue;
+        }
+        let delta;
+        let logprobs = null;
+        try {
+          delta = this.inner.reply_push(id) ?? null;
+          if (wantLogprobs) logprobs = this.inner.logprobs() ?? null;
+        } catch (e) {
+          throw asQwenError(e, "tokenizer_invalid");
+        }
+        yield { id, delta, logprobs };
       }
       if (chat) {
-        const tail = this.inner.stream_finish();
-        if (tail) yield { id: undefined, text: tail };
+        let tail;
+        try { tail = this.inner.reply_finish(); } catch (e) { throw asQwenError(e, "tokenizer_invalid"); }
+        if (tail) yield { id: undefined, delta: tail, logprobs: null };
       }
     } finally {
       signal?.removeEventListener("abort", onAbort);
@@ -535,23 +572,37 @@ export class Engine {
     });
   }
 
+  /**
+   * `chat.completions.create`: OpenAI's chat completion (or, with `stream: true`, its chunks)
+   * built from wasm's chat deltas. Logprobs entries of tokens whose text is held back (a
+   * possible stop string, a tool call being parsed) go out with the next chunk that has a
+   * delta, so the stream carries one entry per generated token.
+   */
   _create(req) {
     const id = `chatcmpl-${nextId++}`;
     const created = Math.floor(Date.now() / 1000);
     const model = this.modelId;
-    const wire = wireRequest(req);
+    let wire;
+    try {
+      wire = wireRequest(req);
+    } catch (e) {
+      return req?.stream ? failedStream(e) : Promise.reject(e);
+    }
+    const wantLogprobs = wire.logprobs === true;
     if (!req.stream) {
       return this._enqueue(async () => {
         const it = this._tokens(wire, req.signal, true);
-        let content = "";
+        const entries = [];
         let r;
-        while (!(r = await it.next()).done) content += r.value.text;
+        while (!(r = await it.next()).done) if (r.value.logprobs) entries.push(r.value.logprobs);
+        let message;
+        try { message = this.inner.reply_message(); } catch (e) { throw asQwenError(e, "tokenizer_invalid"); }
         return {
           id,
           object: "chat.completion",
           created,
           model,
-          choices: [{ index: 0, message: { role: "assistant", content }, finish_reason: r.value.finish_reason, logprobs: null }],
+          choices: [{ index: 0, message, finish_reason: r.value.finish_reason, logprobs: wantLogprobs ? { content: entries } : null }],
           usage: r.value.usage,
         };
       });
@@ -564,19 +615,24 @@ export class Engine {
       else req.signal.addEventListener("abort", () => ctl.abort(), { once: true });
     }
     const out = pushStream(() => ctl.abort());
-    const chunk = (delta, finish_reason, usage) => ({
+    const chunk = (delta, finish_reason, logprobs, usage) => ({
       id, object: "chat.completion.chunk", created, model,
-      choices: [{ index: 0, delta, finish_reason, logprobs: null }],
+      choices: [{ index: 0, delta, finish_reason, logprobs: wantLogprobs && logprobs ? { content: logprobs } : null }],
       ...(usage ? { usage } : {}),
     });
     this._enqueue(async () => {
       const it = this._tokens(wire, ctl.signal, true);
-      out.push(chunk({ role: "assistant", content: "" }, null));
+      out.push(chunk({ role: "assistant", content: "" }, null, null));
+      let pending = [];
       let r;
       while (!(r = await it.next()).done) {
-        if (r.value.text) out.push(chunk({ content: r.value.text }, null));
+        if (r.value.logprobs) pending.push(r.value.logprobs);
+        if (hasDelta(r.value.delta)) {
+          out.push(chunk(r.value.delta, null, pending));
+          pending = [];
+        }
       }
-      out.push(chunk({}, r.value.finish_reason, r.value.usage));
+      out.push(chunk({}, r.value.finish_reason, pending.length ? pending : null, r.value.usage));
     }).then(() => out.end(), (e) => out.end(e));
     return out.iterator;
   }
@@ -632,6 +688,19 @@ export class Engine {
       try { this.inner.unload(); } finally { this.inner.free(); }
     }, { evenIfLost: true });
   }
+}
+
+/** Whether a chat delta from wasm carries anything (text, reasoning or tool call parts). */
+function hasDelta(d) {
+  if (!d || typeof d !== "object") return false;
+  return !!(d.content || d.reasoning_content || (Array.isArray(d.tool_calls) && d.tool_calls.length));
+}
+
+/** A chunk stream that fails at its first read (a request refused before it was queued). */
+function failedStream(e) {
+  const out = pushStream();
+  out.end(e);
+  return out.iterator;
 }
 
 // ------------------------------------------------------------------ benchmark

@@ -198,45 +198,192 @@ export interface EngineOptions {
   signal?: AbortSignal;
 }
 
-/** A message; a chat whose first message is not a system message gets the model's default
- *  system prompt (EngineInfo.chatFormat.default_system). */
-export interface ChatMessage {
-  role: "system" | "user" | "assistant";
-  content: string | Array<{ type: "text"; text: string }>;
+/** A text part of a message's content (the array form of `content`). */
+export interface TextPart { type: "text"; text: string }
+
+/**
+ * A message of a chat. The prompt is what the checkpoint's own chat template
+ * (tokenizer_config.json's `chat_template`, or a GGUF file's `tokenizer.chat_template`) renders
+ * from them, as transformers' `apply_chat_template` does; a checkpoint without a template
+ * (Qwen v1) gets ChatML (see EngineInfo.chatTemplate). No system prompt is added by the
+ * package: the template decides (Qwen2.5's adds its default one, Qwen3's none).
+ */
+export type ChatMessage = SystemMessage | UserMessage | AssistantMessage | ToolMessage;
+
+export interface SystemMessage {
+  role: "system";
+  content: string | TextPart[];
+}
+
+export interface UserMessage {
+  role: "user";
+  content: string | TextPart[];
+}
+
+/** A reply of the model, given back in a later request (or returned by `reply_message`). */
+export interface AssistantMessage {
+  role: "assistant";
+  /** The answer's text; null (or omitted) when the reply only calls tools. */
+  content?: string | TextPart[] | null;
+  /**
+   * Qwen3's thinking (the text between `<think>` and `</think>`). Given back, the template
+   * decides whether it is rendered (Qwen3's keeps it only for the turns after the last user
+   * message, that is within a tool loop).
+   */
+  reasoning_content?: string;
+  /** The tools this reply called. */
+  tool_calls?: ToolCall[];
+}
+
+/** The result of one tool call, for the model's next turn. */
+export interface ToolMessage {
+  role: "tool";
+  /** The `id` of the ToolCall this answers. */
+  tool_call_id: string;
+  content: string | TextPart[];
+}
+
+/** A function the model may call (OpenAI's tool object). */
+export interface Tool {
+  type: "function";
+  function: {
+    /** 1-64 letters, digits, `_` or `-`. */
+    name: string;
+    description?: string;
+    /** A JSON schema of the arguments object. */
+    parameters?: Record<string, unknown>;
+  };
+}
+
+/**
+ * Whether and which tool the model calls: `auto` (default with tools: the model decides),
+ * `none` (it may not), `required` (it must call one), or that one function.
+ */
+export type ToolChoice = "auto" | "none" | "required" | { type: "function"; function: { name: string } };
+
+/** A tool call of a reply (Qwen2.5/Qwen3: a `<tool_call>{json}</tool_call>` block; Qwen v1: ReAct's `Action:` / `Action Input:`). */
+export interface ToolCall {
+  /** Made by the engine (`call_...`); a ToolMessage's `tool_call_id` names it. */
+  id: string;
+  type: "function";
+  function: {
+    name: string;
+    /** The arguments as a JSON text (parse it yourself: the model may have written anything). */
+    arguments: string;
+  };
+}
+
+/**
+ * A piece of a tool call in a streamed chunk, as OpenAI streams them: the first piece of
+ * call `index` has its `id`, `type` and `function.name`; later pieces append to
+ * `function.arguments`.
+ */
+export interface ToolCallDelta {
+  index: number;
+  id?: string;
+  type?: "function";
+  function: { name?: string; arguments?: string };
+}
+
+/** One token's log-probabilities (OpenAI's `logprobs.content[i]`), computed on the GPU. */
+export interface LogprobEntry {
+  /** The token's text (its bytes as UTF-8, lossy where a character spans tokens). */
+  token: string;
+  /** Natural log of its probability (≤ 0), from the model's logits before any sampling setting (temperature, top-k, penalties). */
+  logprob: number;
+  /** The token's bytes. */
+  bytes: number[];
+  /** The `top_logprobs` most likely tokens at that step, most likely first. */
+  top_logprobs: Array<{ token: string; logprob: number; bytes: number[] }>;
 }
 
 export interface SamplingOptions {
-  /** 0 = greedy. Default 0.7 for chat, 0 for generateIds. */
+  /**
+   * 0 = greedy. Omitted: generation_config.json's `temperature` when the checkpoint has one,
+   * else 0.7 for chat and 0 for generateIds (EngineInfo.generationDefaults says what is in use).
+   */
   temperature?: number;
+  /** Omitted: generation_config.json's, else 1 (off). */
   top_p?: number;
-  /** 0 = off. */
+  /** 0 = off. Omitted: generation_config.json's, else 0. */
   top_k?: number;
+  /** > 1 makes tokens already in the prompt or reply less likely. Omitted: generation_config.json's, else 1. */
   repetition_penalty?: number;
+  /**
+   * -2..2: subtracted from a token's logit once per time it already occurs in the reply
+   * (OpenAI's frequency penalty). Default 0.
+   */
+  frequency_penalty?: number;
+  /** -2..2: subtracted from the logit of every token already in the reply, once. Default 0. */
+  presence_penalty?: number;
+  /**
+   * Added to the logits of the given token ids before sampling: `{"151657": -100}` forbids
+   * `<tool_call>`, +100 all but forces a token. Keys are token ids as strings; values -100..100.
+   */
+  logit_bias?: Record<string, number>;
   /** The same seed draws the same tokens from the same logits (the draw is a function of the
    *  seed, the step and the logits alone); default random. Sampling runs on the GPU. */
   seed?: number;
   /** Default 256. A chat's prompt keeps `min(max_tokens, context / 2)` tokens of the context
-   *  free for the reply (older turns are dropped to fit; see EngineInfo.chatPromptBudget). */
+   *  free for the reply (older turns are dropped to fit; see EngineInfo.chatPromptBudget and
+   *  `usage.prompt_tokens_details.dropped_tokens`). */
   max_tokens?: number;
-  /** Extra stop token ids (the model's eos / ChatML markers are always used unless ignore_eos). */
+  /** Extra stop token ids (the model's eos / chat end markers are always used unless ignore_eos). */
   stop_token_ids?: number[];
   ignore_eos?: boolean;
   /** Stops generation promptly (after the token in flight); finish_reason is then "abort". */
   signal?: AbortSignal;
 }
 
+/**
+ * A chat request. Field names are OpenAI's; a field the engine does not know (a typo, `n`,
+ * `response_format`, ...) is a RequestError (`request_invalid`) naming it, never ignored.
+ */
 export interface ChatCompletionRequest extends SamplingOptions {
   messages: ChatMessage[];
   stream?: boolean;
+  /** With `stream`: `include_usage` is accepted; the last chunk always carries `usage`. */
+  stream_options?: { include_usage?: boolean };
+  /** Functions the model may call; the chat template writes them into the prompt. */
+  tools?: Tool[];
+  tool_choice?: ToolChoice;
+  /**
+   * Strings that end the reply (a short list; too many, or an empty one, is a RequestError).
+   * Matched on the generated text across token boundaries and inside a token or a multi-byte
+   * character: the reply ends just before the stop string, which is not returned. The stream
+   * holds back only text that could still become one. finish_reason "stop".
+   */
+  stop?: string | string[];
+  /** Return each generated token's log-probability (`logprobs.content`). */
+  logprobs?: boolean;
+  /** With `logprobs`: how many most likely alternatives per token, 0..20. */
+  top_logprobs?: number;
+  /**
+   * Qwen3's thinking switch, as its chat template defines it (false: the prompt closes an empty
+   * `<think></think>` so the model answers at once). Omitted: the template's default (on).
+   */
+  enable_thinking?: boolean;
+  /** Variables for the chat template (Hugging Face's name); `enable_thinking` is the one read. */
+  chat_template_kwargs?: { enable_thinking?: boolean };
+  /** Accepted and ignored (the engine runs one model), so OpenAI client code works unchanged. */
+  model?: string;
 }
 
-export type FinishReason = "stop" | "length" | "context_full" | "abort";
+/**
+ * Why generation ended: `stop` (an end token or a `stop` string), `length` (max_tokens),
+ * `context_full` (the KV cache is full), `abort` (your signal, or leaving a stream early),
+ * `tool_calls` (the reply called tools: see `message.tool_calls`), `invalid_tool_call` (the
+ * reply began a tool call the engine could not parse: its text is returned as content).
+ */
+export type FinishReason = "stop" | "length" | "context_full" | "abort" | "tool_calls" | "invalid_tool_call";
 
 export interface Usage {
   prompt_tokens: number;
   /** `cached_tokens`: prompt tokens the engine still had in its KV cache from the last call
-   *  (the conversation so far, up to the first token that differs) and did not prefill again. */
-  prompt_tokens_details: { cached_tokens: number };
+   *  (the conversation so far, up to the first token that differs) and did not prefill again.
+   *  `dropped_tokens`: tokens of older turns left out of the prompt to fit the context (0 when
+   *  the whole conversation fits). */
+  prompt_tokens_details: { cached_tokens: number; dropped_tokens?: number };
   completion_tokens: number;
   total_tokens: number;
   time_to_first_token_s: number;
@@ -252,13 +399,38 @@ export interface Usage {
   };
 }
 
+/** The reply of a non-streamed completion. */
+export interface ChatCompletionMessage {
+  role: "assistant";
+  /** The answer (text outside `<think>` and tool calls); null when the reply only calls tools. */
+  content: string | null;
+  /** Qwen3's thinking, when the reply had any. */
+  reasoning_content?: string;
+  tool_calls?: ToolCall[];
+}
+
 export interface ChatCompletion {
   id: string;
   object: "chat.completion";
   created: number;
   model: string;
-  choices: Array<{ index: number; message: { role: "assistant"; content: string }; finish_reason: FinishReason; logprobs: null }>;
+  choices: Array<{
+    index: number;
+    message: ChatCompletionMessage;
+    finish_reason: FinishReason;
+    /** With `logprobs: true`: one entry per generated token; else null. */
+    logprobs: { content: LogprobEntry[] } | null;
+  }>;
   usage: Usage;
+}
+
+/** What a chunk adds to the reply. */
+export interface ChatCompletionDelta {
+  /** On the first chunk. */
+  role?: "assistant";
+  content?: string;
+  reasoning_content?: string;
+  tool_calls?: ToolCallDelta[];
 }
 
 export interface ChatCompletionChunk {
@@ -266,7 +438,17 @@ export interface ChatCompletionChunk {
   object: "chat.completion.chunk";
   created: number;
   model: string;
-  choices: Array<{ index: number; delta: { role?: "assistant"; content?: string }; finish_reason: FinishReason | null; logprobs: null }>;
+  choices: Array<{
+    index: number;
+    delta: ChatCompletionDelta;
+    finish_reason: FinishReason | null;
+    /**
+     * With `logprobs: true`: the entries of the tokens this chunk completes (a token whose text
+     * was held back, such as part of a possible stop string or of a tool call, comes with the
+     * next chunk; the last chunk has the rest); else null. Joined: one per generated token.
+     */
+    logprobs: { content: LogprobEntry[] } | null;
+  }>;
   /** On the last chunk. */
   usage?: Usage;
 }
@@ -314,6 +496,17 @@ export interface EngineInfo {
   weightTypes: string[];
   kvCache: "f32" | "f16" | "q8";
   chatFormat: ChatFormat;
+  /**
+   * How chat prompts are written: `jinja` (the checkpoint's own chat template, from
+   * tokenizer_config.json or a GGUF file's metadata: tools and thinking as the model was
+   * trained) or `chatml` (no template, as Qwen v1: plain ChatML).
+   */
+  chatTemplate: "jinja" | "chatml";
+  /**
+   * The defaults a request that leaves these fields out gets, from generation_config.json
+   * (only the fields it has).
+   */
+  generationDefaults: { temperature?: number; top_p?: number; top_k?: number; repetition_penalty?: number };
   /**
    * Tokens a chat prompt may take with the default `max_tokens` (256). The rule, the CLI's
    * too: `context - min(max_tokens, context / 2)` (at least 1); older turns are dropped to fit.
@@ -498,3 +691,119 @@ export interface BenchmarkReport {
  * made in wasm one tensor at a time; nothing is downloaded). Rejects with a QwenError.
  */
 export function benchmark(opts?: BenchmarkOptions): Promise<BenchmarkReport>;
+
+// ------------------------------------------------------------------ tools
+
+/** What a tool function gets besides its arguments. */
+export interface ToolContext {
+  /** runTools' `signal` (stop the work when it fires). */
+  signal?: AbortSignal;
+  /** The call being run. */
+  call: ToolCall;
+}
+
+/**
+ * A tool's code: the parsed arguments object in, the result out (a string as is, anything
+ * else as JSON). What it throws becomes an error result the model reads, never a rejection.
+ */
+export type ToolFunction = (args: any, ctx: ToolContext) => unknown | Promise<unknown>;
+
+/** A tool in runTools' map form (the map's key is its name). */
+export interface ToolDefinition {
+  description?: string;
+  /** A JSON schema of the arguments (default: an object with no properties). */
+  parameters?: Record<string, unknown>;
+  run: ToolFunction;
+}
+
+/** What one tool call gave back (its `tool` message's content). */
+export interface ToolResult {
+  tool_call_id: string;
+  name: string;
+  /** The text the model reads; `Error: ...` when it failed. */
+  content: string;
+  /** An unknown tool, arguments that are not a JSON object, or a tool that threw. */
+  error: boolean;
+}
+
+/** One round of tool calls. */
+export interface RunToolsStep {
+  /** Which completion (0, 1, ...). */
+  step: number;
+  /** The reply that called the tools. */
+  message: ChatCompletionMessage;
+  toolCalls: ToolCall[];
+  results: ToolResult[];
+  /** That completion's usage. */
+  usage: Usage;
+}
+
+export interface RunToolsOptions extends Omit<ChatCompletionRequest, "messages" | "tools" | "stream"> {
+  messages: ChatMessage[];
+  /**
+   * The tools: a map `{ name: { description, parameters, run } }` (the built-in `tools.*` fit
+   * it), or OpenAI tool objects with their code in `functions`. A bad definition (no `run`, a
+   * bad or duplicate name) is a RequestError before anything runs.
+   */
+  tools: Record<string, ToolDefinition> | Tool[];
+  /** With `tools` as OpenAI tool objects: each one's code, by name. */
+  functions?: Record<string, ToolFunction>;
+  /**
+   * The most rounds of tool calls (default 5, at most 100). A reply that still calls tools
+   * after that many rounds ends the loop with finish_reason `max_steps`, its calls not run;
+   * call runTools again with `result.messages` to go on.
+   */
+  maxSteps?: number;
+  /** Aborts the completion in flight (finish_reason `abort`) and is passed to the tools. */
+  signal?: AbortSignal;
+  /** Given: every completion streams, and this sees each chunk's delta (`step`: which completion). */
+  onDelta?: (delta: ChatCompletionDelta, ctx: { step: number }) => void;
+  /** A call the model made, just before its tool runs. */
+  onToolCall?: (call: ToolCall, ctx: { step: number }) => void;
+  /** A call's result, as soon as its tool has run. */
+  onToolResult?: (result: ToolResult, ctx: { step: number }) => void;
+  /** After each round of tool calls. */
+  onStep?: (step: RunToolsStep) => void;
+  /**
+   * Request fields for one completion only (merged over the others), from the conversation so
+   * far: e.g. `{ tool_choice: "none" }` for a last step. What it throws rejects runTools.
+   */
+  prepareStep?: (ctx: { step: number; messages: ChatMessage[] }) => Partial<ChatCompletionRequest> | void | Promise<Partial<ChatCompletionRequest> | void>;
+}
+
+export interface RunToolsResult {
+  /** The last reply. */
+  message: ChatCompletionMessage;
+  /**
+   * The whole conversation: the messages given, each reply that called tools (with its
+   * `tool_calls` and `reasoning_content`), one `tool` message per call, and the last reply.
+   */
+  messages: ChatMessage[];
+  steps: RunToolsStep[];
+  /** Tokens over all completions, and each completion's own usage in order. */
+  usage: { prompt_tokens: number; completion_tokens: number; total_tokens: number; completions: Usage[] };
+  /** The last completion's finish_reason, or `max_steps` (see maxSteps). */
+  finish_reason: FinishReason | "max_steps";
+}
+
+/**
+ * The tool loop: ask `engine` (from createEngine, with or without a worker); when the reply
+ * calls tools, run them here (in order), append the reply and one `tool` message per call,
+ * and ask again, until a reply calls no tool or `maxSteps` rounds have run. A tool that
+ * throws, an unknown tool or arguments that are not JSON become an error result the model
+ * reads: only engine errors (RequestError, GpuError, ...) reject.
+ */
+export function runTools(engine: QwenEngine, opts: RunToolsOptions): Promise<RunToolsResult>;
+
+/** Built-in tools for runTools' map form. */
+export const tools: {
+  /**
+   * Arithmetic only, by the package's own parser (no eval): numbers, `+ - * / %`, `^` / `**`
+   * (power), brackets, `pi`, `e`, and sqrt, abs, sin, cos, tan, asin, acos, atan, exp, ln, log
+   * (base 10), log2, floor, ceil, round, min, max, pow, hypot. `{expression}` →
+   * `{expression, result}`; an error (a bad expression, a result that is not finite) throws.
+   */
+  readonly calculator: ToolDefinition;
+  /** `{timeZone?}` (an IANA name) → `{iso, local, timeZone, unixMs}`. */
+  readonly currentTime: ToolDefinition;
+};

@@ -16,6 +16,44 @@ export { hasModelInCache, deleteModelCache, CACHE_NAME, ERROR_CODES };
 
 /** engine.js, loaded once when first needed (bundlers split it into its own chunk). */
 const engineModule = () => import("./engine.js");
+/** tools.js (the tool loop, the built-in tools' code), loaded the first time a tool is used. */
+const toolsModule = () => import("./tools.js");
+
+/**
+ * The tool loop: completions on `engine` (a worker engine or one on this thread), the tools
+ * run here, until a reply calls no tool or `maxSteps` rounds of calls have run. See
+ * index.d.ts (RunToolsOptions, RunToolsResult) for every option.
+ */
+export async function runTools(engine, opts) {
+  return (await toolsModule()).runTools(engine, opts);
+}
+
+/**
+ * Built-in tools for `runTools` (map form: `tools: { calculator: tools.calculator }`): each is
+ * `{ description, parameters, run }`. Their code (a calculator with its own parser: no eval)
+ * is in tools.js, loaded when one first runs.
+ */
+export const tools = Object.freeze({
+  calculator: Object.freeze({
+    description: "Evaluate an arithmetic expression: numbers, + - * / % ^ (power), parentheses, the constants pi and e, " +
+      "and the functions sqrt, abs, sin, cos, tan, asin, acos, atan, exp, ln, log (base 10), log2, floor, ceil, round, min, max, pow, hypot. " +
+      "Use it for every calculation instead of computing in your head.",
+    parameters: Object.freeze({
+      type: "object",
+      properties: { expression: { type: "string", description: "The expression, for example (2 + 3) * sqrt(16) / 7" } },
+      required: ["expression"],
+    }),
+    run: async (args) => (await toolsModule()).calculator(args),
+  }),
+  currentTime: Object.freeze({
+    description: "The current date and time, in a given IANA time zone (such as Europe/Paris or UTC) or the user's own.",
+    parameters: Object.freeze({
+      type: "object",
+      properties: { timeZone: { type: "string", description: "An IANA time zone name; omit it for the user's local time" } },
+    }),
+    run: async (args) => (await toolsModule()).currentTime(args),
+  }),
+});
 
 /** Instantiate the wasm module on this thread ahead of time (only useful with `useWorker: false`). */
 export async function initWasm(wasmUrl) {
@@ -239,7 +277,15 @@ class WorkerEngine {
         if (signal) {
           signal.addEventListener("abort", () => this.worker.postMessage({ type: "abort", id }), { once: true });
         }
-        this.worker.postMessage({ type: "call", id, method, req: { ...wire, streamIds: !!onToken } });
+        try {
+          this.worker.postMessage({ type: "call", id, method, req: { ...wire, streamIds: !!onToken } });
+        } catch (e) {
+          // A function (a tool's `run`), a DOM node or the like cannot cross to the worker.
+          this.calls.delete(id);
+          reject(qwenError("request_invalid", `the request cannot be sent to the engine's worker (${e?.message || e}): ` +
+            "it must be plain data (tools as OpenAI tool objects; runTools runs tool functions on this thread)", e));
+          return;
+        }
         if (signal?.aborted) this.worker.postMessage({ type: "abort", id });
       }),
     };

@@ -16,6 +16,7 @@ function abortError() {
 export const MODEL_FILES = [
   "config.json",
   "generation_config.json",
+  "tokenizer_config.json",
   "model.safetensors",
   "model.safetensors.index.json",
   "tokenizer.json",
@@ -29,6 +30,9 @@ export const MODEL_FILES = [
 export const FILE_CAPS = Object.freeze({
   "config.json": 1 << 20,
   "generation_config.json": 1 << 20,
+  // The chat template and added tokens (Qwen3's: 10 KB; some checkpoints list thousands of
+  // added tokens).
+  "tokenizer_config.json": 16 << 20,
   "model.safetensors.index.json": 16 << 20,
   "tokenizer.json": 64 << 20,
   "qwen.tiktoken": 64 << 20,

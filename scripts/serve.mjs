@@ -1,8 +1,11 @@
 // The static server of scripts/serve.sh (run through it: it builds pkg/ first). Serves
 //   /www/     the chat page (www/)         /pkg/     the built package (pkg/)
 //   /models/  SERVE_MODELS, if set (HTTP Range supported)
+//   /pyodide/ SERVE_PYODIDE, if set: the Pyodide runtime of scripts/fetch-pyodide.sh (the chat
+//             page's Python sandbox loads it from here, our own origin, never from a CDN)
 // Env: SERVE_ROOT (the repo), SERVE_PORT (0: any free port), SERVE_HOST (listen address),
-// SERVE_MODELS (a folder or empty), SERVE_ALLOWED_HOSTS (extra Host names, comma-separated).
+// SERVE_MODELS (a folder or empty), SERVE_ALLOWED_HOSTS (extra Host names, comma-separated),
+// SERVE_PYODIDE (a folder or empty).
 //
 // Safety rules (tests/www/run.mjs checks each):
 // - Host header: only localhost, 127.0.0.1, [::1] (plus SERVE_HOST when it is a specific address,
@@ -18,6 +21,10 @@
 // - Content-Security-Policy on every response (the same policy as the pages' <meta>, plus
 //   frame-ancestors): scripts, workers and styles only from this origin, wasm allowed,
 //   connections to this origin and to any https: host (the model URL is typed by the user).
+// - The Python sandbox's worker script (/www/python-worker.js) gets SANDBOX_CSP instead: a
+//   dedicated worker runs under the policy of its own script's response (not the page's), and
+//   this one forbids every connection (connect-src 'none'), eval, nested workers and scripts
+//   from anywhere but this origin; the worker gets Pyodide's files as bytes from the page.
 import http from "node:http";
 import fs from "node:fs";
 import path from "node:path";
@@ -31,6 +38,13 @@ export const CSP =
   "img-src 'self' data:; connect-src 'self' https: http://localhost:* http://127.0.0.1:*; " +
   "base-uri 'none'; form-action 'none'; object-src 'none'; frame-ancestors 'none'";
 
+/** The policy of the Python sandbox's worker (www/python-worker.js): no connection at all. */
+export const SANDBOX_CSP =
+  "default-src 'none'; script-src 'self' 'wasm-unsafe-eval'; connect-src 'none'; worker-src 'none'; " +
+  "base-uri 'none'; form-action 'none'; object-src 'none'; frame-ancestors 'none'";
+const SANDBOX_WORKER = "www/python-worker.js"; // by its real path, however the URL spells it
+const pyodideDir = process.env.SERVE_PYODIDE || "";
+
 const TYPES = { ".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8", ".mjs": "text/javascript; charset=utf-8",
   ".css": "text/css; charset=utf-8", ".wasm": "application/wasm", ".json": "application/json", ".md": "text/plain; charset=utf-8",
   ".png": "image/png", ".svg": "image/svg+xml", ".ico": "image/x-icon" };
@@ -41,6 +55,7 @@ const inside = (file, dir) => file === dir || file.startsWith(dir.endsWith(path.
 /** The real roots a request under each prefix may end in. */
 function roots() {
   const r = { "/www/": [real(path.join(root, "www"))], "/pkg/": [real(path.join(root, "pkg"))] };
+  if (pyodideDir) r["/pyodide/"] = [real(pyodideDir)];
   if (models) {
     const m = real(models);
     const list = [m];
@@ -81,7 +96,7 @@ export function createServer() {
       try { p = decodeURIComponent(new URL(req.url, "http://x").pathname); } catch { text(res, 400, "bad path\n"); return; }
       if (p.includes("\0")) { text(res, 400, "bad path\n"); return; }
       if (p === "/" || p === "/www") { res.writeHead(302, { Location: "/www/", "Content-Security-Policy": CSP }).end(); return; }
-      const prefix = ["/www/", "/pkg/", "/models/"].find((x) => p.startsWith(x));
+      const prefix = ["/www/", "/pkg/", "/models/", "/pyodide/"].find((x) => p.startsWith(x));
       const allowed = prefix && roots()[prefix];
       if (!allowed || !allowed.length) { text(res, 404, "not found\n"); return; }
       let rel = p.slice(prefix.length);
@@ -102,7 +117,7 @@ export function createServer() {
       const st = fs.fstatSync(fd);
       if (!st.isFile()) { text(res, 404, "not found\n"); return; }
       const h = { "Content-Type": TYPES[path.extname(file)] || "application/octet-stream", "Accept-Ranges": "bytes",
-        "Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff", "Content-Security-Policy": CSP };
+        "Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff", "Content-Security-Policy": file === real(path.join(root, SANDBOX_WORKER)) ? SANDBOX_CSP : CSP };
       const r = /^bytes=(\d+)-(\d*)$/.exec(req.headers.range || "");
       let start = 0, end = st.size - 1, code = 200;
       if (r) {
@@ -143,6 +158,7 @@ if (process.argv[1] && fs.realpathSync(process.argv[1]) === fs.realpathSync(new 
     const a = server.address();
     const host = a.address === "0.0.0.0" || a.address === "::" ? "127.0.0.1" : a.address.includes(":") ? `[${a.address}]` : a.address;
     console.log(`Qwen chat: http://${host}:${a.port}/www/` + (models ? `  (models: http://${host}:${a.port}/models/)` : ""));
+    if (!pyodideDir) console.log("(no Pyodide: the page's Python tool is off; scripts/fetch-pyodide.sh installs it)");
     console.log("Ctrl+C stops the server.");
   });
 }

@@ -1,6 +1,7 @@
 // Qwen chat page: plain ES module, no framework. Talks to the qwen-webgpu package only.
-// Model output is only ever put in the page as text (textContent), never as HTML.
-import { createEngine, hasModelInCache, deleteModelCache } from "../pkg/index.js";
+// Model output and tool output are only ever put in the page as text (textContent), never as HTML.
+import { createEngine, hasModelInCache, deleteModelCache, runTools, tools as builtinTools } from "../pkg/index.js";
+import { PythonSandbox, formatResult } from "./sandbox.js";
 
 const $ = (id) => document.getElementById(id);
 const el = {
@@ -11,13 +12,18 @@ const el = {
   progressText: $("progress-text"), error: $("error"), lost: $("lost"), lostText: $("lost-text"), reloadModel: $("reload-model"), modelStatus: $("model-status"), log: $("log"), stats: $("stats"),
   composer: $("composer"), input: $("input"), send: $("send"), stop: $("stop"), newChat: $("new-chat"),
   system: $("system"), temperature: $("temperature"), topP: $("top-p"), maxTokens: $("max-tokens"),
+  tools: $("tools"), toolsStatus: $("tools-status"), thinking: $("thinking"), maxSteps: $("max-steps"), pyTimeout: $("py-timeout"),
 };
 
 const state = {
   engine: null,
   loading: null, // AbortController while loading
   generating: null, // AbortController while a reply streams
-  history: [], // [{role, content}] without the system prompt
+  history: [], // the conversation without the system prompt (tool calls and results included)
+  sandbox: null, // the Python sandbox (www/sandbox.js), made on the first Python call
+  toolsSupported: false, // whether the loaded model's prompt format has tool calls
+  toolsChoice: undefined, // the user's Tools choice, kept across models
+  runs: new Map(), // tool call id -> its Python run (seconds, ok), for the display
   folderFiles: null, // FileList from "Open a local folder" or "open a local .gguf file"
   modelName: "",
 };
@@ -316,8 +322,12 @@ async function loadModel() {
     engine.lost.then((info) => onDeviceLost(engine, info));
     const info = await engine.info();
     state.context = info.context;
-    // Left empty, the engine uses the model's default system prompt (the crate's ChatML).
-    el.system.placeholder = `Empty: the default, "${info.chatFormat.default_system}"`;
+    // Left empty, the engine uses the model's default system prompt (its chat template's, or
+    // for Qwen v1 the crate's ChatML default).
+    const dflt = info.chatFormat?.default_system;
+    el.system.placeholder = dflt ? `Empty: the default, "${dflt}"` : "Empty: the model's chat template decides";
+    state.toolsSupported = toolSupport(info);
+    updateToolsUi();
     state.modelName = fromFolder ? (el.folderInfo.textContent.match(/"([^"]*)"/)?.[1] || "local model")
       : isGguf(url) ? fileName(url)
       : url.replace(/\/+$/, "").replace(/\/resolve\/main$/, "").split("/").slice(-2).join("/");
@@ -382,57 +392,310 @@ function num(input, fallback) {
   return Number.isFinite(v) && input.value !== "" ? v : fallback;
 }
 
+/** A small element with text content only (model and tool output are untrusted: never HTML). */
+function node(tag, className, text = "") {
+  const n = document.createElement(tag);
+  if (className) n.className = className;
+  n.textContent = text;
+  return n;
+}
+
+/**
+ * One assistant turn as it streams: for each completion of the tool loop, its reasoning folded
+ * ("Thinking…"), its text, and its tool calls folded (the call, then the result); the answer
+ * of the last completion is the turn's last `.body`.
+ */
+class Turn {
+  constructor() {
+    this.body = addMessage("assistant", "");
+    this.wrap = this.body.parentElement;
+    this.wrap.classList.add("streaming");
+    this.body.remove(); // each completion gets its own parts, made as they come
+    this.parts = null;
+    this.step = -1;
+    this.text = ""; // the current completion's text
+    this.answer = ""; // the last completion's text
+    this.calls = []; // this completion's tool-call displays, by delta index
+    this.toolCount = 0;
+    this.newStep(0);
+  }
+
+  /** A new completion (step): fresh thinking, text and tool-call places. */
+  newStep(step) {
+    if (step === this.step) return;
+    this.finishThinking();
+    this.step = step;
+    this.text = "";
+    this.calls = [];
+    this.thinking = null;
+    this.reasoning = "";
+    this.body = node("div", "body");
+    this.wrap.append(this.body);
+  }
+
+  /** Reasoning text (`reasoning_content`), shown folded above the text. */
+  addReasoning(t) {
+    if (!this.thinking) {
+      const d = node("details", "thinking");
+      const s = node("summary", "", "Thinking…");
+      const pre = node("div", "thinking-text");
+      d.append(s, pre);
+      this.wrap.insertBefore(d, this.body);
+      this.thinking = { details: d, summary: s, text: pre, t0: performance.now(), done: false };
+    }
+    this.reasoning += t;
+    this.thinking.text.textContent = this.reasoning;
+    scrollToEnd();
+  }
+
+  finishThinking() {
+    const th = this.thinking;
+    if (!th || th.done) return;
+    th.done = true;
+    th.summary.textContent = `Thought for ${((performance.now() - th.t0) / 1000).toFixed(1)} s`;
+  }
+
+  addText(t) {
+    if (t) this.finishThinking();
+    this.text += t;
+    this.answer = this.text;
+    renderText(this.body, this.text);
+  }
+
+  /** A tool call's display (made from its first streamed delta or when it runs). */
+  callView(index) {
+    if (!this.calls[index]) {
+      this.finishThinking();
+      const d = node("details", "tool-call");
+      d.dataset.step = String(this.step);
+      const s = node("summary", "", "Calling a tool…");
+      const args = node("pre", "tool-args");
+      const res = node("pre", "tool-result");
+      res.hidden = true;
+      d.append(s, args, res);
+      this.wrap.append(d);
+      this.calls[index] = { details: d, summary: s, args, res, id: "", name: "", raw: "" };
+      this.toolCount++;
+    }
+    return this.calls[index];
+  }
+
+  /** A streamed tool_calls delta: name and arguments appear as they come. */
+  addToolDelta(t) {
+    const v = this.callView(Number.isInteger(t.index) ? t.index : 0);
+    if (t.id) v.id = t.id;
+    if (t.function?.name) { v.name += t.function.name; v.summary.textContent = `Calling ${v.name}…`; }
+    if (t.function?.arguments) { v.raw += t.function.arguments; v.args.textContent = v.raw; }
+    scrollToEnd();
+  }
+
+  /** The parsed call, just before it runs: show its code (python) or its arguments. */
+  toolCall(call) {
+    let i = this.calls.findIndex((v) => v && call.id && v.id === call.id);
+    if (i < 0) i = this.calls.findIndex((v) => v && !v.ran);
+    if (i < 0) i = this.calls.length;
+    const v = this.callView(i);
+    v.ran = true;
+    v.id = call.id || v.id;
+    v.name = call.function?.name || v.name || "?";
+    v.summary.textContent = `Running ${v.name}…`;
+    v.args.textContent = callText(v.name, call.function?.arguments);
+    v.details.classList.add("running");
+    scrollToEnd();
+  }
+
+  /** A tool's result, under its call. */
+  toolResult(r) {
+    const v = this.calls.find((c) => c && c.id && c.id === r.tool_call_id) || this.calls.find((c) => c && c.ran && !c.done);
+    if (!v) return;
+    v.done = true;
+    v.details.classList.remove("running");
+    // A Python run that raised, timed out or was stopped is a failure too (the model reads it).
+    const run = state.runs.get(r.tool_call_id);
+    state.runs.delete(r.tool_call_id);
+    const failed = !!r.error || (run !== undefined && !run.ok);
+    v.details.classList.toggle("failed", failed);
+    const secs = run !== undefined ? ` (${run.seconds.toFixed(2)} s)` : "";
+    v.summary.textContent = `${failed ? "✗" : "✓"} ${v.name || r.name}: ${failed ? preview(run?.error || r.content, true) : preview(r.content)}${secs}`;
+    v.res.hidden = false;
+    v.res.textContent = r.content;
+    scrollToEnd();
+  }
+
+  end(finish) {
+    this.finishThinking();
+    this.wrap.classList.remove("streaming");
+    for (const v of this.calls) if (v && !v.done) { v.details.classList.remove("running"); if (v.ran) v.summary.textContent = `${v.name}: stopped`; }
+    // Empty text places of completions that only called tools are left out.
+    for (const b of this.wrap.querySelectorAll(".body")) if (!b.textContent && b !== this.body) b.remove();
+    if (finish === "abort") this.wrap.classList.add("stopped");
+  }
+}
+
+/** How a call shows: a python call's code as code, other arguments as (pretty) JSON. */
+function callText(name, args) {
+  let a = args;
+  if (typeof a === "string") { try { a = JSON.parse(a); } catch { return args; } }
+  if (name === "python" && a && typeof a.code === "string") return a.code;
+  try { return JSON.stringify(a, null, 2); } catch { return String(args); }
+}
+
+/** The first line of a tool's result (the last of an error: where the error is named),
+ *  shortened, for the folded summary. */
+function preview(s, last = false) {
+  const lines = String(s ?? "").split("\n").filter((l) => l.trim());
+  const line = (last ? lines.at(-1) : lines[0]) ?? "";
+  const t = line.trim() || "(no output)";
+  return t.length > 60 ? `${t.slice(0, 57)}…` : t;
+}
+
+// ------------------------------------------------------------------ tools
+
+/** Whether the loaded model's prompt format can offer tools: a chat template from the checkpoint
+ *  (Qwen2.5/Qwen3: `<tool_call>`), or Qwen v1's ChatML with its ReAct format. */
+function toolSupport(info) {
+  return info?.chatTemplate === "jinja" || info?.chatTemplate === "chatml";
+}
+
+/** The Python sandbox: made on the first Python call (Pyodide loads then, a few seconds). */
+function sandbox() {
+  const timeoutMs = Math.round(Math.max(1, Math.min(300, num(el.pyTimeout, 10))) * 1000);
+  if (!state.sandbox) state.sandbox = new PythonSandbox({ timeoutMs });
+  state.sandbox.timeoutMs = timeoutMs;
+  return state.sandbox;
+}
+
+/** The tools the page offers: python (the sandbox) and the package's calculator and clock. */
+function pageTools() {
+  const sb = sandbox();
+  const py = sb.tool();
+  return {
+    python: {
+      ...py,
+      // The sandbox's own run, so that the page can show how long the code itself ran.
+      run: async (args, { signal, call } = {}) => {
+        const code = args?.code;
+        if (typeof code !== "string" || !code.trim()) return py.run(args, { signal });
+        if (!sb.info) show(el.toolsStatus, "Starting Python (Pyodide)…");
+        const r = await sb.run(code, { signal });
+        if (call?.id) state.runs.set(call.id, r);
+        updateToolsStatus();
+        return formatResult(r);
+      },
+    },
+    calculator: builtinTools.calculator,
+    current_time: builtinTools.currentTime,
+  };
+}
+
+function updateToolsStatus() {
+  const sb = state.sandbox;
+  if (!state.engine) { show(el.toolsStatus, ""); return; }
+  if (!state.toolsSupported) {
+    show(el.toolsStatus, "This model's prompt format has no tool calls: tools are off.");
+    return;
+  }
+  if (!el.tools.checked) { show(el.toolsStatus, ""); return; }
+  const py = sb?.info ? `Python ${sb.info.version} ready (no network, ${sb.timeoutMs / 1000} s limit)` : "Python loads on first use";
+  show(el.toolsStatus, `The model may call python, calculator and current_time. ${py}.`);
+}
+
+function updateToolsUi() {
+  el.tools.disabled = !state.toolsSupported;
+  if (!state.toolsSupported) el.tools.checked = false;
+  else if (state.toolsChoice !== undefined) el.tools.checked = state.toolsChoice;
+  updateToolsStatus();
+}
+el.tools.addEventListener("change", () => { state.toolsChoice = el.tools.checked; updateToolsStatus(); });
+
+// ------------------------------------------------------------------ sending
+
+/** The request fields from the settings (sampling, length, thinking). */
+function requestFields(messages) {
+  // The prompt and the reply share the context: keep at least half of it for the conversation.
+  const maxTokens = Math.max(1, Math.min(Math.round(num(el.maxTokens, 512)), Math.floor((state.context || 4096) / 2)));
+  const req = { messages, temperature: num(el.temperature, 0.7), top_p: num(el.topP, 1), max_tokens: maxTokens };
+  if (el.thinking.value) req.enable_thinking = el.thinking.value === "on";
+  return req;
+}
+
 async function send() {
   const text = el.input.value.trim();
   if (!text || !state.engine || state.generating) return;
   showError("");
   el.input.value = "";
+  const before = state.history.length;
   state.history.push({ role: "user", content: text });
   addMessage("user", text);
-  const body = addMessage("assistant", "");
-  body.parentElement.classList.add("streaming");
+  const turn = new Turn();
   const ctl = new AbortController();
   state.generating = ctl;
   setChatEnabled(true);
   el.stats.textContent = "Thinking…";
   const system = el.system.value.trim();
   const messages = [...(system ? [{ role: "system", content: system }] : []), ...state.history];
-  // The prompt and the reply share the context: keep at least half of it for the conversation.
-  const maxTokens = Math.max(1, Math.min(Math.round(num(el.maxTokens, 512)), Math.floor((state.context || 4096) / 2)));
+  const req = requestFields(messages);
+  const useTools = state.toolsSupported && el.tools.checked;
   const t0 = performance.now();
-  let reply = "";
   let usage = null;
   let finish = null;
   let tFirst = null;
+  const done = []; // messages of finished tool rounds: [assistant with tool_calls, tool results...]
+  const onDelta = (d, { step } = { step: 0 }) => {
+    turn.newStep(step);
+    if (tFirst === null) tFirst = performance.now();
+    if (d.reasoning_content) turn.addReasoning(d.reasoning_content);
+    if (d.content) turn.addText(d.content);
+    for (const t of Array.isArray(d.tool_calls) ? d.tool_calls : []) turn.addToolDelta(t);
+  };
   try {
-    const stream = state.engine.chat.completions.create({
-      messages,
-      stream: true,
-      temperature: num(el.temperature, 0.7),
-      top_p: num(el.topP, 1),
-      max_tokens: maxTokens,
-      signal: ctl.signal,
-    });
-    for await (const chunk of stream) {
-      const c = chunk.choices[0];
-      if (c?.delta?.content) {
-        if (tFirst === null) tFirst = performance.now();
-        reply += c.delta.content;
-        renderText(body, reply);
+    if (useTools) {
+      const r = await runTools(state.engine, {
+        ...req,
+        tools: pageTools(),
+        maxSteps: Math.max(1, Math.min(20, Math.round(num(el.maxSteps, 5)))),
+        signal: ctl.signal,
+        onDelta,
+        onToolCall: (call) => turn.toolCall(call),
+        onToolResult: (res) => turn.toolResult(res),
+        onStep: (s) => {
+          done.push(s.message, ...s.results.map((x) => ({ role: "tool", tool_call_id: x.tool_call_id, content: x.content })));
+        },
+      });
+      finish = r.finish_reason;
+      usage = r.usage?.completions?.filter(Boolean).at(-1) ?? null;
+      if (usage) usage = { ...usage, tool_rounds: r.steps.length };
+      // The conversation as the model saw it (tool calls and results kept for later turns).
+      state.history = r.messages.filter((m) => m.role !== "system");
+      turn.answer = r.message?.content ?? turn.answer;
+      if (r.finish_reason === "max_steps" && !turn.text) renderText(turn.body, "(stopped: the model still called tools after the tool-round limit)");
+    } else {
+      const stream = state.engine.chat.completions.create({ ...req, stream: true, signal: ctl.signal });
+      for await (const chunk of stream) {
+        const c = chunk.choices[0];
+        if (c?.delta) onDelta(c.delta);
+        if (c?.finish_reason) finish = c.finish_reason;
+        if (chunk.usage) usage = chunk.usage;
       }
-      if (c?.finish_reason) finish = c.finish_reason;
-      if (chunk.usage) usage = chunk.usage;
+      if (turn.answer || turn.reasoning) state.history.push({ role: "assistant", content: turn.answer, ...(turn.reasoning ? { reasoning_content: turn.reasoning } : {}) });
     }
   } catch (e) {
-    if (e?.code === "aborted") finish = "abort";
+    if (e?.code === "aborted" || e?.name === "AbortError") finish = "abort";
     else { console.error(e); showError(describeError(e)); finish = "error"; }
+    // Keep what happened: finished tool rounds, then the partial answer.
+    state.history.splice(before + 1, Infinity, ...done);
+    if (turn.answer) state.history.push({ role: "assistant", content: turn.answer });
   } finally {
     state.generating = null;
-    body.parentElement.classList.remove("streaming");
-    if (reply) state.history.push({ role: "assistant", content: reply });
-    else state.history.pop(); // nothing came back: forget the question so the turns stay paired
-    if (!reply) renderText(body, finish === "abort" ? "(stopped)" : "(no reply)");
-    if (finish === "abort") body.parentElement.classList.add("stopped");
+    turn.end(finish);
+    const last = state.history[state.history.length - 1];
+    if (state.history.length === before + 1 && last?.role === "user") {
+      state.history.pop(); // nothing came back: forget the question so the turns stay paired
+    } else if (last?.role === "tool") {
+      // Stopped after a tool ran: the model never answered; the assistant turn says so.
+      state.history.push({ role: "assistant", content: "" });
+    }
+    if (!turn.answer && !turn.toolCount && !turn.reasoning) renderText(turn.body, finish === "abort" ? "(stopped)" : "(no reply)");
     setChatEnabled(!!state.engine && el.lost.hidden);
     el.stats.textContent = statsLine(usage, finish, t0, tFirst);
     if (!el.input.disabled) el.input.focus();
@@ -440,14 +703,16 @@ async function send() {
 }
 
 function statsLine(u, finish, t0, tFirst) {
-  const why = { stop: "", length: " · hit max tokens", context_full: " · context is full", abort: " · stopped", error: " · failed" }[finish] ?? "";
-  if (u) {
+  const why = { stop: "", length: " · hit max tokens", context_full: " · context is full", abort: " · stopped", error: " · failed",
+    max_steps: " · hit the tool-round limit", invalid_tool_call: " · the model wrote a tool call that could not be read", tool_calls: "" }[finish] ?? "";
+  const tools = u?.tool_rounds ? ` · ${u.tool_rounds} tool round${u.tool_rounds === 1 ? "" : "s"}` : "";
+  if (u && Number.isFinite(u.time_to_first_token_s)) {
     const cached = u.prompt_tokens_details?.cached_tokens ?? 0;
     const reuse = cached > 0 ? ` (${cached} already in the cache)` : "";
-    return `TTFT ${u.time_to_first_token_s.toFixed(2)} s · ${u.decode_tokens_per_s.toFixed(1)} tok/s · prefill ${u.prefill_tokens_per_s.toFixed(0)} tok/s · ${u.prompt_tokens} prompt${reuse} + ${u.completion_tokens} reply tokens${why}`;
+    return `TTFT ${u.time_to_first_token_s.toFixed(2)} s · ${u.decode_tokens_per_s.toFixed(1)} tok/s · prefill ${u.prefill_tokens_per_s.toFixed(0)} tok/s · ${u.prompt_tokens} prompt${reuse} + ${u.completion_tokens} reply tokens${tools}${why}`;
   }
   const ttft = tFirst !== null ? ((tFirst - t0) / 1000).toFixed(2) : "–";
-  return `TTFT ${ttft} s${why}`;
+  return `TTFT ${ttft} s${tools}${why}`;
 }
 
 el.composer.addEventListener("submit", (ev) => { ev.preventDefault(); send(); });
@@ -461,6 +726,7 @@ el.newChat.addEventListener("click", async () => {
   el.log.replaceChildren();
   el.stats.textContent = "";
   showError("");
+  state.sandbox?.reset(); // a new chat gets a fresh Python session
   try { await state.engine?.resetChat(); } catch { /* the next request prefills anyway */ }
   if (!el.input.disabled) el.input.focus();
 });
@@ -468,7 +734,7 @@ el.newChat.addEventListener("click", async () => {
 // ------------------------------------------------------------------ start
 
 // A small hook for the end-to-end test: the same functions the streaming path uses.
-window.qwenChat = { addMessage, renderText, state };
+window.qwenChat = { addMessage, renderText, state, sandbox };
 
 (async () => {
   const problem = await checkWebGpu();

@@ -45,6 +45,21 @@ if [ -x "$ROOT/scripts/gguf-tools.sh" ] && [ -z "${QWEN_SKIP_GGUF:-}" ]; then
   fi
 fi
 
+# The scripted checkpoint of tests/www/agent.mjs (a model that calls python, then answers):
+# examples/make_scripted.rs over the real vocabulary and Qwen3's real tokenizer_config.json
+# (scripts/gguf-tools.sh fetches it; without it the page's tool test is skipped).
+TOKCFG=""
+[ -x "$ROOT/scripts/gguf-tools.sh" ] && TOKCFG=$("$ROOT/scripts/gguf-tools.sh" path tokenizer_config 2>/dev/null || true)
+if [ -n "$TOKCFG" ] && [ -f "$TOKCFG" ]; then
+  MS="$CARGO_TARGET_DIR/debug/examples/make_scripted"
+  if [ ! -x "$MS" ] || [ -n "$(find "$ROOT/src" "$ROOT/examples" -newer "$MS" -type f 2>/dev/null | head -n1)" ]; then
+    (cd "$ROOT" && cargo build --example make_scripted) || fail "www: cargo build --example make_scripted failed"
+  fi
+  "$MS" "$FX/scripted" --vocab-dir "$VOCAB_DIR" --tokenizer-config "$TOKCFG" >"$FX/scripted.log" || fail "www: make_scripted failed ($FX/scripted.log)"
+else
+  [ -z "${CI:-}" ] || fail "www: no Qwen3 tokenizer_config.json (scripts/gguf-tools.sh setup) for the scripted checkpoint"
+fi
+
 export XDG_RUNTIME_DIR=${XDG_RUNTIME_DIR:-$(mktemp -d)}
 chmod 700 "$XDG_RUNTIME_DIR" 2>/dev/null || true
 mkdir -p "$HERE/artifacts"

@@ -588,6 +588,10 @@ function pageTools() {
   };
 }
 
+/** Below this context, Tools start off: the tools' descriptions in the prompt take several
+ *  hundred tokens (Qwen3's template: about 450 for the three tools), too much of a tiny context. */
+const MIN_TOOLS_CONTEXT = 2048;
+
 function updateToolsStatus() {
   const sb = state.sandbox;
   if (!state.engine) { show(el.toolsStatus, ""); return; }
@@ -595,15 +599,22 @@ function updateToolsStatus() {
     show(el.toolsStatus, "This model's prompt format has no tool calls: tools are off.");
     return;
   }
-  if (!el.tools.checked) { show(el.toolsStatus, ""); return; }
+  if (!el.tools.checked) {
+    show(el.toolsStatus, (state.context || 0) < MIN_TOOLS_CONTEXT && state.toolsChoice === undefined
+      ? `Tools are off: this model's context (${state.context} tokens) leaves little room for their descriptions.` : "");
+    return;
+  }
   const py = sb?.info ? `Python ${sb.info.version} ready (no network, ${sb.timeoutMs / 1000} s limit)` : "Python loads on first use";
   show(el.toolsStatus, `The model may call python, calculator and current_time. ${py}.`);
 }
 
+/** After a load: Tools on where the model can call them (and its context has room), unless the
+ *  user chose otherwise. */
 function updateToolsUi() {
   el.tools.disabled = !state.toolsSupported;
   if (!state.toolsSupported) el.tools.checked = false;
   else if (state.toolsChoice !== undefined) el.tools.checked = state.toolsChoice;
+  else el.tools.checked = (state.context || 0) >= MIN_TOOLS_CONTEXT;
   updateToolsStatus();
 }
 el.tools.addEventListener("change", () => { state.toolsChoice = el.tools.checked; updateToolsStatus(); });

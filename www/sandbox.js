@@ -53,9 +53,14 @@ export class PythonSandbox {
     if (this.starting) return this.starting;
     const worker = new Worker(new URL("./python-worker.js", import.meta.url), { type: "module", name: "python-sandbox" });
     this.worker = worker;
+    let cancel;
+    const cancelled = new Promise((_, reject) => { cancel = reject; });
+    cancelled.catch(() => {});
+    this.cancelStart = () => cancel(new Error("the Python session was reset while it started"));
     this.starting = (async () => {
-      const files = await download(this.indexURL);
+      const files = await Promise.race([download(this.indexURL), cancelled]);
       return await new Promise((resolve, reject) => {
+        cancelled.catch(reject);
         worker.onmessage = (ev) => {
           const m = ev.data || {};
           if (m.type === "ready") resolve({ version: m.version, blocked: m.blocked });
@@ -65,7 +70,7 @@ export class PythonSandbox {
         worker.postMessage({ type: "init", indexURL: this.indexURL, files, maxOutput: this.maxOutput });
       });
     })();
-    this.starting.then((info) => { this.info = info; }, () => {
+    this.starting.then((info) => { if (this.worker === worker) this.info = info; }, () => {
       if (this.worker === worker) { worker.terminate(); this.worker = null; this.starting = null; }
     });
     return this.starting;
@@ -79,8 +84,11 @@ export class PythonSandbox {
   /** End the worker (its variables are lost); the next run starts a fresh one. */
   reset() {
     if (this.worker) this.worker.terminate();
+    this.cancelStart?.();
+    this.cancelStart = null;
     this.worker = null;
     this.starting = null;
+    this.info = null;
   }
 
   /**
@@ -102,7 +110,9 @@ export class PythonSandbox {
     } catch (e) {
       return { ...base, error: String(e?.message || e) };
     }
+    if (signal?.aborted) return { ...base, stopped: true, error: "stopped before it ran" };
     const worker = this.worker;
+    if (!worker) return { ...base, error: "the Python session was reset before the code ran" };
     const id = ++this.seq;
     const t0 = performance.now();
     return await new Promise((resolve) => {

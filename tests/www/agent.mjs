@@ -107,13 +107,22 @@ export default function agentTests({ test, ok, page, pageUrl, origin, fixtures, 
     notes.push(`Python sandbox: Pyodide loaded and ran its first code in ${load.toFixed(1)} s; blocked: ${info.blocked.join(", ")}`);
   });
 
-  test("Python sandbox: an endless loop times out (the worker restarts, the next run works); a huge print is capped; one run at a time", async () => {
+  test("Python sandbox: an endless loop times out (the worker restarts, the next run works) or is stopped; a huge print is capped; one run at a time", async () => {
     await py("y = 1");
     const t = await py("while True:\n    pass", { timeoutMs: 3000 });
     ok(t.timedOut && !t.ok && t.text.startsWith("timed out after 3 s"), `timeout: ${JSON.stringify(t)}`);
     ok(t.wall >= 2.9 && t.wall < 6, `timed out after ${t.wall} s`);
     const n = await py("print(1 + 1)\ny", { timeoutMs: 10000 });
     ok(n.stdout === "2\n" && !n.ok && /NameError: name 'y' is not defined/.test(n.error) && n.restarts >= 1, `after the timeout: ${JSON.stringify(n)}`);
+    // Stop (the page's Stop button aborts the tool's signal): the loop ends at once.
+    const stopped = await page.evaluate(async () => {
+      const ctl = new AbortController();
+      const t0 = performance.now();
+      setTimeout(() => ctl.abort(), 500);
+      const r = await window.qwenChat.sandbox().run("while True:\n    pass", { signal: ctl.signal });
+      return { ...r, wall: (performance.now() - t0) / 1000 };
+    });
+    ok(stopped.stopped && !stopped.ok && /^stopped/.test(stopped.error) && stopped.wall < 2.5, `stop: ${JSON.stringify(stopped)}`);
     const spam = await py("while True:\n    print('spam')", { timeoutMs: 3000 });
     ok(spam.timedOut, `endless printing: ${JSON.stringify(spam).slice(0, 300)}`);
     const max = await page.evaluate(() => window.qwenChat.sandbox().maxOutput);

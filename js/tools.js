@@ -79,6 +79,7 @@ async function runCall(call, runs, signal) {
   const id = typeof call?.id === "string" ? call.id : "";
   const name = call?.function?.name;
   const fail = (text) => ({ tool_call_id: id, name: String(name ?? ""), content: `Error: ${text}`, error: true });
+  if (signal?.aborted) return fail("aborted");
   if (typeof name !== "string" || !(name in runs)) {
     return fail(`there is no tool named ${JSON.stringify(name ?? null)} (the tools are: ${Object.keys(runs).join(", ") || "none"})`);
   }
@@ -96,7 +97,6 @@ async function runCall(call, runs, signal) {
   if (!args || typeof args !== "object" || Array.isArray(args)) {
     return fail(`the arguments of ${name} must be a JSON object (got ${resultText(args)})`);
   }
-  if (signal?.aborted) return fail("aborted");
   try {
     const out = await runs[name](args, { signal, call });
     return { tool_call_id: id, name, content: resultText(out), error: false };

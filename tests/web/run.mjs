@@ -789,6 +789,7 @@ if (expected.vocab.length) {
 (await import("./downloads.mjs")).default({ test, eq, ok, page, server, origin, expected, fixtures, figures, root });
 (await import("./encoder.mjs")).default({ test, eq, ok, page, expected, figures });
 (await import("./gguf.mjs")).default({ test, eq, ok, page, server, fixtures, expected, figures, root });
+(await import("./agent.mjs")).default({ test, eq, ok, page, fixtures, root });
 
 (await import("./package.mjs")).default({ test, eq, ok, page, origin, root, fixtures, expected, figures });
 

@@ -637,6 +637,14 @@ export class Engine {
     return out.iterator;
   }
 
+  /**
+   * The tool loop on this engine (`runTools(this, opts)`; tools.js, loaded on first use). The
+   * tools run on this thread; each completion is queued as any other call.
+   */
+  async runTools(opts) {
+    return (await import("./tools.js")).runTools(this, opts);
+  }
+
   /** Token ids of `text` (special-token strings stay plain text). Needs a tokenizer. */
   tokenize(text) {
     try { return Array.from(this.inner.encode(String(text))); } catch (e) { throw asQwenError(e, "tokenizer_invalid"); }

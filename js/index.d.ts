@@ -562,6 +562,8 @@ export interface QwenEngine {
   };
   /** Generate from raw token ids (no tokenizer needed). */
   generateIds(req: GenerateIdsRequest): Promise<GenerateIdsResult>;
+  /** The tool loop on this engine: the same as `runTools(engine, opts)`. */
+  runTools(opts: RunToolsOptions): Promise<RunToolsResult>;
   /** Forget the conversation state (KV cache). */
   resetChat(): Promise<void>;
   /** Free the GPU memory; later calls reject. */

@@ -309,6 +309,10 @@ class WorkerEngine {
   benchmark(req = {}) {
     return this._call("benchmark", req, req.onProgress).promise;
   }
+  /** The tool loop (`runTools(this, opts)`): the tools run on this thread, the completions in the worker. */
+  runTools(opts) {
+    return runTools(this, opts);
+  }
 
   _create(req) {
     if (!req.stream) return this._call("chat", req).promise;

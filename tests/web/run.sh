@@ -81,6 +81,20 @@ if [ -n "$VOCAB" ] && [ -x "$ROOT/scripts/gguf-tools.sh" ] && [ -z "${QWEN_SKIP_
     echo "web: scripts/gguf-tools.sh setup failed ($FX/gguf-tools.log): GGUF tests will be skipped" >&2
   fi
 fi
+# The scripted checkpoint of tests/web/agent.mjs (a model whose greedy replies are fixed: a
+# tool call, the answer once a tool result is in the prompt, a text for stop strings):
+# examples/make_scripted.rs over the real vocabulary and Qwen3's real tokenizer_config.json
+# (scripts/gguf-tools.sh fetches it). Without them the agent tests are skipped (not in CI).
+TOKCFG=""
+[ -x "$ROOT/scripts/gguf-tools.sh" ] && TOKCFG=$("$ROOT/scripts/gguf-tools.sh" path tokenizer_config 2>/dev/null || true)
+if [ -n "$VOCAB" ] && [ -n "$TOKCFG" ] && [ -f "$TOKCFG" ]; then
+  (cd "$ROOT" && cargo build --example make_scripted) || fail "web: cargo build --example make_scripted failed"
+  "$CARGO_TARGET_DIR/debug/examples/make_scripted" "$FX/scripted" --vocab-dir "$VOCAB_DIR" --tokenizer-config "$TOKCFG" \
+    >"$FX/scripted.log" || fail "web: make_scripted failed ($FX/scripted.log)"
+else
+  [ -z "${CI:-}" ] || fail "web: no vocabulary or Qwen3 tokenizer_config.json (scripts/gguf-tools.sh setup) for the scripted checkpoint"
+  echo "web: no vocabulary or Qwen3 tokenizer_config.json: the agent tests will be skipped" >&2
+fi
 # Corrupt copies: a truncated checkpoint and a header of garbage.
 mkdir -p "$FX/truncated" "$FX/garbage"
 cp "$FX/tiny/config.json" "$FX/truncated/"; head -c 100000 "$FX/tiny/model.safetensors" > "$FX/truncated/model.safetensors"

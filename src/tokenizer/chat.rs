@@ -9,8 +9,10 @@
 //! content with no special tokens allowed, and the markers are inserted as ids. So message
 //! content can never produce `<|im_end|>` or any other control token.
 
+use super::template::{ChatTemplate, Layout, Rendered};
 use super::Tokenizer;
 use crate::error::{Error, Result};
+use std::ops::Range;
 
 /// A chat template as data: the markers around each message, the system prompt the model
 /// was trained with, and the id that ends a document. Every Qwen family uses [`CHATML`]; a
@@ -54,6 +56,8 @@ pub enum Role {
     System,
     User,
     Assistant,
+    /// A tool's result (OpenAI `role: "tool"`, with `tool_call_id`).
+    Tool,
 }
 
 impl Role {
@@ -63,20 +67,55 @@ impl Role {
             Role::System => "system",
             Role::User => "user",
             Role::Assistant => "assistant",
+            Role::Tool => "tool",
         }
     }
 }
 
-/// One chat message.
+/// One chat message, in OpenAI's shape.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ChatMessage {
     pub role: Role,
+    /// The text; `null` (an assistant message with only tool calls) reads as "".
+    #[serde(default, deserialize_with = "null_as_empty")]
     pub content: String,
+    /// An assistant's reasoning (Qwen3's `<think>` text), given apart from `content`; the
+    /// template decides whether the prompt shows it (Qwen3's shows it only after the last
+    /// user message).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reasoning_content: Option<String>,
+    /// The tool calls an assistant message made.
+    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "null_as_default")]
+    pub tool_calls: Vec<ToolCall>,
+    /// For a `tool` message: the id of the call it answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
+    /// OpenAI's optional participant or tool name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+fn null_as_empty<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    Ok(<Option<String> as serde::Deserialize>::deserialize(d)?.unwrap_or_default())
+}
+
+fn null_as_default<'de, D: serde::Deserializer<'de>, T: serde::Deserialize<'de> + Default>(
+    d: D,
+) -> Result<T, D::Error> {
+    Ok(<Option<T> as serde::Deserialize>::deserialize(d)?.unwrap_or_default())
 }
 
 impl ChatMessage {
+    /// A message with only a role and text.
     pub fn new(role: Role, content: impl Into<String>) -> Self {
-        ChatMessage { role, content: content.into() }
+        ChatMessage {
+            role,
+            content: content.into(),
+            reasoning_content: None,
+            tool_calls: Vec::new(),
+            tool_call_id: None,
+            name: None,
+        }
     }
     pub fn system(content: impl Into<String>) -> Self {
         Self::new(Role::System, content)
@@ -87,6 +126,150 @@ impl ChatMessage {
     pub fn assistant(content: impl Into<String>) -> Self {
         Self::new(Role::Assistant, content)
     }
+    /// A tool's result for the call `tool_call_id`.
+    pub fn tool(tool_call_id: impl Into<String>, content: impl Into<String>) -> Self {
+        ChatMessage { tool_call_id: Some(tool_call_id.into()), ..Self::new(Role::Tool, content) }
+    }
+}
+
+/// A tool call an assistant message made (OpenAI's `tool_calls[]`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ToolCall {
+    #[serde(default)]
+    pub id: String,
+    /// Always "function".
+    #[serde(rename = "type", default = "function_kind")]
+    pub kind: String,
+    pub function: FunctionCall,
+}
+
+fn function_kind() -> String {
+    "function".into()
+}
+
+/// The function a [`ToolCall`] calls.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FunctionCall {
+    pub name: String,
+    /// The arguments as JSON text, as OpenAI sends them (an object given instead is kept as
+    /// its JSON text). Templates get the parsed object when it is one (see the template module).
+    #[serde(deserialize_with = "json_text")]
+    pub arguments: String,
+}
+
+fn json_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    match <serde_json::Value as serde::Deserialize>::deserialize(d)? {
+        serde_json::Value::String(s) => Ok(s),
+        serde_json::Value::Null => Ok(String::new()),
+        other => Ok(other.to_string()),
+    }
+}
+
+/// OpenAI's `tool_choice`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum ToolChoice {
+    /// The model decides (OpenAI's default when tools are given).
+    #[default]
+    Auto,
+    /// No tool call: the prompt is the same as `Auto`'s; the generator must forbid the call
+    /// syntax (a logit bias on `<tool_call>`).
+    None,
+    /// Some tool call: the prompt ends with the start of one ([`ChatPrompt::prefill`]).
+    Required,
+    /// This function: the prompt ends with the start of a call to it.
+    Function(String),
+}
+
+impl<'de> serde::Deserialize<'de> for ToolChoice {
+    /// `"auto"`, `"none"`, `"required"` or `{"type": "function", "function": {"name": ..}}`.
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error as _;
+        let v = <serde_json::Value as serde::Deserialize>::deserialize(d)?;
+        match &v {
+            serde_json::Value::String(s) => match s.as_str() {
+                "auto" => Ok(ToolChoice::Auto),
+                "none" => Ok(ToolChoice::None),
+                "required" => Ok(ToolChoice::Required),
+                other => Err(D::Error::custom(format!(
+                    "tool_choice must be \"auto\", \"none\", \"required\" or a function, not {other:?}"
+                ))),
+            },
+            serde_json::Value::Null => Ok(ToolChoice::Auto),
+            _ => match v.pointer("/function/name").and_then(|n| n.as_str()) {
+                Some(name) => Ok(ToolChoice::Function(name.to_string())),
+                None => Err(D::Error::custom(
+                    "tool_choice object must be {\"type\": \"function\", \"function\": {\"name\": ...}}",
+                )),
+            },
+        }
+    }
+}
+
+impl serde::Serialize for ToolChoice {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            ToolChoice::Auto => s.serialize_str("auto"),
+            ToolChoice::None => s.serialize_str("none"),
+            ToolChoice::Required => s.serialize_str("required"),
+            ToolChoice::Function(name) => {
+                serde_json::json!({"type": "function", "function": {"name": name}}).serialize(s)
+            }
+        }
+    }
+}
+
+/// How the model writes a tool call in its reply, so the reply parser knows what to look for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReplyFormat {
+    /// No tools in the request: the reply is text (and maybe reasoning).
+    #[default]
+    Plain,
+    /// `<tool_call>\n{"name": .., "arguments": {..}}\n</tool_call>` (Qwen2, Qwen2.5, Qwen3).
+    Hermes,
+    /// Qwen v1's ReAct text (`Thought:`, `Action:`, `Action Input:`, stop at `Observation:`).
+    #[serde(rename = "react")]
+    ReAct,
+}
+
+/// What a chat prompt is made of.
+#[derive(Debug, Clone, Default)]
+pub struct ChatRequest<'a> {
+    pub messages: &'a [ChatMessage],
+    /// OpenAI tool objects `{type: "function", function: {name, description, parameters}}`,
+    /// given to the template as they are (key order kept).
+    pub tools: &'a [serde_json::Value],
+    /// Passed to the template as `enable_thinking` when set (Qwen3's switch).
+    pub enable_thinking: Option<bool>,
+    pub tool_choice: ToolChoice,
+}
+
+impl<'a> ChatRequest<'a> {
+    /// A request of these messages, without tools.
+    pub fn new(messages: &'a [ChatMessage]) -> Self {
+        ChatRequest { messages, ..Default::default() }
+    }
+}
+
+/// A chat prompt as ids, and what the reply parser needs to know about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChatPrompt {
+    pub ids: Vec<u32>,
+    /// The prompt as text (what the ids decode to).
+    pub text: String,
+    /// `text.len()` in bytes.
+    pub text_len: usize,
+    /// Old messages left out to fit the budget.
+    pub dropped_messages: usize,
+    /// Tokens the full prompt had beyond the one returned: what the left-out messages took,
+    /// as the template renders them (approximate where the template renders the kept messages
+    /// differently without them).
+    pub dropped_tokens: usize,
+    /// Text the prompt ends with that the reply parser must treat as already part of the
+    /// reply: `<tool_call>\n` (tool_choice required), the start of a named call, an open
+    /// `<think>\n`, ReAct's `Thought:`. Empty when none.
+    pub prefill: String,
+    pub reply_format: ReplyFormat,
 }
 
 /// Builds the ChatML prompt, ending with the generation prompt `<|im_start|>assistant\n`.
@@ -96,6 +279,11 @@ impl ChatMessage {
 /// the last user message on. If even that does not fit, an [`Error::ContextFull`] says by how much.
 /// No system message is invented: add [`DEFAULT_SYSTEM_PROMPT`] yourself when you want it.
 pub fn chat_prompt_ids(tok: &Tokenizer, messages: &[ChatMessage], max_prompt_tokens: usize) -> Result<Vec<u32>> {
+    if messages.iter().any(|m| m.role == Role::Tool || !m.tool_calls.is_empty()) {
+        return Err(Error::Request(
+            "tool calls and tool messages need the model's chat template (chat_prompt), not plain ChatML".into(),
+        ));
+    }
     let missing = |s: &str| Error::Tokenizer(format!("the vocabulary has no {s} token, cannot build a chat prompt"));
     let (start, end) = (CHATML.start, CHATML.end);
     let im_start = tok.token_to_id(start).ok_or_else(|| missing(start))?;
@@ -161,5 +349,216 @@ pub fn chat_prompt_ids(tok: &Tokenizer, messages: &[ChatMessage], max_prompt_tok
     }
     ids.extend(kept_ids);
     ids.extend(generation);
+    Ok(ids)
+}
+
+/// The prompt for `req` as `tpl` renders it, as ids, within `max_prompt_tokens`.
+///
+/// The ids are what transformers' `apply_chat_template(..., tokenize=True)` gives for the same
+/// text (special and added tokens such as `<|im_start|>` and `<think>` recognised), except that
+/// special-token strings inside caller-given strings (message content, reasoning, tool results
+/// and arguments, tool definitions) stay plain text, so a user writing `<|im_end|>` cannot end
+/// a message. The ChatML fallback encodes its parts separately, as Qwen v1's `make_context`.
+///
+/// Over the budget, the oldest turns are left out (a turn starts at a user message; the tool
+/// results stay with the assistant message that called them), keeping a leading system
+/// message and everything from the last user message on; the number to leave out is found by
+/// bisection, so a long chat costs O(log turns) renders. If even that does not fit:
+/// [`Error::ContextFull`] saying by how much.
+///
+/// `tool_choice`: `Required` ends the prompt with the start of a call (`<tool_call>\n`, or
+/// ReAct's `Thought:`), `Function(name)` with the call's name (`<tool_call>\n{"name": "NAME",
+/// "arguments":`, or ReAct's `Thought: \nAction: NAME\nAction Input:`); that text is also in
+/// [`ChatPrompt::prefill`]. A function not among `tools`, or a forced call without tools, is an
+/// [`Error::Request`].
+pub fn chat_prompt(
+    tok: &Tokenizer,
+    tpl: &ChatTemplate,
+    req: &ChatRequest,
+    max_prompt_tokens: usize,
+) -> Result<ChatPrompt> {
+    if req.messages.is_empty() {
+        return Err(Error::Request("messages must not be empty".into()));
+    }
+    match &req.tool_choice {
+        ToolChoice::Required if req.tools.is_empty() => {
+            return Err(Error::Request("tool_choice \"required\" needs tools".into()));
+        }
+        ToolChoice::Function(name) => {
+            let known = req.tools.iter().any(|t| {
+                let f = t.get("function").unwrap_or(t);
+                f.get("name").and_then(|n| n.as_str()) == Some(name.as_str())
+            });
+            if !known {
+                return Err(Error::Request(format!("tool_choice names the function {name:?}, which is not in tools")));
+            }
+        }
+        _ => {}
+    }
+    let mut specials: Vec<&str> = tok.inner.specials.keys().map(String::as_str).collect();
+    // Longest first: at one position the longest added token wins (as in transformers).
+    specials.sort_by(|a, b| b.len().cmp(&a.len()).then(a.cmp(b)));
+
+    let build = |messages: &[ChatMessage]| -> Result<ChatPrompt> {
+        let sub = ChatRequest { messages, ..req.clone() };
+        let rendered = tpl.render_parts(&sub, true, &specials)?;
+        finish_prompt(tok, &specials, rendered, &req.tool_choice)
+    };
+
+    let (system, rest) = match req.messages.split_first() {
+        Some((first, rest)) if first.role == Role::System => (Some(first), rest),
+        _ => (None, req.messages),
+    };
+    let keep_from = rest.iter().rposition(|m| m.role == Role::User).unwrap_or(rest.len().saturating_sub(1));
+    let droppable = &rest[..keep_from];
+    // Where each droppable turn starts; dropping `k` turns keeps droppable[starts[k]..].
+    let mut starts: Vec<usize> = (0..droppable.len()).filter(|&i| i == 0 || droppable[i].role == Role::User).collect();
+    starts.push(droppable.len());
+    let with_dropped = |k: usize| -> Vec<ChatMessage> {
+        let mut v: Vec<ChatMessage> = system.into_iter().cloned().collect();
+        v.extend_from_slice(&droppable[starts[k]..]);
+        v.extend_from_slice(&rest[keep_from..]);
+        v
+    };
+
+    let full = build(req.messages)?;
+    if full.ids.len() <= max_prompt_tokens {
+        return Ok(full);
+    }
+    let turns = starts.len() - 1;
+    let least = build(&with_dropped(turns))?;
+    if least.ids.len() > max_prompt_tokens {
+        return Err(Error::ContextFull(format!(
+            "the prompt needs {} tokens even with only the system message and the last user \
+             message (and what follows it), {} over the budget of {max_prompt_tokens}: shorten the message",
+            least.ids.len(),
+            least.ids.len() - max_prompt_tokens
+        )));
+    }
+    // Bisection: dropping `lo` turns does not fit, dropping `hi` does.
+    let (mut lo, mut hi, mut best) = (0, turns, least);
+    while hi - lo > 1 {
+        let mid = lo + (hi - lo) / 2;
+        let p = build(&with_dropped(mid))?;
+        if p.ids.len() <= max_prompt_tokens {
+            (hi, best) = (mid, p);
+        } else {
+            lo = mid;
+        }
+    }
+    best.dropped_messages = starts[hi];
+    best.dropped_tokens = full.ids.len().saturating_sub(best.ids.len());
+    Ok(best)
+}
+
+/// Adds what `tool_choice` forces to a rendered prompt, and encodes it.
+fn finish_prompt(tok: &Tokenizer, specials: &[&str], r: Rendered, choice: &ToolChoice) -> Result<ChatPrompt> {
+    let Rendered { mut text, layout, reply_prefix, reply_format } = r;
+    let mut prefill = reply_prefix;
+    let mut layout = layout;
+    let forced = matches!(choice, ToolChoice::Required | ToolChoice::Function(_));
+    if forced && reply_format != ReplyFormat::Plain {
+        // (suffix text, byte range of it to keep as plain text: the caller's function name)
+        let mut suffix = String::new();
+        let mut name_range = None;
+        match reply_format {
+            ReplyFormat::Hermes => {
+                if prefill.starts_with("<think>") {
+                    // A generation prompt that opened <think> (QwQ's): close it empty first.
+                    suffix.push_str("\n</think>\n\n");
+                }
+                suffix.push_str("<tool_call>\n");
+                if let ToolChoice::Function(name) = choice {
+                    suffix.push_str("{\"name\": \"");
+                    let at = suffix.len();
+                    suffix.push_str(name);
+                    name_range = Some(at..suffix.len());
+                    // No space after the colon: the model writes ` {` as one token.
+                    suffix.push_str("\", \"arguments\":");
+                }
+            }
+            ReplyFormat::ReAct => {
+                let after_thought = prefill.ends_with("Thought:");
+                match choice {
+                    ToolChoice::Function(name) => {
+                        suffix.push_str(if after_thought { " \nAction: " } else { "Thought: \nAction: " });
+                        let at = suffix.len();
+                        suffix.push_str(name);
+                        name_range = Some(at..suffix.len());
+                        suffix.push_str("\nAction Input:");
+                    }
+                    _ if !after_thought => suffix.push_str("Thought:"),
+                    _ => {}
+                }
+            }
+            ReplyFormat::Plain => {}
+        }
+        let base = text.len();
+        text.push_str(&suffix);
+        prefill.push_str(&suffix);
+        match &mut layout {
+            Layout::Pieces(p) => {
+                if !suffix.is_empty() {
+                    p.push((base..text.len(), false));
+                }
+            }
+            Layout::Protected(p) => {
+                if let Some(r) = name_range {
+                    p.push(base + r.start..base + r.end);
+                }
+            }
+        }
+    }
+    let ids = encode_layout(tok, specials, &text, &layout)?;
+    Ok(ChatPrompt { ids, text_len: text.len(), text, dropped_messages: 0, dropped_tokens: 0, prefill, reply_format })
+}
+
+/// Encodes a rendered text: ChatML pieces one by one; a Jinja text with its special-token
+/// strings as ids (leftmost, longest first, as transformers' added-token split) except those
+/// touching a protected range, and the text between them encoded as plain text.
+fn encode_layout(tok: &Tokenizer, specials: &[&str], text: &str, layout: &Layout) -> Result<Vec<u32>> {
+    let special_id = |s: &str| {
+        tok.token_to_id(s)
+            .ok_or_else(|| Error::Tokenizer(format!("the vocabulary has no {s} token, cannot build a chat prompt")))
+    };
+    let mut ids = Vec::new();
+    match layout {
+        Layout::Pieces(pieces) => {
+            for (r, special) in pieces {
+                if *special {
+                    ids.push(special_id(&text[r.clone()])?);
+                } else {
+                    ids.extend(tok.encode(&text[r.clone()])?);
+                }
+            }
+        }
+        Layout::Protected(protected) => {
+            let touches = |r: &Range<usize>| protected.iter().any(|p| p.start < r.end && r.start < p.end);
+            let bytes = text.as_bytes();
+            let mut first = [false; 256];
+            for s in specials.iter().filter(|s| !s.is_empty()) {
+                first[s.as_bytes()[0] as usize] = true;
+            }
+            let mut seg_start = 0;
+            let mut i = 0;
+            while i < bytes.len() {
+                if !first[bytes[i] as usize] {
+                    i += 1;
+                    continue;
+                }
+                let hit = specials.iter().find(|s| !s.is_empty() && bytes[i..].starts_with(s.as_bytes()));
+                match hit {
+                    Some(s) if !touches(&(i..i + s.len())) => {
+                        ids.extend(tok.encode(&text[seg_start..i])?);
+                        ids.push(special_id(s)?);
+                        i += s.len();
+                        seg_start = i;
+                    }
+                    _ => i += 1,
+                }
+            }
+            ids.extend(tok.encode(&text[seg_start..])?);
+        }
+    }
     Ok(ids)
 }

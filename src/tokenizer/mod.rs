@@ -26,9 +26,14 @@ mod chat;
 mod gguf;
 mod hf;
 mod stream;
+mod template;
 mod tiktoken;
 
-pub use chat::{chat_prompt_ids, prompt_budget, ChatFormat, ChatMessage, Role, CHATML, DEFAULT_SYSTEM_PROMPT};
+pub use chat::{
+    chat_prompt, chat_prompt_ids, prompt_budget, ChatFormat, ChatMessage, ChatPrompt, ChatRequest, FunctionCall,
+    ReplyFormat, Role, ToolCall, ToolChoice, CHATML, DEFAULT_SYSTEM_PROMPT,
+};
+pub use template::ChatTemplate;
 pub use stream::TextStream;
 
 use crate::error::{Error, Result};

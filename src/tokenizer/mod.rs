@@ -25,6 +25,7 @@
 mod chat;
 mod gguf;
 mod hf;
+pub mod reply;
 mod stream;
 mod template;
 mod tiktoken;
@@ -34,6 +35,7 @@ pub use chat::{
     ReplyFormat, Role, ToolCall, ToolChoice, CHATML, DEFAULT_SYSTEM_PROMPT,
 };
 pub use template::ChatTemplate;
+pub use reply::{ReplyDelta, ReplyMessage, ReplyOptions, ReplyParser};
 pub use stream::TextStream;
 
 use crate::error::{Error, Result};

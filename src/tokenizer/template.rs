@@ -516,9 +516,11 @@ fn twin_specials(s: &str, specials: &[&str]) -> String {
     String::from_utf8(b).unwrap_or_else(|_| s.to_string())
 }
 
-/// The fallback protection: the caller's strings that hold a special-token string, looked for
-/// in the text in message order (tools separately, from the start). A string the template
-/// changed (stripped, split) and that is not found is not protected.
+/// The fallback protection: the caller's strings, looked for in the text in message order
+/// (tools separately, from the start); those holding a special-token string are protected.
+/// Message contents also serve as anchors that move the search on. A string the template
+/// changed is looked for as Qwen's templates change it (trimmed of newlines or whitespace, cut
+/// at `<think>`/`</think>` into parts); one that still is not found is not protected.
 fn find_in_order(
     text: &str,
     messages: &[serde_json::Value],
@@ -526,24 +528,43 @@ fn find_in_order(
     needs: &dyn Fn(&str) -> bool,
 ) -> Vec<Range<usize>> {
     let mut spans = Vec::new();
-    let mut cursor = 0;
-    let seek = |s: &str, cursor: &mut usize, spans: &mut Vec<Range<usize>>| {
-        if s.is_empty() {
-            return;
-        }
-        if let Some(p) = text[*cursor..].find(s) {
-            let at = *cursor + p;
-            if needs(s) {
-                spans.push(at..at + s.len());
+    // Finds `s` (or a changed form of it) from `cursor` on; true when found.
+    let seek = |s: &str, cursor: &mut usize, spans: &mut Vec<Range<usize>>| -> bool {
+        let mut candidates = vec![s, s.trim_matches('\n'), s.trim()];
+        candidates.dedup();
+        for c in candidates {
+            if c.is_empty() {
+                continue;
             }
-            *cursor = at + s.len();
+            if let Some(p) = text[*cursor..].find(c) {
+                let at = *cursor + p;
+                if needs(c) {
+                    spans.push(at..at + c.len());
+                }
+                *cursor = at + c.len();
+                return true;
+            }
+        }
+        false
+    };
+    let seek_parts = |s: &str, cursor: &mut usize, spans: &mut Vec<Range<usize>>| {
+        if !seek(s, cursor, spans) && needs(s) {
+            for part in s.split("</think>").flat_map(|p| p.split("<think>")) {
+                if needs(part) {
+                    seek(part, cursor, spans);
+                }
+            }
         }
     };
+    let mut cursor = 0;
     for m in messages {
-        for key in ["content", "reasoning_content"] {
-            if let Some(s) = m.get(key).and_then(|v| v.as_str()) {
-                seek(s, &mut cursor, &mut spans);
-            }
+        if let Some(r) = m.get("reasoning_content").and_then(|v| v.as_str()).filter(|r| needs(r)) {
+            // Only when it needs protection: a template may leave earlier reasoning out, and a
+            // string not rendered must not move the search on.
+            seek_parts(r, &mut cursor, &mut spans);
+        }
+        if let Some(c) = m.get("content").and_then(|v| v.as_str()) {
+            seek_parts(c, &mut cursor, &mut spans);
         }
         for c in m.get("tool_calls").and_then(|v| v.as_array()).into_iter().flatten() {
             let args = &c["function"]["arguments"];

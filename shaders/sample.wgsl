@@ -2,6 +2,10 @@
 // definition src/sampler.rs implements on the CPU (the tests compare the two token for token):
 //
 //   l'_i = l_i, or for a token in `seen` with penalty r: l_i * (1/r) if l_i > 0 else l_i * r
+//   with COUNTS (frequency/presence penalties, OpenAI's): c_i = times token i was generated
+//          in this generation (`counts`, bumped by each pass for its token; the prompt does
+//          not count): l'_i -= c_i * frequency + presence when c_i > 0
+//   with BIAS (OpenAI's logit_bias, a dense table): l'_i += bias_i
 //   greedy (temperature 0): the first i of the largest l'_i
 //   s_i  = l'_i * (1 / temperature)
 //   top-k: keep s_i >= the k-th largest s (values tied with it are kept too)
@@ -13,16 +17,19 @@
 // The last line is the Gumbel-max trick: it draws i with probability exp(s_i) / sum(exp(s_j))
 // over the kept set, with one pass and no sort or prefix sum. NaN logits are never chosen;
 // with nothing to choose (all NaN or -inf) out[0] = 0xffffffff. The chosen token's bit is set
-// in `seen`, so the next pass (queued before this one is read back) penalises it.
+// in `seen` (and with COUNTS its count bumped), so the next pass (queued before this one is
+// read back) penalises it.
 //
 // Without top-k and top-p (greedy, or the page's plain temperature) that is one sweep over the
-// logits. Otherwise the logits are rewritten in place as order-preserving u32 keys of s (0 for
-// NaN); top-k is a radix select on them (8 bits a round, 4 rounds, the first in that same
-// sweep), after which the kept (key, index) pairs are copied to workgroup memory when at most
-// CAP. top-p is solved exactly on pairs in workgroup memory (each pair's mass above it, O(m^2)):
-// those top-k kept, or else those within 2, 4, 8 or 16 of the largest s, the nearest window
-// that holds the top-p mass and fits; failing both it bisects the keys in global memory 16 ways
-// a round (at most 8 rounds) by their mass. The draw sweeps the kept ones.
+// logits. Otherwise the logits are rewritten as order-preserving u32 keys of s (0 for NaN) into
+// KEYS: the logits buffer itself, or with KEYS_APART a scratch buffer, which leaves the raw
+// logits for logprobs.wgsl after this pass. top-k is a radix select on them (8 bits a round, 4
+// rounds, the first in that same sweep), after which the kept (key, index) pairs are copied to
+// workgroup memory when at most CAP. top-p is solved exactly on pairs in workgroup memory (each
+// pair's mass above it, O(m^2)): those top-k kept, or else those within 2, 4, 8 or 16 of the
+// largest s, the nearest window that holds the top-p mass and fits; failing both it bisects
+// the keys in global memory 16 ways a round (at most 8 rounds) by their mass. The draw sweeps
+// the kept ones.
 #include "common/reduce.wgsl"
 
 struct Params {
@@ -35,15 +42,24 @@ struct Params {
     top_p: f32,           // 1: off
     penalty: f32,         // repetition penalty; 1: off
     inv_penalty: f32,     // 1 / penalty (both, so each side is one correctly rounded multiply)
+    frequency: f32,       // frequency penalty (COUNTS)
+    presence: f32,        // presence penalty (COUNTS)
     _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read_write> logits: array<u32>; // f32 bits in, keys out
+@group(0) @binding(1) var<storage, read_write> logits: array<u32>; // f32 bits in (keys out unless KEYS_APART)
 @group(0) @binding(2) var<storage, read_write> seen: array<u32>;   // bit per token id
 @group(0) @binding(3) var<storage, read_write> out: array<u32>;
+#ifdef COUNTS
+@group(0) @binding(B_COUNTS) var<storage, read_write> counts: array<u32>; // per token id
+#endif
+#ifdef BIAS
+@group(0) @binding(B_BIAS) var<storage, read> bias: array<f32>;           // per token id
+#endif
+#ifdef KEYS_APART
+@group(0) @binding(B_KEYS) var<storage, read_write> keys: array<u32>;     // [n] scratch
+#endif
 
 const NONE: u32 = 0xffffffffu;
 const BINS: u32 = 16u;
@@ -84,12 +100,21 @@ fn pcg(x: u32) -> u32 {
     return (w >> 22u) ^ w;
 }
 
-// s_i: the logit after the penalty and the temperature.
+// s_i: the logit after the penalties, the bias and the temperature.
 fn score(i: u32) -> f32 {
     var l = bitcast<f32>(logits[i]);
     if (p.penalty != 1.0 && (seen[i >> 5u] & (1u << (i & 31u))) != 0u) {
         l = select(l * p.penalty, l * p.inv_penalty, l > 0.0);
     }
+#ifdef COUNTS
+    let c = counts[i];
+    if (c > 0u) {
+        l = l - (f32(c) * p.frequency + p.presence);
+    }
+#endif
+#ifdef BIAS
+    l = l + bias[i];
+#endif
     return select(l * p.inv_temperature, l, p.inv_temperature == 0.0);
 }
 
@@ -112,7 +137,7 @@ fn entry(j: u32, compact: bool) -> vec2<u32> {
     if (compact) {
         return vec2<u32>(kept_key[j], kept_idx[j]);
     }
-    return vec2<u32>(logits[j], j);
+    return vec2<u32>(KEYS[j], j);
 }
 
 // Whether (v, i) beats (bv, bi): larger, or as large with a smaller index.
@@ -137,6 +162,9 @@ fn finish(li: u32, bv: f32, bi: u32) {
         out[0] = t;
         if (t != NONE) {
             seen[t >> 5u] |= 1u << (t & 31u);
+#ifdef COUNTS
+            counts[t] += 1u;
+#endif
         }
     }
 }
@@ -149,7 +177,7 @@ fn compact_pairs(li: u32, n: u32, lo: u32, smax: f32, d: f32) -> u32 {
     }
     workgroupBarrier();
     for (var i = li; i < n; i += WG) {
-        let k = logits[i];
+        let k = KEYS[i];
         if (k >= lo && smax - value_of(k) <= d) {
             let j = atomicAdd(&kept_n, 1u);
             if (j < CAP) {
@@ -226,7 +254,7 @@ fn main(@builtin(local_invocation_index) li: u32) {
     var valid = 0u;
     for (var i = li; i < n; i += WG) {
         let k = key_of(score(i));
-        logits[i] = k;
+        KEYS[i] = k;
         kmax = max(kmax, k);
         if (k != 0u) {
             valid += 1u;
@@ -253,7 +281,7 @@ fn main(@builtin(local_invocation_index) li: u32) {
                 }
                 workgroupBarrier();
                 for (var i = li; i < n; i += WG) {
-                    let k = logits[i];
+                    let k = KEYS[i];
                     if (k != 0u && (k & high) == prefix) {
                         atomicAdd(&hist[(k >> shift) & 255u], 1u);
                     }
@@ -303,7 +331,7 @@ fn main(@builtin(local_invocation_index) li: u32) {
             var count = vec4<u32>(0u);
             let reach = vec4<f32>(2.0, 4.0, 8.0, 16.0);
             for (var i = li; i < n; i += WG) {
-                let k = logits[i];
+                let k = KEYS[i];
                 if (k >= lo) {
                     let v = value_of(k);
                     let e = exp(v - smax);
@@ -345,7 +373,7 @@ fn main(@builtin(local_invocation_index) li: u32) {
                         mass[b] = 0.0;
                     }
                     for (var i = li; i < n; i += WG) {
-                        let k = logits[i];
+                        let k = KEYS[i];
                         if (k >= lo && k < hi) {
                             mass[(k - lo) / width] += exp(value_of(k) - smax);
                         }

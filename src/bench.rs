@@ -197,6 +197,7 @@ impl SynthBench {
             top_p: self.top_p,
             repetition_penalty: 1.0,
             seed: 7,
+            ..Default::default()
         };
         (!p.is_greedy()).then_some(p)
     }

@@ -4,6 +4,7 @@
 use crate::error::{Error, Result};
 use crate::model::{Output, Qwen, Want};
 use crate::sampler::SamplingParams;
+pub use crate::sampler::TokenLogprobs;
 
 #[derive(Debug, Clone)]
 pub struct GenerateOptions {
@@ -11,6 +12,11 @@ pub struct GenerateOptions {
     pub sampling: SamplingParams,
     /// Generation ends after any of these (the stop token is returned, as HF `generate` does).
     pub stop_ids: Vec<u32>,
+    /// `Some(k)`, k in `0..=20`: each token comes with its log-probability and those of the
+    /// `k` most likely tokens ([`Generator::logprobs`]; OpenAI's `logprobs` + `top_logprobs`).
+    /// Computed on the GPU from the model's raw logits (see [`crate::sampler`] for the
+    /// definition); `None` (off) costs nothing.
+    pub logprobs: Option<usize>,
 }
 
 /// `eos_token_id` of a `config.json` or `generation_config.json` text (a number or a list);
@@ -71,7 +77,8 @@ pub struct Generation {
 ///
 /// Every token is chosen on the GPU (argmax, or a draw by [`crate::sampler`]'s definition,
 /// the same tokens as [`crate::sampler::Sampler`] on the CPU would pick from the same
-/// logits), so each decoded token costs one submission and a 4-byte readback.
+/// logits), so each decoded token costs one submission and a 4-byte readback (with
+/// [`GenerateOptions::logprobs`], one more dispatch and `16 + 8 k` bytes).
 pub struct Generator {
     opts: GenerateOptions,
     /// Prompt and output so far (the repetition penalty looks at both, as HF does).
@@ -79,6 +86,10 @@ pub struct Generator {
     prompt_len: usize,
     /// The forward output the next token is chosen from.
     pending: Option<Output>,
+    /// The log-probabilities of `pending`'s token (read with it).
+    pending_logprobs: Option<TokenLogprobs>,
+    /// Those of the token the last [`Generator::next`] returned.
+    logprobs: Option<TokenLogprobs>,
     finish: Option<FinishReason>,
 }
 
@@ -126,6 +137,12 @@ impl Generator {
     /// penalty sees all of `prompt`).
     async fn start_at(model: &mut Qwen, prompt: &[u32], skip: usize, opts: GenerateOptions) -> Result<Generator> {
         opts.sampling.validate()?;
+        if let Some(k) = opts.logprobs.filter(|&k| k > crate::sampler::MAX_TOP_LOGPROBS) {
+            return Err(Error::Request(format!(
+                "logprobs must be at most {} top tokens, got {k}",
+                crate::sampler::MAX_TOP_LOGPROBS
+            )));
+        }
         let new = &prompt[skip..];
         if model.pos() + new.len() > model.context() {
             return Err(Error::ContextFull(format!(
@@ -136,11 +153,21 @@ impl Generator {
             )));
         }
         model.set_sampling(Some(&opts.sampling), prompt)?;
-        let mut g = Generator { history: prompt.to_vec(), prompt_len: prompt.len(), pending: None, finish: None, opts };
+        model.set_logprobs(opts.logprobs)?;
+        let mut g = Generator {
+            history: prompt.to_vec(),
+            prompt_len: prompt.len(),
+            pending: None,
+            pending_logprobs: None,
+            logprobs: None,
+            finish: None,
+            opts,
+        };
         if g.opts.max_new_tokens == 0 {
             g.finish = Some(FinishReason::Length);
         } else {
             g.pending = Some(model.feed(new, Want::Token).await?);
+            g.pending_logprobs = model.last_logprobs().cloned();
         }
         Ok(g)
     }
@@ -164,8 +191,15 @@ impl Generator {
             model.queue_next().await?;
         }
         let out = match self.pending.take() {
-            Some(o) => o,
-            None => Output::Token(model.take_token().await?),
+            Some(o) => {
+                self.logprobs = self.pending_logprobs.take();
+                o
+            }
+            None => {
+                let t = model.take_token().await?;
+                self.logprobs = model.last_logprobs().cloned();
+                Output::Token(t)
+            }
         };
         let tok = match out {
             Output::Token(t) => t,
@@ -183,6 +217,12 @@ impl Generator {
             None
         };
         Ok(Some(tok))
+    }
+
+    /// The log-probabilities of the token the last [`Generator::next`] returned, when
+    /// [`GenerateOptions::logprobs`] asked for them.
+    pub fn logprobs(&self) -> Option<&TokenLogprobs> {
+        self.logprobs.as_ref()
     }
 
     /// Stop early; [`Generator::finish_reason`] then says `Aborted`.

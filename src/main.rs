@@ -255,6 +255,7 @@ mod cli {
                 top_p: self.top_p,
                 repetition_penalty: self.repetition_penalty,
                 seed: self.seed,
+                ..Default::default()
             };
             p.validate()?;
             Ok(p)
@@ -492,7 +493,7 @@ mod cli {
             _ => Vec::new(),
         };
         let stop_ids = qwen_webgpu::generate::stop_ids(&a.stop_ids, &eos_ids(&a.model)?, &chat_stops, a.ignore_eos);
-        let gen_opts = GenerateOptions { max_new_tokens: a.max_new_tokens, sampling, stop_ids };
+        let gen_opts = GenerateOptions { max_new_tokens: a.max_new_tokens, sampling, stop_ids, logprobs: None };
         let t1 = Instant::now();
         let mut first: Option<f64> = None;
         let mut printer = Printer::new(tok.as_ref());
@@ -576,6 +577,7 @@ mod cli {
                 max_new_tokens: a.max_new_tokens,
                 sampling: sampling.clone(),
                 stop_ids: stop_ids.clone(),
+                logprobs: None,
             };
             // A message too long for the context is refused, and the chat goes on without it.
             let started = match chat_prompt_ids(&tok, &messages, prompt_budget(model.context(), a.max_new_tokens)) {

@@ -738,8 +738,10 @@ impl Inner {
                 top_p: req.top_p.unwrap_or(1.0),
                 repetition_penalty: req.repetition_penalty.unwrap_or(1.0),
                 seed,
+                ..Default::default()
             },
             stop_ids: self.stop_ids(&req.stop_token_ids.unwrap_or_default(), chat, req.ignore_eos.unwrap_or(false)),
+            logprobs: None,
         };
         Ok((prompt, opts))
     }

@@ -178,7 +178,7 @@ fn requests_out_of_range() {
     let spec = Spec::qwen2(true);
     let (dir, _) = fixture("err-request", &spec, 9);
     let mut m = load(&dir).unwrap();
-    let opts = GenerateOptions { max_new_tokens: 4, sampling: Default::default(), stop_ids: vec![] };
+    let opts = GenerateOptions { max_new_tokens: 4, sampling: Default::default(), stop_ids: vec![], logprobs: None };
     // Prompt longer than the context of 32.
     let long = random_ids(40, spec.vocab, 1);
     let e = pollster::block_on(generate(&mut m, &long, &opts, &mut |_| true)).unwrap_err();
@@ -212,7 +212,7 @@ fn device_loss_is_gpu_lost() {
     let spec = Spec::qwen2(true);
     let (dir, _) = fixture("err-lost", &spec, 11);
     let mut m = load(&dir).unwrap();
-    let opts = GenerateOptions { max_new_tokens: 3, sampling: Default::default(), stop_ids: vec![] };
+    let opts = GenerateOptions { max_new_tokens: 3, sampling: Default::default(), stop_ids: vec![], logprobs: None };
     pollster::block_on(generate(&mut m, &[1, 2, 3], &opts, &mut |_| true)).unwrap();
     m.gpu.device.destroy();
     let e = pollster::block_on(generate(&mut m, &[1, 2, 3], &opts, &mut |_| true)).unwrap_err();

@@ -38,7 +38,7 @@ fn last_logits(m: &mut Qwen, tokens: &[u32]) -> Vec<f32> {
 
 fn greedy(m: &mut Qwen, prompt: &[u32], n: usize) -> Vec<u32> {
     m.reset();
-    let opts = GenerateOptions { max_new_tokens: n, sampling: Default::default(), stop_ids: vec![] };
+    let opts = GenerateOptions { max_new_tokens: n, sampling: Default::default(), stop_ids: vec![], logprobs: None };
     pollster::block_on(generate(m, prompt, &opts, &mut |_| true)).unwrap().tokens
 }
 

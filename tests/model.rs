@@ -47,7 +47,7 @@ fn all_logits(m: &mut Qwen, tokens: &[u32]) -> Vec<f32> {
 
 fn greedy(m: &mut Qwen, prompt: &[u32], n: usize) -> Vec<u32> {
     m.reset();
-    let opts = GenerateOptions { max_new_tokens: n, sampling: Default::default(), stop_ids: vec![] };
+    let opts = GenerateOptions { max_new_tokens: n, sampling: Default::default(), stop_ids: vec![], logprobs: None };
     pollster::block_on(generate(m, prompt, &opts, &mut |_| true)).unwrap().tokens
 }
 
@@ -140,7 +140,8 @@ fn qwen_v1_ntk_and_logn_match_reference() {
     let mut longer = short.clone();
     longer.extend_from_slice(&prompt[10..]);
     let (mut g, reused) = {
-        let opts = GenerateOptions { max_new_tokens: 32, sampling: Default::default(), stop_ids: vec![] };
+        let opts =
+            GenerateOptions { max_new_tokens: 32, sampling: Default::default(), stop_ids: vec![], logprobs: None };
         let cached = &[short.as_slice(), &gen].concat()[..m.pos()];
         pollster::block_on(qwen_webgpu::generate::Generator::start_reusing(&mut m, cached, &longer, opts)).unwrap()
     };
@@ -378,7 +379,7 @@ fn sampled_generation_matches_the_cpu_sampler() {
                 Output::Logits(l) => l,
                 o => panic!("unexpected {o:?}"),
             };
-            let t = sampler::draw(p, &mut l, &history, step).unwrap();
+            let t = sampler::draw(p, &mut l, &history, &out, step).unwrap();
             history.push(t);
             out.push(t);
             feed = vec![t];
@@ -386,15 +387,36 @@ fn sampled_generation_matches_the_cpu_sampler() {
         out
     };
     let configs = [
-        SamplingParams { temperature: 0.9, top_k: 20, top_p: 0.9, repetition_penalty: 1.3, seed: 5 },
-        SamplingParams { temperature: 1.5, top_k: 0, top_p: 1.0, repetition_penalty: 1.0, seed: 6 },
-        SamplingParams { temperature: 0.0, top_k: 0, top_p: 1.0, repetition_penalty: 1.5, seed: 0 },
+        SamplingParams {
+            temperature: 0.9,
+            top_k: 20,
+            top_p: 0.9,
+            repetition_penalty: 1.3,
+            seed: 5,
+            ..Default::default()
+        },
+        SamplingParams {
+            temperature: 1.5,
+            top_k: 0,
+            top_p: 1.0,
+            repetition_penalty: 1.0,
+            seed: 6,
+            ..Default::default()
+        },
+        SamplingParams {
+            temperature: 0.0,
+            top_k: 0,
+            top_p: 1.0,
+            repetition_penalty: 1.5,
+            seed: 0,
+            ..Default::default()
+        },
     ];
     for p in &configs {
         let want = cpu(&mut m, p, 20);
         for _ in 0..2 {
             m.reset();
-            let opts = GenerateOptions { max_new_tokens: 20, sampling: p.clone(), stop_ids: vec![] };
+            let opts = GenerateOptions { max_new_tokens: 20, sampling: p.clone(), stop_ids: vec![], logprobs: None };
             let g = pollster::block_on(generate(&mut m, &prompt, &opts, &mut |_| true)).unwrap();
             assert_eq!(g.tokens, want, "{p:?}");
         }
@@ -415,7 +437,8 @@ fn next_turn_reuses_the_cache_and_matches_a_fresh_prefill() {
     let spec = Spec::qwen2(false);
     let (dir, _) = fixture("reuse", &spec, 95);
     let mut m = load(&dir, ModelOptions { context: Some(64), max_batch: 16, ..Default::default() }, None);
-    let opts = |n| GenerateOptions { max_new_tokens: n, sampling: Default::default(), stop_ids: vec![] };
+    let opts =
+        |n| GenerateOptions { max_new_tokens: n, sampling: Default::default(), stop_ids: vec![], logprobs: None };
     // Run a generation to the end; (tokens, what the cache holds after, prompt tokens reused).
     let run = |m: &mut Qwen, cached: &[u32], prompt: &[u32], n: usize| {
         let (mut g, reused) = pollster::block_on(Generator::start_reusing(m, cached, prompt, opts(n))).unwrap();
@@ -475,7 +498,8 @@ fn queued_decode_stops_cleanly_and_continues() {
     let stop = free_run[3];
     assert!(!free_run[..3].contains(&stop), "the fixture's 4th token repeats an earlier one");
     m.reset();
-    let opts = GenerateOptions { max_new_tokens: 10, sampling: Default::default(), stop_ids: vec![stop] };
+    let opts =
+        GenerateOptions { max_new_tokens: 10, sampling: Default::default(), stop_ids: vec![stop], logprobs: None };
     let g = pollster::block_on(generate(&mut m, &prompt, &opts, &mut |_| true)).unwrap();
     assert_eq!((g.tokens.as_slice(), g.finish), (&free_run[..4], FinishReason::Stop));
     // The stop token is not in the cache yet: the prompt and 3 tokens are.
@@ -494,7 +518,7 @@ fn queued_decode_stops_cleanly_and_continues() {
     // Up to the end of the context: 24 - 7 prompt tokens leave room to feed 17 tokens, so
     // generation yields 18 (the last is never fed).
     m.reset();
-    let long = GenerateOptions { max_new_tokens: 100, sampling: Default::default(), stop_ids: vec![] };
+    let long = GenerateOptions { max_new_tokens: 100, sampling: Default::default(), stop_ids: vec![], logprobs: None };
     let g = pollster::block_on(generate(&mut m, &prompt, &long, &mut |_| true)).unwrap();
     assert_eq!(g.finish, FinishReason::ContextFull);
     assert_eq!(g.tokens.len(), 24 - prompt.len() + 1);
@@ -568,7 +592,7 @@ fn token_limit_keeps_generation_inside_the_tokenizer() {
     m.set_token_limit(Some(limit)).unwrap();
     m.reset();
     let sampling = qwen_webgpu::sampler::SamplingParams { temperature: 1.5, seed: 3, ..Default::default() };
-    let opts = GenerateOptions { max_new_tokens: 40, sampling, stop_ids: vec![] };
+    let opts = GenerateOptions { max_new_tokens: 40, sampling, stop_ids: vec![], logprobs: None };
     let g = pollster::block_on(generate(&mut m, &prompt, &opts, &mut |_| true)).unwrap();
     assert!(g.tokens.iter().all(|&t| (t as usize) < limit), "{:?}", g.tokens);
     assert!(m.set_token_limit(Some(0)).is_err());
@@ -608,7 +632,7 @@ fn soak_many_turns_with_aborts() {
         } else {
             Default::default()
         };
-        let opts = GenerateOptions { max_new_tokens: want, sampling, stop_ids: vec![] };
+        let opts = GenerateOptions { max_new_tokens: want, sampling, stop_ids: vec![], logprobs: None };
         let (mut g, _) = pollster::block_on(Generator::start_reusing(&mut m, &cached, &conversation, opts)).unwrap();
         let abort_at = (turn % 4 == 1).then(|| rng.below(want as u32) as usize);
         let mut n = 0;
@@ -639,4 +663,134 @@ fn soak_many_turns_with_aborts() {
     };
     let fresh = all_logits(&mut m, &conversation);
     assert_close("logits after the soak", &next, &fresh[fresh.len() - spec.vocab..], ATOL, RTOL);
+}
+
+/// Frequency/presence penalties, logit_bias and logprobs through the real generation path
+/// (one pass queued ahead, the counts kept on the GPU): the same tokens as the CPU definition
+/// draws from each step's logits, greedy and sampled, with a token limit; each token's
+/// logprobs (k = 0, 5, 20) within 1e-4 of the CPU's f64 log-softmax of the raw logits; +100
+/// forces a token and -100 forbids one; a generation that asks for none of it allocates
+/// nothing and runs the same dispatches (logprobs add exactly one).
+#[test]
+fn penalties_bias_and_logprobs_in_generation_match_the_cpu() {
+    use qwen_webgpu::generate::{Generator, TokenLogprobs};
+    use qwen_webgpu::sampler::{self, SamplingParams};
+    let spec = Spec::qwen2(false);
+    let (dir, _) = fixture("penalised", &spec, 99);
+    let prompt = random_ids(9, spec.vocab, 100);
+    let mut m = load(&dir, ModelOptions { context: Some(64), ..Default::default() }, None);
+    let limit = spec.vocab - 7;
+    m.set_token_limit(Some(limit)).unwrap();
+    let run = |m: &mut Qwen, p: &SamplingParams, n: usize, k: Option<usize>| {
+        m.reset();
+        let opts = GenerateOptions { max_new_tokens: n, sampling: p.clone(), stop_ids: vec![], logprobs: k };
+        let mut g = pollster::block_on(Generator::start(m, &prompt, opts)).unwrap();
+        let (mut tokens, mut lps) = (Vec::new(), Vec::new());
+        while let Some(t) = pollster::block_on(g.next(m)).unwrap() {
+            tokens.push(t);
+            lps.push(g.logprobs().cloned());
+        }
+        (tokens, lps)
+    };
+    let cpu = |m: &mut Qwen, p: &SamplingParams, n: usize, k: usize| -> (Vec<u32>, Vec<TokenLogprobs>) {
+        m.reset();
+        let (mut history, mut feed, mut out, mut lps) = (prompt.clone(), prompt.clone(), Vec::new(), Vec::new());
+        for step in 0..n as u32 {
+            let l = match pollster::block_on(m.feed(&feed, Want::Logits)).unwrap() {
+                Output::Logits(l) => l[..limit].to_vec(),
+                o => panic!("unexpected {o:?}"),
+            };
+            let t = sampler::draw(p, &mut l.clone(), &history, &out, step).unwrap();
+            lps.push(sampler::logprobs(&l, t, k).unwrap());
+            history.push(t);
+            out.push(t);
+            feed = vec![t];
+        }
+        (out, lps)
+    };
+    let configs = [
+        SamplingParams {
+            frequency_penalty: 1.0,
+            presence_penalty: 0.5,
+            logit_bias: vec![(3, 2.0), (limit as u32 - 1, -1.0), (spec.vocab as u32 - 1, 50.0)],
+            ..Default::default()
+        },
+        SamplingParams {
+            temperature: 0.9,
+            top_k: 20,
+            top_p: 0.9,
+            repetition_penalty: 1.2,
+            frequency_penalty: 0.4,
+            presence_penalty: 0.8,
+            logit_bias: vec![(5, 1.5)],
+            seed: 11,
+        },
+        SamplingParams {
+            temperature: 1.3,
+            presence_penalty: -0.6,
+            frequency_penalty: 1.9,
+            seed: 12,
+            ..Default::default()
+        },
+        // Plain greedy: the argmax kernel, logprobs after it.
+        SamplingParams::default(),
+    ];
+    let n = 16;
+    for (c, p) in configs.iter().enumerate() {
+        let k = [0, 5, 20, 3][c];
+        let (want, want_lp) = cpu(&mut m, p, n, k);
+        assert!(want.iter().all(|&t| (t as usize) < limit));
+        for logprobs in [Some(k), None] {
+            let (got, lps) = run(&mut m, p, n, logprobs);
+            assert_eq!(got, want, "{p:?}, logprobs {logprobs:?}");
+            for (i, (lp, w)) in lps.iter().zip(&want_lp).enumerate() {
+                let Some(lp) = lp else {
+                    assert!(logprobs.is_none(), "token {i}: no logprobs");
+                    continue;
+                };
+                assert!(logprobs.is_some());
+                assert_eq!((lp.token, lp.top.len()), (w.token, k), "{p:?} token {i}");
+                assert!((lp.logprob - w.logprob).abs() < 1e-4, "{p:?} token {i}: {} vs {}", lp.logprob, w.logprob);
+                for (a, b) in lp.top.iter().zip(&w.top) {
+                    assert!(a.0 == b.0 && (a.1 - b.1).abs() < 1e-4, "{p:?} token {i}: {:?} vs {:?}", lp.top, w.top);
+                }
+            }
+        }
+    }
+    // Penalties change what greedy decoding says (the test above is not vacuous).
+    assert_ne!(run(&mut m, &configs[0], n, None).0, run(&mut m, &SamplingParams::default(), n, None).0);
+    // +100 forces a token, -100 forbids one, greedy and sampled.
+    for temperature in [0.0, 1.0] {
+        let forced = SamplingParams { temperature, logit_bias: vec![(42, 100.0)], seed: 3, ..Default::default() };
+        assert!(run(&mut m, &forced, 8, None).0.iter().all(|&t| t == 42));
+        let free = run(&mut m, &SamplingParams { temperature, seed: 3, ..Default::default() }, 8, None).0;
+        let banned: Vec<(u32, f32)> =
+            free.iter().map(|&t| (t, -100.0)).collect::<std::collections::BTreeMap<_, _>>().into_iter().collect();
+        let p = SamplingParams { temperature, logit_bias: banned.clone(), seed: 3, ..Default::default() };
+        assert!(run(&mut m, &p, 8, None).0.iter().all(|&t| !banned.iter().any(|b| b.0 == t)));
+    }
+    // Bad requests are refused by name: a bias id past the vocabulary, too many logprobs.
+    let bad = SamplingParams { logit_bias: vec![(spec.vocab as u32, 1.0)], ..Default::default() };
+    let e = m.set_sampling(Some(&bad), &[]).unwrap_err().to_string();
+    assert!(e.contains("logit_bias"), "{e}");
+    let opts =
+        GenerateOptions { max_new_tokens: 2, sampling: Default::default(), stop_ids: vec![], logprobs: Some(21) };
+    let e = pollster::block_on(Generator::start(&mut m, &prompt, opts)).err().unwrap().to_string();
+    assert!(e.contains("logprobs"), "{e}");
+
+    // Off costs nothing: a fresh model runs plain and sampled generations without allocating,
+    // with the dispatches it always ran; logprobs add one dispatch.
+    let mut m = load(&dir, ModelOptions { context: Some(64), ..Default::default() }, None);
+    let bytes = m.gpu.allocated_bytes();
+    let sampled = SamplingParams { temperature: 0.8, top_k: 10, ..Default::default() };
+    run(&mut m, &SamplingParams::default(), 4, None);
+    let greedy_dispatches = m.last_dispatches();
+    run(&mut m, &sampled, 4, None);
+    let sampled_dispatches = m.last_dispatches();
+    assert_eq!(m.gpu.allocated_bytes(), bytes, "no new buffers when nothing new is asked");
+    assert_eq!(greedy_dispatches, sampled_dispatches, "argmax or draw: one dispatch either way");
+    run(&mut m, &sampled, 4, Some(2));
+    assert_eq!(m.last_dispatches(), sampled_dispatches + 1);
+    run(&mut m, &SamplingParams::default(), 4, Some(0));
+    assert_eq!(m.last_dispatches(), greedy_dispatches + 1);
 }

@@ -639,6 +639,7 @@ fn sampling_kernel_matches_the_cpu_sampler() {
         top_p,
         repetition_penalty,
         seed,
+        ..Default::default()
     };
     let configs = [
         p(0.0, 0, 1.0, 1.3, 1),
@@ -671,14 +672,16 @@ fn sampling_kernel_matches_the_cpu_sampler() {
         }
         for params in &configs {
             for step in [0u32, 1, 2, 17, 1000] {
-                let want = sampler::draw(params, &mut logits.clone(), &history, step).unwrap();
+                let want = sampler::draw(params, &mut logits.clone(), &history, &[], step).unwrap();
                 let lb = buf(&g, &logits);
                 let seen = g.storage_init("seen", bytemuck::cast_slice(&bits)).unwrap();
                 let out = g.storage("out", 4).unwrap();
                 let sp = ops::SampleParams::new(params, n, step).unwrap();
                 // Both workgroup sizes (GPUs 256, CPU adapters 64), alternating by step.
                 let wg = if step % 2 == 0 { 256 } else { 64 };
-                run(&g, |r| ops::sample_in(r, wg, &lb, &sp, &seen, &out).unwrap());
+                let bufs =
+                    ops::SampleBuffers { logits: &lb, seen: &seen, counts: None, bias: None, keys: None, out: &out };
+                run(&g, |r| ops::sample_in(r, wg, &sp, &bufs).unwrap());
                 let got = pollster::block_on(g.read(&out, 0, 4)).unwrap();
                 let got = u32::from_le_bytes([got[0], got[1], got[2], got[3]]);
                 assert_eq!(got, want, "n {n}, {params:?}, step {step}, {wg} threads");
@@ -698,8 +701,215 @@ fn sampling_kernel_matches_the_cpu_sampler() {
     let seen = g.storage("seen", 8).unwrap();
     let out = g.storage("out", 4).unwrap();
     let sp = ops::SampleParams::new(&p(1.0, 0, 1.0, 1.0, 1), 37, 0).unwrap();
-    run(&g, |r| ops::sample(r, &lb, &sp, &seen, &out).unwrap());
+    let bufs = ops::SampleBuffers { logits: &lb, seen: &seen, counts: None, bias: None, keys: None, out: &out };
+    run(&g, |r| ops::sample(r, &sp, &bufs).unwrap());
     assert_eq!(pollster::block_on(g.read(&out, 0, 4)).unwrap(), u32::MAX.to_le_bytes());
+}
+
+fn read_u32(g: &Gpu, b: &wgpu::Buffer, n: usize) -> Vec<u32> {
+    bytemuck::cast_slice::<u8, u32>(&pollster::block_on(g.read(b, 0, n as u64 * 4)).unwrap()).to_vec()
+}
+
+/// Frequency and presence penalties and logit_bias in the sampling kernel against the CPU's
+/// definition, over several steps of one generation (the kernel bumps each chosen token's
+/// count and `seen` bit, as a queued-ahead pass needs): the same token at every step, greedy
+/// and sampled, with and without top-k/top-p, both workgroup sizes, keys in place or apart
+/// (apart: the logits are left as they were); the counts after equal the CPU's. Then +100
+/// forces a token and -100 forbids one.
+#[test]
+fn sampling_kernel_with_penalties_and_bias_matches_the_cpu_sampler() {
+    use qwen_webgpu::sampler::{self, SamplingParams};
+    let g = gpu();
+    let mut rng = Rng::new(21);
+    let p =
+        |temperature, top_k, top_p, frequency_penalty, presence_penalty, bias: &[(u32, f32)], seed| SamplingParams {
+            temperature,
+            top_k,
+            top_p,
+            frequency_penalty,
+            presence_penalty,
+            logit_bias: bias.to_vec(),
+            seed,
+            ..Default::default()
+        };
+    let configs = [
+        p(0.0, 0, 1.0, 0.7, 0.3, &[], 1),
+        p(0.0, 0, 1.0, 0.0, 0.0, &[(5, 2.5), (17, -3.0), (999, 1.25)], 2),
+        p(0.8, 0, 1.0, 1.3, -0.4, &[(3, 0.5)], 3),
+        p(1.0, 40, 1.0, 2.0, 0.0, &[(7, 4.0), (8, -1.5)], 4),
+        p(1.2, 0, 0.9, 0.0, 1.7, &[], 5),
+        p(0.6, 50, 0.8, -0.9, 0.6, &[(11, 3.0)], 6),
+        SamplingParams { repetition_penalty: 1.3, ..p(0.9, 0, 0.95, 0.5, 0.5, &[(2, 1.0)], 7) },
+    ];
+    let mut checked = 0;
+    for n in [1000usize, 5003] {
+        for (c, params) in configs.iter().enumerate() {
+            let mut logits: Vec<f32> = (0..n).map(|_| 2.0 * rng.normal()).collect();
+            logits[n / 3] = f32::NAN;
+            logits[n / 2] = f32::NEG_INFINITY;
+            // A few strong tokens, so the penalties have repeats to act on.
+            for t in 0..6 {
+                logits[t * 7 % n] += 6.0;
+            }
+            let history: Vec<u32> = (0..30).map(|_| rng.below(n as u32)).collect();
+            let mut bits = vec![0u32; n.div_ceil(32)];
+            for &t in &history {
+                bits[t as usize / 32] |= 1 << (t % 32);
+            }
+            let lb = buf(&g, &logits);
+            let seen = g.storage_init("seen", bytemuck::cast_slice(&bits)).unwrap();
+            let counts = g.storage_init("counts", bytemuck::cast_slice(&vec![0u32; n])).unwrap();
+            let mut table = vec![0f32; n];
+            params.logit_bias.iter().for_each(|&(id, b)| table[id as usize] = b);
+            let bias = buf(&g, &table);
+            let keys = g.storage("keys", n as u64 * 4).unwrap();
+            let out = g.storage("out", 4).unwrap();
+            let apart = c % 2 == 0;
+            let (mut hist, mut generated) = (history.clone(), Vec::new());
+            for step in 0..12u32 {
+                let want = sampler::draw(params, &mut logits.clone(), &hist, &generated, step).unwrap();
+                if !apart {
+                    // In place, the kernel overwrote the logits with keys: write them again.
+                    g.write(&lb, 0, bytemuck::cast_slice(&logits));
+                }
+                let sp = ops::SampleParams::new(params, n, step).unwrap();
+                let bufs = ops::SampleBuffers {
+                    logits: &lb,
+                    seen: &seen,
+                    counts: Some(&counts),
+                    bias: (!params.logit_bias.is_empty()).then_some(&*bias),
+                    keys: apart.then_some(&*keys),
+                    out: &out,
+                };
+                let wg = if step % 2 == 0 { 256 } else { 64 };
+                run(&g, |r| ops::sample_in(r, wg, &sp, &bufs).unwrap());
+                let got = read_u32(&g, &out, 1)[0];
+                assert_eq!(got, want, "n {n}, {params:?}, step {step}, {wg} threads, keys apart {apart}");
+                hist.push(want);
+                generated.push(want);
+                checked += 1;
+            }
+            let mut expect = vec![0u32; n];
+            generated.iter().for_each(|&t| expect[t as usize] += 1);
+            assert_eq!(read_u32(&g, &counts, n), expect, "counts after {params:?}");
+            if apart {
+                let after: Vec<u32> = read_u32(&g, &lb, n);
+                let before: Vec<u32> = logits.iter().map(|x| x.to_bits()).collect();
+                assert_eq!(after, before, "keys apart leave the logits as they were");
+            }
+        }
+    }
+    assert_eq!(checked, 2 * configs.len() * 12);
+    // Penalties without the counts buffer are refused, not ignored.
+    let (lb, seen, out) = (buf(&g, &[1.0; 10]), g.storage("seen", 4).unwrap(), g.storage("out", 4).unwrap());
+    let sp = ops::SampleParams::new(&p(1.0, 0, 1.0, 0.5, 0.0, &[], 1), 10, 0).unwrap();
+    let bufs = ops::SampleBuffers { logits: &lb, seen: &seen, counts: None, bias: None, keys: None, out: &out };
+    let mut rec = Recorder::new(&g);
+    assert!(ops::sample(&mut rec, &sp, &bufs).unwrap_err().to_string().contains("counts"));
+
+    // logit_bias +100 forces a token and -100 forbids the best one, greedy and sampled.
+    let n = 1003;
+    let logits: Vec<f32> = (0..n).map(|_| 3.0 * rng.normal()).collect();
+    let best = sampler::argmax(&logits).unwrap();
+    for temperature in [0.0, 1.0] {
+        for (entry, forced) in [((617u32, 100.0f32), true), ((best, -100.0), false)] {
+            let params = p(temperature, 0, 1.0, 0.0, 0.0, &[entry], 3);
+            let mut table = vec![0f32; n];
+            table[entry.0 as usize] = entry.1;
+            let (lb, bias) = (buf(&g, &logits), buf(&g, &table));
+            let seen = g.storage("seen", n.div_ceil(32) as u64 * 4).unwrap();
+            let out = g.storage("out", 4).unwrap();
+            for step in 0..20 {
+                let sp = ops::SampleParams::new(&params, n, step).unwrap();
+                let bufs = ops::SampleBuffers {
+                    logits: &lb,
+                    seen: &seen,
+                    counts: None,
+                    bias: Some(&bias),
+                    keys: None,
+                    out: &out,
+                };
+                run(&g, |r| ops::sample(r, &sp, &bufs).unwrap());
+                let got = read_u32(&g, &out, 1)[0];
+                assert_eq!(got == entry.0, forced, "temperature {temperature}, bias {entry:?}, step {step}: {got}");
+                assert_eq!(got, sampler::draw(&params, &mut logits.clone(), &[], &[], step).unwrap());
+            }
+        }
+    }
+}
+
+/// The logprobs kernel against the CPU's f64 log-softmax (`sampler::logprobs`) of the same
+/// logits: the chosen token's logprob and the top-k ids and values within 1e-4, for k = 0, 1,
+/// 7 and 20, with a token limit below the buffer's length, with NaN and -inf logits (never
+/// listed, no NaN logprob for a finite token), ties on a grid (listed by id), no token
+/// chosen, and a logit of +inf.
+#[test]
+fn logprobs_kernel_matches_the_cpu_log_softmax() {
+    use qwen_webgpu::sampler::{self, MAX_TOP_LOGPROBS};
+    let g = gpu();
+    let mut rng = Rng::new(22);
+    let mut checked = 0;
+    for (case, (len, limit)) in
+        [(1000usize, 1000usize), (5003, 4999), (151_937, 151_669), (37, 30)].into_iter().enumerate()
+    {
+        let mut logits: Vec<f32> = (0..len).map(|_| 4.0 * rng.normal()).collect();
+        if case == 1 {
+            logits.iter_mut().for_each(|x| *x = (*x * 2.0).round() / 2.0); // many ties
+        }
+        for i in [3, len / 3, limit - 1] {
+            logits[i] = f32::NAN;
+        }
+        for i in [5, len / 2 + 1] {
+            logits[i] = f32::NEG_INFINITY;
+        }
+        // A huge logit past the limit must not count.
+        logits[len - 1] = if limit < len { 1e30 } else { logits[len - 1] };
+        let lb = buf(&g, &logits);
+        let out = g.storage("lp", ops::logprobs_words(MAX_TOP_LOGPROBS) as u64 * 4).unwrap();
+        for (j, k) in [0usize, 1, 7, MAX_TOP_LOGPROBS].into_iter().enumerate() {
+            let token = [0u32, limit as u32 / 2, 17, limit as u32 - 2][j];
+            let next = g.storage_init("next", bytemuck::cast_slice(&[token, 0, 0, 0])).unwrap();
+            run(&g, |r| ops::logprobs(r, &lb, limit, k, &next, &out).unwrap());
+            let w = read_u32(&g, &out, ops::logprobs_words(k));
+            let want = sampler::logprobs(&logits[..limit], token, k).unwrap();
+            assert_eq!(w[0], token);
+            let (m, s) = (f32::from_bits(w[1]), f32::from_bits(w[2]) as f64);
+            let lp = sampler::logprob_of(f32::from_bits(w[3]), m, s);
+            let what = format!("len {len}, limit {limit}, k {k}, token {token}");
+            assert!((lp - want.logprob).abs() < 1e-4, "{what}: {lp} vs {}", want.logprob);
+            let top: Vec<(u32, f32)> = (0..k)
+                .map(|j| (w[4 + 2 * j], f32::from_bits(w[5 + 2 * j])))
+                .filter(|e| e.0 != u32::MAX)
+                .map(|(i, l)| (i, sampler::logprob_of(l, m, s)))
+                .collect();
+            assert_eq!(
+                top.iter().map(|e| e.0).collect::<Vec<_>>(),
+                want.top.iter().map(|e| e.0).collect::<Vec<_>>(),
+                "{what}"
+            );
+            for (a, b) in top.iter().zip(&want.top) {
+                assert!(a.1.is_finite() && (a.1 - b.1).abs() < 1e-4, "{what}: {a:?} vs {b:?}");
+            }
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 16);
+    // No token chosen; a short list (fewer finite logits than k); +inf takes all the mass.
+    let logits = [f32::NAN, 2.0, f32::NEG_INFINITY, f32::INFINITY, 1.0];
+    let lb = buf(&g, &logits);
+    let out = g.storage("lp", ops::logprobs_words(MAX_TOP_LOGPROBS) as u64 * 4).unwrap();
+    let next = g.storage_init("next", bytemuck::cast_slice(&[u32::MAX, 0, 0, 0])).unwrap();
+    run(&g, |r| ops::logprobs(r, &lb, 5, 20, &next, &out).unwrap());
+    let w = read_u32(&g, &out, ops::logprobs_words(20));
+    assert_eq!(w[0], u32::MAX);
+    assert!(f32::from_bits(w[3]).is_nan());
+    let ids: Vec<u32> = (0..20).map(|j| w[4 + 2 * j]).filter(|&i| i != u32::MAX).collect();
+    assert_eq!(ids, [3, 1, 4]);
+    let (m, s) = (f32::from_bits(w[1]), f32::from_bits(w[2]) as f64);
+    assert_eq!(sampler::logprob_of(f32::from_bits(w[5]), m, s), 0.0);
+    assert_eq!(sampler::logprob_of(f32::from_bits(w[7]), m, s), f32::NEG_INFINITY);
+    let mut rec = Recorder::new(&g);
+    assert!(ops::logprobs(&mut rec, &lb, 5, MAX_TOP_LOGPROBS + 1, &next, &out).is_err());
 }
 
 /// A `[rows, cols]` matrix of random `t` blocks as the GPU holds it (uploaded byte for byte),

@@ -129,7 +129,7 @@ pub fn record_head(
     ops::linear(rec, xn.x, xn.row0, 1, xn.norm, w.lm_head(), None, &s.logits, false)?;
     match head {
         Head::Argmax(n) => ops::argmax(rec, &s.logits, (*n).min(cfg.vocab_size), &s.next),
-        Head::Sample(p) => ops::sample(rec, &s.logits, p, &s.seen, &s.next),
+        Head::Sample(p) => ops::sample(rec, p, &s.sample_buffers()),
         _ => Ok(()),
     }
 }

@@ -59,7 +59,8 @@ pub enum Want {
     /// Nothing (the KV cache is filled).
     Nothing,
     /// The next token, chosen on the GPU from the last token's logits (4 bytes read back):
-    /// their argmax, or a draw by the sampling settings of [`Qwen::set_sampling`].
+    /// their argmax, or a draw by the sampling settings of [`Qwen::set_sampling`]; with
+    /// [`Qwen::set_logprobs`] on, its log-probabilities too ([`Qwen::last_logprobs`]).
     Token,
     /// [`Want::Token`], submitted but not read (see [`Qwen::queue_next`]).
     QueuedToken,
@@ -91,8 +92,13 @@ pub struct Qwen {
     last_dispatches: usize,
     /// Uniform arena and bind groups, reused from pass to pass (the buffers never change).
     encoding: PassEncoding,
-    /// How token passes choose: `None` (or greedy without a penalty) is the argmax.
+    /// How token passes choose: `None` (or greedy without a penalty or bias) is the argmax.
     sampling: Option<crate::sampler::SamplingParams>,
+    /// Token passes also compute their token's log-probabilities with this many top
+    /// alternatives (see [`Qwen::set_logprobs`]); `None`: off.
+    logprobs: Option<usize>,
+    /// The log-probabilities of the token [`Qwen::take_token`] read last, when on.
+    last_logprobs: Option<crate::sampler::TokenLogprobs>,
     /// Token passes choose among ids below this (the tokenizer's ids; see
     /// [`Qwen::set_token_limit`]); at most the vocabulary.
     token_limit: usize,
@@ -165,6 +171,8 @@ impl Qwen {
             last_dispatches: 0,
             encoding: PassEncoding::default(),
             sampling: None,
+            logprobs: None,
+            last_logprobs: None,
             token_limit: usize::MAX,
             profiler: None,
             last_profile: None,
@@ -231,15 +239,22 @@ impl Qwen {
 
     /// How the following token passes ([`Want::Token`], [`Qwen::queue_next`]) choose: `None`
     /// for the argmax, else a draw by `params` (see [`crate::sampler`]) from step 0, with the
-    /// repetition penalty on the tokens of `history` and on each token drawn from here on.
-    /// Call it once per generation ([`crate::generate::Generator`] does). Queued passes are
-    /// dropped first.
+    /// repetition penalty on the tokens of `history` and on each token drawn from here on, and
+    /// the frequency and presence penalties on the tokens drawn from here on (their counts
+    /// start at 0: the prompt does not count). Call it once per generation
+    /// ([`crate::generate::Generator`] does). Queued passes are dropped first. `logit_bias`
+    /// ids must be below the vocabulary.
+    ///
+    /// Greedy without any penalty or bias runs the argmax kernel; anything else the sampling
+    /// kernel, which binds the counts and bias tables (allocated on first use) only when the
+    /// penalties or the bias are on.
     pub fn set_sampling(&mut self, params: Option<&crate::sampler::SamplingParams>, history: &[u32]) -> Result<()> {
+        let vocab = self.config.vocab_size;
         if let Some(p) = params {
-            p.validate()?;
+            p.check_vocab(vocab)?;
         }
         self.queue.restart_sampling();
-        let mut bits = vec![0u32; self.config.vocab_size.div_ceil(32)];
+        let mut bits = vec![0u32; vocab.div_ceil(32)];
         if params.is_some_and(|p| p.repetition_penalty != 1.0) {
             for &t in history {
                 if let Some(w) = bits.get_mut(t as usize / 32) {
@@ -248,8 +263,52 @@ impl Qwen {
             }
         }
         self.gpu.write(&self.state.seen, 0, bytemuck::cast_slice(&bits));
-        self.sampling = params.filter(|p| !(p.is_greedy() && p.repetition_penalty == 1.0)).cloned();
+        self.sampling = params.filter(|p| !p.is_plain_argmax()).cloned();
+        let (gpu, x) = (&self.gpu, &mut self.state.sampler);
+        let p = self.sampling.as_ref();
+        x.use_counts = p.is_some_and(|p| p.counts_tokens());
+        if x.use_counts {
+            gpu.write(x.counts(gpu, vocab)?, 0, bytemuck::cast_slice(&vec![0u32; vocab]));
+        }
+        x.use_bias = p.is_some_and(|p| !p.logit_bias.is_empty());
+        if let Some(p) = p.filter(|_| x.use_bias) {
+            let mut table = vec![0f32; vocab];
+            for &(id, b) in &p.logit_bias {
+                table[id as usize] = b;
+            }
+            gpu.write(x.bias(gpu, vocab)?, 0, bytemuck::cast_slice(&table));
+        }
         Ok(())
+    }
+
+    /// Token passes also compute the log-probabilities of their token and of the `top` most
+    /// likely ones (`Some(0..=20)`), read back with the token and handed out by
+    /// [`Qwen::last_logprobs`]; `None` turns that off (the default: then nothing is computed
+    /// or read beyond the token). The definition is the model's own log-softmax over the ids
+    /// below the token limit, before penalties, bias and temperature (see [`crate::sampler`]).
+    /// It costs one more one-workgroup dispatch per token and `16 + 8 top` bytes of readback.
+    /// Stays set until changed; queued passes are dropped first.
+    pub fn set_logprobs(&mut self, top: Option<usize>) -> Result<()> {
+        if let Some(k) = top.filter(|&k| k > crate::sampler::MAX_TOP_LOGPROBS) {
+            return Err(Error::Request(format!(
+                "logprobs: at most {} top tokens can be listed, not {k}",
+                crate::sampler::MAX_TOP_LOGPROBS
+            )));
+        }
+        self.queue.discard();
+        if top.is_some() {
+            self.state.sampler.ensure_logprobs(&self.gpu, self.config.vocab_size)?;
+        }
+        self.state.sampler.use_keys = top.is_some();
+        self.logprobs = top;
+        self.last_logprobs = None;
+        Ok(())
+    }
+
+    /// The log-probabilities of the token the last [`Qwen::take_token`] (or [`Want::Token`]
+    /// pass) returned, while [`Qwen::set_logprobs`] has them on.
+    pub fn last_logprobs(&self) -> Option<&crate::sampler::TokenLogprobs> {
+        self.last_logprobs.as_ref()
     }
 
     /// Token passes choose only among ids below `limit` (None: the whole vocabulary). Real
@@ -360,11 +419,25 @@ impl Qwen {
     /// The token of the oldest queued pass ([`Qwen::queue_next`]), once the GPU has it.
     pub async fn take_token(&mut self) -> Result<u32> {
         let slot = self.queue.oldest()?;
-        let b = self.gpu.map_read(&self.state.next_readback[slot], 4).await?;
-        let id = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+        self.last_logprobs = None;
+        let (words, lp) = match (self.logprobs, &self.state.sampler.logprobs_readback) {
+            (Some(k), Some(rb)) => {
+                let bytes = ops::logprobs_words(k) as u64 * 4;
+                let b = self.gpu.map_read(&rb[slot], bytes).await?;
+                (b.chunks_exact(4).map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]])).collect(), Some(k))
+            }
+            _ => {
+                let b = self.gpu.map_read(&self.state.next_readback[slot], 4).await?;
+                (vec![u32::from_le_bytes([b[0], b[1], b[2], b[3]])], None)
+            }
+        };
+        let id = words[0];
         if id as usize >= self.token_limit() {
             self.queue.discard();
             return Err(Error::Gpu("no token to choose: the logits are all NaN (or, when sampling, all -inf)".into()));
+        }
+        if let Some(k) = lp {
+            self.last_logprobs = Some(read_logprobs(&words, k));
         }
         self.queue.read(id);
         Ok(id)
@@ -379,6 +452,12 @@ impl Qwen {
         let mut rec = Recorder::new(&self.gpu);
         forward::record_body(&mut rec, &self.config, &self.weights, &self.state, pass)?;
         forward::record_head(&mut rec, &self.config, &self.weights, &self.state, pass, &head)?;
+        // The token's log-probabilities, from the logits the choice left as they were.
+        if let (Head::Argmax(_) | Head::Sample(_), Some(k)) = (&head, self.logprobs) {
+            let s = &self.state;
+            let out = s.sampler.logprobs.as_ref().ok_or_else(|| Error::Gpu("logprobs buffers missing".into()))?;
+            ops::logprobs(&mut rec, &s.logits, self.token_limit(), k, &s.next, out)?;
+        }
         self.last_dispatches = rec.len();
         let mut enc =
             self.gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("forward") });
@@ -436,7 +515,13 @@ impl Qwen {
                 Output::Nothing
             }
             Want::Token | Want::QueuedToken => {
-                enc.copy_buffer_to_buffer(&s.next, 0, &s.next_readback[self.queue.next_slot()], 0, 4);
+                let slot = self.queue.next_slot();
+                match (self.logprobs, &s.sampler.logprobs, &s.sampler.logprobs_readback) {
+                    (Some(k), Some(lp), Some(rb)) => {
+                        enc.copy_buffer_to_buffer(lp, 0, &rb[slot], 0, ops::logprobs_words(k) as u64 * 4)
+                    }
+                    _ => enc.copy_buffer_to_buffer(&s.next, 0, &s.next_readback[slot], 0, 4),
+                }
                 gpu.queue.submit([enc.finish()]);
                 Output::Nothing
             }
@@ -477,6 +562,19 @@ impl Qwen {
         let b = gpu.map_read(&readback, size).await?;
         Ok(bytemuck::cast_slice(&b).to_vec())
     }
+}
+
+/// [`crate::sampler::TokenLogprobs`] from what the logprobs kernel wrote (`ops::logprobs`:
+/// token, max, sum, the token's logit, then `k` (id, logit) pairs), finished in f64.
+fn read_logprobs(words: &[u32], k: usize) -> crate::sampler::TokenLogprobs {
+    let f = |i: usize| f32::from_bits(words[i]);
+    let (m, sum) = (f(1), f(2) as f64);
+    let top = (0..k)
+        .map(|j| (words[4 + 2 * j], f(5 + 2 * j)))
+        .filter(|e| e.0 != u32::MAX)
+        .map(|(id, l)| (id, crate::sampler::logprob_of(l, m, sum)))
+        .collect();
+    crate::sampler::TokenLogprobs { token: words[0], logprob: crate::sampler::logprob_of(f(3), m, sum), top }
 }
 
 impl PassInput<'_> {

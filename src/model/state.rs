@@ -27,6 +27,65 @@ pub struct RunState {
     pub logits_readback: GpuBuffer,    // [vocab] f32, MAP_READ
     pub k_cache: Vec<GpuBuffer>,       // per layer [context, kv_dim]
     pub v_cache: Vec<GpuBuffer>,       // per layer [context, kv_dim]
+    /// What only some generations need (penalty counts, logit bias, logprobs), allocated on
+    /// first use and kept: not part of [`plan`].
+    pub sampler: SamplerBuffers,
+}
+
+/// The sampler's optional buffers and which of them the current generation uses (set by
+/// [`crate::Qwen::set_sampling`] and [`crate::Qwen::set_logprobs`]). A generation that asks for
+/// none of these allocates nothing and runs exactly the kernels it ran before they existed.
+#[derive(Default)]
+pub struct SamplerBuffers {
+    /// `[vocab]` u32: times each token was generated (frequency/presence penalties).
+    pub counts: Option<GpuBuffer>,
+    /// `[vocab]` f32: the logit bias, dense.
+    pub bias: Option<GpuBuffer>,
+    /// `[vocab]` u32: the sampling kernel's sort keys, so the raw logits survive the draw.
+    pub keys: Option<GpuBuffer>,
+    /// `[ops::logprobs_words(MAX_TOP_LOGPROBS)]` u32: what the logprobs kernel writes.
+    pub logprobs: Option<GpuBuffer>,
+    /// MAP_READ copies of `logprobs`, one per readback slot (like `next_readback`).
+    pub logprobs_readback: Option<[GpuBuffer; 2]>,
+    pub use_counts: bool,
+    pub use_bias: bool,
+    pub use_keys: bool,
+}
+
+/// `slot` holding a `[vocab]`-word buffer named `label`, allocated if it is not yet.
+fn vocab_buffer<'a>(gpu: &Gpu, slot: &'a mut Option<GpuBuffer>, label: &str, vocab: usize) -> Result<&'a GpuBuffer> {
+    if slot.is_none() {
+        *slot = Some(gpu.storage(label, vocab as u64 * 4)?);
+    }
+    Ok(slot.as_ref().expect("just allocated"))
+}
+
+impl SamplerBuffers {
+    /// The counts buffer, allocated if needed.
+    pub fn counts(&mut self, gpu: &Gpu, vocab: usize) -> Result<&GpuBuffer> {
+        vocab_buffer(gpu, &mut self.counts, "sample_counts", vocab)
+    }
+
+    /// The bias table, allocated if needed.
+    pub fn bias(&mut self, gpu: &Gpu, vocab: usize) -> Result<&GpuBuffer> {
+        vocab_buffer(gpu, &mut self.bias, "sample_bias", vocab)
+    }
+
+    /// Allocate the key scratch and the logprobs buffers if needed.
+    pub fn ensure_logprobs(&mut self, gpu: &Gpu, vocab: usize) -> Result<()> {
+        vocab_buffer(gpu, &mut self.keys, "sample_keys", vocab)?;
+        let bytes = crate::ops::logprobs_words(crate::sampler::MAX_TOP_LOGPROBS) as u64 * 4;
+        if self.logprobs.is_none() {
+            self.logprobs = Some(gpu.storage("logprobs", bytes)?);
+        }
+        if self.logprobs_readback.is_none() {
+            self.logprobs_readback = Some([
+                gpu.readback_buffer("logprobs_readback0", bytes),
+                gpu.readback_buffer("logprobs_readback1", bytes),
+            ]);
+        }
+        Ok(())
+    }
 }
 
 /// One buffer [`RunState::new`] allocates: its label, bytes asked for, and whether it is a
@@ -144,11 +203,31 @@ impl RunState {
             logits_readback: take("logits_readback"),
             k_cache: Vec::with_capacity(cfg.num_hidden_layers),
             v_cache: Vec::with_capacity(cfg.num_hidden_layers),
+            sampler: SamplerBuffers::default(),
         };
         for i in 0..cfg.num_hidden_layers {
             state.k_cache.push(take(&format!("k_cache{i}")));
             state.v_cache.push(take(&format!("v_cache{i}")));
         }
         Ok(state)
+    }
+}
+
+impl RunState {
+    /// The buffers the sampling kernel binds for the current generation (see
+    /// [`SamplerBuffers`]): the optional ones only where that generation uses them.
+    pub fn sample_buffers(&self) -> crate::ops::SampleBuffers<'_> {
+        let x = &self.sampler;
+        fn pick(on: bool, b: &Option<GpuBuffer>) -> Option<&wgpu::Buffer> {
+            b.as_deref().filter(|_| on)
+        }
+        crate::ops::SampleBuffers {
+            logits: &self.logits,
+            seen: &self.seen,
+            counts: pick(x.use_counts, &x.counts),
+            bias: pick(x.use_bias, &x.bias),
+            keys: pick(x.use_keys, &x.keys),
+            out: &self.next,
+        }
     }
 }

@@ -648,12 +648,16 @@ crate::kernel_params! {
         /// 1: off.
         pub penalty: f32,
         pub inv_penalty: f32,
-        pub _pad: [u32; 3],
+        /// Frequency and presence penalties (read with a counts buffer, see [`SampleBuffers`]).
+        pub frequency: f32,
+        pub presence: f32,
+        pub _pad: [u32; 1],
     }
 }
 
 impl SampleParams {
-    /// The kernel's parameters for `params` at sampling step `step` over `n` logits.
+    /// The kernel's parameters for `params` at sampling step `step` over `n` logits (the
+    /// logit bias is a buffer: see [`SampleBuffers::bias`]).
     pub fn new(params: &crate::sampler::SamplingParams, n: usize, step: u32) -> Result<SampleParams> {
         let t = crate::sampler::KernelTerms::of(params);
         Ok(SampleParams {
@@ -666,9 +670,37 @@ impl SampleParams {
             top_p: params.top_p,
             penalty: params.repetition_penalty,
             inv_penalty: t.inv_penalty,
-            _pad: [0; 3],
+            frequency: params.frequency_penalty,
+            presence: params.presence_penalty,
+            _pad: [0; 1],
         })
     }
+
+    /// Whether the frequency or presence penalty is on (the kernel then needs the counts).
+    pub fn counts_tokens(&self) -> bool {
+        self.frequency != 0.0 || self.presence != 0.0
+    }
+}
+
+/// The buffers of one draw ([`sample`]).
+#[derive(Clone, Copy)]
+pub struct SampleBuffers<'a> {
+    /// `[>= n]` f32: the logits (overwritten with sort keys unless `keys` is given).
+    pub logits: &'a wgpu::Buffer,
+    /// `[ceil(n / 32)]` u32: the tokens the repetition penalty applies to; the chosen one's
+    /// bit is set.
+    pub seen: &'a wgpu::Buffer,
+    /// `[>= n]` u32: how many times each token was generated (the frequency and presence
+    /// penalties); the chosen one's count is bumped. Needed when either penalty is on; when
+    /// given with both off, the counts are still kept.
+    pub counts: Option<&'a wgpu::Buffer>,
+    /// `[>= n]` f32: added to each logit after the penalties (the logit bias).
+    pub bias: Option<&'a wgpu::Buffer>,
+    /// `[>= n]` u32 scratch for the sort keys, so that `logits` stay as they are (for
+    /// [`logprobs`] after the draw).
+    pub keys: Option<&'a wgpu::Buffer>,
+    /// `out[0]`: the token.
+    pub out: &'a wgpu::Buffer,
 }
 
 /// Threads of the one sampling workgroup: 256 on GPUs, 64 on CPU adapters (which pay for
@@ -678,34 +710,81 @@ pub fn sample_wg(gpu: &crate::gpu::Gpu) -> u32 {
 }
 
 /// Choose the next token from `logits[0..n]` on the GPU, as [`crate::sampler::Sampler`] does on
-/// the CPU: `out[0]` = the token (0xffffffff if none can be chosen), its bit set in `seen`
-/// (`[ceil(n / 32)]` u32, the tokens the repetition penalty applies to). `logits` is
-/// overwritten (with sort keys).
-pub fn sample(
-    rec: &mut Recorder,
-    logits: &wgpu::Buffer,
-    params: &SampleParams,
-    seen: &wgpu::Buffer,
-    out: &wgpu::Buffer,
-) -> Result<()> {
+/// the CPU: `out[0]` = the token (0xffffffff if none can be chosen), its bit set in `seen` and
+/// its count bumped in `counts` (see [`SampleBuffers`]).
+pub fn sample(rec: &mut Recorder, params: &SampleParams, bufs: &SampleBuffers) -> Result<()> {
     let wg = sample_wg(rec.gpu());
-    sample_in(rec, wg, logits, params, seen, out)
+    sample_in(rec, wg, params, bufs)
 }
 
 /// [`sample`] with `wg` threads (a power of two from 32 to 256): tests run both sizes.
-pub fn sample_in(
-    rec: &mut Recorder,
-    wg: u32,
-    logits: &wgpu::Buffer,
-    params: &SampleParams,
-    seen: &wgpu::Buffer,
-    out: &wgpu::Buffer,
-) -> Result<()> {
+pub fn sample_in(rec: &mut Recorder, wg: u32, params: &SampleParams, bufs: &SampleBuffers) -> Result<()> {
     if !wg.is_power_of_two() || !(32..=256).contains(&wg) {
         return Err(Error::Request(format!("sampling workgroup of {wg} threads: want a power of two in 32..=256")));
     }
-    let k = rec.gpu().kernel(&ShaderKey::new("sample").def("WG", wg), &[Rw, Rw, Rw])?;
-    rec.dispatch(&k, params, &[logits, seen, out], 1)
+    if params.counts_tokens() && bufs.counts.is_none() {
+        return Err(Error::Request(
+            "the frequency and presence penalties need the token counts buffer (SampleBuffers::counts)".into(),
+        ));
+    }
+    let mut key =
+        ShaderKey::new("sample").def("WG", wg).def("KEYS", if bufs.keys.is_some() { "keys" } else { "logits" });
+    let mut buffers = vec![bufs.logits, bufs.seen, bufs.out];
+    let mut bindings = vec![Rw, Rw, Rw];
+    for (flag, at, b, access) in [
+        ("COUNTS", "B_COUNTS", bufs.counts, Rw),
+        ("BIAS", "B_BIAS", bufs.bias, Read),
+        ("KEYS_APART", "B_KEYS", bufs.keys, Rw),
+    ] {
+        if let Some(b) = b {
+            buffers.push(b);
+            bindings.push(access);
+            key = key.flag(flag, true).def(at, buffers.len());
+        }
+    }
+    let k = rec.gpu().kernel(&key, &bindings)?;
+    rec.dispatch(&k, params, &buffers, 1)
+}
+
+crate::kernel_params! {
+    /// Uniform parameters of the log-probability kernel (see `shaders/logprobs.wgsl`).
+    pub struct LogprobsParams {
+        pub n: u32,
+        pub k: u32,
+        pub _pad: [u32; 2],
+    }
+}
+
+/// Words [`logprobs`] writes for `k` top tokens: the token, the max, the sum, the chosen
+/// logit, then `k` (id, logit) pairs.
+pub fn logprobs_words(k: usize) -> usize {
+    4 + 2 * k
+}
+
+/// The numbers the log-probabilities of the token in `next[0]` need, from the raw
+/// `logits[0..n]` (see `shaders/logprobs.wgsl` for the layout of `out`, [`logprobs_words`]
+/// long, and [`crate::sampler::logprob_of`] for the last step, on the host): run it after
+/// [`argmax`] or after [`sample`] with [`SampleBuffers::keys`], which leave the logits as
+/// they are. `k` is at most [`crate::sampler::MAX_TOP_LOGPROBS`].
+pub fn logprobs(
+    rec: &mut Recorder,
+    logits: &wgpu::Buffer,
+    n: usize,
+    k: usize,
+    next: &wgpu::Buffer,
+    out: &wgpu::Buffer,
+) -> Result<()> {
+    if k > crate::sampler::MAX_TOP_LOGPROBS {
+        return Err(Error::Request(format!(
+            "logprobs can list at most {} top tokens, not {k}",
+            crate::sampler::MAX_TOP_LOGPROBS
+        )));
+    }
+    let wg = sample_wg(rec.gpu());
+    let key = ShaderKey::new("logprobs").def("WG", wg);
+    let kernel = rec.gpu().kernel(&key, &[Read, Read, Rw])?;
+    let p = LogprobsParams { n: u(n)?, k: u(k)?, _pad: [0; 2] };
+    rec.dispatch(&kernel, &p, &[logits, next, out], 1)
 }
 
 crate::kernel_params! {
@@ -794,5 +873,6 @@ mod tests {
         assert_eq!(std::mem::size_of::<AttentionParams>(), 32);
         assert_eq!(std::mem::size_of::<CountParams>(), 16);
         assert_eq!(std::mem::size_of::<SampleParams>(), 48);
+        assert_eq!(std::mem::size_of::<LogprobsParams>(), 16);
     }
 }

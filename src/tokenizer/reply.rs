@@ -62,6 +62,9 @@
 //! Invariant: the content deltas joined equal [`ReplyMessage::content`], the reasoning deltas
 //! joined equal `reasoning_content`, and the tool-call deltas give `tool_calls`.
 
+/// The chat module's types: the format the prompt chose, and the tool calls an assistant message
+/// carries (so a parsed reply goes back into the next request's history as it is).
+pub use super::chat::{FunctionCall, ReplyFormat, ToolCall};
 use super::{TextStream, Tokenizer};
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -83,22 +86,6 @@ const REACT_INPUT: &str = "\nAction Input:";
 const REACT_OBSERVATION: &str = "\nObservation:";
 const REACT_FINAL: &str = "\nFinal Answer: ";
 const REACT_THOUGHT: &str = "Thought: ";
-
-/// How a checkpoint writes tool calls in its replies.
-///
-/// Defined here until the chat-template module provides the shared one (the integrator unifies
-/// them).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum ReplyFormat {
-    /// No tool parsing: all text is content.
-    #[default]
-    Plain,
-    /// Qwen2/2.5/3: `<tool_call>\n{"name": .., "arguments": {..}}\n</tool_call>`.
-    Hermes,
-    /// Qwen v1's ReAct text: `Thought:` / `Action:` / `Action Input:` / `Observation:` /
-    /// `Final Answer:`.
-    ReAct,
-}
 
 /// What a [`ReplyParser`] needs to know about one request.
 #[derive(Debug, Clone, Default)]
@@ -191,27 +178,6 @@ pub struct ReplyMessage {
     /// The parsed tool calls.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tool_calls: Vec<ToolCall>,
-}
-
-/// A complete tool call, as in OpenAI's `message.tool_calls`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ToolCall {
-    /// `{id_prefix}{index}`.
-    pub id: String,
-    /// Always `"function"`.
-    #[serde(rename = "type")]
-    pub kind: String,
-    /// What to call.
-    pub function: FunctionCall,
-}
-
-/// Name and arguments of a [`ToolCall`].
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct FunctionCall {
-    /// The function's name as the model wrote it.
-    pub name: String,
-    /// The arguments as JSON text (a JSON object).
-    pub arguments: String,
 }
 
 /// Turns generated ids into [`ReplyDelta`]s; see the module docs for the rules.

@@ -640,6 +640,12 @@ fn template_without_tools_gets_react() {
 // Messages in OpenAI's shape
 
 #[test]
+fn chat_template_can_be_shared_across_threads() {
+    fn send_sync<T: Send + Sync + Clone>() {}
+    send_sync::<ChatTemplate>();
+}
+
+#[test]
 fn chat_message_serde_is_openai_shaped() {
     let m: ChatMessage = serde_json::from_str(
         r#"{"role": "assistant", "content": null, "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": {"a": 1, "b": [2]}}}]}"#,

@@ -515,7 +515,8 @@ fn finish_prompt(tok: &Tokenizer, specials: &[&str], r: Rendered, choice: &ToolC
 
 /// Encodes a rendered text: ChatML pieces one by one; a Jinja text with its special-token
 /// strings as ids (leftmost, longest first, as transformers' added-token split) except those
-/// touching a protected range, and the text between them encoded as plain text.
+/// touching a protected range, and the text between them encoded as plain text. The added
+/// tokens' `lstrip`/`rstrip`/`single_word` flags are not applied (all false in Qwen's files).
 fn encode_layout(tok: &Tokenizer, specials: &[&str], text: &str, layout: &Layout) -> Result<Vec<u32>> {
     let special_id = |s: &str| {
         tok.token_to_id(s)

@@ -15,6 +15,12 @@ Templates, only from files a registry package ships (nothing is written by hand)
   scripts/gguf-tools.sh under ~/.cache/qwen-webgpu/gguf-tools/llama_cpp_python-*/).
 A template whose file is missing is left out (and said so); qwen3 is required.
 
+ReAct cases (Qwen v1 with tools, our ChatML fallback), when QWEN_OPENAI_API_PY names a copy of
+`openai_api.py` from the QwenLM/Qwen repository: its `TOOL_DESC`, `REACT_INSTRUCTION` and
+`parse_messages` are loaded from that file (nothing else of it runs: no torch, no server) and
+the prompt is assembled as its `model.chat` path (make_context) and `text_complete_last_message`
+write it. Those lines have template "chatml-react" and no ids.
+
     HF_HUB_OFFLINE=1 ~/.cache/qwen-webgpu/gguf-tools/venv/bin/python scripts/make_template_golden.py
 
 Output lines: {"template": NAME, "source", "sha256", "text", "bos_token", "eos_token"} once
@@ -163,6 +169,76 @@ def cases():
     ], None, {"add_generation_prompt": True}
 
 
+def react_reference(path):
+    """openai_api.py's parse_messages and prompt layout, loaded from the file itself."""
+    import ast
+
+    tree = ast.parse(open(path, encoding="utf-8").read())
+    names = {"TOOL_DESC", "REACT_INSTRUCTION", "_TEXT_COMPLETION_CMD"}
+    keep = [
+        n
+        for n in tree.body
+        if (isinstance(n, ast.Assign) and any(getattr(t, "id", "") in names for t in n.targets))
+        or (isinstance(n, ast.FunctionDef) and n.name == "parse_messages")
+    ]
+
+    class HTTPException(Exception):
+        def __init__(self, status_code, detail):
+            super().__init__(detail)
+
+    class ChatMessage:  # the fields parse_messages reads (a pydantic model in the file)
+        def __init__(self, role, content, function_call=None):
+            self.role, self.content, self.function_call = role, content, function_call
+
+    ns = {"copy": copy, "json": json, "HTTPException": HTTPException, "ChatMessage": ChatMessage}
+    exec(compile(ast.Module(body=keep, type_ignores=[]), path, "exec"), ns)
+
+    def prompt(messages, tools):
+        """OpenAI-shaped messages/tools -> the prompt text openai_api.py builds."""
+        msgs = []
+        for m in messages:
+            if m["role"] == "tool":
+                msgs.append(ChatMessage("function", m["content"]))
+            elif m.get("tool_calls"):
+                f = m["tool_calls"][0]["function"]
+                msgs.append(ChatMessage("assistant", m.get("content"), {"name": f["name"], "arguments": f["arguments"]}))
+            else:
+                msgs.append(ChatMessage(m["role"], m["content"]))
+        functions = [t["function"] for t in tools] if tools else None
+        query, history, system = ns["parse_messages"](msgs, functions)
+        im_start, im_end = "<|im_start|>", "<|im_end|>"
+        # make_context (qwen_generation_utils.py) / text_complete_last_message's layout.
+        text = f"{im_start}system\n{system}{im_end}"
+        for q, r in history:
+            text += f"\n{im_start}user\n{q}{im_end}\n{im_start}assistant\n{r}{im_end}"
+        if query is ns["_TEXT_COMPLETION_CMD"]:
+            return text[: -len(im_end)]
+        return text + f"\n{im_start}user\n{query}{im_end}\n{im_start}assistant\n"
+
+    return prompt
+
+
+def react_cases():
+    weather = {"type": "function", "function": {k: v for k, v in WEATHER["function"].items()}}
+    call = lambda name, args: {"id": "c1", "type": "function", "function": {"name": name, "arguments": args}}
+    yield "react_question", [{"role": "user", "content": "Weather in Paris?"}], [weather, CALC]
+    yield "react_history_and_result", [
+        {"role": "system", "content": "\nBe brief.  "},
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Hello!"},
+        {"role": "user", "content": "Weather in Paris?"},
+        {"role": "assistant", "content": "I should look it up.", "tool_calls": [call("get_weather", '{"city": "Paris"}')]},
+        {"role": "tool", "tool_call_id": "c1", "content": "sunny, 21 C\n"},
+    ], [weather]
+    yield "react_call_without_thought", [
+        {"role": "user", "content": "Weather?"},
+        {"role": "assistant", "content": None, "tool_calls": [call("get_weather", "{}")]},
+        {"role": "tool", "tool_call_id": "c1", "content": "sunny"},
+        {"role": "assistant", "content": "It is sunny."},
+        {"role": "user", "content": "Thanks! 谢谢"},
+    ], [weather, CALC]
+
+
 def main():
     if not os.path.isfile(QWEN3_CONFIG):
         sys.exit(f"missing {QWEN3_CONFIG}: run scripts/gguf-tools.sh first")
@@ -222,6 +298,23 @@ def main():
                 n += 1
     finally:
         shutil.rmtree(tmp)
+
+    api = os.environ.get("QWEN_OPENAI_API_PY")
+    if api:
+        prompt = react_reference(api)
+        for case, messages, tools in react_cases():
+            out_lines.append({
+                "case": case,
+                "template": "chatml-react",
+                "messages": messages,
+                "tools": tools,
+                "kwargs": {"add_generation_prompt": True},
+                "text": prompt(copy.deepcopy(messages), tools),
+                "ids": None,
+            })
+            n += 1
+    else:
+        print("note: QWEN_OPENAI_API_PY not set: no ReAct cases", file=sys.stderr)
 
     out = os.path.join(ROOT, "tests/data/chat_template_golden.jsonl")
     with open(out, "w", encoding="utf-8") as f:

@@ -5,8 +5,9 @@
 //! tests/data/chat_template_golden.jsonl). The ids need the real vocabulary
 //! (`bash scripts/fetch-vocab.sh`, `${QWEN_VOCAB_DIR:-~/.cache/qwen-webgpu/vocab}`); without it
 //! the id checks are skipped with a message and the text checks still run. The ReAct fallback
-//! is checked against text written out by hand from Qwen's `openai_api.py` (QwenLM/Qwen,
-//! `parse_messages` and `TOOL_DESC`/`REACT_INSTRUCTION`).
+//! is checked against the text Qwen's own `openai_api.py` builds (QwenLM/Qwen: its
+//! `parse_messages`, `TOOL_DESC` and `REACT_INSTRUCTION` run by the script; "chatml-react"
+//! lines) and against text written out by hand from reading that file.
 
 use qwen_webgpu::error::Error;
 use qwen_webgpu::tokenizer::{
@@ -102,10 +103,12 @@ fn ids_of(v: &Value) -> Vec<u32> {
 fn golden_text_and_ids_match_transformers() {
     let g = golden();
     let tok = hf();
-    let mut checked_ids = 0;
+    let (mut checked_ids, mut checked_react) = (0, 0);
     for c in &g.cases {
         let name = format!("{} / {}", c["template"].as_str().unwrap(), c["case"].as_str().unwrap());
-        let tpl = &g.templates[c["template"].as_str().unwrap()];
+        let chatml = ChatTemplate::chatml();
+        let react = c["template"] == "chatml-react";
+        let tpl = if react { &chatml } else { &g.templates[c["template"].as_str().unwrap()] };
         let messages = messages_of(&c["messages"]);
         let tools = tools_of(&c["tools"]);
         let add_gen = c["kwargs"]["add_generation_prompt"].as_bool().unwrap();
@@ -118,6 +121,14 @@ fn golden_text_and_ids_match_transformers() {
         let text = tpl.render(&req, add_gen).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(text, c["text"].as_str().unwrap(), "{name}: text");
         let Some(tok) = tok else { continue };
+        if react {
+            // openai_api.py's text (no ids: it encodes the text-completion prompt as a whole).
+            let p = chat_prompt(tok, tpl, &req, 1 << 20).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!((p.text.as_str(), p.reply_format), (text.as_str(), ReplyFormat::ReAct), "{name}");
+            assert_eq!(tok.decode(&p.ids).unwrap(), text, "{name}");
+            checked_react += 1;
+            continue;
+        }
         let want = ids_of(&c["ids"]);
         // Our tokenizer on transformers' text (added tokens such as <think> recognised).
         assert_eq!(tok.encode_with_specials(&text).unwrap(), want, "{name}: encode_with_specials");
@@ -132,7 +143,7 @@ fn golden_text_and_ids_match_transformers() {
         }
     }
     if tok.is_some() {
-        assert!(checked_ids >= 25, "only {checked_ids} id checks");
+        assert!(checked_ids >= 25 && checked_react >= 3, "only {checked_ids} id checks, {checked_react} ReAct");
     }
 }
 

@@ -997,7 +997,6 @@ pub(crate) fn py_float(x: f64, json: bool) -> String {
     let digits: String = mant.chars().filter(|c| *c != '.').collect();
     let sign = if x.is_sign_negative() { "-" } else { "" };
     if (-4..16).contains(&exp) {
-        let n = digits.len() as i32;
         let s = if exp >= 0 {
             let int_len = (exp + 1) as usize;
             if digits.len() <= int_len {
@@ -1006,7 +1005,6 @@ pub(crate) fn py_float(x: f64, json: bool) -> String {
                 format!("{}.{}", &digits[..int_len], &digits[int_len..])
             }
         } else {
-            let _ = n;
             format!("0.{}{digits}", "0".repeat((-exp - 1) as usize))
         };
         format!("{sign}{s}")
@@ -1154,12 +1152,12 @@ pub(crate) fn react_messages(messages: &[ChatMessage], tools: &[serde_json::Valu
                     pending.extend(m.tool_calls[1..].iter());
                     action(content, &m.tool_calls[0])
                 };
-                let prev = out.last_mut().expect("checked non-empty");
-                if prev.role == Role::User {
-                    out.push(ChatMessage::assistant(py_clean(&text)));
-                } else {
-                    prev.content.push('\n');
-                    prev.content.push_str(&text);
+                match out.last_mut() {
+                    Some(prev) if prev.role != Role::User => {
+                        prev.content.push('\n');
+                        prev.content.push_str(&text);
+                    }
+                    _ => out.push(ChatMessage::assistant(py_clean(&text))),
                 }
             }
             Role::User => {

@@ -1205,3 +1205,41 @@ pub(crate) fn react_messages(messages: &[ChatMessage], tools: &[serde_json::Valu
     let reply_prefix = if open && open_thought { "Thought:".to_string() } else { String::new() };
     Ok(React { messages: result, open, reply_prefix })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{py_float, strftime};
+
+    #[test]
+    fn strftime_matches_python_gmtime() {
+        // Python: time.strftime(FMT, time.gmtime(t)).
+        let fmt = "%Y-%m-%d %H:%M:%S %A %a %B %b %j %I %p %y";
+        for (t, want) in [
+            (0, "1970-01-01 00:00:00 Thursday Thu January Jan 001 12 AM 70"),
+            (951782400, "2000-02-29 00:00:00 Tuesday Tue February Feb 060 12 AM 00"),
+            (1700000000, "2023-11-14 22:13:20 Tuesday Tue November Nov 318 10 PM 23"),
+            (-86400, "1969-12-31 00:00:00 Wednesday Wed December Dec 365 12 AM 69"),
+            (4102448461, "2100-01-01 01:01:01 Friday Fri January Jan 001 01 AM 00"),
+        ] {
+            assert_eq!(strftime(fmt, t), want, "{t}");
+        }
+        assert_eq!(strftime("%-d %b %Y, 100%% %Q", 951782400), "29 Feb 2000, 100% %Q");
+    }
+
+    #[test]
+    fn py_float_matches_python_repr() {
+        for (x, want) in [
+            (5e-324, "5e-324"),
+            (1e16, "1e+16"),
+            (9999999999999998.0, "9999999999999998.0"),
+            (0.1 + 0.2, "0.30000000000000004"),
+            (-0.0, "-0.0"),
+            (1e-4, "0.0001"),
+            (123.456, "123.456"),
+            (2.0, "2.0"),
+        ] {
+            assert_eq!(py_float(x, true), want);
+        }
+        assert_eq!((py_float(f64::NAN, true), py_float(f64::NEG_INFINITY, true)), ("NaN".into(), "-Infinity".into()));
+    }
+}

@@ -128,6 +128,69 @@ function nodeTests({ test, eq, ok, root }) {
     }
   });
 
+  test("chat chunks from wasm's deltas (node, a scripted wasm engine): held-back tokens' logprobs ride the next chunk, the tail and finish last; JS-only fields never reach wasm", async () => {
+    const { Engine } = await import(path.join(root, "pkg/engine.js"));
+    const lp = (t) => ({ token: t, logprob: -0.5, bytes: [...new TextEncoder().encode(t)], top_logprobs: [] });
+    // Token 2's text is held back (a possible stop string), token 4 is a tool call piece.
+    const steps = [
+      { id: 1, delta: { content: "Hi" } },
+      { id: 2, delta: undefined },
+      { id: 3, delta: { content: " there" } },
+      { id: 4, delta: { tool_calls: [{ index: 0, id: "call_0", type: "function", function: { name: "f", arguments: "" } }] } },
+      { id: 5, delta: { reasoning_content: "" } },
+    ];
+    const tail = { content: "!" };
+    const message = { role: "assistant", content: "Hi there!", tool_calls: [{ id: "call_0", type: "function", function: { name: "f", arguments: "{}" } }] };
+    const usage = { prompt_tokens: 3, completion_tokens: 5, total_tokens: 8 };
+    const calls = [];
+    let i = 0;
+    const inner = {
+      lost_info: () => null,
+      async start(req, chat) { calls.push(["start", req, chat]); i = 0; },
+      async next() { return i < steps.length ? steps[i++].id : undefined; },
+      reply_push(id) { calls.push(["push", id]); return steps[i - 1].delta; },
+      logprobs() { calls.push(["logprobs"]); return lp(`t${steps[i - 1].id}`); },
+      reply_finish() { return tail; },
+      reply_message() { return message; },
+      finish_reason: () => "tool_calls",
+      usage: () => usage,
+      abort() {},
+      unload() {},
+      free() {},
+    };
+    const engine = new Engine(inner, { modelId: "fake", adapter: "none", load: null });
+    const ctl = new AbortController();
+    const chunks = [];
+    for await (const c of engine.chat.completions.create({ messages: [], stream: true, stream_options: { include_usage: true }, signal: ctl.signal, logprobs: true, top_logprobs: 0 })) chunks.push(c);
+    eq(calls[0][1], { messages: [], logprobs: true, top_logprobs: 0 }, "what wasm got (no stream, stream_options, signal)");
+    eq(calls[0][2], true, "a chat");
+    const view = chunks.map((c) => [c.choices[0].delta, c.choices[0].finish_reason, c.choices[0].logprobs?.content.map((e) => e.token) ?? null, !!c.usage]);
+    eq(view, [
+      [{ role: "assistant", content: "" }, null, null, false],
+      [{ content: "Hi" }, null, ["t1"], false],
+      [{ content: " there" }, null, ["t2", "t3"], false],
+      [steps[3].delta, null, ["t4"], false],
+      [tail, null, ["t5"], false],
+      [{}, "tool_calls", null, true],
+    ], "chunks");
+    ok(chunks.every((c) => c.object === "chat.completion.chunk" && c.id === chunks[0].id && c.model === "fake"), "chunk ids");
+    const whole = await engine.chat.completions.create({ messages: [], logprobs: true });
+    eq(whole.choices[0].message, message, "whole: reply_message");
+    eq(whole.choices[0].logprobs.content.map((e) => e.token), ["t1", "t2", "t3", "t4", "t5"], "whole: one entry per token");
+    eq([whole.choices[0].finish_reason, whole.usage], ["tool_calls", usage], "whole: finish and usage");
+    calls.length = 0;
+    const plain = await engine.chat.completions.create({ messages: [] });
+    eq(plain.choices[0].logprobs, null, "logprobs not asked");
+    ok(!calls.some((c) => c[0] === "logprobs"), "logprobs() not called when not asked");
+    let err = "";
+    try { await engine.chat.completions.create({ messages: [], stream_options: { include_usage: 1 } }); } catch (e) { err = `${e.name}/${e.code}: ${e.message}`; }
+    ok(/^RequestError\/request_invalid: stream_options\.include_usage/.test(err), err);
+    err = "";
+    try { for await (const c of engine.chat.completions.create({ messages: [], stream: true, stream_options: { nope: true } })) void c; } catch (e) { err = `${e.name}/${e.code}: ${e.message}`; }
+    ok(/^RequestError\/request_invalid: unknown field stream_options\.nope/.test(err), err);
+    await engine.unload();
+  });
+
   test("calculator (node): its own parser against JavaScript's arithmetic; no eval, errors named", async () => {
     const { evaluate, calculator, currentTime } = await load();
     const cases = [

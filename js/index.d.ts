@@ -465,13 +465,16 @@ export interface GenerateIdsResult {
   usage: Usage;
 }
 
-/** Qwen's ChatML, as the engine (and the CLI) uses it: the crate's `tokenizer::CHATML`. */
+/** Qwen's ChatML, as the engine (and the CLI) uses it without a chat template: the crate's `tokenizer::CHATML`. */
 export interface ChatFormat {
   /** `<|im_start|>`: opens a message (the role and a newline follow). */
   start: string;
   /** `<|im_end|>`: closes a message. */
   end: string;
-  /** The system prompt a chat gets when its first message is not a system message. */
+  /**
+   * Qwen's default system prompt. With a chat template (EngineInfo.chatTemplate `jinja`) the
+   * template alone decides the system prompt; this is for the ChatML fallback.
+   */
   default_system: string;
   /** `<|endoftext|>`'s id: the stop id when neither the model nor the tokenizer names one. */
   end_of_text_id: number;

@@ -1172,7 +1172,7 @@ pub(crate) fn react_messages(messages: &[ChatMessage], tools: &[serde_json::Valu
     if out.last().map(|m| m.role) == Some(Role::User) {
         query = out.pop().map(|m| m.content);
     }
-    if out.len() % 2 != 0 {
+    if !out.len().is_multiple_of(2) {
         return Err(req("invalid message order for the ReAct prompt"));
     }
     let n = out.len();

@@ -1,4 +1,10 @@
-//! The ChatML prompt of Qwen chat models.
+//! Chat prompts: the OpenAI-shaped request types ([`ChatMessage`], [`ChatRequest`],
+//! [`ToolCall`], [`ToolChoice`]) and [`chat_prompt`], which renders a request with the
+//! checkpoint's own template ([`ChatTemplate`], the template module) into ids within a token
+//! budget, with what the reply parser needs ([`ChatPrompt::prefill`], [`ReplyFormat`]).
+//!
+//! [`chat_prompt_ids`] is the older ChatML-only builder (the fallback's layout, without the
+//! default system prompt, tools or tool messages):
 //!
 //! ```text
 //! <|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n{q}<|im_end|>\n<|im_start|>assistant\n
@@ -75,6 +81,7 @@ impl Role {
 /// One chat message, in OpenAI's shape.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ChatMessage {
+    /// Who wrote it.
     pub role: Role,
     /// The text; `null` (an assistant message with only tool calls) reads as "".
     #[serde(default, deserialize_with = "null_as_empty")]
@@ -135,6 +142,7 @@ impl ChatMessage {
 /// A tool call an assistant message made (OpenAI's `tool_calls[]`).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ToolCall {
+    /// The call's id, which the `tool` message with its result names.
     #[serde(default)]
     pub id: String,
     /// Always "function".
@@ -150,6 +158,7 @@ fn function_kind() -> String {
 /// The function a [`ToolCall`] calls.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct FunctionCall {
+    /// The function's name (one of the request's tools).
     pub name: String,
     /// The arguments as JSON text, as OpenAI sends them (an object given instead is kept as
     /// its JSON text). Templates get the parsed object when it is one (see the template module).
@@ -235,12 +244,14 @@ pub enum ReplyFormat {
 /// What a chat prompt is made of.
 #[derive(Debug, Clone, Default)]
 pub struct ChatRequest<'a> {
+    /// The conversation, oldest first.
     pub messages: &'a [ChatMessage],
     /// OpenAI tool objects `{type: "function", function: {name, description, parameters}}`,
     /// given to the template as they are (key order kept).
     pub tools: &'a [serde_json::Value],
     /// Passed to the template as `enable_thinking` when set (Qwen3's switch).
     pub enable_thinking: Option<bool>,
+    /// Whether and which tool the reply must call (see [`chat_prompt`]).
     pub tool_choice: ToolChoice,
 }
 
@@ -254,6 +265,7 @@ impl<'a> ChatRequest<'a> {
 /// A chat prompt as ids, and what the reply parser needs to know about it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChatPrompt {
+    /// The prompt's token ids.
     pub ids: Vec<u32>,
     /// The prompt as text (what the ids decode to).
     pub text: String,
@@ -269,6 +281,7 @@ pub struct ChatPrompt {
     /// reply: `<tool_call>\n` (tool_choice required), the start of a named call, an open
     /// `<think>\n`, ReAct's `Thought:`. Empty when none.
     pub prefill: String,
+    /// How to parse the reply: tool calls in the Hermes or ReAct syntax, or plain text.
     pub reply_format: ReplyFormat,
 }
 

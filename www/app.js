@@ -525,7 +525,11 @@ class Turn {
   end(finish) {
     this.finishThinking();
     this.wrap.classList.remove("streaming");
-    for (const v of this.calls) if (v && !v.done) { v.details.classList.remove("running"); if (v.ran) v.summary.textContent = `${v.name}: stopped`; }
+    for (const v of this.calls) {
+      if (!v || v.done) continue;
+      v.details.classList.remove("running");
+      v.summary.textContent = v.ran ? `${v.name}: stopped` : `A call of ${v.name || "a tool"} (not run)`;
+    }
     // Empty text places of completions that only called tools are left out.
     for (const b of this.wrap.querySelectorAll(".body")) if (!b.textContent && b !== this.body) b.remove();
     if (finish === "abort") this.wrap.classList.add("stopped");

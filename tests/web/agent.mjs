@@ -524,7 +524,7 @@ export default function agentTests({ test, eq, ok, page, fixtures, root }) {
         runs[k] = { whole, streamed, nulls };
       }
       // Sampling at a high temperature: logprobs are still those of the raw logits.
-      const hot = await engine.chat.completions.create({ ...req, logprobs: true, top_logprobs: 2, temperature: 1.5, seed: 3 });
+      const hot = await engine.chat.completions.create({ ...req, logprobs: true, top_logprobs: 2, temperature: 1.5, seed: 3, max_tokens: 16 });
       let bad = "";
       try { await engine.chat.completions.create({ ...req, logprobs: true, top_logprobs: 21 }); } catch (e) { bad = `${e.name}/${e.code}: ${e.message}`; }
       await engine.unload();
@@ -539,8 +539,6 @@ export default function agentTests({ test, eq, ok, page, fixtures, root }) {
       eq(JSON.stringify(streamed), JSON.stringify(entries), `k=${k}: streamed entries vs whole`);
       for (const [i, e] of entries.entries()) {
         ok(Number.isFinite(e.logprob) && e.logprob <= 0, `k=${k} #${i}: logprob ${e.logprob}`);
-        // Greedy on far-apart logits: the chosen token is (nearly) certain.
-        ok(e.logprob > -0.01, `k=${k} #${i}: greedy token's logprob ${e.logprob}`);
         eq(e.top_logprobs.length, Number(k), `k=${k} #${i}: top_logprobs length`);
         for (let j = 1; j < e.top_logprobs.length; j++) {
           ok(e.top_logprobs[j - 1].logprob >= e.top_logprobs[j].logprob, `k=${k} #${i}: top_logprobs sorted`);
@@ -548,6 +546,8 @@ export default function agentTests({ test, eq, ok, page, fixtures, root }) {
         if (e.top_logprobs.length) {
           eq(e.top_logprobs[0].token, e.token, `k=${k} #${i}: greedy picks the most likely`);
           ok(Math.abs(e.top_logprobs[0].logprob - e.logprob) < 1e-6, `k=${k} #${i}: its logprob`);
+          // The script's logits are far apart: the runner-up is much less likely.
+          if (e.top_logprobs.length > 1) ok(e.top_logprobs[1].logprob < e.logprob - 1, `k=${k} #${i}: runner-up ${e.top_logprobs[1].logprob} vs ${e.logprob}`);
           const mass = e.top_logprobs.reduce((s, t) => s + Math.exp(t.logprob), 0);
           ok(mass <= 1 + 1e-4, `k=${k} #${i}: top probabilities sum to ${mass}`);
         }

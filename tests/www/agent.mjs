@@ -141,6 +141,49 @@ export default function agentTests({ test, ok, page, pageUrl, origin, fixtures, 
     ok(both[0].ok && both[1].result === "False", `runs overlapped: ${JSON.stringify(both)}`);
   });
 
+  test("page tools with a stand-in engine (the tool loop and the sandbox are real): Stop during a Python run ends it; the history keeps call and result", async () => {
+    await freshPage();
+    // An object in the engine's place whose chat.completions.create streams scripted chunks:
+    // a python call running an endless loop. Everything else (runTools, the sandbox, the page's
+    // display and history) is the real code.
+    await page.evaluate(() => {
+      const s = window.qwenChat.state;
+      const chunk = (delta, finish_reason = null) => ({ choices: [{ index: 0, delta, finish_reason }] });
+      s.engine = { chat: { completions: { create: (req) => (async function* () {
+        if (req.messages.at(-1).role === "tool") { yield chunk({ content: "never" }, "stop"); return; }
+        yield chunk({ role: "assistant", reasoning_content: "Loop." });
+        yield chunk({ tool_calls: [{ index: 0, id: "call_loop", type: "function", function: { name: "python", arguments: "" } }] });
+        yield chunk({ tool_calls: [{ index: 0, function: { arguments: JSON.stringify({ code: "while True:\n    pass" }) } }] });
+        yield chunk({}, "tool_calls");
+      })() } }, resetChat: async () => {} };
+      s.context = 4096;
+      s.toolsSupported = true;
+      const t = document.getElementById("tools");
+      t.disabled = false;
+      t.checked = true;
+      document.getElementById("input").disabled = false;
+      document.getElementById("send").disabled = false;
+    });
+    await page.fill("#input", "Loop forever");
+    await page.click("#send");
+    await page.waitForSelector("#log details.tool-call.running", { timeout: 60000 });
+    await page.waitForTimeout(300);
+    const t0 = Date.now();
+    await page.click("#stop");
+    await page.waitForFunction(() => !window.qwenChat.state.generating, null, { timeout: 10000 });
+    ok(Date.now() - t0 < 5000, `Stop took ${Date.now() - t0} ms`);
+    const v = await page.evaluate(() => {
+      const d = document.querySelector("#log details.tool-call");
+      return { summary: d.querySelector("summary").textContent, args: d.querySelector(".tool-args").textContent, failed: d.classList.contains("failed"),
+        stopped: d.closest(".msg").classList.contains("stopped"), history: window.qwenChat.state.history, stats: document.getElementById("stats").textContent };
+    });
+    ok(v.failed && /^✗ python: stopped/.test(v.summary) && v.args === "while True:\n    pass", `call: ${JSON.stringify(v)}`);
+    ok(JSON.stringify(v.history.map((m) => m.role)) === JSON.stringify(["user", "assistant", "tool", "assistant"]) && /^stopped/.test(v.history[2].content), `history ${JSON.stringify(v.history)}`);
+    ok(v.stopped && /stopped/.test(v.stats), `stopped marks: ${JSON.stringify(v)}`);
+    const after = await page.evaluate(async () => (await window.qwenChat.sandbox().run("print('back')")).stdout);
+    ok(after === "back\n", `Python after Stop: ${JSON.stringify(after)}`);
+  });
+
   const scripted = fixtures && path.join(fixtures, "scripted");
   if (!scripted || !fs.existsSync(path.join(scripted, "tokenizer_config.json"))) {
     test("page tools: no scripted checkpoint (run.sh makes it with examples/make_scripted.rs): skipped", async () => {});

@@ -21,13 +21,13 @@ DIR=${QWEN_PYODIDE_DIR:-$HOME/.cache/qwen-webgpu/pyodide/$VERSION}
 complete() { for f in $FILES; do [ -s "$DIR/$f" ] || return 1; done; }
 if complete; then echo "$DIR"; exit 0; fi
 
-command -v npm >/dev/null || { echo "fetch-pyodide: npm is not installed (apt-get install -y npm)" >&2; exit 1; }
+command -v npm >/dev/null && command -v node >/dev/null || { echo "fetch-pyodide: node and npm are not installed (apt-get install -y nodejs npm)" >&2; exit 1; }
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
 (cd "$TMP" && npm pack --silent "pyodide@$VERSION" >/dev/null) || { echo "fetch-pyodide: npm pack pyodide@$VERSION failed" >&2; exit 1; }
 TGZ="$TMP/pyodide-$VERSION.tgz"
 [ -f "$TGZ" ] || { echo "fetch-pyodide: npm pack made no $TGZ" >&2; exit 1; }
-GOT="sha512-$(openssl dgst -sha512 -binary "$TGZ" | base64 -w0)"
+GOT=$(node -e 'const c = require("crypto"), fs = require("fs"); process.stdout.write("sha512-" + c.createHash("sha512").update(fs.readFileSync(process.argv[1])).digest("base64"))' "$TGZ")
 [ "$GOT" = "$INTEGRITY" ] || { echo "fetch-pyodide: pyodide-$VERSION.tgz has $GOT, expected $INTEGRITY" >&2; exit 1; }
 mkdir -p "$TMP/x"
 tar -xzf "$TGZ" -C "$TMP/x"

@@ -91,8 +91,10 @@ echo "build-pkg: pkg/qwen_webgpu_bg.wasm $SIZE bytes ($((SIZE / 1024)) KiB), gzi
 # The budget: 3.3 MB (3.0 MB until the GPU weight encoder and the model store's export came in,
 # 2026-12-02: the module is then 3.01 MB, 1.08 MB gzipped; 3.1 MB until GGUF loading came in:
 # its header reader, GGUF -> checkpoint mapping and tokenizer rebuilt from the file's
-# vocabulary make it 3.22 MB, 1.13 MB gzipped).
-if [ -z "${QWEN_PKG_DEBUG:-}" ] && [ "$SIZE" -ge 3300000 ]; then
-  echo "build-pkg: the .wasm is over the 3.3 MB budget" >&2
+# vocabulary make it 3.22 MB, 1.13 MB gzipped; 3.3 MB until chat templates came in: minijinja,
+# set up as transformers renders, the reply parser and the logprobs/penalty plumbing make it
+# about 3.9 MB, 1.46 MB gzipped).
+if [ -z "${QWEN_PKG_DEBUG:-}" ] && [ "$SIZE" -ge 4100000 ]; then
+  echo "build-pkg: the .wasm is over the 4.1 MB budget" >&2
   exit 1
 fi

@@ -17,7 +17,8 @@ mod cli {
     use qwen_webgpu::model::{self, read_config, KvFormat};
     use qwen_webgpu::sampler::SamplingParams;
     use qwen_webgpu::tokenizer::{
-        chat_prompt_ids, prompt_budget, ChatMessage, TextStream, Tokenizer, DEFAULT_SYSTEM_PROMPT,
+        chat_prompt, prompt_budget, ChatMessage, ChatRequest, ChatTemplate, ReplyDelta, ReplyFormat, ReplyOptions,
+        ReplyParser, TextStream, Tokenizer,
     };
     use qwen_webgpu::weights::quant::{self, WeightFormat};
     use qwen_webgpu::weights::{FileSource, TensorSource};
@@ -320,9 +321,14 @@ mod cli {
     struct ChatArgs {
         #[arg(long)]
         model: PathBuf,
-        /// System prompt.
-        #[arg(long, default_value = DEFAULT_SYSTEM_PROMPT)]
-        system: String,
+        /// System prompt (default: the chat template's own; Qwen v1's ChatML adds "You are a
+        /// helpful assistant.").
+        #[arg(long)]
+        system: Option<String>,
+        /// OpenAI tool definitions (a JSON array of {type: "function", function: {name,
+        /// description, parameters}}): the model may call them; you type each call's result.
+        #[arg(long)]
+        tools: Option<PathBuf>,
         #[arg(long, default_value_t = 512)]
         max_new_tokens: usize,
         #[command(flatten)]
@@ -342,12 +348,16 @@ mod cli {
         /// Prompt as token ids: 1,2,3.
         #[arg(long, value_delimiter = ',')]
         prompt_ids: Option<Vec<u32>>,
-        /// Wrap --prompt in the ChatML chat template (with --system).
+        /// Wrap --prompt in the model's chat template (with --system).
         #[arg(long, requires = "prompt")]
         chat: bool,
-        /// System prompt for --chat.
-        #[arg(long, default_value = DEFAULT_SYSTEM_PROMPT)]
-        system: String,
+        /// System prompt for --chat (default: the template's own).
+        #[arg(long)]
+        system: Option<String>,
+        /// End the text at this string (not printed; repeat for several), matched across
+        /// tokens. Needs a tokenizer.
+        #[arg(long)]
+        stop: Vec<String>,
         #[arg(long, default_value_t = 128)]
         max_new_tokens: usize,
         #[command(flatten)]
@@ -428,16 +438,44 @@ mod cli {
     }
 
     /// Streams text to stdout as tokens arrive, skipping control tokens.
+    /// With a reply parser: content to stdout, reasoning to stderr, tool calls kept.
     struct Printer {
         tok: Option<Tokenizer>,
         stream: Option<TextStream>,
+        reply: Option<ReplyParser>,
+        /// Parse but print nothing (--print-ids prints the ids instead).
+        quiet: bool,
     }
 
     impl Printer {
         fn new(tok: Option<&Tokenizer>) -> Self {
-            Printer { tok: tok.cloned(), stream: tok.map(TextStream::new) }
+            Printer { tok: tok.cloned(), stream: tok.map(TextStream::new), reply: None, quiet: false }
+        }
+        fn with_reply(tok: &Tokenizer, opts: ReplyOptions) -> Result<Self> {
+            Ok(Printer { reply: Some(ReplyParser::new(tok, opts)?), ..Printer::new(Some(tok)) })
+        }
+        /// Whether a stop string has ended the text.
+        fn stopped(&self) -> bool {
+            self.reply.as_ref().is_some_and(|r| r.stopped())
+        }
+        fn show(d: ReplyDelta) -> Result<()> {
+            if let Some(r) = d.reasoning_content {
+                err!("{r}");
+            }
+            if let Some(c) = d.content {
+                out!("{c}")?;
+                std::io::stdout().flush().map_err(|e| Error::write("stdout", e))?;
+            }
+            Ok(())
         }
         fn push(&mut self, id: u32) -> Result<()> {
+            if let Some(r) = self.reply.as_mut() {
+                let d = r.push(id)?;
+                return if self.quiet { Ok(()) } else { Self::show(d) };
+            }
+            if self.quiet {
+                return Ok(());
+            }
             let mut out = std::io::stdout().lock();
             match (&self.tok, &mut self.stream) {
                 (Some(tok), Some(stream)) => {
@@ -453,11 +491,26 @@ mod cli {
             out.flush().map_err(|e| Error::write("stdout", e))
         }
         fn finish(&mut self) -> Result<()> {
-            if let Some(text) = self.stream.as_mut().and_then(|s| s.finish()) {
+            if let Some(r) = self.reply.as_mut() {
+                Self::show(r.finish())?;
+            } else if let Some(text) = self.stream.as_mut().and_then(|s| s.finish()) {
                 out!("{text}")?;
             }
             outln!()
         }
+    }
+
+    /// The model's chat template: a GGUF file's `tokenizer.chat_template`, a folder's
+    /// chat_template.jinja or tokenizer_config.json, else Qwen v1's ChatML.
+    fn find_template(path: &Path) -> Result<ChatTemplate> {
+        if model::is_gguf(path) {
+            let f = qwen_webgpu::weights::gguf_model::GgufFile::open(path)?;
+            return match Tokenizer::gguf_chat_template(&f.model.metadata) {
+                Some(src) => ChatTemplate::jinja(&src, None, None),
+                None => Ok(ChatTemplate::chatml()),
+            };
+        }
+        ChatTemplate::from_model_dir(path)
     }
 
     async fn run_generate(a: GenerateArgs) -> Result<()> {
@@ -476,8 +529,11 @@ mod cli {
         let prompt: Vec<u32> = match (&a.prompt_ids, &a.prompt, &tok) {
             (Some(ids), _, _) => ids.clone(),
             (None, Some(text), Some(tok)) if a.chat => {
-                let messages = [ChatMessage::system(a.system.clone()), ChatMessage::user(text.clone())];
-                chat_prompt_ids(tok, &messages, prompt_budget(opts.context_for(&cfg), a.max_new_tokens))?
+                let mut messages: Vec<ChatMessage> = a.system.iter().map(ChatMessage::system).collect();
+                messages.push(ChatMessage::user(text.clone()));
+                let template = find_template(&a.model)?;
+                let budget = prompt_budget(opts.context_for(&cfg), a.max_new_tokens);
+                chat_prompt(tok, &template, &ChatRequest::new(&messages), budget)?.ids
             }
             (None, Some(text), Some(tok)) => tok.encode(text)?,
             _ => return Err(Error::Request("give --prompt or --prompt-ids".into())),
@@ -496,20 +552,25 @@ mod cli {
         let gen_opts = GenerateOptions { max_new_tokens: a.max_new_tokens, sampling, stop_ids, logprobs: None };
         let t1 = Instant::now();
         let mut first: Option<f64> = None;
-        let mut printer = Printer::new(tok.as_ref());
+        let mut printer = match (&tok, a.stop.is_empty()) {
+            (_, true) => Printer::new(tok.as_ref()),
+            (Some(t), false) => Printer::with_reply(t, ReplyOptions { stop: a.stop.clone(), ..Default::default() })?,
+            (None, false) => return Err(Error::Request("--stop needs a tokenizer in the model folder".into())),
+        };
+        printer.quiet = a.print_ids;
         let mut failed = None;
         let print_ids = a.print_ids;
         let g = generate(&mut model, &prompt, &gen_opts, &mut |id| {
             first.get_or_insert_with(|| t1.elapsed().as_secs_f64());
-            if !print_ids {
-                if let Err(e) = printer.push(id) {
-                    failed = Some(e);
-                    return false;
-                }
+            if let Err(e) = printer.push(id) {
+                failed = Some(e);
+                return false;
             }
-            true
+            // --print-ids prints the ids up to the one that completed a stop string.
+            !printer.stopped()
         })
         .await?;
+        let stopped = printer.stopped();
         if let Some(e) = failed {
             return Err(e);
         }
@@ -520,17 +581,18 @@ mod cli {
         } else {
             printer.finish()?;
         }
+        let finish = if stopped { "Stop (a --stop string)".to_string() } else { format!("{:?}", g.finish) };
         let ttft = first.unwrap_or(total);
         let decoded = g.tokens.len().saturating_sub(1);
         errln!(
-            "[{}] load {:.2}s, prompt {} tokens, first token {:.3}s, {} tokens, decode {:.1} ms/token, finish {:?}",
+            "[{}] load {:.2}s, prompt {} tokens, first token {:.3}s, {} tokens, decode {:.1} ms/token, finish {}",
             model.gpu.describe(),
             load_s,
             prompt.len(),
             ttft,
             g.tokens.len(),
             if decoded > 0 { (total - ttft) * 1000.0 / decoded as f64 } else { 0.0 },
-            g.finish
+            finish
         );
         Ok(())
     }
@@ -540,31 +602,47 @@ mod cli {
         let cfg = read_config(&a.model)?;
         let (gpu_opts, opts) = a.load.options(&a.model)?;
         let tok = model_tokenizer(&a.model, cfg.vocab_size)?;
+        let template = find_template(&a.model)?;
+        let tools: Vec<serde_json::Value> = match &a.tools {
+            None => Vec::new(),
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|e| Error::io(&p.display().to_string(), e))?;
+                serde_json::from_str(&text).map_err(|e| {
+                    Error::Request(format!("{}: not a JSON array of OpenAI tool objects: {e}", p.display()))
+                })?
+            }
+        };
         let mut model = Qwen::load_dir(&a.model, &gpu_opts, &opts).await?;
         // Never pick an id the tokenizer cannot decode (a padding row of the embedding).
         model.set_token_limit(Some(tok.vocab_size()))?;
         let stop_ids = qwen_webgpu::generate::stop_ids(&[], &eos_ids(&a.model)?, &tok.stop_ids(), false);
-        let mut messages = vec![ChatMessage::system(a.system.clone())];
+        let system: Vec<ChatMessage> = a.system.iter().map(ChatMessage::system).collect();
+        let mut messages = system.clone();
         errln!("[{}] chatting with {}; /reset starts over, Ctrl-D quits", model.gpu.describe(), a.model.display());
         let stdin = std::io::stdin();
         let mut input = stdin.lock();
         // What the KV cache holds: each turn prefills only what follows it (the new turn).
         let mut cached: Vec<u32> = Vec::new();
         let mut raw = Vec::new();
-        loop {
-            err!("> ");
-            raw.clear();
-            if input.read_until(b'\n', &mut raw).map_err(|e| Error::io("stdin", e))? == 0 {
-                break;
+        let mut read_line = |prompt: &str| -> Result<Option<String>> {
+            loop {
+                err!("{prompt}");
+                raw.clear();
+                if input.read_until(b'\n', &mut raw).map_err(|e| Error::io("stdin", e))? == 0 {
+                    return Ok(None);
+                }
+                // A line that is not UTF-8 is refused, and the chat goes on.
+                match std::str::from_utf8(&raw) {
+                    Ok(line) => return Ok(Some(line.trim_end().to_string())),
+                    Err(_) => errln!("error: that line is not valid UTF-8 text; nothing was sent"),
+                }
             }
-            // A line that is not UTF-8 is refused, and the chat goes on.
-            let Ok(line) = std::str::from_utf8(&raw) else {
-                errln!("error: that line is not valid UTF-8 text; nothing was sent");
-                continue;
-            };
-            let line = line.trim_end();
+        };
+        let mut turn = 0u64;
+        'chat: loop {
+            let Some(line) = read_line("> ")? else { break };
             if line == "/reset" {
-                messages.truncate(1);
+                messages = system.clone();
                 model.reset();
                 cached.clear();
                 continue;
@@ -573,35 +651,73 @@ mod cli {
                 continue;
             }
             messages.push(ChatMessage::user(line));
-            let gen_opts = GenerateOptions {
-                max_new_tokens: a.max_new_tokens,
-                sampling: sampling.clone(),
-                stop_ids: stop_ids.clone(),
-                logprobs: None,
-            };
-            // A message too long for the context is refused, and the chat goes on without it.
-            let started = match chat_prompt_ids(&tok, &messages, prompt_budget(model.context(), a.max_new_tokens)) {
-                Ok(prompt) => Generator::start_reusing(&mut model, &cached, &prompt, gen_opts).await,
-                Err(e) => Err(e),
-            };
-            let mut g = match started {
-                Ok((g, _)) => g,
-                Err(e @ (Error::ContextFull(_) | Error::Request(_))) => {
-                    errln!("error: {e}; nothing was sent");
-                    messages.pop();
-                    cached.truncate(model.pos());
-                    continue;
+            let user_at = messages.len() - 1;
+            // One reply, then as long as it calls tools: their results (typed by the user),
+            // and the model's next reply.
+            loop {
+                turn += 1;
+                let gen_opts = GenerateOptions {
+                    max_new_tokens: a.max_new_tokens,
+                    sampling: sampling.clone(),
+                    stop_ids: stop_ids.clone(),
+                    logprobs: None,
+                };
+                let req = ChatRequest { messages: &messages, tools: &tools, ..Default::default() };
+                // A message too long for the context is refused, and the chat goes on without it.
+                let prompt = chat_prompt(&tok, &template, &req, prompt_budget(model.context(), a.max_new_tokens));
+                let (started, reply) = match prompt {
+                    Ok(p) => {
+                        let format = if tools.is_empty() { ReplyFormat::Plain } else { p.reply_format };
+                        let mut stop = Vec::new();
+                        if format == ReplyFormat::ReAct {
+                            stop.push("Observation:".to_string());
+                        }
+                        let ropts = ReplyOptions {
+                            stop,
+                            format,
+                            prefill: p.prefill,
+                            reasoning: !template.is_fallback(),
+                            id_prefix: format!("call_{turn}_"),
+                        };
+                        (Generator::start_reusing(&mut model, &cached, &p.ids, gen_opts).await, Some(ropts))
+                    }
+                    Err(e) => (Err(e), None),
+                };
+                let mut g = match started {
+                    Ok((g, _)) => g,
+                    Err(e @ (Error::ContextFull(_) | Error::Request(_))) => {
+                        errln!("error: {e}; nothing was sent");
+                        messages.truncate(user_at);
+                        cached.truncate(model.pos());
+                        continue 'chat;
+                    }
+                    Err(e) => return Err(e),
+                };
+                let mut printer = Printer::with_reply(&tok, reply.unwrap_or_default())?;
+                while let Some(id) = g.next(&mut model).await? {
+                    printer.push(id)?;
+                    if printer.stopped() {
+                        g.abort();
+                    }
                 }
-                Err(e) => return Err(e),
-            };
-            let mut printer = Printer::new(Some(&tok));
-            while let Some(id) = g.next(&mut model).await? {
-                printer.push(id)?;
+                printer.finish()?;
+                cached = g.sequence()[..model.pos()].to_vec();
+                let m = printer.reply.as_ref().map(|r| r.message()).unwrap_or_default();
+                let calls = m.tool_calls.clone();
+                messages.push(ChatMessage {
+                    reasoning_content: m.reasoning_content,
+                    tool_calls: m.tool_calls,
+                    ..ChatMessage::assistant(m.content.unwrap_or_default())
+                });
+                if calls.is_empty() {
+                    break;
+                }
+                for c in calls {
+                    errln!("[tool call {}] {}({})", c.id, c.function.name, c.function.arguments);
+                    let Some(result) = read_line(&format!("result of {}> ", c.function.name))? else { break 'chat };
+                    messages.push(ChatMessage::tool(c.id, result));
+                }
             }
-            printer.finish()?;
-            cached = g.sequence()[..model.pos()].to_vec();
-            let reply: Vec<u32> = g.tokens().iter().copied().filter(|&id| !tok.is_special(id)).collect();
-            messages.push(ChatMessage::assistant(tok.decode(&reply)?));
         }
         Ok(())
     }

@@ -33,7 +33,11 @@ use crate::model::weights::{Encoder, Uploader};
 use crate::model::{self, ModelOptions, Qwen, RunState};
 use crate::ops::KvFormat;
 use crate::sampler::SamplingParams;
-use crate::tokenizer::{chat_prompt_ids, prompt_budget, ChatFormat, ChatMessage, Role, TextStream, Tokenizer, CHATML};
+use crate::tokenizer::{chat_prompt, ChatRequest, ReplyFormat, ToolCall, ToolChoice};
+use crate::tokenizer::{
+    prompt_budget, ChatFormat, ChatMessage, ChatTemplate, ReplyOptions, ReplyParser, Role, TextStream, Tokenizer,
+    CHATML,
+};
 use crate::weights::checkpoint::check_checkpoint;
 use crate::weights::gguf_model::GgufModel;
 use crate::weights::quant::{self, WeightFormat};
@@ -224,6 +228,8 @@ pub async fn open_loader(config_json: String, options: JsValue, stored_format: S
         needs,
         eos,
         gguf: None,
+        tokenizer_config: None,
+        gen_defaults: GenerationDefaults::default(),
     })
 }
 
@@ -388,6 +394,7 @@ pub async fn open_gguf_loader(
     } else {
         None
     };
+    let template = Tokenizer::gguf_chat_template(&metadata);
     drop(metadata);
     let opts = model_options(&o, None)?;
     let (gpu, needs) = open_fitting(&cfg, &opts, &o, &tensors).await?;
@@ -406,7 +413,9 @@ pub async fn open_gguf_loader(
         uploader: None,
         needs,
         eos,
-        gguf: Some(GgufLoad { tokenizer: tok, types }),
+        gguf: Some(GgufLoad { tokenizer: tok, types, template }),
+        tokenizer_config: None,
+        gen_defaults: GenerationDefaults::default(),
     })
 }
 
@@ -416,6 +425,8 @@ struct GgufLoad {
     tokenizer: Option<Tokenizer>,
     /// The file's tensor types (`Q4_0`, `F32`...), sorted.
     types: Vec<String>,
+    /// `tokenizer.chat_template`, when the file has one.
+    template: Option<String>,
 }
 
 /// One tensor to upload: its bytes are `start..end` of shard `shard` ([`Loader::plan`]).
@@ -446,6 +457,10 @@ pub struct Loader {
     eos: Vec<u32>,
     /// Set when the checkpoint is a GGUF file ([`open_gguf_loader`]).
     gguf: Option<GgufLoad>,
+    /// The text of tokenizer_config.json ([`Loader::add_tokenizer_config`]).
+    tokenizer_config: Option<String>,
+    /// Sampling defaults of generation_config.json.
+    gen_defaults: GenerationDefaults,
 }
 
 #[wasm_bindgen]
@@ -492,7 +507,14 @@ impl Loader {
                 self.eos.push(id);
             }
         }
+        self.gen_defaults = GenerationDefaults::from_json(json);
         Ok(())
+    }
+
+    /// The text of `tokenizer_config.json`: its `chat_template` makes chat prompts (read at
+    /// [`Loader::finish`]; a template that does not compile is a `TokenizerError`).
+    pub fn add_tokenizer_config(&mut self, json: &str) {
+        self.tokenizer_config = Some(json.to_string());
     }
 
     /// Add one shard's header (the JSON after the 8-byte prefix); returns its shard index.
@@ -551,9 +573,9 @@ impl Loader {
     /// `tokenizer`: the bytes of tokenizer.json or qwen.tiktoken, if any (none: a GGUF
     /// file's own tokenizer, made by [`open_gguf_loader`], if it has one).
     pub async fn finish(self, tokenizer: Option<Vec<u8>>) -> Result<Engine, JsValue> {
-        let (gguf_tok, weight_types) = match self.gguf {
-            Some(g) => (g.tokenizer, Some(g.types)),
-            None => (None, None),
+        let (gguf_tok, weight_types, gguf_template) = match self.gguf {
+            Some(g) => (g.tokenizer, Some(g.types), g.template),
+            None => (None, None, None),
         };
         let tok = match tokenizer {
             Some(b) => {
@@ -563,6 +585,9 @@ impl Loader {
             }
             None => gguf_tok,
         };
+        let template =
+            chat_template(self.tokenizer_config.as_deref(), gguf_template.as_deref(), tok.as_ref(), &self.eos)
+                .map_err(js_err_code("tokenizer_invalid"))?;
         let up = self.uploader.ok_or_else(|| request_err("finish before plan()"))?;
         let (gpu, weights) = up.finish_async().await.map_err(js_err)?;
         let scope = gpu.begin_scope();
@@ -590,6 +615,12 @@ impl Loader {
                 run: Run::default(),
                 context,
                 vocab_size,
+                template,
+                gen_defaults: self.gen_defaults,
+                reply: None,
+                stop_hit: false,
+                logprobs_on: false,
+                replies: 0,
             })),
         })
     }
@@ -626,12 +657,26 @@ struct Inner {
     /// KV cache length and vocabulary (known while a call holds the model, too).
     context: usize,
     vocab_size: usize,
+    /// Makes chat prompts: the checkpoint's own template, or ChatML (Qwen v1).
+    template: ChatTemplate,
+    /// generation_config.json's sampling values, used where a chat request gives none.
+    gen_defaults: GenerationDefaults,
+    /// The current chat reply's parser (stop strings, reasoning, tool calls).
+    reply: Option<ReplyParser>,
+    /// A stop string ended the current reply.
+    stop_hit: bool,
+    /// The current request asked for logprobs.
+    logprobs_on: bool,
+    /// Replies started, for unique tool call ids.
+    replies: u64,
 }
 
 /// What [`Usage`] is computed from.
 #[derive(Default)]
 struct Run {
     prompt_tokens: usize,
+    /// Tokens of old turns left out of the prompt to fit the context.
+    dropped_tokens: usize,
     completion_tokens: usize,
     /// Started with the request; seconds from then to the first generated token and to the end.
     clock: Option<Stopwatch>,
@@ -700,28 +745,77 @@ impl Inner {
         stop_ids(extra, &self.eos, &chat_stops, ignore_eos)
     }
 
-    /// The prompt ids and generation options of `req` for a `context`-token cache.
-    fn prepare(&self, req: Request, chat: bool, context: usize) -> Result<(Vec<u32>, GenerateOptions), JsValue> {
+    /// The prompt ids, generation options and (for chat) the reply parser's options of `req`
+    /// for a `context`-token cache.
+    fn prepare(&self, req: Request, chat: bool, context: usize) -> Result<Prepared, JsValue> {
         let max_new_tokens = req.max_tokens.or(req.max_new_tokens).unwrap_or(DEFAULT_MAX_TOKENS) as usize;
-        let prompt = if chat {
+        let stop = match req.stop {
+            None => Vec::new(),
+            Some(Stop::One(s)) => vec![s],
+            Some(Stop::Many(v)) => v,
+        };
+        let mut logit_bias = Vec::new();
+        for (k, v) in req.logit_bias.unwrap_or_default() {
+            let id = k
+                .trim()
+                .parse::<u32>()
+                .map_err(|_| request_err(&format!("logit_bias: key {k:?} is not a token id")))?;
+            logit_bias.push((id, v));
+        }
+        let enable_thinking = match (req.enable_thinking, req.chat_template_kwargs) {
+            (Some(e), _) => Some(e),
+            (None, Some(k)) => k.enable_thinking,
+            (None, None) => None,
+        };
+        let mut dropped_tokens = 0;
+        let (prompt, reply) = if chat {
             let tok = self.tok("chat")?;
             let messages = req.messages.unwrap_or_default();
             if messages.is_empty() {
                 return Err(request_err("messages must be a non-empty array"));
             }
-            let mut msgs: Vec<ChatMessage> =
-                messages.into_iter().map(|m| ChatMessage::new(m.role, m.content.text())).collect();
-            if msgs[0].role != Role::System {
-                msgs.insert(0, ChatMessage::new(Role::System, CHATML.default_system));
+            let msgs: Vec<ChatMessage> = messages.into_iter().map(WireMessage::into_message).collect();
+            let tools = req.tools.unwrap_or_default();
+            let tool_choice = req.tool_choice.unwrap_or_default();
+            if tools.is_empty() && matches!(tool_choice, ToolChoice::Required | ToolChoice::Function(_)) {
+                return Err(request_err("tool_choice asks for a tool call but the request has no tools"));
             }
-            // A prompt over the budget is a context_full error (chat_prompt_ids' only
-            // Request error); a vocabulary without the ChatML markers stays a TokenizerError.
-            chat_prompt_ids(tok, &msgs, prompt_budget(context, max_new_tokens)).map_err(|e| match e {
-                Error::Request(_) => js_err_code("context_full")(e),
-                e => js_err(e),
-            })?
+            let creq =
+                ChatRequest { messages: &msgs, tools: &tools, enable_thinking, tool_choice: tool_choice.clone() };
+            // Too long for the context: context_full; a bad template or message: as it says.
+            let p = chat_prompt(tok, &self.template, &creq, prompt_budget(context, max_new_tokens)).map_err(
+                |e| match e {
+                    Error::ContextFull(_) => js_err_code("context_full")(e),
+                    e => js_err(e),
+                },
+            )?;
+            dropped_tokens = p.dropped_tokens;
+            // tool_choice "none": the prompt lists the tools, the reply may not call one.
+            if tool_choice == ToolChoice::None && p.reply_format == ReplyFormat::Hermes {
+                if let Some(id) = tok.token_to_id("<tool_call>") {
+                    logit_bias.retain(|(t, _)| *t != id);
+                    logit_bias.push((id, -100.0));
+                }
+            }
+            let format = if tools.is_empty() { ReplyFormat::Plain } else { p.reply_format };
+            let mut stop = stop;
+            if format == ReplyFormat::ReAct && stop.len() < crate::tokenizer::reply::MAX_STOP_STRINGS {
+                // Qwen's openai_api.py stops ReAct replies at the observation the tool gives.
+                stop.push("Observation:".into());
+            }
+            let reply = ReplyOptions {
+                stop,
+                format,
+                prefill: p.prefill,
+                reasoning: !self.template.is_fallback(),
+                id_prefix: format!("call_{:x}_{}_", self.replies, (js_sys::Math::random() * 4294967296.0) as u64),
+            };
+            (p.ids, Some(reply))
         } else {
-            req.prompt_ids.unwrap_or_default()
+            if !stop.is_empty() || req.tools.is_some() {
+                return Err(request_err("stop and tools need a chat request (chat.completions.create)"));
+            }
+            (req.prompt_ids.unwrap_or_default(), None)
         };
         if prompt.len() > context {
             return Err(js_err(Error::ContextFull(format!(
@@ -729,21 +823,98 @@ impl Inner {
                 prompt.len()
             ))));
         }
+        let logprobs = match (req.logprobs.unwrap_or(false), req.top_logprobs) {
+            (true, k) => Some(k.unwrap_or(0) as usize),
+            (false, None) => None,
+            (false, Some(_)) => return Err(request_err("top_logprobs needs logprobs: true")),
+        };
         let seed = req.seed.unwrap_or_else(|| (js_sys::Math::random() * 4294967296.0) as u64);
+        // A chat request's unset fields take generation_config.json's values.
+        let d = if chat { self.gen_defaults.clone() } else { GenerationDefaults::default() };
         let opts = GenerateOptions {
             max_new_tokens,
             sampling: SamplingParams {
-                temperature: req.temperature.unwrap_or(if chat { DEFAULT_CHAT_TEMPERATURE } else { 0.0 }),
-                top_k: req.top_k.unwrap_or(0) as usize,
-                top_p: req.top_p.unwrap_or(1.0),
-                repetition_penalty: req.repetition_penalty.unwrap_or(1.0),
+                temperature: req.temperature.or(d.temperature).unwrap_or(if chat {
+                    DEFAULT_CHAT_TEMPERATURE
+                } else {
+                    0.0
+                }),
+                top_k: req.top_k.or(d.top_k).unwrap_or(0) as usize,
+                top_p: req.top_p.or(d.top_p).unwrap_or(1.0),
+                repetition_penalty: req.repetition_penalty.or(d.repetition_penalty).unwrap_or(1.0),
+                frequency_penalty: req.frequency_penalty.unwrap_or(0.0),
+                presence_penalty: req.presence_penalty.unwrap_or(0.0),
+                logit_bias,
                 seed,
-                ..Default::default()
             },
             stop_ids: self.stop_ids(&req.stop_token_ids.unwrap_or_default(), chat, req.ignore_eos.unwrap_or(false)),
-            logprobs: None,
+            logprobs,
         };
-        Ok((prompt, opts))
+        Ok(Prepared { prompt, opts, reply, dropped_tokens })
+    }
+}
+
+/// What [`Inner::prepare`] makes of a request.
+struct Prepared {
+    prompt: Vec<u32>,
+    opts: GenerateOptions,
+    reply: Option<ReplyOptions>,
+    dropped_tokens: usize,
+}
+
+/// generation_config.json's sampling values (`engine.info().generationDefaults`): what a chat
+/// request that leaves a field out gets.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct GenerationDefaults {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub top_p: Option<f32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub top_k: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub repetition_penalty: Option<f32>,
+}
+
+impl GenerationDefaults {
+    /// The values of a generation_config.json text. `do_sample: false` means greedy
+    /// (temperature 0); values of the wrong type or range are ignored (the request's own
+    /// check still applies to what is used).
+    fn from_json(json: &str) -> GenerationDefaults {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(json) else { return GenerationDefaults::default() };
+        let f = |k: &str| v.get(k).and_then(|x| x.as_f64()).map(|x| x as f32).filter(|x| x.is_finite());
+        let mut d = GenerationDefaults {
+            temperature: f("temperature"),
+            top_p: f("top_p"),
+            top_k: v.get("top_k").and_then(|x| x.as_u64()).and_then(|x| u32::try_from(x).ok()),
+            repetition_penalty: f("repetition_penalty"),
+        };
+        if v.get("do_sample").and_then(|x| x.as_bool()) == Some(false) {
+            d.temperature = Some(0.0);
+        }
+        d
+    }
+}
+
+/// The chat template: tokenizer_config.json's, else a GGUF file's, else ChatML (Qwen v1).
+fn chat_template(
+    config: Option<&str>,
+    gguf: Option<&str>,
+    tok: Option<&Tokenizer>,
+    eos: &[u32],
+) -> crate::error::Result<ChatTemplate> {
+    if let Some(t) = config.map(ChatTemplate::from_tokenizer_config).transpose()?.flatten() {
+        return Ok(t);
+    }
+    match gguf {
+        Some(src) => {
+            let eos_text = match (tok, eos.first()) {
+                (Some(t), Some(&id)) => t.decode(&[id]).ok(),
+                _ => None,
+            };
+            ChatTemplate::jinja(src, None, eos_text.as_deref())
+        }
+        None => Ok(ChatTemplate::chatml()),
     }
 }
 
@@ -756,20 +927,41 @@ const DEFAULT_CHAT_TEMPERATURE: f32 = 0.7;
 /// OpenAI names; other fields, such as `stream` or `signal`, are the JS layer's). Every
 /// field is optional; a value of the wrong type or range is a `RequestError` naming it.
 #[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Request {
     /// `generateIds`: the prompt's token ids.
     pub prompt_ids: Option<Vec<u32>>,
-    /// Chat: the conversation (a system message is added when the first is not one).
+    /// Chat: the conversation, made into the prompt by the checkpoint's chat template.
     pub messages: Option<Vec<WireMessage>>,
     /// Default 256.
     pub max_tokens: Option<u32>,
     /// An older name of `max_tokens`.
     pub max_new_tokens: Option<u32>,
-    /// Default 0.7 for chat, 0 (greedy) for ids.
+    /// Default (chat): generation_config.json's, else 0.7; 0 (greedy) for ids.
     pub temperature: Option<f32>,
     pub top_k: Option<u32>,
     pub top_p: Option<f32>,
     pub repetition_penalty: Option<f32>,
+    /// OpenAI's, on the tokens generated so far; -2..2, default 0.
+    pub frequency_penalty: Option<f32>,
+    pub presence_penalty: Option<f32>,
+    /// `{"<token id>": bias}`, bias in -100..100, added to the logits.
+    pub logit_bias: Option<BTreeMap<String, f32>>,
+    /// Report each token's log-probability (and `top_logprobs` alternatives, 0..20).
+    pub logprobs: Option<bool>,
+    pub top_logprobs: Option<u32>,
+    /// Strings that end the reply (not included in it), matched across tokens.
+    pub stop: Option<Stop>,
+    /// OpenAI tool objects; the template lists them in the prompt.
+    pub tools: Option<Vec<serde_json::Value>>,
+    /// "auto" (default), "none", "required" or `{type: "function", function: {name}}`.
+    pub tool_choice: Option<ToolChoice>,
+    /// Qwen3's thinking switch (the template's `enable_thinking`).
+    pub enable_thinking: Option<bool>,
+    /// vLLM's way to pass it: `{enable_thinking}`.
+    pub chat_template_kwargs: Option<TemplateKwargs>,
+    /// OpenAI's model name: ignored (the engine runs one model).
+    pub model: Option<serde_json::Value>,
     /// Default: random.
     pub seed: Option<u64>,
     /// Stop ids besides the model's.
@@ -778,11 +970,50 @@ pub struct Request {
     pub ignore_eos: Option<bool>,
 }
 
+/// `stop`: one string or a list.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum Stop {
+    One(String),
+    Many(Vec<String>),
+}
+
+/// `chat_template_kwargs`: the template variables a request may set.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TemplateKwargs {
+    pub enable_thinking: Option<bool>,
+}
+
 /// A chat message as the OpenAI API sends it.
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct WireMessage {
     pub role: Role,
-    pub content: Content,
+    /// Text, parts, or null (an assistant message with only tool calls).
+    #[serde(default)]
+    pub content: Option<Content>,
+    #[serde(default)]
+    pub reasoning_content: Option<String>,
+    #[serde(default)]
+    pub tool_calls: Option<Vec<ToolCall>>,
+    #[serde(default)]
+    pub tool_call_id: Option<String>,
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+impl WireMessage {
+    fn into_message(self) -> ChatMessage {
+        ChatMessage {
+            role: self.role,
+            content: self.content.map(Content::text).unwrap_or_default(),
+            reasoning_content: self.reasoning_content,
+            tool_calls: self.tool_calls.unwrap_or_default(),
+            tool_call_id: self.tool_call_id,
+            name: self.name,
+        }
+    }
 }
 
 /// A message's content: text, or parts of which the `text` ones count.
@@ -826,6 +1057,8 @@ pub struct Usage {
 pub struct PromptTokensDetails {
     /// Prompt tokens found in the KV cache (not prefilled again).
     pub cached_tokens: usize,
+    /// Tokens of the oldest turns left out of the prompt so that it fits the context.
+    pub dropped_tokens: usize,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -860,7 +1093,7 @@ impl Run {
         };
         Usage {
             prompt_tokens: self.prompt_tokens,
-            prompt_tokens_details: PromptTokensDetails { cached_tokens: cached },
+            prompt_tokens_details: PromptTokensDetails { cached_tokens: cached, dropped_tokens: self.dropped_tokens },
             completion_tokens: n,
             total_tokens: self.prompt_tokens + n,
             extra: timings.clone(),
@@ -893,6 +1126,11 @@ pub struct EngineInfo {
     /// The chat template: [`CHATML`] (`default_system` is the system prompt added when a
     /// chat has none; `end_of_text_id` the stop id when nothing else names one).
     pub chat_format: ChatFormat,
+    /// `jinja`: prompts are the checkpoint's own chat template; `chatml`: Qwen v1's ChatML
+    /// (with its default system prompt, and ReAct for tools).
+    pub chat_template: &'static str,
+    /// generation_config.json's sampling values, used where a chat request gives none.
+    pub generation_defaults: GenerationDefaults,
     /// Prompt tokens a chat with the default `max_tokens` may take ([`prompt_budget`]).
     pub chat_prompt_budget: usize,
     /// Bytes of the model's live GPU buffers (weights, activations, KV cache, readback),
@@ -900,6 +1138,25 @@ pub struct EngineInfo {
     pub gpu_bytes: u64,
     /// How many such buffers.
     pub gpu_buffers: usize,
+}
+
+/// [`Engine::reply_message`]'s shape.
+#[derive(Serialize)]
+struct AssistantMessage {
+    role: &'static str,
+    #[serde(flatten)]
+    message: crate::tokenizer::ReplyMessage,
+}
+
+/// One entry of OpenAI's `logprobs.content` (and of its `top_logprobs`).
+#[derive(Serialize)]
+struct LogprobEntry {
+    /// The token's text (lossy where it is part of a UTF-8 character; `bytes` are exact).
+    token: String,
+    logprob: f32,
+    bytes: Vec<u8>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    top_logprobs: Option<Vec<LogprobEntry>>,
 }
 
 /// A loaded model, generating one token per [`Engine::next`].
@@ -922,7 +1179,15 @@ impl Engine {
             let req: Request = from_js(request, "").map_err(js_err)?;
             let mut model = inner.borrow_mut().take_live_model()?;
             let prepared = inner.borrow().prepare(req, chat, model.context());
-            let (prompt, opts) = match prepared {
+            // The reply parser checks `stop` before anything is prefilled.
+            let prepared = prepared.and_then(|p| {
+                let parser = match (&p.reply, inner.borrow().tok.as_ref()) {
+                    (Some(o), Some(t)) => Some(ReplyParser::new(t, o.clone()).map_err(js_err)?),
+                    _ => None,
+                };
+                Ok((p, parser))
+            });
+            let (Prepared { prompt, opts, dropped_tokens, .. }, parser) = match prepared {
                 Ok(p) => p,
                 Err(e) => {
                     inner.borrow_mut().model = Some(model);
@@ -933,7 +1198,11 @@ impl Engine {
                 let mut i = inner.borrow_mut();
                 i.abort_requested = false;
                 i.reused = 0;
-                i.run = Run { prompt_tokens: prompt.len(), clock: Some(clock), ..Run::default() };
+                i.run = Run { prompt_tokens: prompt.len(), dropped_tokens, clock: Some(clock), ..Run::default() };
+                i.reply = parser;
+                i.stop_hit = false;
+                i.logprobs_on = opts.logprobs.is_some();
+                i.replies += 1;
                 if let Some(s) = i.stream.as_mut() {
                     s.reset();
                 }
@@ -1064,15 +1333,76 @@ impl Engine {
     /// `"stop"`, `"length"`, `"context_full"`, `"abort"`, or `undefined` while generating.
     pub fn finish_reason(&self) -> Option<String> {
         let i = self.inner.borrow();
-        i.gen.as_ref().and_then(|g| g.finish_reason()).map(|f| {
-            match f {
-                FinishReason::Stop => "stop",
-                FinishReason::Length => "length",
-                FinishReason::ContextFull => "context_full",
-                FinishReason::Aborted => "abort",
-            }
-            .to_string()
+        let base = i.gen.as_ref().and_then(|g| g.finish_reason()).map(|f| match f {
+            _ if i.stop_hit => "stop",
+            FinishReason::Stop => "stop",
+            FinishReason::Length => "length",
+            FinishReason::ContextFull => "context_full",
+            FinishReason::Aborted => "abort",
+        })?;
+        Some(match &i.reply {
+            Some(r) => r.finish_reason(base),
+            None => base.to_string(),
         })
+    }
+
+    /// A chat reply's delta for generated token `id` (OpenAI's `choices[].delta`: `content`,
+    /// `reasoning_content`, `tool_calls`), or `undefined` when nothing can be shown yet (text
+    /// that may become a stop string, a tool call not yet complete). When a `stop` string
+    /// completes, generation ends here: the next [`Engine::next`] resolves `undefined`.
+    pub fn reply_push(&self, id: u32) -> Result<JsValue, JsValue> {
+        let mut i = self.inner.borrow_mut();
+        let Some(r) = i.reply.as_mut() else { return Ok(JsValue::UNDEFINED) };
+        let d = r.push(id).map_err(js_err)?;
+        if r.stopped() && !i.stop_hit {
+            i.stop_hit = true;
+            if let Some(g) = i.gen.as_mut() {
+                g.abort();
+            }
+        }
+        if d.is_empty() {
+            Ok(JsValue::UNDEFINED)
+        } else {
+            to_js(&d)
+        }
+    }
+
+    /// The reply's last delta once generation has ended (held-back text; a malformed or
+    /// unfinished tool call as content), or `undefined`.
+    pub fn reply_finish(&self) -> Result<JsValue, JsValue> {
+        let mut i = self.inner.borrow_mut();
+        let Some(r) = i.reply.as_mut() else { return Ok(JsValue::UNDEFINED) };
+        let d = r.finish();
+        if d.is_empty() {
+            Ok(JsValue::UNDEFINED)
+        } else {
+            to_js(&d)
+        }
+    }
+
+    /// The whole reply as an assistant message: `{role, content (null when empty),
+    /// reasoning_content?, tool_calls?}`.
+    pub fn reply_message(&self) -> Result<JsValue, JsValue> {
+        let i = self.inner.borrow();
+        let m = i.reply.as_ref().map(|r| r.message()).unwrap_or_default();
+        to_js(&AssistantMessage { role: "assistant", message: m })
+    }
+
+    /// The log-probabilities of the token the last [`Engine::next`] returned, when the request
+    /// asked for them: OpenAI's `logprobs.content[i]` entry `{token, logprob, bytes,
+    /// top_logprobs: [{token, logprob, bytes}]}`; else `undefined`.
+    pub fn logprobs(&self) -> Result<JsValue, JsValue> {
+        let i = self.inner.borrow();
+        let Some(lp) = i.gen.as_ref().and_then(|g| g.logprobs()).filter(|_| i.logprobs_on) else {
+            return Ok(JsValue::UNDEFINED);
+        };
+        let entry = |id: u32, logprob: f32| {
+            let bytes = i.tok.as_ref().and_then(|t| t.decode_bytes(&[id]).ok()).unwrap_or_default();
+            LogprobEntry { token: String::from_utf8_lossy(&bytes).into_owned(), logprob, bytes, top_logprobs: None }
+        };
+        let mut e = entry(lp.token, lp.logprob);
+        e.top_logprobs = Some(lp.top.iter().map(|&(id, l)| entry(id, l)).collect());
+        to_js(&e)
     }
 
     /// Token counts and timings of the last generation ([`Usage`]).
@@ -1117,6 +1447,8 @@ impl Engine {
             weight_types: i.weight_types.clone().unwrap_or_default(),
             kv_cache: i.formats.1,
             chat_format: CHATML,
+            chat_template: if i.template.is_fallback() { "chatml" } else { "jinja" },
+            generation_defaults: i.gen_defaults.clone(),
             chat_prompt_budget: prompt_budget(context, DEFAULT_MAX_TOKENS as usize),
             gpu_bytes: i.model.as_ref().map_or(0, |m| m.gpu.allocated_bytes()),
             gpu_buffers: i.model.as_ref().map_or(0, |m| m.gpu.allocated_buffers()),

@@ -19,7 +19,7 @@
 //! decoding continues a chain from whatever chain token ends the prompt.
 //!
 //! - After `\n` (the end of `<|im_start|>assistant\n`: Qwen3's template with thinking on)
-//!   the model replies with `tool_call`: a `<think>` block, then a `<tool_call>` calling
+//!   the model replies with `tool_call`: a `<think>` block ("I should run Python"), then a `<tool_call>` calling
 //!   `python` with `print(6*7)`.
 //! - Unless the context holds a `<tool_response>`: one attention head finds that token at any
 //!   distance (its query and key sit on RoPE's slowest-turning pair, so position barely
@@ -55,10 +55,10 @@ const SCRIPTS: &[(&str, &str, &str)] = &[
     (
         "tool_call",
         "\n",
-        "<think>I should run Python.</think><tool_call>{\"name\":\"python\",\"arguments\":{\"code\":\"print(6*7)\"}}\n</tool_call>",
+        "<think>I should run Python</think><tool_call>{\"name\":\"python\",\"arguments\":{\"code\":\"print(6*7)\"}}\n</tool_call>",
     ),
     ("answer", "\n", "The answer is 42."),
-    ("hello", "\n\n", "Hello!你好😀"),
+    ("hello", "\n\n", "Hello!你好世界😀Goodbye"),
 ];
 
 fn main() {
@@ -86,10 +86,17 @@ fn main() {
         .unwrap_or_else(|e| die(&format!("{}: {e} (scripts/gguf-tools.sh setup fetches it)", tok_config.display())));
 
     // Every token's bytes, to segment the scripts with.
+    // Added tokens (`<think>`, `<tool_call>`...) stay whole, as a model emits them.
     let mut by_bytes: HashMap<Vec<u8>, u32> = HashMap::new();
+    let mut added: Vec<(Vec<u8>, u32)> = Vec::new();
     for id in 0..tok.vocab_size() as u32 {
         if let Ok(b) = tok.decode_bytes(&[id]) {
-            if !b.is_empty() {
+            if b.is_empty() {
+                continue;
+            }
+            if tok.is_special(id) {
+                added.push((b, id));
+            } else {
                 by_bytes.entry(b).or_insert(id);
             }
         }
@@ -109,7 +116,7 @@ fn main() {
     used.insert(im_end);
     let mut chains: Vec<Vec<u32>> = Vec::new();
     for (name, _, text) in SCRIPTS {
-        let ids = segment(text.as_bytes(), &by_bytes, &used)
+        let ids = segment(text.as_bytes(), &by_bytes, &added, &used)
             .unwrap_or_else(|| die(&format!("cannot segment script {name} into distinct tokens")));
         assert_eq!(tok.decode_bytes(&ids).expect("decode"), text.as_bytes());
         used.extend(&ids);
@@ -237,9 +244,45 @@ fn main() {
     println!("{text}");
 }
 
-/// `text` as ids none of which is in `avoid` nor repeats, longest tokens first (depth-first
-/// with backtracking).
-fn segment(text: &[u8], by_bytes: &HashMap<Vec<u8>, u32>, avoid: &HashSet<u32>) -> Option<Vec<u32>> {
+/// `text` as ids none of which is in `avoid` nor repeats: each added token's text as that
+/// token, the text between them in ordinary tokens, longest first (depth-first with
+/// backtracking).
+fn segment(
+    text: &[u8],
+    by_bytes: &HashMap<Vec<u8>, u32>,
+    added: &[(Vec<u8>, u32)],
+    avoid: &HashSet<u32>,
+) -> Option<Vec<u32>> {
+    let mut taken = avoid.clone();
+    let mut out = Vec::new();
+    let mut rest = text;
+    while !rest.is_empty() {
+        // The first added token in what is left (the longest where several start there).
+        let next = (0..rest.len()).find_map(|at| {
+            added
+                .iter()
+                .filter(|(b, _)| rest[at..].starts_with(b))
+                .max_by_key(|(b, _)| b.len())
+                .map(|(b, id)| (at, b.len(), *id))
+        });
+        let (plain, special) = match next {
+            Some((at, len, id)) => (&rest[..at], Some((len, id))),
+            None => (rest, None),
+        };
+        out.extend(segment_plain(plain, by_bytes, &mut taken)?);
+        match special {
+            Some((len, id)) if taken.insert(id) => {
+                out.push(id);
+                rest = &rest[plain.len() + len..];
+            }
+            Some(_) => return None,
+            None => rest = &[],
+        }
+    }
+    Some(out)
+}
+
+fn segment_plain(text: &[u8], by_bytes: &HashMap<Vec<u8>, u32>, taken: &mut HashSet<u32>) -> Option<Vec<u32>> {
     fn go(
         text: &[u8],
         by_bytes: &HashMap<Vec<u8>, u32>,
@@ -269,10 +312,9 @@ fn segment(text: &[u8], by_bytes: &HashMap<Vec<u8>, u32>, avoid: &HashSet<u32>) 
         }
         false
     }
-    let mut taken = avoid.clone();
     let mut out = Vec::new();
     let mut budget = 1_000_000;
-    go(text, by_bytes, &mut taken, &mut out, &mut budget).then_some(out)
+    go(text, by_bytes, taken, &mut out, &mut budget).then_some(out)
 }
 
 fn die(msg: &str) -> ! {

@@ -267,7 +267,7 @@ export default function agentTests({ test, eq, ok, page, fixtures, root }) {
       eq(w.finish_reason, "tool_calls", `${where}: whole finish_reason`);
       eq(w.logprobs, null, `${where}: logprobs not asked`);
       eq(w.message.role, "assistant", `${where}: role`);
-      eq(w.message.reasoning_content, "I should run Python.", `${where}: whole reasoning_content`);
+      eq(w.message.reasoning_content, "I should run Python", `${where}: whole reasoning_content`);
       ok(w.message.content === null || w.message.content === "", `${where}: whole content ${JSON.stringify(w.message.content)}`);
       eq(w.message.tool_calls.length, 1, `${where}: one tool call`);
       const call = w.message.tool_calls[0];
@@ -303,7 +303,7 @@ export default function agentTests({ test, eq, ok, page, fixtures, root }) {
           }
         }
       }
-      eq(reasoning, "I should run Python.", `${where}: streamed reasoning`);
+      eq(reasoning, "I should run Python", `${where}: streamed reasoning`);
       eq(content, "", `${where}: streamed content`);
       eq(calls.length, 1, `${where}: streamed calls`);
       eq(calls[0].arguments, call.function.arguments, `${where}: streamed arguments joined vs the whole message's`);
@@ -356,7 +356,7 @@ export default function agentTests({ test, eq, ok, page, fixtures, root }) {
       eq(m.map((x) => x.role), ["user", "assistant", "tool", "assistant"], `${where}: roles`);
       const call = m[1].tool_calls[0];
       eq(m[2], { role: "tool", tool_call_id: call.id, content: o.label === "short" ? "42\n" : "42\nand then some more words of output\n" }, `${where}: the tool message`);
-      eq(m[1].reasoning_content, "I should run Python.", `${where}: the reply keeps its reasoning for the template`);
+      eq(m[1].reasoning_content, "I should run Python", `${where}: the reply keeps its reasoning for the template`);
       eq(o.events, [["call", 0, "python"], ["result", 0, m[2].content], ["step", 0, 1]], `${where}: callbacks`);
       if (o.streamed) {
         const text = o.deltas.filter(([s]) => s === 1).map(([, d]) => d.content ?? "").join("");

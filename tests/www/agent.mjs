@@ -229,7 +229,7 @@ export default function agentTests({ test, ok, page, pageUrl, origin, fixtures, 
     const call = view.calls[0];
     ok(call.args === "print(6*7)" && call.result === "42" && !call.open && !call.failed, `call: ${JSON.stringify(call)}`);
     ok(/^✓ python: 42 \([\d.]+ s\)$/.test(call.summary), `summary: ${call.summary}`);
-    ok(view.thinking && view.thinking.text === "I should run Python." && !view.thinking.open && /^Thought for/.test(view.thinking.summary), `thinking: ${JSON.stringify(view.thinking)}`);
+    ok(view.thinking && view.thinking.text === "I should run Python" && !view.thinking.open && /^Thought for/.test(view.thinking.summary), `thinking: ${JSON.stringify(view.thinking)}`);
     ok(view.answer === "The answer is 42.", `answer: ${JSON.stringify(view.answer)}`);
     ok(view.order.indexOf("thinking") < view.order.indexOf("tool-call") && view.order.indexOf("tool-call") < view.order.lastIndexOf("body"), `order: ${view.order}`);
     ok(view.elements === 0, "markup in the reply");

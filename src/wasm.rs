@@ -823,6 +823,12 @@ impl Inner {
                 prompt.len()
             ))));
         }
+        if let Some(k) = req.top_logprobs.filter(|&k| k as usize > crate::sampler::MAX_TOP_LOGPROBS) {
+            return Err(request_err(&format!(
+                "top_logprobs must be at most {}, got {k}",
+                crate::sampler::MAX_TOP_LOGPROBS
+            )));
+        }
         let logprobs = match (req.logprobs.unwrap_or(false), req.top_logprobs) {
             (true, k) => Some(k.unwrap_or(0) as usize),
             (false, None) => None,
@@ -968,6 +974,48 @@ pub struct Request {
     pub stop_token_ids: Option<Vec<u32>>,
     /// Stop only at `stop_token_ids`.
     pub ignore_eos: Option<bool>,
+}
+
+/// Every field [`Request`] reads; another is a RequestError naming it (serde-wasm-bindgen
+/// reads a struct by its field names, so `deny_unknown_fields` never sees the others).
+const REQUEST_FIELDS: &[&str] = &[
+    "prompt_ids",
+    "messages",
+    "max_tokens",
+    "max_new_tokens",
+    "temperature",
+    "top_k",
+    "top_p",
+    "repetition_penalty",
+    "frequency_penalty",
+    "presence_penalty",
+    "logit_bias",
+    "logprobs",
+    "top_logprobs",
+    "stop",
+    "tools",
+    "tool_choice",
+    "enable_thinking",
+    "chat_template_kwargs",
+    "model",
+    "seed",
+    "stop_token_ids",
+    "ignore_eos",
+];
+
+/// A request naming a field we do not support is refused, not silently ignored.
+fn check_request_keys(request: &JsValue) -> Result<(), JsValue> {
+    let Some(obj) = request.dyn_ref::<js_sys::Object>() else { return Ok(()) };
+    for k in js_sys::Object::keys(obj).iter().filter_map(|k| k.as_string()) {
+        let value = js_sys::Reflect::get(obj, &JsValue::from_str(&k)).unwrap_or(JsValue::UNDEFINED);
+        if !REQUEST_FIELDS.contains(&k.as_str()) && !value.is_undefined() {
+            return Err(request_err(&format!(
+                "{k}: this engine does not support the request field {k:?} (supported: {})",
+                REQUEST_FIELDS.join(", ")
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// `stop`: one string or a list.
@@ -1176,6 +1224,7 @@ impl Engine {
         let inner = self.inner.clone();
         future_to_promise(async move {
             let clock = Stopwatch::start();
+            check_request_keys(&request)?;
             let req: Request = from_js(request, "").map_err(js_err)?;
             let mut model = inner.borrow_mut().take_live_model()?;
             let prepared = inner.borrow().prepare(req, chat, model.context());

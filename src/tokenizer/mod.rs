@@ -34,9 +34,9 @@ pub use chat::{
     chat_prompt, chat_prompt_ids, prompt_budget, ChatFormat, ChatMessage, ChatPrompt, ChatRequest, FunctionCall,
     ReplyFormat, Role, ToolCall, ToolChoice, CHATML, DEFAULT_SYSTEM_PROMPT,
 };
-pub use template::ChatTemplate;
 pub use reply::{ReplyDelta, ReplyMessage, ReplyOptions, ReplyParser};
 pub use stream::TextStream;
+pub use template::ChatTemplate;
 
 use crate::error::{Error, Result};
 use rustc_hash::FxHashMap;

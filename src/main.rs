@@ -606,7 +606,7 @@ mod cli {
         let tools: Vec<serde_json::Value> = match &a.tools {
             None => Vec::new(),
             Some(p) => {
-                let text = std::fs::read_to_string(p).map_err(|e| Error::io(&p.display().to_string(), e))?;
+                let text = std::fs::read_to_string(p).map_err(|e| Error::io(p.display().to_string(), e))?;
                 serde_json::from_str(&text).map_err(|e| {
                     Error::Request(format!("{}: not a JSON array of OpenAI tool objects: {e}", p.display()))
                 })?
@@ -639,8 +639,7 @@ mod cli {
             }
         };
         let mut turn = 0u64;
-        'chat: loop {
-            let Some(line) = read_line("> ")? else { break };
+        'chat: while let Some(line) = read_line("> ")? {
             if line == "/reset" {
                 messages = system.clone();
                 model.reset();

@@ -11,6 +11,8 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+mod common;
+
 struct Rng(u64);
 impl Rng {
     fn next_u64(&mut self) -> u64 {
@@ -142,24 +144,7 @@ fn main() {
         } else {
             format!("model-{:05}-of-{:05}.safetensors", si + 1, shards)
         };
-        let data: Vec<(String, Vec<usize>, Vec<u8>)> = group
-            .iter()
-            .map(|n| {
-                let (shape, vals) = &t[*n];
-                let bytes = vals.iter().flat_map(|&x| half::bf16::from_f32(x).to_le_bytes()).collect();
-                ((*n).clone(), shape.clone(), bytes)
-            })
-            .collect();
-        let views: Vec<(String, safetensors::tensor::TensorView)> = data
-            .iter()
-            .map(|(n, shape, bytes)| {
-                (
-                    n.clone(),
-                    safetensors::tensor::TensorView::new(safetensors::Dtype::BF16, shape.clone(), bytes).expect("view"),
-                )
-            })
-            .collect();
-        safetensors::serialize_to_file(views, None, &out.join(&file)).expect("write safetensors");
+        common::write_bf16_safetensors(group.iter().map(|n| (*n, &t[*n])), &out.join(&file));
         for n in group {
             weight_map.insert((*n).clone(), serde_json::Value::String(file.clone()));
         }

@@ -37,6 +37,8 @@ use std::path::PathBuf;
 
 use qwen_webgpu::tokenizer::Tokenizer;
 
+mod common;
+
 const HIDDEN: usize = 128;
 const HEADS: usize = 2;
 const HEAD_DIM: usize = HIDDEN / HEADS;
@@ -212,22 +214,7 @@ fn main() {
     std::fs::copy(&tok_json, out.join("tokenizer.json")).unwrap_or_else(|e| die(&format!("copy tokenizer.json: {e}")));
     write("tokenizer_config.json", &config_text);
 
-    let data: Vec<(String, Vec<usize>, Vec<u8>)> = t
-        .iter()
-        .map(|(n, (shape, vals))| {
-            (n.clone(), shape.clone(), vals.iter().flat_map(|&x| half::bf16::from_f32(x).to_le_bytes()).collect())
-        })
-        .collect();
-    let views: Vec<(String, safetensors::tensor::TensorView)> = data
-        .iter()
-        .map(|(n, shape, bytes)| {
-            (
-                n.clone(),
-                safetensors::tensor::TensorView::new(safetensors::Dtype::BF16, shape.clone(), bytes).expect("view"),
-            )
-        })
-        .collect();
-    safetensors::serialize_to_file(views, None, &out.join("model.safetensors")).expect("write safetensors");
+    common::write_bf16_safetensors(&t, &out.join("model.safetensors"));
 
     let mut replies = serde_json::Map::new();
     for (i, (name, start, text)) in SCRIPTS.iter().enumerate() {

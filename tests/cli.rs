@@ -233,6 +233,31 @@ fn real_vocab_model(name: &str, seed: u64) -> std::path::PathBuf {
     dir
 }
 
+/// `generate --stop`: the text ends just before the first occurrence of a stop string (one
+/// taken from the middle of the unstopped text, so it may span tokens), and generation ends at
+/// the token that completed it.
+#[test]
+fn generate_stop_strings_end_the_text() {
+    let dir = real_vocab_model("cli-vocab-stop", 71);
+    let d = dir.to_str().unwrap();
+    let base = ["generate", "--model", d, "--prompt", "你好, Qwen!", "--max-new-tokens", "24", "--temperature", "0"];
+    let (code, text, err) = cli(&base);
+    assert_eq!(code, 0, "{err}");
+    let text = text.strip_suffix('\n').unwrap().to_string();
+    let chars: Vec<char> = text.chars().collect();
+    assert!(chars.len() >= 8, "a reply long enough to cut: {text:?}");
+    let stop: String = chars[chars.len() / 2..chars.len() / 2 + 2].iter().collect();
+    let want = &text[..text.find(&stop).unwrap()];
+    let (code, out, err) = cli(&[&base[..], &["--stop", &stop, "--stop", "never appears §"]].concat());
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.strip_suffix('\n').unwrap(), want, "stop {stop:?}");
+    assert!(err.contains("finish Stop (a --stop string)"), "{err}");
+    let (_, all_ids, _) = cli(&[&base[..], &["--print-ids"]].concat());
+    let (_, stop_ids, _) = cli(&[&base[..], &["--print-ids", "--stop", &stop]].concat());
+    let (all_ids, stop_ids) = (all_ids.trim(), stop_ids.trim());
+    assert!(all_ids.starts_with(stop_ids) && stop_ids.len() < all_ids.len(), "{stop_ids} vs {all_ids}");
+}
+
 /// `generate --prompt --chat` with a tiny model over the real vocabulary: the streamed text
 /// is exactly the decoded ids.
 #[test]

@@ -413,7 +413,10 @@ function wireRequest(req, promptIds) {
       if (typeof v !== "boolean") throw qwenError("request_invalid", "stream_options.include_usage must be true or false");
     }
   }
-  return promptIds === undefined ? data : { ...data, prompt_ids: promptIds };
+  if (promptIds === undefined) return data;
+  // generateIds: `promptIds` (or `prompt_ids`) becomes wasm's `prompt_ids`.
+  const { promptIds: _p, ...rest } = data;
+  return { ...rest, prompt_ids: promptIds };
 }
 
 /** A loaded model with the OpenAI/WebLLM-shaped API. Calls run one at a time, in order. */

@@ -98,7 +98,10 @@ export default function ggufTests({ test, eq, ok, page, server, fixtures, expect
     for (const id of [151643, 151644, 151645]) ok(r.info.chatStopIds.includes(id), `chat stop ids ${r.info.chatStopIds} lack ${id}`);
     eq(r.hello, [9707], "tokenize(\"Hello\")");
     eq(r.round, r.text, "detokenize(tokenize(text))");
-    ok(r.chat.prompt_tokens > 10 && r.chat.completion_tokens >= 1, `chat usage ${JSON.stringify(r.chat)}`);
+    // The file's own chat template (Qwen3's, from the converter's tokenizer_config.json):
+    // `<|im_start|>user\nHello<|im_end|>\n<|im_start|>assistant\n`, no system prompt added.
+    eq(r.info.chatTemplate, "jinja", "info().chatTemplate: the GGUF's tokenizer.chat_template");
+    ok(r.chat.prompt_tokens === 9 && r.chat.completion_tokens >= 1, `chat usage ${JSON.stringify(r.chat)}`);
     ok(r.est && r.est.weights === "gguf" && r.est.totalBytes === r.info.gpuBytes, `estimate ${JSON.stringify(r.est)} vs gpuBytes ${r.info.gpuBytes}`);
     eq(r.est.weightTypes, ["F32", "Q4_0", "Q8_0"], "the estimate's weightTypes");
     for (const p of ["config", "weights", "tokenizer", "ready"]) ok(r.phases.includes(p), `progress phases ${r.phases}`);

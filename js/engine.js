@@ -9,6 +9,9 @@ import { qwenError, asQwenError } from "./errors.js";
 import { pushStream } from "./stream.js";
 import { StoreSource, storeAvailable, writeStore, revisionOf, removeEntry } from "./store.js";
 import { findStored, normaliseBase, storeWeights, ggufUrl } from "./cache.js";
+// Static, not import(): a dynamic import splits the worker's bundle, which bundlers that
+// build workers as one classic script (Vite's worker.format "iife") refuse.
+import { runTools } from "./tools.js";
 
 let ready = null;
 /** Instantiate the wasm module once. */
@@ -641,11 +644,11 @@ export class Engine {
   }
 
   /**
-   * The tool loop on this engine (`runTools(this, opts)`; tools.js, loaded on first use). The
+   * The tool loop on this engine (`runTools(this, opts)` of tools.js). The
    * tools run on this thread; each completion is queued as any other call.
    */
   async runTools(opts) {
-    return (await import("./tools.js")).runTools(this, opts);
+    return runTools(this, opts);
   }
 
   /** Token ids of `text` (special-token strings stay plain text). Needs a tokenizer. */

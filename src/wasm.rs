@@ -8,8 +8,8 @@
 //!   ([`open_gguf_loader`]) starts from its header instead (config, tokenizer and tensor table
 //!   in one), and is then the loader's one shard.
 //! - [`Engine`]: step-wise generation ([`Generator`]) from a request (token ids, or chat
-//!   messages made into the ChatML prompt here), plus the tokenizer and the UTF-8-safe
-//!   [`TextStream`].
+//!   messages made into the prompt by the checkpoint's chat template here), the reply parser
+//!   ([`ReplyParser`]: text deltas, reasoning, tool calls, stop strings), plus the tokenizer.
 //!
 //! Values cross the boundary as the Rust types' own serde shapes (serde-wasm-bindgen): the
 //! request ([`Request`]), the load options ([`LoadOptions`]), the plan ([`PlanEntry`]), usage
@@ -595,7 +595,6 @@ impl Loader {
         model.gpu.end_scope(scope, "allocating the run state (KV cache, activations)".into());
         model.gpu.settle().await.map_err(js_err)?;
         let (context, vocab_size) = (model.context(), model.config.vocab_size);
-        let stream = tok.as_ref().map(TextStream::new);
         let device = model.gpu.device.clone();
         Ok(Engine {
             inner: Rc::new(RefCell::new(Inner {
@@ -604,7 +603,6 @@ impl Loader {
                 model: Some(model),
                 gen: None,
                 tok,
-                stream,
                 unloaded: false,
                 abort_requested: false,
                 cached: Vec::new(),
@@ -637,7 +635,6 @@ struct Inner {
     model: Option<Qwen>,
     gen: Option<Generator>,
     tok: Option<Tokenizer>,
-    stream: Option<TextStream>,
     unloaded: bool,
     abort_requested: bool,
     /// The ids the KV cache holds while no generation does (a generation's own are its
@@ -1252,9 +1249,6 @@ impl Engine {
                 i.stop_hit = false;
                 i.logprobs_on = opts.logprobs.is_some();
                 i.replies += 1;
-                if let Some(s) = i.stream.as_mut() {
-                    s.reset();
-                }
                 match i.gen.take() {
                     Some(g) => g.sequence().to_vec(),
                     None => std::mem::take(&mut i.cached),
@@ -1535,18 +1529,6 @@ impl Engine {
         i.tok("detokenize")?.decode(&ids).map_err(js_err)
     }
 
-    /// Feed one generated id to the text stream; returns the text now complete, if any. A
-    /// special token shows no text, nor does an id past the tokenizer's table (the model's
-    /// padding rows: Qwen2's 151936 rows hold 151669 tokens; a generated one is not an error).
-    pub fn stream_push(&self, id: u32) -> Result<Option<String>, JsValue> {
-        let mut i = self.inner.borrow_mut();
-        if i.tok.as_ref().is_some_and(|t| t.is_special(id) || id as usize >= t.vocab_size()) {
-            return Ok(None);
-        }
-        let s = i.stream.as_mut().ok_or_else(|| tokenizer_missing("text output"))?;
-        s.push(id).map_err(js_err)
-    }
-
     /// What streaming `ids` would show: the text completed after each id ("" while a
     /// character is still incomplete), then the flushed tail.
     pub fn stream_chunks(&self, ids: Vec<u32>) -> Result<Vec<String>, JsValue> {
@@ -1558,11 +1540,6 @@ impl Engine {
         }
         out.push(s.finish().unwrap_or_default());
         Ok(out)
-    }
-
-    /// Flush the text stream (an unfinished character becomes U+FFFD).
-    pub fn stream_finish(&self) -> Option<String> {
-        self.inner.borrow_mut().stream.as_mut().and_then(|s| s.finish())
     }
 }
 

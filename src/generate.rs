@@ -120,17 +120,43 @@ impl Generator {
             )));
         }
         opts.sampling.validate()?;
-        let common = cached.iter().zip(prompt).take_while(|(a, b)| a == b).count();
-        let mut keep = common.min(prompt.len().saturating_sub(1));
-        // Qwen v1's dynamic NTK fixes its alpha at the prefill from the prompt's length: a
-        // prompt that would get another alpha than the cache was written with starts afresh.
-        let cfg = &model.config;
-        if cfg.use_dynamic_ntk && crate::model::rope::ntk_alpha(prompt.len(), cfg.seq_length) != model.ntk_alpha() {
-            keep = 0;
-        }
+        let keep = reuse_point(model, cached, prompt);
         model.rewind(keep)?;
         let g = Generator::start_at(model, prompt, keep, opts).await?;
         Ok((g, keep))
+    }
+
+    /// Go on after the context filled up ([`FinishReason::ContextFull`]) with a shorter
+    /// `prompt` for the same request (a conversation with older turns left out): the tokens
+    /// generated so far follow it, the cache keeps the longest prefix it shares with what it
+    /// holds, the rest is fed, and decoding continues; [`Generator::tokens`] still lists every
+    /// token generated, and `max_new_tokens` still counts them all. Returns how many tokens
+    /// were reused. `prompt` plus the tokens so far must leave room in the context.
+    pub async fn resume(&mut self, model: &mut Qwen, prompt: &[u32]) -> Result<usize> {
+        if self.finish != Some(FinishReason::ContextFull) {
+            return Err(Error::Request("only a generation that filled the context can be resumed".into()));
+        }
+        let mut seq = prompt.to_vec();
+        seq.extend_from_slice(self.tokens());
+        if seq.len() >= model.context() {
+            return Err(Error::ContextFull(format!(
+                "{} prompt tokens and {} generated leave no room in the context of {}",
+                prompt.len(),
+                self.tokens().len(),
+                model.context()
+            )));
+        }
+        let held = model.pos().min(self.history.len());
+        let keep = reuse_point(model, &self.history[..held], &seq);
+        model.rewind(keep)?;
+        model.set_sampling(Some(&self.opts.sampling), &seq)?;
+        model.set_logprobs(self.opts.logprobs)?;
+        self.pending = Some(model.feed(&seq[keep..], Want::Token).await?);
+        self.pending_logprobs = model.last_logprobs().cloned();
+        self.prompt_len = prompt.len();
+        self.history = seq;
+        self.finish = None;
+        Ok(keep)
     }
 
     /// Prefill `prompt[skip..]` after a cache holding `prompt[..skip]` (the repetition
@@ -245,6 +271,19 @@ impl Generator {
     pub fn sequence(&self) -> &[u32] {
         &self.history
     }
+}
+
+/// How many leading tokens of a cache holding `cached` (positions `0..model.pos()`) a new
+/// sequence `seq` can keep: their common prefix, leaving at least one token to feed. Qwen v1's
+/// dynamic NTK fixes its alpha at the prefill from the prompt's length: a sequence that would
+/// get another alpha than the cache was written with starts afresh.
+fn reuse_point(model: &Qwen, cached: &[u32], seq: &[u32]) -> usize {
+    let common = cached.iter().zip(seq).take_while(|(a, b)| a == b).count();
+    let cfg = &model.config;
+    if cfg.use_dynamic_ntk && crate::model::rope::ntk_alpha(seq.len(), cfg.seq_length) != model.ntk_alpha() {
+        return 0;
+    }
+    common.min(seq.len().saturating_sub(1))
 }
 
 /// Generate after `prompt` (see [`Generator::start`]). `on_token` sees each new token;

@@ -114,9 +114,20 @@ mod cli {
 
     #[derive(Args)]
     struct LoadArgs {
-        /// KV cache length in tokens (default: the model's context, at most 4096).
+        /// KV cache length in tokens (default: the model's context, at most 4096; Qwen v1,
+        /// whose dynamic NTK and logN run past its trained length, the longest of 32768,
+        /// 16384 and 8192 that fits --max-gpu-bytes).
         #[arg(long)]
         context: Option<usize>,
+        /// GPU memory (bytes) the default --context of a long-context model may fill: weights,
+        /// KV cache and activations (default 4 GiB).
+        #[arg(long)]
+        max_gpu_bytes: Option<u64>,
+        /// Layer-wise window attention: W (every layer sees its last W keys), W0,W1,... (one
+        /// per layer, 0 = the whole cache), or pow2:MIN:K (layer i gets MIN*2^(i*K)). Off by
+        /// default, as the released checkpoints run.
+        #[arg(long)]
+        window: Option<String>,
         /// Most tokens per forward pass; longer prompts are fed in chunks.
         #[arg(long, default_value_t = 128)]
         max_batch: usize,
@@ -227,6 +238,8 @@ mod cli {
                     weights: weight_format(&self.weights, Some(dir))?,
                     kv,
                     encoder: Encoder::parse(&self.encoder)?,
+                    window: model::WindowSpec::parse(self.window.as_deref().unwrap_or(""))?,
+                    max_gpu_bytes: self.max_gpu_bytes.filter(|&b| b > 0),
                 },
             ))
         }

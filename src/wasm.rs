@@ -255,6 +255,8 @@ fn model_options(o: &LoadOptions, stored: Option<WeightFormat>) -> Result<ModelO
             Some(k) => KvFormat::parse(k).map_err(js_err)?,
         },
         encoder: Encoder::parse(o.encoder.as_deref().unwrap_or("")).map_err(js_err)?,
+        max_gpu_bytes: o.max_gpu_bytes.filter(|&b| b > 0),
+        ..Default::default()
     })
 }
 

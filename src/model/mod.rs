@@ -8,6 +8,7 @@ pub mod queue;
 pub mod rope;
 pub mod state;
 pub mod weights;
+pub mod window;
 
 use crate::config::QwenConfig;
 use crate::error::{Error, Result};
@@ -19,11 +20,12 @@ use forward::{Head, Pass};
 use queue::{DecodeQueue, NextInput};
 pub use state::{KvFormat, RunState};
 pub use weights::QwenWeights;
+pub use window::WindowSpec;
 
 /// Sizes chosen at load time.
 #[derive(Debug, Clone)]
 pub struct ModelOptions {
-    /// KV cache length in tokens; `None`: the model's trained context, at most 4096.
+    /// KV cache length in tokens; `None`: see [`ModelOptions::context_for`].
     pub context: Option<usize>,
     /// Most tokens one forward pass takes; longer prompts are fed in chunks.
     pub max_batch: usize,
@@ -33,7 +35,23 @@ pub struct ModelOptions {
     pub kv: state::KvFormat,
     /// Where plain matrices are encoded into `weights` (see [`weights::Encoder`]).
     pub encoder: weights::Encoder,
+    /// Layer-wise window attention (off: every layer sees its whole cache).
+    pub window: WindowSpec,
+    /// GPU memory the model may take, weights and run state (None: unknown). Only the
+    /// default context of a long-context model depends on it ([`ModelOptions::context_for`]).
+    pub max_gpu_bytes: Option<u64>,
 }
+
+/// GPU memory a long-context model's default context may fill when no budget is given.
+pub const DEFAULT_GPU_BUDGET: u64 = 4 << 30;
+
+/// The contexts a long-context model (Qwen v1, whose dynamic NTK and logN carry it past its
+/// trained length) tries by default, longest first.
+pub const LONG_CONTEXTS: [usize; 3] = [32768, 16384, 8192];
+
+/// A default context's KV cache keeps each layer's K (and V) within this many bytes: WebGPU's
+/// default storage-binding limit, which every adapter offers.
+const DEFAULT_KV_BINDING: u64 = 128 << 20;
 
 impl Default for ModelOptions {
     fn default() -> Self {
@@ -43,13 +61,34 @@ impl Default for ModelOptions {
             weights: crate::weights::quant::WeightFormat::F16,
             kv: state::KvFormat::F32,
             encoder: weights::Encoder::Auto,
+            window: WindowSpec::Off,
+            max_gpu_bytes: None,
         }
     }
 }
 
 impl ModelOptions {
+    /// The KV cache length: the one asked for, else the model's trained context (at most
+    /// 4096), except for a model whose positions run past its trained length by design (Qwen
+    /// v1 with dynamic NTK): it gets the longest of [`LONG_CONTEXTS`] whose weights and run
+    /// state fit `max_gpu_bytes` (default [`DEFAULT_GPU_BUDGET`]) with each layer's KV cache
+    /// within 128 MiB, if any is longer.
     pub fn context_for(&self, cfg: &QwenConfig) -> usize {
-        self.context.unwrap_or(cfg.max_position_embeddings.min(4096))
+        if let Some(c) = self.context {
+            return c;
+        }
+        let plain = cfg.max_position_embeddings.min(4096);
+        if !cfg.use_dynamic_ntk {
+            return plain;
+        }
+        let budget = self.max_gpu_bytes.unwrap_or(DEFAULT_GPU_BUDGET);
+        let weights = weights::weight_bytes_of(cfg, &Default::default(), self.weights);
+        let fits = |c: usize| {
+            let state = state::state_bytes(cfg, self.max_batch.min(c), c, self.kv);
+            self.kv.layer_bytes(c, cfg.num_key_value_heads, cfg.head_dim) <= DEFAULT_KV_BINDING
+                && weights.saturating_add(state) <= budget
+        };
+        LONG_CONTEXTS.into_iter().find(|&c| c > plain && fits(c)).unwrap_or(plain)
     }
 }
 
@@ -86,6 +125,8 @@ pub struct Qwen {
     rope: RopeState,
     /// Positions, token passes in flight and the next pass's input (see [`queue`]).
     queue: DecodeQueue,
+    /// Each layer's attention window (0: the whole cache; see [`window`]).
+    windows: Vec<usize>,
     /// `[rows, vocab]` logits for [`Want::AllLogits`], allocated on first use.
     logits_all: Option<(usize, GpuBuffer)>,
     /// Kernel dispatches in the last forward pass.
@@ -142,15 +183,17 @@ impl Qwen {
         progress: &mut dyn FnMut(u64, u64),
     ) -> Result<Qwen> {
         // The run state first: a context that cannot fit fails before any download.
+        let windows = opts.window.resolve(config.num_hidden_layers)?;
         let state = Qwen::run_state(&gpu, &config, opts)?;
         let (gpu, weights) = weights::load(gpu, &config, src, opts.weights, opts.encoder, progress)?;
-        Ok(Qwen::assemble(gpu, config, weights, state))
+        Ok(Qwen::assemble(gpu, config, weights, state, windows))
     }
 
     /// Wrap uploaded weights (see [`weights::Uploader`]) and allocate the run state.
     pub fn from_weights(gpu: Gpu, config: QwenConfig, weights: QwenWeights, opts: &ModelOptions) -> Result<Qwen> {
+        let windows = opts.window.resolve(config.num_hidden_layers)?;
         let state = Qwen::run_state(&gpu, &config, opts)?;
-        Ok(Qwen::assemble(gpu, config, weights, state))
+        Ok(Qwen::assemble(gpu, config, weights, state, windows))
     }
 
     fn run_state(gpu: &Gpu, config: &QwenConfig, opts: &ModelOptions) -> Result<RunState> {
@@ -158,7 +201,7 @@ impl Qwen {
         RunState::new(gpu, config, opts.max_batch.min(context), context, opts.kv)
     }
 
-    fn assemble(gpu: Gpu, config: QwenConfig, weights: QwenWeights, state: RunState) -> Qwen {
+    fn assemble(gpu: Gpu, config: QwenConfig, weights: QwenWeights, state: RunState, windows: Vec<usize>) -> Qwen {
         let inv_freq = rope::inv_freq(config.rope_theta, config.head_dim);
         Qwen {
             config,
@@ -167,6 +210,7 @@ impl Qwen {
             state,
             rope: RopeState { inv_freq, ntk_alpha: 1.0, host: Vec::new() },
             queue: DecodeQueue::default(),
+            windows,
             logits_all: None,
             last_dispatches: 0,
             encoding: PassEncoding::default(),
@@ -202,6 +246,26 @@ impl Qwen {
     /// KV cache length.
     pub fn context(&self) -> usize {
         self.state.context
+    }
+
+    /// Each layer's attention window in keys (0: the layer sees its whole cache).
+    pub fn windows(&self) -> &[usize] {
+        &self.windows
+    }
+
+    /// BENCHMARKS ONLY: take the cache as holding `n` tokens without computing them (what it
+    /// holds is whatever was there: zeros, or an earlier sequence's keys). Decode and
+    /// attention cost the same whatever the keys are, so a benchmark can time decoding at a
+    /// long cache without prefilling it first. The next token fed goes to position `n`.
+    #[doc(hidden)]
+    pub fn assume_cached(&mut self, n: usize) -> Result<()> {
+        if n > self.state.context {
+            return Err(Error::ContextFull(format!("{n} tokens exceed the context of {}", self.state.context)));
+        }
+        self.queue.reset();
+        self.queue.submitted(n, None);
+        self.fix_ntk_alpha(n);
+        Ok(())
     }
 
     /// How the KV cache stores keys and values.

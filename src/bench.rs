@@ -72,6 +72,8 @@ pub struct SynthBench {
     pub temperature: f32,
     pub top_k: usize,
     pub top_p: f32,
+    /// Layer-wise window attention, as the `--window` load option (`""`: off).
+    pub window: String,
 }
 
 impl Default for SynthBench {
@@ -91,6 +93,7 @@ impl Default for SynthBench {
             temperature: 0.0,
             top_k: 0,
             top_p: 1.0,
+            window: String::new(),
         }
     }
 }
@@ -173,6 +176,7 @@ impl SynthBench {
             max_batch: self.max_batch.max(1),
             weights: crate::weights::quant::resolve_format(WeightFormat::parse_request(&self.weights)?, stored)?,
             kv: KvFormat::parse(&self.kv_cache)?,
+            window: crate::model::WindowSpec::parse(&self.window)?,
             ..Default::default()
         })
     }

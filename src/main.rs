@@ -10,6 +10,8 @@ fn main() {
 
 #[cfg(not(target_arch = "wasm32"))]
 mod cli {
+    mod perplexity;
+
     use clap::{Args, Parser, Subcommand};
     use qwen_webgpu::generate::{generate, GenerateOptions, Generator};
     use qwen_webgpu::gpu::GpuOptions;
@@ -87,6 +89,10 @@ mod cli {
         },
         /// Measure prefill/decode speed, memory and the decode roofline fraction.
         Bench(BenchArgs),
+        /// Perplexity of a long text at several context lengths, plain and with each
+        /// long-context technique (dynamic NTK, logN, window attention): the Qwen report's
+        /// table 3 for any checkpoint.
+        Perplexity(perplexity::PerplexityArgs),
         /// Print a model's family, config, parameter count and the GPU memory it needs.
         Info {
             #[arg(long)]
@@ -328,6 +334,9 @@ mod cli {
         /// With --temperature: nucleus sampling (1: off).
         #[arg(long, default_value_t = 1.0)]
         top_p: f32,
+        /// Layer-wise window attention, as the load option --window (default off).
+        #[arg(long, default_value = "")]
+        window: String,
     }
 
     #[derive(Args)]
@@ -394,6 +403,7 @@ mod cli {
             Cmd::Generate(a) => pollster::block_on(run_generate(a)),
             Cmd::Chat(a) => pollster::block_on(run_chat(a)),
             Cmd::Bench(a) => pollster::block_on(run_bench(a)),
+            Cmd::Perplexity(a) => pollster::block_on(perplexity::run(a)),
             Cmd::Tokenize { tokenizer, decode } => run_tokenize(&tokenizer, decode),
             Cmd::Info { model, load } => run_info(&model, &load),
             Cmd::Quantize { model, out, format, max_shard_bytes } => {
@@ -752,6 +762,7 @@ mod cli {
             temperature: a.temperature,
             top_k: a.top_k,
             top_p: a.top_p,
+            window: a.window.clone(),
         };
         spec.check()?;
         let stored = match &a.model {

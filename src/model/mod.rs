@@ -456,6 +456,43 @@ impl Qwen {
         Ok(if want == Want::AllLogits { Output::Logits(all) } else { last })
     }
 
+    /// [`Qwen::feed`] of a whole sequence on a fresh cache (dynamic NTK's alpha from all of
+    /// `tokens`), handing each forward pass's logits to `on_chunk` (`first`: the index in
+    /// `tokens` of the chunk's first row; `logits`: `[rows, vocab]`) instead of keeping them:
+    /// evaluation over long texts without holding every position's logits at once.
+    pub async fn feed_scoring(
+        &mut self,
+        tokens: &[u32],
+        on_chunk: &mut dyn FnMut(usize, &[f32]) -> Result<()>,
+    ) -> Result<()> {
+        self.reset();
+        self.check_tokens(tokens)?;
+        self.fix_ntk_alpha(tokens.len());
+        let chunk = self.state.max_tokens;
+        for (i, c) in tokens.chunks(chunk).enumerate() {
+            if let Output::Logits(l) = self.forward(PassInput::Tokens(c), Want::AllLogits).await? {
+                on_chunk(i * chunk, &l)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Change the layers' attention windows (see [`window`]) for the following passes: one
+    /// per layer, 0 for the whole cache. Keys already cached stay as they are, so a caller
+    /// that compares settings starts each sequence afresh.
+    pub fn set_windows(&mut self, windows: Vec<usize>) -> Result<()> {
+        if windows.len() != self.config.num_hidden_layers {
+            return Err(Error::Request(format!(
+                "{} windows for a model of {} layers",
+                windows.len(),
+                self.config.num_hidden_layers
+            )));
+        }
+        self.queue.discard();
+        self.windows = windows;
+        Ok(())
+    }
+
     /// Qwen v1's dynamic NTK: the prefill of a fresh sequence fixes alpha from its length.
     fn fix_ntk_alpha(&mut self, prompt_len: usize) {
         let cfg = &self.config;

@@ -38,8 +38,9 @@ const now = () => (typeof performance !== "undefined" ? performance.now() : Date
  * directory handle or {name: data}.
  * Options: context, maxBatch, weights (omitted: the checkpoint's own format if it is
  * pre-quantized, else f16), encoder ("auto", "gpu" or "cpu": where a plain checkpoint is
- * quantized; the same bytes either way), kvCache, cache (keep the loaded model in the browser's model
- * store; default: as useCache), useCache (true), maxGpuBytes, maxBindingBytes, onProgress,
+ * quantized; the same bytes either way), kvCache, window (layer-wise window attention), cache
+ * (keep the loaded model in the browser's model store; default: as useCache), useCache (true),
+ * maxGpuBytes (also picks a Qwen v1 model's default context), maxBindingBytes, onProgress,
  * signal, wasmUrl, fetch.
  *
  * The model store (store.js): for a URL model with `cache` on, a model stored before (same
@@ -148,9 +149,9 @@ async function loadOnce(model, opts, store) {
     const gguf = src.gguf || null;
     const caching = !!(src.ensureCached && src.useCache);
     // The options wasm reads (LoadOptions: context, maxBatch, maxBindingBytes, maxGpuBytes,
-    // weights, kvCache, encoder).
-    const { context, maxBatch, maxBindingBytes, maxGpuBytes, weights, kvCache, encoder } = opts;
-    const loadOpts = { context, maxBatch, maxBindingBytes, maxGpuBytes, weights, kvCache, encoder };
+    // weights, kvCache, encoder, window).
+    const { context, maxBatch, maxBindingBytes, maxGpuBytes, weights, kvCache, encoder, window } = opts;
+    const loadOpts = { context, maxBatch, maxBindingBytes, maxGpuBytes, weights, kvCache, encoder, window };
     let configText = null;
     let genConfigText = null;
     // tokenizer_config.json: its `chat_template` is how the checkpoint's chat prompts are
@@ -382,6 +383,12 @@ export function checkLoadOptions(opts) {
     if (typeof v !== "number" || !Number.isInteger(v) || v < min || v > max) {
       throw qwenError("request_invalid", `${field} must be a whole number from ${min} to ${max} (got ${typeof v === "number" ? v : JSON.stringify(v) ?? typeof v})`);
     }
+  }
+  // window: its values are checked by wasm (model::WindowSpec), against the model's layers.
+  const w = opts.window;
+  if (w !== undefined && w !== null && typeof w !== "string" && typeof w !== "number" &&
+      !(Array.isArray(w) && w.every((x) => typeof x === "number"))) {
+    throw qwenError("request_invalid", `window must be a string ("512", "256,512", "pow2:256:0.25", "off"), a number or an array of numbers (got ${JSON.stringify(w) ?? typeof w})`);
   }
 }
 

@@ -128,8 +128,13 @@ export interface EngineOptions {
   model: ModelSource;
   onProgress?: (p: LoadProgress) => void;
   /**
-   * KV cache length in tokens (default: the model's context, at most 4096). A whole number
-   * from 1 to 1048576; anything else is a RequestError (`request_invalid`) naming the field.
+   * KV cache length in tokens. A whole number from 1 to 1048576; anything else is a
+   * RequestError (`request_invalid`) naming the field. Default: the model's trained context,
+   * at most 4096; for a Qwen v1 model (`use_dynamic_ntk`: its dynamic NTK RoPE and logN
+   * attention carry it past its trained `seq_length`), the longest of 32768, 16384 and 8192
+   * whose weights, KV cache and activations fit `maxGpuBytes` (4 GiB when not given) with each
+   * layer's KV cache within 128 MiB (WebGPU's default storage-binding limit), if any is longer.
+   * `engine.info().context` says which.
    */
   context?: number;
   /** Most tokens per forward pass (default 128). A whole number from 1 to 1048576, as `context`. */
@@ -172,11 +177,24 @@ export interface EngineOptions {
    */
   download?: DownloadOptions;
   /**
-   * Refuse models needing more GPU memory than this many bytes (browsers do not report it).
-   * A whole number from 1 to 2^53 - 1 (Number.MAX_SAFE_INTEGER); anything else is a
-   * RequestError (`request_invalid`) naming the field.
+   * Refuse models needing more GPU memory than this many bytes (browsers do not report it);
+   * a Qwen v1 model's default `context` is the longest that fits it (see `context`). A whole
+   * number from 1 to 2^53 - 1 (Number.MAX_SAFE_INTEGER); anything else is a RequestError
+   * (`request_invalid`) naming the field.
    */
   maxGpuBytes?: number;
+  /**
+   * Layer-wise window attention (the Qwen report's long-context technique; off by default, as
+   * the released checkpoints do not use it): each layer's queries see only its last `w` keys,
+   * and older keys are skipped, so a long cache costs a windowed layer only its window. The
+   * CLI's `--window` syntax: `"512"` (every layer), `"256,512,1024,0"` (one per layer; 0: the
+   * whole cache), `"pow2:256:0.25"` (layer i gets 256·2^(i·0.25), short windows low, long
+   * ones high), `"off"`; or a number (every layer), or an array of numbers (one for all, or
+   * one per layer). A value that is not a window, or a list whose length is neither 1 nor the
+   * model's layer count, is a RequestError (`request_invalid`) naming `window`, before any
+   * weight is downloaded. `engine.info().windows` lists each layer's.
+   */
+  window?: string | number | number[];
   /** Use a storage-binding limit below the adapter's (testing). A whole number from 65536 to 2^53 - 1, else a RequestError. */
   maxBindingBytes?: number;
   /** Run the engine in a Web Worker (default: true in a window). */
@@ -370,20 +388,45 @@ export interface ChatCompletionRequest extends SamplingOptions {
 }
 
 /**
- * Why generation ended: `stop` (an end token or a `stop` string), `length` (max_tokens),
- * `context_full` (the KV cache is full), `abort` (your signal, or leaving a stream early),
+ * Why generation ended: `stop` (an end token or a `stop` string), `length` (max_tokens; or
+ * a chat reply that filled the context and cannot go on, as the last user message and the
+ * reply leave no room), `context_full` (`generateIds` only: the KV cache is full; a chat
+ * reply goes on with older turns left out), `abort` (your signal, or leaving a stream early),
  * `tool_calls` (the reply called tools: see `message.tool_calls`), `invalid_tool_call` (the
  * reply began a tool call the engine could not parse: its text is returned as content).
  */
 export type FinishReason = "stop" | "length" | "context_full" | "abort" | "tool_calls" | "invalid_tool_call";
 
 export interface Usage {
+  /** Tokens of the prompt the reply started from. */
   prompt_tokens: number;
-  /** `cached_tokens`: prompt tokens the engine still had in its KV cache from the last call
-   *  (the conversation so far, up to the first token that differs) and did not prefill again.
-   *  `dropped_tokens`: tokens of older turns left out of the prompt to fit the context (0 when
-   *  the whole conversation fits). */
-  prompt_tokens_details: { cached_tokens: number; dropped_tokens?: number };
+  prompt_tokens_details: {
+    /** Prompt tokens the engine still had in its KV cache from the last call (the
+     *  conversation so far, up to the first token that differs) and did not prefill again
+     *  (OpenAI's meaning). */
+    cached_tokens: number;
+    /**
+     * Tokens of older turns left out of the prompt to fit the context (0 when the whole
+     * conversation fits; the most over the reply's prompts when it went on past the end of the
+     * context). Chat requests. A long conversation never fails for its length: older turns are
+     * left out in blocks of about a quarter of the prompt budget, so the prompt's start stays
+     * the same for several turns and the cache keeps serving it.
+     */
+    dropped_tokens?: number;
+    /**
+     * Tokens this request ran through prefill: `prompt_tokens - cached_tokens`, plus, for each
+     * continuation, the shorter prompt and the reply so far less what the cache still held.
+     * What the request cost beyond decoding its `completion_tokens`.
+     */
+    prefilled_tokens?: number;
+    /**
+     * How often the reply filled the context before `max_tokens` and went on: the prompt is
+     * made again with more of the older turns left out (the system prompt and the last user
+     * message stay), the reply so far follows it, and decoding continues (the stream shows
+     * nothing of it). 0 for `generateIds`, which ends with `context_full` instead.
+     */
+    continuations?: number;
+  };
   completion_tokens: number;
   total_tokens: number;
   time_to_first_token_s: number;
@@ -483,8 +526,11 @@ export interface ChatFormat {
 export interface EngineInfo {
   model: string;
   adapter: string;
-  /** KV cache length in tokens. */
+  /** KV cache length in tokens (the `context` option, else its default: see EngineOptions.context). */
   context: number;
+  /** Each layer's attention window in tokens (0: the layer sees its whole cache; all 0
+   *  without the `window` option). */
+  windows: number[];
   vocabSize: number;
   hasTokenizer: boolean;
   /** `eos_token_id`s of config.json and generation_config.json (a GGUF file: `tokenizer.ggml.eos_token_id`). */

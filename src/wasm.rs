@@ -30,7 +30,7 @@ use crate::error::Error;
 use crate::generate::{eos_ids_in, stop_ids, FinishReason, GenerateOptions, Generator};
 use crate::gpu::{Gpu, GpuOptions};
 use crate::model::weights::{Encoder, Uploader};
-use crate::model::{self, ModelOptions, Qwen, RunState};
+use crate::model::{self, ModelOptions, Qwen, RunState, WindowSpec};
 use crate::ops::KvFormat;
 use crate::sampler::SamplingParams;
 use crate::tokenizer::{chat_prompt, ChatRequest, ReplyFormat, ToolCall, ToolChoice};
@@ -183,13 +183,17 @@ pub fn prompt_budget_js(context: u32, max_tokens: u32) -> u32 {
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct LoadOptions {
-    /// KV cache tokens (default: the model's context, at most 4096).
+    /// KV cache tokens (default: [`ModelOptions::context_for`]: the model's trained context,
+    /// at most 4096; Qwen v1, whose dynamic NTK and logN run past it, the longest of 32K, 16K
+    /// and 8K that fits `max_gpu_bytes`).
     pub context: Option<u32>,
     /// Most tokens per forward pass.
     pub max_batch: Option<u32>,
     /// A storage-binding limit below the adapter's.
     pub max_binding_bytes: Option<u64>,
-    /// A GPU memory budget (browsers do not report GPU memory).
+    /// A GPU memory budget (browsers do not report GPU memory): a model needing more is
+    /// refused, and a Qwen v1 model's default context is the longest that fits it (default
+    /// budget for that choice: [`model::DEFAULT_GPU_BUDGET`]).
     pub max_gpu_bytes: Option<u64>,
     /// `f16`, `q8`, `q4` (`auto` or none: the checkpoint's own format if pre-quantized, else f16).
     pub weights: Option<String>,
@@ -198,6 +202,42 @@ pub struct LoadOptions {
     /// Where a plain checkpoint is quantized: `gpu`, `cpu`, or `auto` (default: the GPU unless
     /// the adapter is a CPU implementation). Both give the same bytes.
     pub encoder: Option<String>,
+    /// Layer-wise window attention ([`WindowSpec`]): the CLI's `--window` text (`"512"`,
+    /// `"256,512,..."`, `"pow2:256:0.25"`, `"off"`), one window for every layer as a number,
+    /// or an array of numbers (one for all, or one per layer; 0: a whole-cache layer).
+    pub window: Option<WindowOption>,
+}
+
+/// The `window` load option as JS may give it (numbers arrive as f64 and are checked here).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum WindowOption {
+    Text(String),
+    One(f64),
+    Layers(Vec<f64>),
+}
+
+impl WindowOption {
+    /// The windows asked for; a value that is not a window is a `RequestError` naming the option.
+    fn spec(&self) -> Result<WindowSpec, Error> {
+        let whole = |w: f64| {
+            if w.is_finite() && w >= 0.0 && w.fract() == 0.0 && w <= u32::MAX as f64 {
+                Ok((w as u64).to_string())
+            } else {
+                Err(Error::Request(format!("window: {w} is not a window (a whole number of tokens, 0 for none)")))
+            }
+        };
+        match self {
+            WindowOption::Text(t) => WindowSpec::parse(t),
+            WindowOption::One(w) => WindowSpec::parse(&whole(*w)?),
+            WindowOption::Layers(v) if v.is_empty() => {
+                Err(Error::Request("window: an empty array (give one window for all layers, or one per layer)".into()))
+            }
+            WindowOption::Layers(v) => {
+                WindowSpec::parse(&v.iter().map(|&w| whole(w)).collect::<Result<Vec<_>, _>>()?.join(","))
+            }
+        }
+    }
 }
 
 /// Open the GPU for a model and check that it fits before anything is downloaded.
@@ -256,7 +296,7 @@ fn model_options(o: &LoadOptions, stored: Option<WeightFormat>) -> Result<ModelO
         },
         encoder: Encoder::parse(o.encoder.as_deref().unwrap_or("")).map_err(js_err)?,
         max_gpu_bytes: o.max_gpu_bytes.filter(|&b| b > 0),
-        ..Default::default()
+        window: o.window.as_ref().map(WindowOption::spec).transpose().map_err(js_err)?.unwrap_or_default(),
     })
 }
 
@@ -269,6 +309,8 @@ async fn open_fitting(
     o: &LoadOptions,
     tensors: &BTreeMap<String, TensorInfo>,
 ) -> Result<(Gpu, (u64, u64)), JsValue> {
+    // Windows that do not suit the model's layers fail before the GPU is opened.
+    opts.window.resolve(cfg.num_hidden_layers).map_err(js_err)?;
     let gpu_opts = GpuOptions { max_binding_bytes: o.max_binding_bytes.filter(|&b| b > 0), ..Default::default() };
     let gpu = Gpu::new(&gpu_opts).await.map_err(js_err_gpu("gpu_unavailable"))?;
     let (weights, state) = model::gpu_bytes_of(cfg, tensors, opts);
@@ -597,6 +639,7 @@ impl Loader {
         model.gpu.end_scope(scope, "allocating the run state (KV cache, activations)".into());
         model.gpu.settle().await.map_err(js_err)?;
         let (context, vocab_size) = (model.context(), model.config.vocab_size);
+        let windows = model.windows().to_vec();
         let device = model.gpu.device.clone();
         Ok(Engine {
             inner: Rc::new(RefCell::new(Inner {
@@ -621,6 +664,9 @@ impl Loader {
                 stop_hit: false,
                 logprobs_on: false,
                 replies: 0,
+                chat: None,
+                out_of_room: false,
+                windows,
             })),
         })
     }
@@ -668,14 +714,27 @@ struct Inner {
     logprobs_on: bool,
     /// Replies started, for unique tool call ids.
     replies: u64,
+    /// The current chat request, kept so that its reply can go on past the end of the context.
+    chat: Option<ChatState>,
+    /// The current chat reply filled the context and could not go on (even its own last user
+    /// message with the reply so far leaves no room): it ended as at `max_tokens` (`length`).
+    out_of_room: bool,
+    /// Each layer's attention window (0: the whole cache).
+    windows: Vec<usize>,
 }
 
 /// What [`Usage`] is computed from.
 #[derive(Default)]
 struct Run {
     prompt_tokens: usize,
-    /// Tokens of old turns left out of the prompt to fit the context.
+    /// Tokens of old turns left out of the prompt to fit the context (the most over the
+    /// reply's prompts: the first, and those it went on with).
     dropped_tokens: usize,
+    /// Tokens fed through prefill passes: the first prompt's uncached tokens, then what each
+    /// continuation fed again.
+    prefilled_tokens: usize,
+    /// Times the reply filled the context and went on with older turns left out.
+    continuations: usize,
     completion_tokens: usize,
     /// Started with the request; seconds from then to the first generated token and to the end.
     clock: Option<Stopwatch>,
@@ -767,6 +826,7 @@ impl Inner {
             (None, None) => None,
         };
         let mut dropped_tokens = 0;
+        let mut chat_state = None;
         let (prompt, reply) = if chat {
             let tok = self.tok("chat")?;
             let messages = req.messages.unwrap_or_default();
@@ -789,6 +849,13 @@ impl Inner {
                 },
             )?;
             dropped_tokens = p.dropped_tokens;
+            chat_state = Some(ChatState {
+                messages: msgs,
+                tools: tools.clone(),
+                tool_choice: tool_choice.clone(),
+                enable_thinking,
+                max_new_tokens,
+            });
             // tool_choice "none": the prompt lists the tools, the reply may not call one.
             if tool_choice == ToolChoice::None && p.reply_format == ReplyFormat::Hermes {
                 if let Some(id) = tok.token_to_id("<tool_call>") {
@@ -855,7 +922,7 @@ impl Inner {
             stop_ids: self.stop_ids(&req.stop_token_ids.unwrap_or_default(), chat, req.ignore_eos.unwrap_or(false)),
             logprobs,
         };
-        Ok(Prepared { prompt, opts, reply, dropped_tokens })
+        Ok(Prepared { prompt, opts, reply, dropped_tokens, chat: chat_state })
     }
 }
 
@@ -865,6 +932,18 @@ struct Prepared {
     opts: GenerateOptions,
     reply: Option<ReplyOptions>,
     dropped_tokens: usize,
+    chat: Option<ChatState>,
+}
+
+/// A chat request as the engine keeps it while its reply is generated: when the reply fills
+/// the context, [`Engine::next`] makes a shorter prompt of it (older turns left out) and goes
+/// on ([`Inner::continue_reply`]).
+struct ChatState {
+    messages: Vec<ChatMessage>,
+    tools: Vec<serde_json::Value>,
+    tool_choice: ToolChoice,
+    enable_thinking: Option<bool>,
+    max_new_tokens: usize,
 }
 
 /// generation_config.json's sampling values (`engine.info().generationDefaults`): what a chat
@@ -1104,8 +1183,15 @@ pub struct Usage {
 pub struct PromptTokensDetails {
     /// Prompt tokens found in the KV cache (not prefilled again).
     pub cached_tokens: usize,
-    /// Tokens of the oldest turns left out of the prompt so that it fits the context.
+    /// Tokens of the oldest turns left out of the prompt so that it fits the context (the
+    /// most over the reply's prompts, when it went on past the end of the context).
     pub dropped_tokens: usize,
+    /// Tokens the request prefilled: `prompt_tokens - cached_tokens`, plus what each
+    /// continuation past the end of the context fed again (its shorter prompt and the reply
+    /// so far, less what the cache still held). The cost of the request beyond decoding.
+    pub prefilled_tokens: usize,
+    /// How often the reply filled the context and went on with older turns left out.
+    pub continuations: usize,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -1140,7 +1226,12 @@ impl Run {
         };
         Usage {
             prompt_tokens: self.prompt_tokens,
-            prompt_tokens_details: PromptTokensDetails { cached_tokens: cached, dropped_tokens: self.dropped_tokens },
+            prompt_tokens_details: PromptTokensDetails {
+                cached_tokens: cached,
+                dropped_tokens: self.dropped_tokens,
+                prefilled_tokens: self.prefilled_tokens,
+                continuations: self.continuations,
+            },
             completion_tokens: n,
             total_tokens: self.prompt_tokens + n,
             extra: timings.clone(),
@@ -1154,8 +1245,11 @@ impl Run {
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct EngineInfo {
-    /// KV cache length.
+    /// KV cache length (the `context` load option, else [`ModelOptions::context_for`]).
     pub context: usize,
+    /// Each layer's attention window in tokens (0: the layer sees its whole cache; all 0
+    /// unless the `window` load option asked for windows).
+    pub windows: Vec<usize>,
     pub vocab_size: usize,
     pub has_tokenizer: bool,
     /// The model's eos ids (config.json and generation_config.json).
@@ -1235,7 +1329,7 @@ impl Engine {
                 };
                 Ok((p, parser))
             });
-            let (Prepared { prompt, opts, dropped_tokens, .. }, parser) = match prepared {
+            let (Prepared { prompt, opts, dropped_tokens, chat: chat_state, .. }, parser) = match prepared {
                 Ok(p) => p,
                 Err(e) => {
                     inner.borrow_mut().model = Some(model);
@@ -1248,6 +1342,8 @@ impl Engine {
                 i.reused = 0;
                 i.run = Run { prompt_tokens: prompt.len(), dropped_tokens, clock: Some(clock), ..Run::default() };
                 i.reply = parser;
+                i.chat = chat_state;
+                i.out_of_room = false;
                 i.stop_hit = false;
                 i.logprobs_on = opts.logprobs.is_some();
                 i.replies += 1;
@@ -1274,6 +1370,7 @@ impl Engine {
                 Ok((g, reused)) => {
                     i.gen = Some(g);
                     i.reused = reused;
+                    i.run.prefilled_tokens = prompt.len() - reused;
                     i.model = Some(model);
                     Ok(JsValue::UNDEFINED)
                 }
@@ -1292,7 +1389,12 @@ impl Engine {
         })
     }
 
-    /// The next token id, or `undefined` once generation has finished.
+    /// The next token id, or `undefined` once generation has finished. A chat reply that
+    /// fills the context before `max_tokens` goes on: the conversation's prompt is made again
+    /// with more of the older turns left out ([`continue_prompt`]), the reply so far follows
+    /// it, the cache keeps what it shares with that ([`Generator::resume`]), and decoding
+    /// continues; the reply parser goes on as if nothing happened. Usage counts it
+    /// (`continuations`, `prefilled_tokens`, `dropped_tokens`).
     pub fn next(&self) -> Promise {
         let inner = self.inner.clone();
         future_to_promise(async move {
@@ -1309,7 +1411,11 @@ impl Engine {
                     }
                 }
             };
-            let r = g.next(&mut model).await;
+            // A chat reply that filled the context goes on with older turns left out.
+            let r = match continue_reply(&inner, &mut model, &mut g).await {
+                Ok(()) => g.next(&mut model).await,
+                Err(e) => Err(e),
+            };
             let mut i = inner.borrow_mut();
             if i.abort_requested {
                 g.abort();
@@ -1375,13 +1481,17 @@ impl Engine {
         }
     }
 
-    /// `"stop"`, `"length"`, `"context_full"`, `"abort"`, or `undefined` while generating.
+    /// `"stop"`, `"length"`, `"context_full"`, `"abort"`, or `undefined` while generating. A
+    /// chat reply that fills the context goes on (see [`Engine::next`]); one that cannot, as
+    /// its own last message leaves no room, ends with `"length"`: only `generateIds` ends
+    /// with `"context_full"`.
     pub fn finish_reason(&self) -> Option<String> {
         let i = self.inner.borrow();
         let base = i.gen.as_ref().and_then(|g| g.finish_reason()).map(|f| match f {
             _ if i.stop_hit => "stop",
             FinishReason::Stop => "stop",
             FinishReason::Length => "length",
+            FinishReason::ContextFull if i.out_of_room => "length",
             FinishReason::ContextFull => "context_full",
             FinishReason::Aborted => "abort",
         })?;
@@ -1483,6 +1593,7 @@ impl Engine {
         let context = i.context;
         to_js(&EngineInfo {
             context,
+            windows: i.windows.clone(),
             vocab_size: i.vocab_size,
             has_tokenizer: i.tok.is_some(),
             eos: i.eos.clone(),
@@ -1542,6 +1653,64 @@ impl Engine {
         }
         out.push(s.finish().unwrap_or_default());
         Ok(out)
+    }
+}
+
+/// Go on with a chat reply that filled the context ([`Engine::next`]): nothing unless the
+/// current generation is a chat reply that ended with `ContextFull` before `max_tokens`, not
+/// stopped by a stop string or an abort. When the conversation leaves no room even with every
+/// older turn left out, the reply ends (`out_of_room`: finish reason `length`).
+async fn continue_reply(inner: &Rc<RefCell<Inner>>, model: &mut Qwen, g: &mut Generator) -> crate::error::Result<()> {
+    let p = {
+        let i = inner.borrow();
+        let (Some(c), Some(tok)) = (i.chat.as_ref(), i.tok.as_ref()) else { return Ok(()) };
+        let n = g.tokens().len();
+        if g.finish_reason() != Some(FinishReason::ContextFull)
+            || i.stop_hit
+            || i.abort_requested
+            || i.out_of_room
+            || n >= c.max_new_tokens
+        {
+            return Ok(());
+        }
+        let req = ChatRequest {
+            messages: &c.messages,
+            tools: &c.tools,
+            enable_thinking: c.enable_thinking,
+            tool_choice: c.tool_choice.clone(),
+        };
+        continue_prompt(tok, &i.template, &req, n, model.context(), c.max_new_tokens - n)?
+    };
+    let Some(p) = p else {
+        inner.borrow_mut().out_of_room = true;
+        return Ok(());
+    };
+    let keep = g.resume(model, &p.ids).await?;
+    let mut i = inner.borrow_mut();
+    i.run.continuations += 1;
+    i.run.prefilled_tokens += (p.ids.len() + g.tokens().len()).saturating_sub(keep);
+    i.run.dropped_tokens = i.run.dropped_tokens.max(p.dropped_tokens);
+    Ok(())
+}
+
+/// The prompt a reply of `reply_len` tokens that filled the context goes on after: `req`'s
+/// prompt with older turns left out so that it, the reply so far and room for
+/// `min(remaining, context / 4)` more tokens fit the context; `None` when nothing leaves that
+/// room.
+fn continue_prompt(
+    tok: &Tokenizer,
+    tpl: &ChatTemplate,
+    req: &ChatRequest,
+    reply_len: usize,
+    context: usize,
+    remaining: usize,
+) -> crate::error::Result<Option<crate::tokenizer::ChatPrompt>> {
+    let room = remaining.min((context / 4).max(1));
+    let Some(budget) = context.checked_sub(reply_len + room).filter(|&b| b > 0) else { return Ok(None) };
+    match chat_prompt(tok, tpl, req, budget) {
+        Ok(p) => Ok(Some(p)),
+        Err(Error::ContextFull(_)) => Ok(None),
+        Err(e) => Err(e),
     }
 }
 

@@ -7,7 +7,7 @@ const $ = (id) => document.getElementById(id);
 const el = {
   gpuStatus: $("gpu-status"), modelPanel: $("model-panel"), loadForm: $("load-form"), preset: $("preset"),
   url: $("model-url"), folder: $("folder"), ggufFile: $("gguf-file"), folderInfo: $("folder-info"), weights: $("weights"), kv: $("kv"),
-  budget: $("gpu-budget"), cacheStatus: $("cache-status"), cacheText: $("cache-text"), cacheDelete: $("cache-delete"),
+  budget: $("gpu-budget"), context: $("context"), cacheStatus: $("cache-status"), cacheText: $("cache-text"), cacheDelete: $("cache-delete"),
   load: $("load"), cancelLoad: $("cancel-load"), progressBox: $("progress-box"), progress: $("progress"),
   progressText: $("progress-text"), error: $("error"), lost: $("lost"), lostText: $("lost-text"), reloadModel: $("reload-model"), modelStatus: $("model-status"), log: $("log"), stats: $("stats"),
   composer: $("composer"), input: $("input"), send: $("send"), stop: $("stop"), newChat: $("new-chat"),
@@ -26,6 +26,7 @@ const state = {
   runs: new Map(), // tool call id -> its Python run (seconds, ok), for the display
   folderFiles: null, // FileList from "Open a local folder" or "open a local .gguf file"
   modelName: "",
+  dropped: 0, // tokens of older messages the last reply's prompt left out (a note shows when it grows)
 };
 
 // ------------------------------------------------------------------ helpers
@@ -87,7 +88,9 @@ function describeError(e) {
     case "tokenizer_invalid":
       return `The model's tokenizer could not be read: ${msg}`;
     case "context_full":
-      return `The conversation no longer fits the model's context: start a new chat or lower the reply length. (${msg})`;
+      // Long conversations never fail (older messages are left out): only one message that
+      // does not fit the whole context on its own.
+      return `Your message is too long for the model's context (${state.context ?? "?"} tokens) even on its own: shorten it, or load the model with a longer context. (${msg})`;
     case "request_invalid":
     case "engine_busy":
     case "engine_unloaded":
@@ -300,6 +303,7 @@ async function loadModel() {
     try { model = new URL(url, location.href).href; } catch { showError(`"${url}" is not a valid URL.`); el.url.focus(); return; }
   }
   const budgetMiB = Number(el.budget.value);
+  const context = Math.round(Number(el.context.value));
   const ctl = new AbortController();
   state.loading = ctl;
   el.load.disabled = true;
@@ -316,12 +320,14 @@ async function loadModel() {
       kvCache: el.kv.value,
       signal: ctl.signal,
       ...(budgetMiB > 0 ? { maxGpuBytes: Math.round(budgetMiB * 1024 * 1024) } : {}),
+      ...(context > 0 ? { context } : {}),
     });
     if (ctl.signal.aborted) { await engine.unload(); throw Object.assign(new Error("cancelled"), { name: "AbortError", code: "aborted" }); }
     state.engine = engine;
     engine.lost.then((info) => onDeviceLost(engine, info));
     const info = await engine.info();
     state.context = info.context;
+    state.dropped = 0;
     // Left empty, the engine uses the model's default system prompt (its chat template's, or
     // for Qwen v1 the crate's ChatML default).
     const dflt = info.chatFormat?.default_system;
@@ -678,8 +684,12 @@ async function send() {
         },
       });
       finish = r.finish_reason;
-      usage = r.usage?.completions?.filter(Boolean).at(-1) ?? null;
-      if (usage) usage = { ...usage, tool_rounds: r.steps.length };
+      const all = r.usage?.completions?.filter(Boolean) ?? [];
+      usage = all.at(-1) ?? null;
+      if (usage) {
+        const dropped = Math.max(...all.map((u) => u.prompt_tokens_details?.dropped_tokens ?? 0));
+        usage = { ...usage, tool_rounds: r.steps.length, prompt_tokens_details: { ...usage.prompt_tokens_details, dropped_tokens: dropped } };
+      }
       // The conversation as the model saw it (tool calls and results kept for later turns).
       state.history = r.messages.filter((m) => m.role !== "system");
       turn.answer = r.message?.content ?? turn.answer;
@@ -711,10 +721,29 @@ async function send() {
       state.history.push({ role: "assistant", content: "" });
     }
     if (!turn.answer && !turn.toolCount && !turn.reasoning) renderText(turn.body, finish === "abort" ? "(stopped)" : "(no reply)");
+    contextNote(turn, usage);
     setChatEnabled(!!state.engine && el.lost.hidden);
     el.stats.textContent = statsLine(usage, finish, t0, tFirst);
     if (!el.input.disabled) el.input.focus();
   }
+}
+
+/**
+ * A quiet note under a reply whose prompt left out more of the older messages than the last
+ * one did (the engine leaves them out in blocks, so this shows every few turns of a long
+ * conversation, not on every reply), or that went on past the end of the context.
+ */
+function contextNote(turn, u) {
+  const d = u?.prompt_tokens_details;
+  if (!d) return;
+  const dropped = d.dropped_tokens ?? 0;
+  const grew = dropped > state.dropped;
+  state.dropped = dropped;
+  if (!grew && !(d.continuations > 0)) return;
+  const n = node("p", "context-note", "Older messages were left out to fit the context.");
+  n.title = `${dropped} tokens of older messages are no longer in the model's context`;
+  turn.wrap.append(n);
+  scrollToEnd();
 }
 
 function statsLine(u, finish, t0, tFirst) {
@@ -738,6 +767,7 @@ el.stop.addEventListener("click", () => state.generating?.abort());
 el.newChat.addEventListener("click", async () => {
   state.generating?.abort();
   state.history = [];
+  state.dropped = 0;
   el.log.replaceChildren();
   el.stats.textContent = "";
   showError("");

@@ -46,7 +46,8 @@ async function freshPage() {
 }
 
 const tests = [];
-const test = (name, fn) => tests.push({ name, fn });
+/** A test; `opts.timeoutS` raises its time limit above TEST_TIMEOUT_S (long soak-like runs). */
+const test = (name, fn, opts = {}) => tests.push({ name, fn, ...opts });
 const eq = (a, b, what) => {
   if (JSON.stringify(a) !== JSON.stringify(b)) throw new Error(`${what}: got ${JSON.stringify(a)}, want ${JSON.stringify(b)}`);
 };
@@ -790,6 +791,7 @@ if (expected.vocab.length) {
 (await import("./encoder.mjs")).default({ test, eq, ok, page, expected, figures });
 (await import("./gguf.mjs")).default({ test, eq, ok, page, server, fixtures, expected, figures, root });
 (await import("./agent.mjs")).default({ test, eq, ok, page, fixtures, root });
+(await import("./longchat.mjs")).default({ test, eq, ok, page, fixtures, expected, figures });
 
 (await import("./package.mjs")).default({ test, eq, ok, page, origin, root, fixtures, expected, figures });
 
@@ -803,13 +805,14 @@ if (expected.vocab.length) {
 let passed = 0;
 let failed = 0;
 for (const t of tests) {
-  if (filter && !t.name.includes(filter)) continue;
+  // FILTER: a substring of the test names, or several separated by "|".
+  if (filter && !filter.split("|").some((f) => t.name.includes(f))) continue;
   const t0 = Date.now();
   logs.length = 0;
   try {
     await freshPage();
     let timer;
-    const limit = Number(process.env.TEST_TIMEOUT_S || 180);
+    const limit = Math.max(Number(process.env.TEST_TIMEOUT_S || 180), t.timeoutS || 0);
     await Promise.race([
       t.fn(),
       new Promise((_, rej) => { timer = setTimeout(() => rej(new Error(`timed out after ${limit}s`)), limit * 1000); }),

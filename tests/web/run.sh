@@ -29,6 +29,9 @@ TINY=$(ids "$FX/tiny" 1,2,3 16) || fail "web: the CLI failed on the tiny fixture
 SHARDED=$(ids "$FX/sharded" 5,6,7,8 12) || fail "web: the CLI failed on the sharded fixture"
 QUANT=$("$CLI" generate --model "$FX/tiny" --prompt-ids 1,2,3 --max-new-tokens 16 --temperature 0 --print-ids \
   --weights q4 --kv-cache q8 2>/dev/null) || fail "web: the CLI failed with --weights q4 --kv-cache q8"
+# Window attention (tests/web/longchat.mjs): every layer sees its last 4 keys.
+WINDOW=$("$CLI" generate --model "$FX/tiny" --prompt-ids 1,2,3 --max-new-tokens 16 --temperature 0 --print-ids \
+  --window 4 2>/dev/null) || fail "web: the CLI failed with --window 4"
 # A second turn: the first turn's prompt and reply, then new ids (the browser reuses its cache).
 TURN2=$(ids "$FX/tiny" "1,2,3,$TINY,5,6,7" 16) || fail "web: the CLI failed on the second turn"
 # Sampling (temperature, top-k, top-p, penalty, seed): the browser's GPU draws the CLI's ids.
@@ -99,8 +102,8 @@ fi
 mkdir -p "$FX/truncated" "$FX/garbage"
 cp "$FX/tiny/config.json" "$FX/truncated/"; head -c 100000 "$FX/tiny/model.safetensors" > "$FX/truncated/model.safetensors"
 cp "$FX/tiny/config.json" "$FX/garbage/"; head -c 4096 /dev/urandom > "$FX/garbage/model.safetensors"
-printf '{"tiny":[%s],"sharded":[%s],"quant":[%s],"prequant":[%s],"vocab":[%s],"sampled":[%s],"vocabSampled":[%s],"turn2":[%s],"ggufQ4":[%s],"ggufF16":[%s]}\n' \
-  "$TINY" "$SHARDED" "$QUANT" "$PREQ" "$VOCAB" "$SAMPLED" "$VOCABS" "$TURN2" "$GGUFQ4" "$GGUFF16" > "$FX/expected.json"
+printf '{"tiny":[%s],"sharded":[%s],"quant":[%s],"prequant":[%s],"vocab":[%s],"sampled":[%s],"vocabSampled":[%s],"turn2":[%s],"ggufQ4":[%s],"ggufF16":[%s],"window":[%s]}\n' \
+  "$TINY" "$SHARDED" "$QUANT" "$PREQ" "$VOCAB" "$SAMPLED" "$VOCABS" "$TURN2" "$GGUFQ4" "$GGUFF16" "$WINDOW" > "$FX/expected.json"
 
 cd "$HERE"
 FIXTURES="$FX" node run.mjs

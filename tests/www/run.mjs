@@ -583,6 +583,7 @@ test("benchmark() of a loaded engine (the chat page's model, through the worker)
 (await import("./estimate.mjs")).default({ test, ok, page, pageUrl, setModel, modelUrl, notes });
 (await import("./gguf.mjs")).default({ test, ok, page, pageUrl, origin, fixtures, setModel, loadAndWait, idle, watchReply, openSettings, text, visible, notes });
 (await import("./agent.mjs")).default({ test, ok, page, pageUrl, origin, fixtures, setModel, loadAndWait, idle, openSettings, text, notes, get });
+(await import("./longchat.mjs")).default({ test, ok, page, pageUrl, modelUrl, setModel, loadAndWait, idle, openSettings, text, visible, notes });
 
 // ------------------------------------------------------------------ run
 let passed = 0;

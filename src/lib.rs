@@ -9,6 +9,7 @@ pub mod bench;
 pub mod clock;
 pub mod config;
 pub mod error;
+pub mod eval;
 pub mod files;
 pub mod generate;
 pub mod gpu;

@@ -365,6 +365,25 @@ pub fn chat_prompt_ids(tok: &Tokenizer, messages: &[ChatMessage], max_prompt_tok
     Ok(ids)
 }
 
+/// How many blocks a prompt budget splits into when [`chat_prompt`] leaves out old turns:
+/// turns go in blocks of about `budget / DROP_BLOCKS` tokens ([`drop_block`]).
+///
+/// Why blocks: leaving out only as many turns as needed would drop one more turn with nearly
+/// every new turn once a conversation overflows, so the prompt's prefix after the system
+/// message would change every time and the KV cache could not be reused (every turn would
+/// re-prefill almost the whole context). Dropping a block at a time keeps the prefix unchanged
+/// for about a block's worth of new turns; each jump re-prefills what is kept (about
+/// `budget - block` tokens). A bigger block means fewer jumps but less history kept after one:
+/// a quarter keeps at least three quarters of the budget as history and, amortised, costs about
+/// three prefilled tokens per token of new text, a few turns' worth per turn.
+pub const DROP_BLOCKS: usize = 4;
+
+/// The block size, in tokens, in which [`chat_prompt`] leaves out old turns for a budget of
+/// `max_prompt_tokens`: `max(max_prompt_tokens / DROP_BLOCKS, 1)`.
+pub fn drop_block(max_prompt_tokens: usize) -> usize {
+    (max_prompt_tokens / DROP_BLOCKS).max(1)
+}
+
 /// The prompt for `req` as `tpl` renders it, as ids, within `max_prompt_tokens`.
 ///
 /// The ids are what transformers' `apply_chat_template(..., tokenize=True)` gives for the same
@@ -375,9 +394,17 @@ pub fn chat_prompt_ids(tok: &Tokenizer, messages: &[ChatMessage], max_prompt_tok
 ///
 /// Over the budget, the oldest turns are left out (a turn starts at a user message; the tool
 /// results stay with the assistant message that called them), keeping a leading system
-/// message and everything from the last user message on; the number to leave out is found by
-/// bisection, so a long chat costs O(log turns) renders. If even that does not fit:
-/// [`Error::ContextFull`] saying by how much.
+/// message and everything from the last user message on, **in blocks** so that the prompt's
+/// prefix stays the same while the conversation grows (and the KV cache stays reusable):
+/// with `full` the full prompt's length, `cum(k)` the tokens the first `k` turns take
+/// (`full` minus the length with them left out, which does not change as turns are appended),
+/// `D = full - budget` and `B =` [`drop_block`]`(budget)`, the fewest turns `k` with
+/// `cum(k) >= ceil(D / B) * B` are left out, so `k` only changes when `D` crosses a multiple
+/// of `B`, about once per `B` tokens of new turns. When no `k` reaches that but leaving out all
+/// of them fits, all are left out. The number is found by bisection, so a long chat costs
+/// O(log turns) renders. If even the least prompt does not fit: [`Error::ContextFull`] saying
+/// by how much. [`ChatPrompt::dropped_messages`] and [`ChatPrompt::dropped_tokens`] say what
+/// was left out.
 ///
 /// `tool_choice`: `Required` ends the prompt with the start of a call (`<tool_call>\n`, or
 /// ReAct's `Thought:`), `Function(name)` with the call's name (`<tool_call>\n{"name": "NAME",
@@ -390,56 +417,13 @@ pub fn chat_prompt(
     req: &ChatRequest,
     max_prompt_tokens: usize,
 ) -> Result<ChatPrompt> {
-    if req.messages.is_empty() {
-        return Err(Error::Request("messages must not be empty".into()));
-    }
-    match &req.tool_choice {
-        ToolChoice::Required if req.tools.is_empty() => {
-            return Err(Error::Request("tool_choice \"required\" needs tools".into()));
-        }
-        ToolChoice::Function(name) => {
-            let known = req.tools.iter().any(|t| {
-                let f = t.get("function").unwrap_or(t);
-                f.get("name").and_then(|n| n.as_str()) == Some(name.as_str())
-            });
-            if !known {
-                return Err(Error::Request(format!("tool_choice names the function {name:?}, which is not in tools")));
-            }
-        }
-        _ => {}
-    }
-    let mut specials: Vec<&str> = tok.inner.specials.keys().map(String::as_str).collect();
-    // Longest first: at one position the longest added token wins (as in transformers).
-    specials.sort_by(|a, b| b.len().cmp(&a.len()).then(a.cmp(b)));
-
-    let build = |messages: &[ChatMessage]| -> Result<ChatPrompt> {
-        let sub = ChatRequest { messages, ..req.clone() };
-        let rendered = tpl.render_parts(&sub, true, &specials)?;
-        finish_prompt(tok, &specials, rendered, &req.tool_choice)
-    };
-
-    let (system, rest) = match req.messages.split_first() {
-        Some((first, rest)) if first.role == Role::System => (Some(first), rest),
-        _ => (None, req.messages),
-    };
-    let keep_from = rest.iter().rposition(|m| m.role == Role::User).unwrap_or(rest.len().saturating_sub(1));
-    let droppable = &rest[..keep_from];
-    // Where each droppable turn starts; dropping `k` turns keeps droppable[starts[k]..].
-    let mut starts: Vec<usize> = (0..droppable.len()).filter(|&i| i == 0 || droppable[i].role == Role::User).collect();
-    starts.push(droppable.len());
-    let with_dropped = |k: usize| -> Vec<ChatMessage> {
-        let mut v: Vec<ChatMessage> = system.into_iter().cloned().collect();
-        v.extend_from_slice(&droppable[starts[k]..]);
-        v.extend_from_slice(&rest[keep_from..]);
-        v
-    };
-
-    let full = build(req.messages)?;
+    let t = Turns::new(tok, tpl, req)?;
+    let full = t.build(0)?;
     if full.ids.len() <= max_prompt_tokens {
         return Ok(full);
     }
-    let turns = starts.len() - 1;
-    let least = build(&with_dropped(turns))?;
+    let n = t.count();
+    let least = t.build(n)?;
     if least.ids.len() > max_prompt_tokens {
         return Err(Error::ContextFull(format!(
             "the prompt needs {} tokens even with only the system message and the last user \
@@ -448,20 +432,153 @@ pub fn chat_prompt(
             least.ids.len() - max_prompt_tokens
         )));
     }
-    // Bisection: dropping `lo` turns does not fit, dropping `hi` does.
-    let (mut lo, mut hi, mut best) = (0, turns, least);
-    while hi - lo > 1 {
-        let mid = lo + (hi - lo) / 2;
-        let p = build(&with_dropped(mid))?;
-        if p.ids.len() <= max_prompt_tokens {
-            (hi, best) = (mid, p);
-        } else {
-            lo = mid;
-        }
-    }
-    best.dropped_messages = starts[hi];
+    let over = full.ids.len() - max_prompt_tokens;
+    let block = drop_block(max_prompt_tokens);
+    let target = over.div_ceil(block).saturating_mul(block);
+    // cum(k) >= target  <=>  len(prompt with k turns left out) <= full - target.
+    let limit = full.ids.len().saturating_sub(target);
+    let (k, mut best) = if least.ids.len() <= limit { t.fewest(limit, n, least)? } else { (n, least) };
+    best.dropped_messages = t.dropped_messages(k);
     best.dropped_tokens = full.ids.len().saturating_sub(best.ids.len());
     Ok(best)
+}
+
+/// The prompt to go on with when a reply to `req` filled the context: the same rendering as
+/// [`chat_prompt`]'s with (more) old turns left out, the fewest such that the prompt, the
+/// `reply_len` tokens generated so far and room for the reply to go on fit in `context`:
+/// `ids.len() + reply_len + room <= context` with `room = min(remaining, max(context / 4, 1))`,
+/// `remaining` being how many more tokens the reply may take (`max_new_tokens` minus those
+/// generated). Pass the ids to [`crate::generate::Generator::resume`], which appends the
+/// generated tokens itself and reuses the cached prefix.
+///
+/// Why `room`: each continuation re-prefills what follows the prefix it shares with the cache,
+/// so it should buy a good stretch of new tokens (a quarter of the context), not one.
+///
+/// `Ok(None)` when nothing more can be generated (`remaining == 0`) or even the least prompt
+/// (the system message and everything from the last user message on) does not leave that
+/// room: the reply then ends (OpenAI's finish reason "length"). Errors only for a request
+/// [`chat_prompt`] refuses too.
+pub fn continue_prompt(
+    tok: &Tokenizer,
+    tpl: &ChatTemplate,
+    req: &ChatRequest,
+    reply_len: usize,
+    context: usize,
+    remaining: usize,
+) -> Result<Option<ChatPrompt>> {
+    let t = Turns::new(tok, tpl, req)?;
+    if remaining == 0 {
+        return Ok(None);
+    }
+    let room = remaining.min((context / 4).max(1));
+    let Some(limit) = context.checked_sub(reply_len.saturating_add(room)) else { return Ok(None) };
+    let n = t.count();
+    let least = t.build(n)?;
+    if least.ids.len() > limit {
+        return Ok(None);
+    }
+    let full = t.build(0)?;
+    if full.ids.len() <= limit {
+        return Ok(Some(full));
+    }
+    let (k, mut best) = t.fewest(limit, n, least)?;
+    best.dropped_messages = t.dropped_messages(k);
+    best.dropped_tokens = full.ids.len().saturating_sub(best.ids.len());
+    Ok(Some(best))
+}
+
+/// A request split into what may be left out: a leading system message, the droppable turns
+/// (each starting at a user message; leading non-user messages form their own turn) and what
+/// is always kept (everything from the last user message on).
+struct Turns<'t, 'r> {
+    tok: &'t Tokenizer,
+    tpl: &'t ChatTemplate,
+    req: &'t ChatRequest<'r>,
+    /// Special-token strings, longest first.
+    specials: Vec<&'t str>,
+    system: Option<&'r ChatMessage>,
+    droppable: &'r [ChatMessage],
+    kept: &'r [ChatMessage],
+    /// Where each droppable turn starts, then `droppable.len()`: leaving out `k` turns keeps
+    /// `droppable[starts[k]..]`.
+    starts: Vec<usize>,
+}
+
+impl<'t, 'r> Turns<'t, 'r> {
+    /// Checks the request (messages, tool_choice) and splits it.
+    fn new(tok: &'t Tokenizer, tpl: &'t ChatTemplate, req: &'t ChatRequest<'r>) -> Result<Self> {
+        if req.messages.is_empty() {
+            return Err(Error::Request("messages must not be empty".into()));
+        }
+        match &req.tool_choice {
+            ToolChoice::Required if req.tools.is_empty() => {
+                return Err(Error::Request("tool_choice \"required\" needs tools".into()));
+            }
+            ToolChoice::Function(name) => {
+                let known = req.tools.iter().any(|t| {
+                    let f = t.get("function").unwrap_or(t);
+                    f.get("name").and_then(|n| n.as_str()) == Some(name.as_str())
+                });
+                if !known {
+                    return Err(Error::Request(format!(
+                        "tool_choice names the function {name:?}, which is not in tools"
+                    )));
+                }
+            }
+            _ => {}
+        }
+        let mut specials: Vec<&str> = tok.inner.specials.keys().map(String::as_str).collect();
+        // Longest first: at one position the longest added token wins (as in transformers).
+        specials.sort_by(|a, b| b.len().cmp(&a.len()).then(a.cmp(b)));
+        let messages: &'r [ChatMessage] = req.messages;
+        let (system, rest) = match messages.split_first() {
+            Some((first, rest)) if first.role == Role::System => (Some(first), rest),
+            _ => (None, messages),
+        };
+        let keep_from = rest.iter().rposition(|m| m.role == Role::User).unwrap_or(rest.len().saturating_sub(1));
+        let (droppable, kept) = rest.split_at(keep_from);
+        let mut starts: Vec<usize> =
+            (0..droppable.len()).filter(|&i| i == 0 || droppable[i].role == Role::User).collect();
+        starts.push(droppable.len());
+        Ok(Turns { tok, tpl, req, specials, system, droppable, kept, starts })
+    }
+
+    /// How many turns may be left out.
+    fn count(&self) -> usize {
+        self.starts.len() - 1
+    }
+
+    /// How many messages leaving out `k` turns leaves out.
+    fn dropped_messages(&self, k: usize) -> usize {
+        self.starts[k]
+    }
+
+    /// The prompt with the first `k` turns left out (`dropped_*` not set).
+    fn build(&self, k: usize) -> Result<ChatPrompt> {
+        let mut v: Vec<ChatMessage> = self.system.into_iter().cloned().collect();
+        v.extend_from_slice(&self.droppable[self.starts[k]..]);
+        v.extend_from_slice(self.kept);
+        let sub = ChatRequest { messages: &v, ..self.req.clone() };
+        let rendered = self.tpl.render_parts(&sub, true, &self.specials)?;
+        finish_prompt(self.tok, &self.specials, rendered, &self.req.tool_choice)
+    }
+
+    /// The fewest turns to leave out for a prompt of at most `limit` tokens, by bisection,
+    /// given that leaving out none does not fit and leaving out `hi` (whose prompt is
+    /// `hi_prompt`) does.
+    fn fewest(&self, limit: usize, hi: usize, hi_prompt: ChatPrompt) -> Result<(usize, ChatPrompt)> {
+        let (mut lo, mut hi, mut best) = (0, hi, hi_prompt);
+        while hi - lo > 1 {
+            let mid = lo + (hi - lo) / 2;
+            let p = self.build(mid)?;
+            if p.ids.len() <= limit {
+                (hi, best) = (mid, p);
+            } else {
+                lo = mid;
+            }
+        }
+        Ok((hi, best))
+    }
 }
 
 /// Adds what `tool_choice` forces to a rendered prompt, and encodes it.

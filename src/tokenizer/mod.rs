@@ -31,8 +31,8 @@ mod template;
 mod tiktoken;
 
 pub use chat::{
-    chat_prompt, chat_prompt_ids, prompt_budget, ChatFormat, ChatMessage, ChatPrompt, ChatRequest, FunctionCall,
-    ReplyFormat, Role, ToolCall, ToolChoice, CHATML, DEFAULT_SYSTEM_PROMPT,
+    chat_prompt, chat_prompt_ids, continue_prompt, drop_block, prompt_budget, ChatFormat, ChatMessage, ChatPrompt,
+    ChatRequest, FunctionCall, ReplyFormat, Role, ToolCall, ToolChoice, CHATML, DEFAULT_SYSTEM_PROMPT, DROP_BLOCKS,
 };
 pub use reply::{ReplyDelta, ReplyMessage, ReplyOptions, ReplyParser};
 pub use stream::TextStream;

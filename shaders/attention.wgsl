@@ -6,23 +6,42 @@
 // size of the context is needed. With SPLIT each workgroup writes its unnormalised
 // (output, max, sum) to `out` as a partial, and MERGE (the second pass) combines a token's
 // and head's partials.
+//
+// Window attention (`p.window` > 0): a query at position i sees only keys
+// first_key(i) ..= i, itself and the window - 1 before it. Older keys are skipped, not masked:
+// the key loop starts at the token's first key, and SPLIT's splits cover only the span the
+// pass's tokens see (from the first token's first key to the last token), so a long cache
+// costs a windowed layer its window.
 #include "common/grid.wgsl"
 #include "common/packing.wgsl"
 
 struct Params {
     n_tokens: u32,
-    pos0: u32,        // position of the first token; token t sees keys 0 ..= pos0 + t
+    pos0: u32,        // position of the first token; token t sees keys first_key(pos0 + t) ..= pos0 + t
     n_heads: u32,
     n_kv_heads: u32,
     head_dim: u32,
     scale: f32,       // 1 / sqrt(head_dim)
     kv_scales: u32,   // KV_Q8: word offset of the per-(position, kv head) scales
     chunk: u32,       // SPLIT, MERGE: keys per split
+    window: u32,      // keys each query sees (itself included); 0 = the whole cache
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
-// Splits of the keys of the last token (the one that sees the most).
+// The first key a query at position `pos` sees (`model::window::first_key`).
+fn first_key(pos: u32) -> u32 {
+    if (p.window == 0u || pos + 1u <= p.window) {
+        return 0u;
+    }
+    return pos + 1u - p.window;
+}
+
+// Splits of the span of keys the pass's tokens see: from the first token's first key to the
+// last token (the first token's window starts earliest, the last token's keys end latest).
 fn n_splits() -> u32 {
-    return (p.pos0 + p.n_tokens + p.chunk - 1u) / p.chunk;
+    return (p.pos0 + p.n_tokens - first_key(p.pos0) + p.chunk - 1u) / p.chunk;
 }
 
 #ifdef MERGE
@@ -40,7 +59,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     let d = p.head_dim;
     let ns = n_splits();
     let base = g * ns * (d + 2u);
-    // Splits past a token's last key hold (0, -3e38, 0) and weigh nothing.
+    // Splits past a token's last key, or before its first, hold (0, -3e38, 0) and weigh
+    // nothing (every token sees at least itself, so some split holds a real maximum).
     var m = -3.0e38;
     for (var s = 0u; s < ns; s++) {
         m = max(m, partials[base + s * (d + 2u) + d]);
@@ -117,11 +137,13 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
         qs[i] = q[qb + i] * p.scale;
     }
     workgroupBarrier();
+    // Keys key0 .. n_keys (exclusive): the token's window, within this split's block.
 #ifdef SPLIT
-    let key0 = split * p.chunk;
-    let n_keys = min(p.pos0 + t + 1u, key0 + p.chunk);
+    let split0 = first_key(p.pos0) + split * p.chunk;
+    let key0 = max(split0, first_key(p.pos0 + t));
+    let n_keys = min(p.pos0 + t + 1u, split0 + p.chunk);
 #else
-    let key0 = 0u;
+    let key0 = first_key(p.pos0 + t);
     let n_keys = p.pos0 + t + 1u;
 #endif
     var m = -3.0e38;

@@ -369,9 +369,9 @@ fn attention_causal_gqa_long_context() {
         let out = buf(&g, &vec![SENTINEL; (n + 1) * h * d]);
         let part = split.then_some(&*partials);
         if split && n <= ops::ATTENTION_SPLIT_MAX_TOKENS && pos0 + n > 64 {
-            assert!(ops::attention_split_chunk(n, pos0).is_some(), "split-K runs for n={n} pos0={pos0}");
+            assert!(ops::attention_split_chunk(n, pos0, 0).is_some(), "split-K runs for n={n} pos0={pos0}");
         }
-        run(&g, |r| ops::attention(r, heads, n, pos0, &qb, &kb, &vb, &out, part).unwrap());
+        run(&g, |r| ops::attention(r, heads, n, pos0, &qb, &kb, &vb, &out, part, 0).unwrap());
         let mut want = Vec::new();
         for t in 0..n {
             for hh in 0..h {
@@ -400,6 +400,109 @@ fn attention_causal_gqa_long_context() {
             2e-4,
         );
     }
+}
+
+/// Plain attention in f64 with an explicit mask: query t (at position pos0 + t) of head hh
+/// scores every key 0 ..= pos0 + t, keys `j` with `pos - j >= window` (window > 0) get -inf,
+/// then softmax and the weighted sum of values. `[n, h, d]` out.
+#[allow(clippy::too_many_arguments)]
+fn attention_cpu_masked(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    (h, kvh, d): (usize, usize, usize),
+    n: usize,
+    pos0: usize,
+    window: usize,
+) -> Vec<f32> {
+    let mut out = Vec::with_capacity(n * h * d);
+    for t in 0..n {
+        let pos = pos0 + t;
+        for hh in 0..h {
+            let g = hh / (h / kvh);
+            let qh = &q[(t * h + hh) * d..(t * h + hh + 1) * d];
+            let scores: Vec<f64> = (0..=pos)
+                .map(|j| {
+                    if window > 0 && pos - j >= window {
+                        return f64::NEG_INFINITY;
+                    }
+                    let kj = &k[(j * kvh + g) * d..(j * kvh + g + 1) * d];
+                    qh.iter().zip(kj).map(|(a, b)| *a as f64 * *b as f64).sum::<f64>() / (d as f64).sqrt()
+                })
+                .collect();
+            let m = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            let e: Vec<f64> = scores.iter().map(|x| (x - m).exp()).collect();
+            let z: f64 = e.iter().sum();
+            for i in 0..d {
+                out.push((0..=pos).map(|j| e[j] / z * v[(j * kvh + g) * d + i] as f64).sum::<f64>() as f32);
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn attention_windows_skip_old_keys() {
+    let g = gpu();
+    let mut rng = Rng::new(17);
+    use KvFormat::{F16, F32, Q8};
+    // (heads, kv heads, head dim, tokens, pos0, kv format, windows). Decode (1 token at
+    // 300+: windows of one key, a few, a hundred, longer than the context, none) and prefill
+    // (several tokens after a cached prefix, windows shorter than the batch).
+    let cases: Vec<(usize, usize, usize, usize, usize, KvFormat, Vec<usize>)> = vec![
+        (6, 2, 64, 1, 300, F32, vec![1, 7, 100, 400, 0]),
+        (6, 2, 128, 1, 333, F16, vec![1, 7, 100, 334, 0]),
+        (6, 2, 64, 1, 1001, Q8, vec![1, 7, 100, 65, 129, 2000, 0]),
+        (4, 1, 128, 2, 517, Q8, vec![1, 2, 7, 100, 0]),
+        (6, 2, 64, 2, 64, F32, vec![1, 2, 3, 64, 65, 66, 0]),
+        (6, 2, 64, 9, 150, F32, vec![1, 3, 8, 70, 0]),
+        (6, 3, 128, 13, 41, F16, vec![1, 5, 12, 40, 0]),
+        (6, 2, 64, 37, 200, Q8, vec![2, 30, 64, 65, 300, 0]),
+        (2, 2, 64, 5, 0, F32, vec![1, 3, 0]),
+    ];
+    let partials = g.storage("partials", ops::attention_partials_bytes(6, 128)).unwrap();
+    for (h, kvh, d, n, pos0, kv, windows) in cases {
+        let keys = pos0 + n;
+        let ctx = keys + 5;
+        let heads = Heads { n_heads: h, n_kv_heads: kvh, head_dim: d, kv, kv_scales: kv.scales_offset(ctx, kvh, d) };
+        let q = randn(&mut rng, n * h * d);
+        let k: Vec<f32> = randn(&mut rng, ctx * kvh * d).iter().map(|x| x * 2.0).collect();
+        let v = randn(&mut rng, ctx * kvh * d);
+        let ((kb, k), (vb, v)) = (kv_buf(&g, &k, kv, d), kv_buf(&g, &v, kv, d));
+        let qb = buf(&g, &q);
+        let whole = attention_cpu_masked(&q, &k, &v, (h, kvh, d), n, pos0, 0);
+        for &w in &windows {
+            let mut want = attention_cpu_masked(&q, &k, &v, (h, kvh, d), n, pos0, w);
+            // A window shorter than some token's keys changes that token's result.
+            if w > 0 && w < keys {
+                let diff = want.iter().zip(&whole).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+                assert!(diff > 1e-3, "window {w} changes nothing at n={n} pos0={pos0} (max diff {diff})");
+            }
+            want.extend(vec![SENTINEL; h * d]);
+            for split in [false, true] {
+                let what =
+                    format!("attention h={h} kvh={kvh} d={d} n={n} pos0={pos0} kv={kv:?} window={w} split={split}");
+                let chunk = ops::attention_split_chunk(n, pos0, w);
+                if split && n <= ops::ATTENTION_SPLIT_MAX_TOKENS {
+                    // Split-K over the window's span only: like a cache of that many keys.
+                    let span = if w == 0 { keys } else { (w + n - 1).min(keys) };
+                    assert_eq!(ops::attention_span(n, pos0, w), span, "{what}");
+                    assert_eq!(chunk, ops::attention_split_chunk(n, span - n, 0), "{what}");
+                    assert_eq!(chunk.is_some(), span > 64, "{what}");
+                }
+                let out = buf(&g, &vec![SENTINEL; (n + 1) * h * d]);
+                let part = split.then_some(&*partials);
+                run(&g, |r| ops::attention(r, heads, n, pos0, &qb, &kb, &vb, &out, part, w).unwrap());
+                assert_close(&what, &read(&g, &out, want.len()), &want, 2e-5, 2e-4);
+            }
+        }
+    }
+    // A 32K cache with a 1K window splits like a 1K cache; windows longer than the cache
+    // are no window.
+    assert_eq!(ops::attention_split_chunk(1, 32767, 1024), ops::attention_split_chunk(1, 1023, 0));
+    assert_eq!(ops::attention_split_chunk(2, 32766, 1024), ops::attention_split_chunk(2, 1023, 0));
+    assert_eq!(ops::attention_split_chunk(1, 32767, 1), None);
+    assert_eq!(ops::attention_split_chunk(1, 500, 4096), ops::attention_split_chunk(1, 500, 0));
 }
 
 #[test]

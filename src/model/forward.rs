@@ -5,7 +5,7 @@
 use super::state::RunState;
 use super::weights::{LayerWeights, QwenWeights};
 use crate::config::QwenConfig;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::gpu::Recorder;
 use crate::ops::{self, Heads, SampleParams};
 
@@ -42,23 +42,36 @@ pub fn heads(cfg: &QwenConfig, s: &RunState) -> Heads {
     }
 }
 
-/// Embedding, then every layer.
-pub fn record_body(rec: &mut Recorder, cfg: &QwenConfig, w: &QwenWeights, s: &RunState, pass: Pass) -> Result<()> {
+/// Embedding, then every layer; layer i's queries see `windows[i]` keys (0: the whole cache,
+/// see [`super::window`]).
+pub fn record_body(
+    rec: &mut Recorder,
+    cfg: &QwenConfig,
+    w: &QwenWeights,
+    s: &RunState,
+    windows: &[usize],
+    pass: Pass,
+) -> Result<()> {
+    if windows.len() != w.layers.len() {
+        return Err(Error::Request(format!("{} windows for {} layers", windows.len(), w.layers.len())));
+    }
     ops::embed(rec, &s.tokens, pass.n, &w.embed, &s.x)?;
     for (i, layer) in w.layers.iter().enumerate() {
-        attention_block(rec, cfg, layer, s, i, pass)?;
+        attention_block(rec, cfg, layer, s, i, windows[i], pass)?;
         mlp_block(rec, cfg, layer, s, pass)?;
     }
     Ok(())
 }
 
-/// `x += o_proj(attention(rope(qkv(norm(x)))))`, writing this layer's K and V.
+/// `x += o_proj(attention(rope(qkv(norm(x)))))` over the last `window` keys (0: all),
+/// writing this layer's K and V.
 fn attention_block(
     rec: &mut Recorder,
     cfg: &QwenConfig,
     l: &LayerWeights,
     s: &RunState,
     layer: usize,
+    window: usize,
     Pass { n, pos0 }: Pass,
 ) -> Result<()> {
     let heads = heads(cfg, s);
@@ -67,7 +80,7 @@ fn attention_block(
     ops::linear(rec, xn.x, xn.row0, n, xn.norm, &l.qkv, l.qkv_bias.as_deref(), &s.qkv, false)?;
     let qk_norm = l.qk_norm.as_deref().map(|b| (b, cfg.rms_norm_eps));
     ops::qkv_rope(rec, heads, n, pos0, &s.qkv, &s.rope, qk_norm, &s.q, k_cache, v_cache)?;
-    ops::attention(rec, heads, n, pos0, &s.q, k_cache, v_cache, &s.att, Some(&*s.att_partials))?;
+    ops::attention(rec, heads, n, pos0, &s.q, k_cache, v_cache, &s.att, Some(&*s.att_partials), window)?;
     ops::linear(rec, &s.att, 0, n, None, &l.o_proj, None, &s.x, true)
 }
 

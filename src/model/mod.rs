@@ -551,7 +551,7 @@ impl Qwen {
         self.write_inputs(input, pass);
         let clock = crate::clock::Stopwatch::start();
         let mut rec = Recorder::new(&self.gpu);
-        forward::record_body(&mut rec, &self.config, &self.weights, &self.state, pass)?;
+        forward::record_body(&mut rec, &self.config, &self.weights, &self.state, &self.windows, pass)?;
         forward::record_head(&mut rec, &self.config, &self.weights, &self.state, pass, &head)?;
         // The token's log-probabilities, from the logits the choice left as they were.
         if let (Head::Argmax(_) | Head::Sample(_), Some(k)) = (&head, self.logprobs) {

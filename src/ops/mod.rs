@@ -391,6 +391,9 @@ crate::kernel_params! {
         pub kv_scales: u32,
         /// Keys per split (split-K); 0 otherwise.
         pub chunk: u32,
+        /// Keys each query sees, itself included (0: the whole cache): see [`crate::model::window`].
+        pub window: u32,
+        pub _pad: [u32; 3],
     }
 }
 
@@ -476,7 +479,7 @@ impl Heads {
         })
     }
 
-    fn attention_params(&self, n_tokens: usize, pos0: usize, chunk: usize) -> Result<AttentionParams> {
+    fn attention_params(&self, n_tokens: usize, pos0: usize, chunk: usize, window: usize) -> Result<AttentionParams> {
         Ok(AttentionParams {
             n_tokens: u(n_tokens)?,
             pos0: u(pos0)?,
@@ -486,6 +489,8 @@ impl Heads {
             scale: 1.0 / (self.head_dim as f32).sqrt(),
             kv_scales: u(self.kv_scales)?,
             chunk: u(chunk)?,
+            window: u(window)?,
+            _pad: [0; 3],
         })
     }
 }
@@ -536,13 +541,21 @@ pub fn attention_partials_bytes(n_heads: usize, head_dim: usize) -> u64 {
     (ATTENTION_SPLIT_MAX_TOKENS * n_heads * ATTENTION_MAX_SPLITS * (head_dim + 2) * 4) as u64
 }
 
-/// Keys per split for `n_tokens` tokens after `pos0` cached ones, or None for one pass.
-/// Splits are whole tiles of WG keys, at most [`ATTENTION_MAX_SPLITS`].
-pub fn attention_split_chunk(n_tokens: usize, pos0: usize) -> Option<usize> {
-    if n_tokens > ATTENTION_SPLIT_MAX_TOKENS {
+/// How many keys `n_tokens` tokens at positions `pos0..` see together with window `window`
+/// (0: none): from the first token's first key to the last token. Split-K divides this span,
+/// not the whole cache, so a windowed layer's cost does not grow with the context.
+pub fn attention_span(n_tokens: usize, pos0: usize, window: usize) -> usize {
+    pos0 + n_tokens - crate::model::window::first_key(pos0, window)
+}
+
+/// Keys per split for `n_tokens` tokens after `pos0` cached ones with window `window` (0:
+/// none), or None for one pass. Splits are whole tiles of WG keys, at most
+/// [`ATTENTION_MAX_SPLITS`], over [`attention_span`]'s keys.
+pub fn attention_split_chunk(n_tokens: usize, pos0: usize, window: usize) -> Option<usize> {
+    if n_tokens == 0 || n_tokens > ATTENTION_SPLIT_MAX_TOKENS {
         return None;
     }
-    let keys = pos0 + n_tokens;
+    let keys = attention_span(n_tokens, pos0, window);
     let wg = WG as usize;
     let splits = keys.div_ceil(wg).min(ATTENTION_MAX_SPLITS);
     let chunk = keys.div_ceil(splits).div_ceil(wg) * wg;
@@ -550,9 +563,12 @@ pub fn attention_split_chunk(n_tokens: usize, pos0: usize) -> Option<usize> {
 }
 
 /// Causal attention of `q` `[n_tokens, H * D]` (token t at position pos0 + t) over cache rows
-/// `0 ..= pos0 + t`, into `out` `[n_tokens, H * D]`. Scores are scaled by 1/sqrt(D).
-/// With `partials` ([`attention_partials_bytes`]) and few tokens, the keys are split across
-/// workgroups and a second pass merges the partial softmaxes ("flash decoding").
+/// `first_key(pos0 + t, window) ..= pos0 + t`, into `out` `[n_tokens, H * D]`. Scores are
+/// scaled by 1/sqrt(D). `window` 0 is the whole cache; otherwise each query sees itself and
+/// the `window - 1` keys before it ([`crate::model::window::first_key`]), and older keys are
+/// never read. With `partials` ([`attention_partials_bytes`]) and few tokens, the keys the
+/// tokens see ([`attention_span`]) are split across workgroups and a second pass merges the
+/// partial softmaxes ("flash decoding").
 #[allow(clippy::too_many_arguments)]
 pub fn attention(
     rec: &mut Recorder,
@@ -564,24 +580,29 @@ pub fn attention(
     v_cache: &wgpu::Buffer,
     out: &wgpu::Buffer,
     partials: Option<&wgpu::Buffer>,
+    window: usize,
 ) -> Result<()> {
     let d = heads.head_dim;
-    let split = partials.zip(attention_split_chunk(n_tokens, pos0));
+    if n_tokens == 0 {
+        return Ok(()); // no queries
+    }
+    let split = partials.zip(attention_split_chunk(n_tokens, pos0, window));
     let key =
         ShaderKey::new("attention").def("WG", WG).def("HEAD_DIM", d).def("DIMS_PER_THREAD", d.div_ceil(WG as usize));
     let key = heads.kv_flags(key).flag("SPLIT", split.is_some());
     let k = rec.gpu().kernel(&key, &[Read, Read, Read, Rw])?;
     match split {
         Some((partials, chunk)) => {
-            let p = heads.attention_params(n_tokens, pos0, chunk)?;
-            let splits = (pos0 + n_tokens).div_ceil(chunk);
+            let p = heads.attention_params(n_tokens, pos0, chunk, window)?;
+            // As the shader's n_splits(): the merge pass reads this many partials.
+            let splits = attention_span(n_tokens, pos0, window).div_ceil(chunk);
             rec.dispatch(&k, &p, &[q, k_cache, v_cache, partials], u(n_tokens * heads.n_heads * splits)?)?;
             let merge = ShaderKey::new("attention").def("WG", WG).def("HEAD_DIM", d).flag("MERGE", true);
             let m = rec.gpu().kernel(&merge, &[Read, Rw])?;
             rec.dispatch(&m, &p, &[partials, out], u(n_tokens * heads.n_heads)?)
         }
         None => {
-            let p = heads.attention_params(n_tokens, pos0, 0)?;
+            let p = heads.attention_params(n_tokens, pos0, 0, window)?;
             rec.dispatch(&k, &p, &[q, k_cache, v_cache, out], u(n_tokens * heads.n_heads)?)
         }
     }
@@ -870,7 +891,7 @@ mod tests {
         assert_eq!(std::mem::size_of::<RmsNormParams>(), 16);
         assert_eq!(std::mem::size_of::<LinearParams>(), 48);
         assert_eq!(std::mem::size_of::<RopeParams>(), 32);
-        assert_eq!(std::mem::size_of::<AttentionParams>(), 32);
+        assert_eq!(std::mem::size_of::<AttentionParams>(), 48);
         assert_eq!(std::mem::size_of::<CountParams>(), 16);
         assert_eq!(std::mem::size_of::<SampleParams>(), 48);
         assert_eq!(std::mem::size_of::<LogprobsParams>(), 16);

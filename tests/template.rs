@@ -463,7 +463,7 @@ fn long_chat(turns: usize) -> Vec<ChatMessage> {
 }
 
 #[test]
-fn budget_drops_oldest_turns_by_bisection() {
+fn budget_drops_oldest_turns_in_blocks() {
     let Some(tok) = hf() else { return };
     let qwen3 = &golden().templates["qwen3"];
     let tools = [weather_tool()];
@@ -489,13 +489,19 @@ fn budget_drops_oldest_turns_by_bisection() {
         let again = chat_prompt(tok, qwen3, &ChatRequest { messages: &kept, ..req.clone() }, 1 << 20).unwrap();
         assert_eq!(again.ids, p.ids);
         assert_eq!(p.dropped_tokens, full.ids.len() - p.ids.len());
-        // Maximal: keeping one more turn would not fit.
+        // Left out in blocks (tests/overflow.rs checks the rule at length): what was left out
+        // reaches the over-budget tokens rounded up to a block of budget / 4, and keeping one
+        // more turn would not (unless all had to go).
         if p.dropped_messages > 0 {
+            let block = (budget / 4).max(1);
+            let target = (full.ids.len() - budget).div_ceil(block) * block;
             let prev = msgs[1..1 + p.dropped_messages].iter().rposition(|m| m.role == Role::User).unwrap();
             let mut more = vec![msgs[0].clone()];
             more.extend_from_slice(&msgs[1 + prev..]);
             let bigger = chat_prompt(tok, qwen3, &ChatRequest { messages: &more, ..req.clone() }, 1 << 20).unwrap();
-            assert!(bigger.ids.len() > budget, "budget {budget}: one more turn ({}) would fit", bigger.ids.len());
+            assert!(full.ids.len() - bigger.ids.len() < target, "budget {budget}: one more turn reaches the block");
+            let all_dropped = msgs[1 + p.dropped_messages..].iter().filter(|m| m.role == Role::User).count() == 1;
+            assert!(p.dropped_tokens >= target || all_dropped, "budget {budget}: {} < {target}", p.dropped_tokens);
         }
     }
     match chat_prompt(tok, qwen3, &req, least.ids.len() - 1) {

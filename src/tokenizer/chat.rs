@@ -401,8 +401,9 @@ pub fn drop_block(max_prompt_tokens: usize) -> usize {
 /// `D = full - budget` and `B =` [`drop_block`]`(budget)`, the fewest turns `k` with
 /// `cum(k) >= ceil(D / B) * B` are left out, so `k` only changes when `D` crosses a multiple
 /// of `B`, about once per `B` tokens of new turns. When no `k` reaches that but leaving out all
-/// of them fits, all are left out. The number is found by bisection, so a long chat costs
-/// O(log turns) renders. If even the least prompt does not fit: [`Error::ContextFull`] saying
+/// of them fits, all are left out. The number is found by a galloping search down from
+/// leaving out all (then bisection), so a long chat costs one full render and O(log kept
+/// turns) renders of budget-sized prompts. If even the least prompt does not fit: [`Error::ContextFull`] saying
 /// by how much. [`ChatPrompt::dropped_messages`] and [`ChatPrompt::dropped_tokens`] say what
 /// was left out.
 ///
@@ -563,11 +564,25 @@ impl<'t, 'r> Turns<'t, 'r> {
         finish_prompt(self.tok, &self.specials, rendered, &self.req.tool_choice)
     }
 
-    /// The fewest turns to leave out for a prompt of at most `limit` tokens, by bisection,
-    /// given that leaving out none does not fit and leaving out `hi` (whose prompt is
-    /// `hi_prompt`) does.
+    /// The fewest turns to leave out for a prompt of at most `limit` tokens, given that leaving
+    /// out none does not fit and leaving out `hi` (whose prompt is `hi_prompt`) does. The
+    /// search gallops down from `hi` (1, 2, 4, ... turns fewer) and then bisects: the answer
+    /// keeps about a budget's worth of turns, so the prompts rendered are short ones, and a
+    /// long chat costs O(log kept turns) short renders besides the full one.
     fn fewest(&self, limit: usize, hi: usize, hi_prompt: ChatPrompt) -> Result<(usize, ChatPrompt)> {
         let (mut lo, mut hi, mut best) = (0, hi, hi_prompt);
+        let mut step = 1;
+        while hi - lo > 1 {
+            let mid = hi.saturating_sub(step).max(lo + 1);
+            let p = self.build(mid)?;
+            if p.ids.len() <= limit {
+                (hi, best) = (mid, p);
+                step *= 2;
+            } else {
+                lo = mid;
+                break;
+            }
+        }
         while hi - lo > 1 {
             let mid = lo + (hi - lo) / 2;
             let p = self.build(mid)?;

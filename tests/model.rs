@@ -155,6 +155,71 @@ fn qwen_v1_ntk_and_logn_match_reference() {
     assert!(max_abs_err(&off, &want).0 > 0.1, "NTK/logN had no effect; the test would prove nothing");
 }
 
+/// Layer-wise window attention on Qwen v1 past seq_length (NTK alpha 7, logN): a different
+/// window per layer, loaded through `ModelOptions.window`, then switched on the loaded model
+/// with `Qwen::set_windows`; every position's logits and a 32-token greedy continuation
+/// equal the plain reference's, which masks the keys outside each layer's window.
+#[test]
+fn qwen_v1_windows_match_reference() {
+    use qwen_webgpu::model::WindowSpec;
+    let spec = Spec { seq_length: 16, ..Spec::qwen_v1() };
+    let (dir, tensors) = fixture("v1-window", &spec, 31);
+    let prompt = random_ids(40, spec.vocab, 32);
+    let whole = RefModel::new(&spec, &tensors).logits_all(&prompt).concat();
+    let opts = ModelOptions {
+        context: Some(128),
+        max_batch: 64,
+        window: WindowSpec::Layers(vec![5, 12]),
+        ..Default::default()
+    };
+    let mut m = load(&dir, opts, None);
+    assert_eq!(m.windows(), &[5, 12]);
+    for windows in [vec![5, 12], vec![0, 7], vec![70, 1]] {
+        if m.windows() != windows.as_slice() {
+            m.set_windows(windows.clone()).unwrap();
+        }
+        let r = RefModel::new(&spec, &tensors).with_windows(windows.clone());
+        let want = r.logits_all(&prompt).concat();
+        let got = all_logits(&mut m, &prompt);
+        assert_eq!(m.ntk_alpha(), 7.0);
+        let (err, _) = max_abs_err(&got, &want);
+        let changed = max_abs_err(&whole, &want).0;
+        println!("v1 windows {windows:?}: max |logit error| vs CPU reference = {err:.3e} (windows change logits by up to {changed:.3})");
+        assert!(changed > 0.05, "windows {windows:?} had no effect; the test would prove nothing");
+        assert_close(&format!("v1 windows {windows:?} logits"), &got, &want, ATOL, RTOL);
+        assert_eq!(greedy(&mut m, &prompt, 32), r.greedy(&prompt, 32), "v1 greedy with windows {windows:?}");
+    }
+    assert!(m.set_windows(vec![3]).is_err(), "one window for two layers");
+}
+
+/// Windows on a GQA model with q/k norms (Qwen3), the prompt fed in chunks of 16 (passes at
+/// pos0 > 0 with windows shorter than the batch): the reference (checked against candle
+/// without windows by the tests above) with the same windows.
+#[test]
+fn qwen3_windows_match_reference() {
+    use qwen_webgpu::model::WindowSpec;
+    let spec = Spec::qwen3();
+    let (dir, tensors) = fixture("qwen3-window", &spec, 33);
+    let prompt = random_ids(40, spec.vocab, 34);
+    let windows = vec![3, 0, 9];
+    let r = RefModel::new(&spec, &tensors).with_windows(windows.clone());
+    let opts = ModelOptions {
+        context: Some(128),
+        max_batch: 16,
+        window: WindowSpec::Layers(windows.clone()),
+        ..Default::default()
+    };
+    let mut m = load(&dir, opts, None);
+    let want = r.logits_all(&prompt).concat();
+    let whole = RefModel::new(&spec, &tensors).logits_all(&prompt).concat();
+    assert!(max_abs_err(&whole, &want).0 > 0.05, "windows had no effect; the test would prove nothing");
+    let got = all_logits(&mut m, &prompt);
+    let (err, _) = max_abs_err(&got, &want);
+    println!("qwen3 windows {windows:?}: max |logit error| vs CPU reference = {err:.3e}");
+    assert_close("qwen3 windows logits", &got, &want, ATOL, RTOL);
+    assert_eq!(greedy(&mut m, &prompt, 32), r.greedy(&prompt, 32), "qwen3 greedy with windows");
+}
+
 /// Feeding a prompt in several chunks gives the same logits as one pass.
 #[test]
 fn chunked_prefill_matches_single_pass() {

@@ -29,6 +29,9 @@ pub struct RefModel {
     lm_head: Vec<f32>,
     theta: f64,
     eps: f32,
+    /// Layer i's attention window: a query at p sees keys j with p - j < windows[i]
+    /// (0: every key), as the Qwen report's layer-wise window attention.
+    windows: Vec<usize>,
 }
 
 /// `out[r] = sum_k w[r, k] x[k]`, accumulated in f64.
@@ -121,7 +124,15 @@ impl RefModel {
             lm_head,
             theta: if v1 { 10000.0 } else { 1e6 },
             eps: 1e-6,
+            windows: vec![0; s.layers],
         }
+    }
+
+    /// The same model with per-layer attention windows (one per layer, 0 = the whole cache).
+    pub fn with_windows(mut self, windows: Vec<usize>) -> RefModel {
+        assert_eq!(windows.len(), self.s.layers, "one window per layer");
+        self.windows = windows;
+        self
     }
 
     /// A fresh cache for a sequence whose first forward sees `prefill_len` tokens: Qwen v1's
@@ -175,12 +186,19 @@ impl RefModel {
             cache.v[li].push(v);
             let mut att = vec![0f32; s.heads * hd];
             let group = s.heads / s.kv_heads;
+            // Keys further back than the layer's window are masked out (weight 0).
+            let window = self.windows[li];
+            let seen = |j: usize| window == 0 || pos - j < window;
             for h in 0..s.heads {
                 let kvh = h / group;
                 let qh = &q[h * hd..(h + 1) * hd];
                 let scores: Vec<f64> = cache.k[li]
                     .iter()
-                    .map(|kj| {
+                    .enumerate()
+                    .map(|(j, kj)| {
+                        if !seen(j) {
+                            return f64::NEG_INFINITY;
+                        }
                         qh.iter().zip(&kj[kvh * hd..(kvh + 1) * hd]).map(|(a, b)| *a as f64 * *b as f64).sum::<f64>()
                             / (hd as f64).sqrt()
                     })

@@ -2,6 +2,11 @@
 //! fraction, on any model folder or on a Qwen-1.8B-shaped checkpoint synthesised on the fly
 //! (random weights, nothing downloaded). Runs natively (the CLI) and in the browser
 //! (`src/wasm.rs`, `www/bench.html`): the only platform-specific part is the clock.
+//!
+//! Decoding at a long cache does not prefill it first: the cache is taken as holding that many
+//! tokens ([`Qwen::assume_cached`]), so a 32K-token decode costs one token's pass to set up
+//! instead of a 32K prefill. Its keys are not a real sequence's (zeros, or an earlier
+//! measurement's), which changes no kernel's work. Prefill is timed on real prompts.
 
 use crate::config::{Family, QwenConfig};
 use crate::error::{Error, Result};
@@ -277,11 +282,13 @@ pub struct PrefillResult {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct DecodeResult {
-    /// Tokens in the KV cache when decoding started.
+    /// Tokens in the KV cache when decoding started. The cache is not prefilled: it is taken
+    /// as holding that many tokens ([`Qwen::assume_cached`]), whatever keys it holds, since
+    /// attention costs the same whatever the keys are.
     pub context: usize,
     pub tok_per_s: f64,
     pub ms_per_token: f64,
-    /// Weights plus the average KV cache read per token.
+    /// Weights plus the average KV cache read per token (a windowed layer's window only).
     pub bytes_per_token: u64,
     /// (bytes per token / measured bandwidth) / measured time per token.
     pub roofline_fraction: f64,
@@ -309,6 +316,8 @@ pub struct BenchReport {
     /// Streaming copy bandwidth (read + write bytes / second), measured in this run.
     pub bandwidth_gb_s: f64,
     pub time_to_first_token_s: f64,
+    /// Each layer's attention window in keys (0: the whole cache; all 0: windows off).
+    pub windows: Vec<usize>,
     pub prefill: Vec<PrefillResult>,
     pub decode: Vec<DecodeResult>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -346,10 +355,7 @@ async fn profile_decode(
     sampling: Option<&SamplingParams>,
     rng: &mut u64,
 ) -> Result<Profile> {
-    model.reset();
-    let ids = random_ids(context, model.config.vocab_size, rng);
-    model.set_sampling(sampling, &ids)?;
-    let mut tok = token(model.feed(&ids, Want::Token).await?)?;
+    let mut tok = start_decode_at(model, context, sampling, rng).await?;
     model.set_profiling(true)?;
     let mut by_kernel: BTreeMap<(String, u32), (usize, f64)> = BTreeMap::new();
     let mut encode_s = 0.0;
@@ -431,6 +437,47 @@ fn random_ids(n: usize, vocab: usize, state: &mut u64) -> Vec<u32> {
         .collect()
 }
 
+/// Set `model` up to decode at a `context`-token cache without prefilling it: the cache is
+/// taken as holding `context - 1` tokens ([`Qwen::assume_cached`]; its keys are not a real
+/// sequence's, but attention costs the same whatever they are) and one random token is fed
+/// at position `context - 1`, which chooses the first decoded token. A 32K-token prefill of
+/// the full shape would take hours on a CPU adapter; this takes one token's pass.
+async fn start_decode_at(
+    model: &mut Qwen,
+    context: usize,
+    sampling: Option<&SamplingParams>,
+    rng: &mut u64,
+) -> Result<u32> {
+    let ids = random_ids(context, model.config.vocab_size, rng);
+    model.reset();
+    model.assume_cached(context - 1)?;
+    model.set_sampling(sampling, &ids)?;
+    token(model.feed(&ids[context - 1..], Want::Token).await?)
+}
+
+/// Key positions read per decoded token, summed over the layers, averaged over decoding
+/// `tokens` tokens after a `context`-token cache: the token at step `j` attends to
+/// `context + j + 1` positions, or only to its layer's window of them (0: no window).
+pub fn kv_positions_per_token(windows: &[usize], context: usize, tokens: usize) -> f64 {
+    let tokens = tokens.max(1);
+    let total: u64 = windows
+        .iter()
+        .map(|&w| {
+            (0..tokens)
+                .map(|j| {
+                    let seen = (context + j + 1) as u64;
+                    if w == 0 {
+                        seen
+                    } else {
+                        seen.min(w as u64)
+                    }
+                })
+                .sum::<u64>()
+        })
+        .sum();
+    total as f64 / tokens as f64
+}
+
 fn token(out: Output) -> Result<u32> {
     match out {
         Output::Token(t) => Ok(t),
@@ -481,17 +528,14 @@ pub async fn run_with_progress(
     let ttft = prefill.first().map(|p| p.seconds).unwrap_or(0.0);
 
     let weight_bytes = model.weights.bytes_per_token();
-    // KV bytes read per cached position (all layers, K and V).
-    let kv_row =
-        2 * cfg.num_hidden_layers as u64 * model.kv_format().layer_bytes(1, cfg.num_key_value_heads, cfg.head_dim);
+    // KV bytes read per cached position of one layer (K and V).
+    let kv_row = 2 * model.kv_format().layer_bytes(1, cfg.num_key_value_heads, cfg.head_dim);
+    let windows = model.windows().to_vec();
     let mut decode = Vec::new();
     let mut dispatches = 0;
     for &c in opts.decode_contexts.iter().filter(|&&c| c + opts.decode_tokens < ctx && c > 0) {
         progress(&format!("decode @{c}"));
-        model.reset();
-        let ids = random_ids(c, cfg.vocab_size, &mut rng);
-        model.set_sampling(opts.sampling.as_ref(), &ids)?;
-        token(model.feed(&ids, Want::Token).await?)?;
+        start_decode_at(model, c, opts.sampling.as_ref(), &mut rng).await?;
         // As generation decodes: one pass queued ahead of the one being read.
         let t0 = Stopwatch::start();
         model.queue_next().await?;
@@ -503,7 +547,9 @@ pub async fn run_with_progress(
         }
         let per = t0.seconds() / opts.decode_tokens as f64;
         dispatches = model.last_dispatches();
-        let bytes = weight_bytes + kv_row * (c as u64 + opts.decode_tokens as u64 / 2);
+        // Only the keys (and values) each layer's window lets it read.
+        let kv = kv_row as f64 * kv_positions_per_token(&windows, c, opts.decode_tokens);
+        let bytes = weight_bytes + kv.round() as u64;
         decode.push(DecodeResult {
             context: c,
             tok_per_s: 1.0 / per,
@@ -540,6 +586,7 @@ pub async fn run_with_progress(
         decode_sampling,
         bandwidth_gb_s: bw,
         time_to_first_token_s: ttft,
+        windows,
         prefill,
         decode,
         profile,
@@ -570,6 +617,11 @@ impl BenchReport {
             mib(self.weight_bytes_per_token)
         );
         s += &format!("decoding       {}\n", self.decode_sampling);
+        if self.windows.iter().any(|&w| w > 0) {
+            let w: Vec<String> =
+                self.windows.iter().map(|&w| if w == 0 { "all".into() } else { w.to_string() }).collect();
+            s += &format!("windows        {} (keys per layer)\n", w.join(","));
+        }
         s += &format!("first token    {:.3} s\n", self.time_to_first_token_s);
         for p in &self.prefill {
             s += &format!("prefill {:>5}  {:>9.1} tok/s ({:.3} s)\n", p.tokens, p.tok_per_s, p.seconds);

@@ -135,3 +135,34 @@ fn gpu_memory_is_counted_from_the_allocations() {
     assert_eq!(m.gpu.allocated_buffers(), buffers + 1);
     assert_eq!(m.gpu.allocated_bytes(), w + st + qwen_webgpu::gpu::buffer_size(m.max_batch() as u64 * 1000 * 4));
 }
+
+/// Decoding at a cache is set up without a prefill (the cache is taken as full), and with
+/// windows the roofline counts only the keys each layer's window reads: at a 40-token cache,
+/// 2 decoded tokens see 41 and 42 positions; a layer with an 8-key window reads 8 of them.
+#[test]
+fn windows_are_reported_and_bound_the_kv_bytes() {
+    use qwen_webgpu::bench::kv_positions_per_token;
+    assert_eq!(kv_positions_per_token(&[0], 40, 2), 41.5);
+    assert_eq!(kv_positions_per_token(&[8, 0], 40, 2), 8.0 + 41.5);
+    assert_eq!(kv_positions_per_token(&[41, 100], 40, 2), 41.0 + 41.5);
+    let json = std::env::temp_dir().join(format!("bench-window-{}.json", std::process::id()));
+    let out = Command::new(env!("CARGO_BIN_EXE_qwen-webgpu"))
+        .args(["bench", "--layers", "2", "--vocab", "1000", "--prefill", "8", "--decode-at", "40,300"])
+        .args(["--decode-tokens", "2", "--weights", "q4", "--window", "8,0", "--json", json.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}\n{}", stdout, String::from_utf8_lossy(&out.stderr));
+    println!("{stdout}");
+    assert!(stdout.contains("windows        8,all (keys per layer)"), "{stdout}");
+    let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(r["windows"], serde_json::json!([8, 0]));
+    // f32 KV cache: K and V rows of 2048 floats per layer and position.
+    let kv_row = 2 * 2048 * 4;
+    let weights = r["weight_bytes_per_token"].as_u64().unwrap();
+    let d = r["decode"].as_array().unwrap();
+    assert_eq!(d.len(), 2);
+    assert_eq!(d[0]["bytes_per_token"].as_u64().unwrap(), weights + (kv_row as f64 * (8.0 + 41.5)) as u64);
+    assert_eq!(d[1]["bytes_per_token"].as_u64().unwrap(), weights + (kv_row as f64 * (8.0 + 301.5)) as u64);
+    assert!(d[1]["ms_per_token"].as_f64().unwrap() > 0.0);
+}

@@ -128,11 +128,25 @@ pub async fn run(a: PerplexityArgs) -> Result<()> {
         ..Default::default()
     };
 
+    // The config first: bad windows are refused before anything loads.
+    let synth = SynthBench { layers: a.layers, vocab: a.vocab, ..Default::default() };
+    let cfg = match &a.model {
+        Some(dir) => read_config(dir)?,
+        None => {
+            synth.check()?;
+            synth.config()
+        }
+    };
+    let spec = match &a.window {
+        Some(w) => WindowSpec::parse(w)?,
+        None => eval::default_window(&cfg),
+    };
+    let windows = spec.resolve(cfg.num_hidden_layers)?;
+
     let t0 = Instant::now();
     let (mut model, name, text_name, tokens) = match &a.model {
         Some(dir) => {
             let path = a.text.as_ref().ok_or_else(|| Error::Request("--model needs --text FILE to score".into()))?;
-            let cfg = read_config(dir)?;
             let tok = match &a.tokenizer {
                 Some(t) => {
                     let tok = Tokenizer::from_file(t)?;
@@ -156,9 +170,6 @@ pub async fn run(a: PerplexityArgs) -> Result<()> {
             if a.text.is_some() || a.tokenizer.is_some() {
                 return Err(Error::Request("--text and --tokenizer need --model".into()));
             }
-            let spec = SynthBench { layers: a.layers, vocab: a.vocab, ..Default::default() };
-            spec.check()?;
-            let cfg = spec.config();
             opts.weights = weight_format(&a.weights, None)?;
             let gpu = Gpu::new(&gpu_opts).await?;
             let mut src = RandomSource::new(&cfg, 1);
@@ -169,12 +180,6 @@ pub async fn run(a: PerplexityArgs) -> Result<()> {
     };
     err(format_args!("loaded in {:.1}s\n", t0.elapsed().as_secs_f64()));
 
-    let cfg = model.config.clone();
-    let spec = match &a.window {
-        Some(w) => WindowSpec::parse(w)?,
-        None => eval::default_window(&cfg),
-    };
-    let windows = spec.resolve(cfg.num_hidden_layers)?;
     if cfg.family != qwen_webgpu::Family::QwenV1 && modes.iter().any(|m| m.ntk || m.logn) {
         err(format_args!(
             "note: dynamic NTK and logN are Qwen v1's techniques; on this {:?} model they use seq_length {}\n",

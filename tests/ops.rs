@@ -449,7 +449,8 @@ fn attention_windows_skip_old_keys() {
     // (heads, kv heads, head dim, tokens, pos0, kv format, windows). Decode (1 token at
     // 300+: windows of one key, a few, a hundred, longer than the context, none) and prefill
     // (several tokens after a cached prefix, windows shorter than the batch).
-    let cases: Vec<(usize, usize, usize, usize, usize, KvFormat, Vec<usize>)> = vec![
+    type Case = (usize, usize, usize, usize, usize, KvFormat, Vec<usize>);
+    let cases: Vec<Case> = vec![
         (6, 2, 64, 1, 300, F32, vec![1, 7, 100, 400, 0]),
         (6, 2, 128, 1, 333, F16, vec![1, 7, 100, 334, 0]),
         (6, 2, 64, 1, 1001, Q8, vec![1, 7, 100, 65, 129, 2000, 0]),

@@ -14,7 +14,12 @@ use std::process::Command;
 
 /// Mean NLL per predicted token of the reference's logits, log-softmax in f64.
 fn reference_mean_nll(spec: &Spec, tensors: &Tensors, tokens: &[u32]) -> f64 {
-    let logits = RefModel::new(spec, tensors).logits_all(tokens);
+    windowed_reference_mean_nll(spec, tensors, &vec![0; spec.layers], tokens)
+}
+
+/// [`reference_mean_nll`] with per-layer attention windows (0: the whole cache).
+fn windowed_reference_mean_nll(spec: &Spec, tensors: &Tensors, windows: &[usize], tokens: &[u32]) -> f64 {
+    let logits = RefModel::new(spec, tensors).with_windows(windows.to_vec()).logits_all(tokens);
     let mut sum = 0.0;
     for (row, &next) in logits.iter().zip(&tokens[1..]) {
         let m = row.iter().map(|&x| x as f64).fold(f64::NEG_INFINITY, f64::max);
@@ -76,6 +81,19 @@ fn perplexity_matches_the_cpu_reference_plain_and_with_ntk_logn() {
             assert!((ntk.mean_nll - plain.mean_nll).abs() > 20.0 * NLL_TOL);
             assert!((ntk.mean_nll - long.mean_nll).abs() > 1e-5);
         }
+    }
+
+    // Windows shorter than the sequence: the reference with the same windows masked.
+    let short = [5, 12];
+    let win = Mode::parse_list("ntk+logn+window").unwrap();
+    let t = pollster::block_on(eval::perplexity_table(&mut m, &tokens, &lengths, &win, &short, &mut |_| {})).unwrap();
+    for (i, &l) in lengths.iter().enumerate() {
+        let want = windowed_reference_mean_nll(&spec, &tensors, &short, &tokens[..l]);
+        let got = t.cell(i, 0).mean_nll;
+        println!("L={l}: windows {short:?}: {got:.6} (reference {want:.6})");
+        assert!((got - want).abs() < NLL_TOL, "windowed at {l}: {got} vs {want}");
+        let unwindowed = reference_mean_nll(&spec, &tensors, &tokens[..l]);
+        assert!((want - unwindowed).abs() > 5.0 * NLL_TOL, "windows changed nothing: the check proves nothing");
     }
 
     // Bad requests are errors, not panics.
@@ -169,7 +187,9 @@ fn cli_prints_the_table_for_a_checkpoint_and_a_text() {
             assert!(out.contains(&format!(" {ppl:.4} |")), "{ppl} not in the table");
             assert!(cell(j)["seconds"].as_f64().unwrap() > 0.0);
         }
-        assert!(cell(2)["perplexity"].as_f64().unwrap().is_finite());
+        let want = windowed_reference_mean_nll(&spec, &tensors, &[4, 16], &tokens[..l]);
+        let got = cell(2)["mean_nll"].as_f64().unwrap();
+        assert!((got - want).abs() < NLL_TOL, "ntk+logn+window at {l}: {got} vs reference {want}");
     }
 }
 

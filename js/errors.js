@@ -19,7 +19,7 @@ export const ERROR_CODES = Object.freeze({
   wasm_failed: "GpuError", // the WebAssembly module could not be instantiated
   worker_failed: "GpuError", // the engine's Web Worker did not start (404, script error, no answer) or died
   request_invalid: "RequestError", // a bad request value (the message names the field) or option
-  context_full: "RequestError", // the prompt does not fit the context (shorten it or start a new chat)
+  context_full: "RequestError", // the prompt does not fit the context (a chat's last message alone, or a generateIds prompt)
   engine_busy: "RequestError", // calls overlapped on the raw wasm engine (the JS API queues them)
   engine_unloaded: "RequestError", // the engine was unloaded (or never loaded)
   network: "NetworkError", // fetch failed, HTTP error, incomplete download

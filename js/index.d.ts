@@ -25,7 +25,8 @@ export type QwenErrorName =
  *   running), `gpu_lost` (the device was lost: load again), `wasm_failed` (the WebAssembly module did not instantiate), `worker_failed` (the
  *   engine's worker failed to start, or died).
  * - RequestError: `request_invalid` (a bad request value or option; the message names it),
- *   `context_full` (the prompt does not fit the context), `engine_busy` (overlapping calls on
+ *   `context_full` (the prompt does not fit the context: a chat's last message alone, older
+ *   turns being left out as needed; a `generateIds` prompt), `engine_busy` (overlapping calls on
  *   the raw wasm engine; the JS API queues them), `engine_unloaded`.
  * - NetworkError: `network` (fetch failed, an HTTP error, an incomplete download).
  * - AbortError: `aborted` (your AbortSignal fired).

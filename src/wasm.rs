@@ -33,7 +33,7 @@ use crate::model::weights::{Encoder, Uploader};
 use crate::model::{self, ModelOptions, Qwen, RunState, WindowSpec};
 use crate::ops::KvFormat;
 use crate::sampler::SamplingParams;
-use crate::tokenizer::{chat_prompt, ChatRequest, ReplyFormat, ToolCall, ToolChoice};
+use crate::tokenizer::{chat_prompt, continue_prompt, ChatRequest, ReplyFormat, ToolCall, ToolChoice};
 use crate::tokenizer::{
     prompt_budget, ChatFormat, ChatMessage, ChatTemplate, ReplyOptions, ReplyParser, Role, TextStream, Tokenizer,
     CHATML,
@@ -937,7 +937,7 @@ struct Prepared {
 
 /// A chat request as the engine keeps it while its reply is generated: when the reply fills
 /// the context, [`Engine::next`] makes a shorter prompt of it (older turns left out) and goes
-/// on ([`Inner::continue_reply`]).
+/// on ([`continue_reply`]).
 struct ChatState {
     messages: Vec<ChatMessage>,
     tools: Vec<serde_json::Value>,
@@ -1492,6 +1492,8 @@ impl Engine {
             FinishReason::Stop => "stop",
             FinishReason::Length => "length",
             FinishReason::ContextFull if i.out_of_room => "length",
+            // Aborted as the context filled: the reply would have gone on.
+            FinishReason::ContextFull if i.abort_requested && i.chat.is_some() => "abort",
             FinishReason::ContextFull => "context_full",
             FinishReason::Aborted => "abort",
         })?;
@@ -1691,27 +1693,6 @@ async fn continue_reply(inner: &Rc<RefCell<Inner>>, model: &mut Qwen, g: &mut Ge
     i.run.prefilled_tokens += (p.ids.len() + g.tokens().len()).saturating_sub(keep);
     i.run.dropped_tokens = i.run.dropped_tokens.max(p.dropped_tokens);
     Ok(())
-}
-
-/// The prompt a reply of `reply_len` tokens that filled the context goes on after: `req`'s
-/// prompt with older turns left out so that it, the reply so far and room for
-/// `min(remaining, context / 4)` more tokens fit the context; `None` when nothing leaves that
-/// room.
-fn continue_prompt(
-    tok: &Tokenizer,
-    tpl: &ChatTemplate,
-    req: &ChatRequest,
-    reply_len: usize,
-    context: usize,
-    remaining: usize,
-) -> crate::error::Result<Option<crate::tokenizer::ChatPrompt>> {
-    let room = remaining.min((context / 4).max(1));
-    let Some(budget) = context.checked_sub(reply_len + room).filter(|&b| b > 0) else { return Ok(None) };
-    match chat_prompt(tok, tpl, req, budget) {
-        Ok(p) => Ok(Some(p)),
-        Err(Error::ContextFull(_)) => Ok(None),
-        Err(e) => Err(e),
-    }
 }
 
 impl Inner {

@@ -353,6 +353,13 @@ mod cli {
         tools: Option<PathBuf>,
         #[arg(long, default_value_t = 512)]
         max_new_tokens: usize,
+        /// After each reply, one line on stderr: `[usage] prompt_tokens=N cached_tokens=N
+        /// prefilled_tokens=N dropped_tokens=N completion_tokens=N continuations=N
+        /// finish_reason=stop|length|tool_calls` (cached: prompt tokens reused from the KV cache;
+        /// prefilled: tokens fed before decoding, re-prefills after the reply filled the context
+        /// included; dropped: tokens of older messages left out of the last prompt).
+        #[arg(long)]
+        usage: bool,
         #[command(flatten)]
         sampling: SamplingArgs,
         #[command(flatten)]
@@ -621,6 +628,8 @@ mod cli {
     }
 
     async fn run_chat(a: ChatArgs) -> Result<()> {
+        use qwen_webgpu::generate::FinishReason;
+        use qwen_webgpu::tokenizer::{continue_prompt, ChatPrompt};
         let sampling = a.sampling.params()?;
         let cfg = read_config(&a.model)?;
         let (gpu_opts, opts) = a.load.options(&a.model)?;
@@ -662,11 +671,14 @@ mod cli {
             }
         };
         let mut turn = 0u64;
+        // How many messages the last note said were left out.
+        let mut noted_dropped = 0;
         'chat: while let Some(line) = read_line("> ")? {
             if line == "/reset" {
                 messages = system.clone();
                 model.reset();
                 cached.clear();
+                noted_dropped = 0;
                 continue;
             }
             if line.is_empty() {
@@ -686,6 +698,7 @@ mod cli {
                 };
                 let req = ChatRequest { messages: &messages, tools: &tools, ..Default::default() };
                 // A message too long for the context is refused, and the chat goes on without it.
+                // Older turns are left out in blocks (chat_prompt), so the cache stays reusable.
                 let prompt = chat_prompt(&tok, &template, &req, prompt_budget(model.context(), a.max_new_tokens));
                 let (started, reply) = match prompt {
                     Ok(p) => {
@@ -697,16 +710,17 @@ mod cli {
                         let ropts = ReplyOptions {
                             stop,
                             format,
-                            prefill: p.prefill,
+                            prefill: p.prefill.clone(),
                             reasoning: !template.is_fallback(),
                             id_prefix: format!("call_{turn}_"),
                         };
-                        (Generator::start_reusing(&mut model, &cached, &p.ids, gen_opts).await, Some(ropts))
+                        let started = Generator::start_reusing(&mut model, &cached, &p.ids, gen_opts).await;
+                        (started.map(|(g, reused)| (g, reused, p)), Some(ropts))
                     }
                     Err(e) => (Err(e), None),
                 };
-                let mut g = match started {
-                    Ok((g, _)) => g,
+                let (mut g, reused, p) = match started {
+                    Ok(r) => r,
                     Err(e @ (Error::ContextFull(_) | Error::Request(_))) => {
                         errln!("error: {e}; nothing was sent");
                         messages.truncate(user_at);
@@ -715,17 +729,64 @@ mod cli {
                     }
                     Err(e) => return Err(e),
                 };
-                let mut printer = Printer::with_reply(&tok, reply.unwrap_or_default())?;
-                while let Some(id) = g.next(&mut model).await? {
-                    printer.push(id)?;
-                    if printer.stopped() {
-                        g.abort();
+                let mut note = |p: &ChatPrompt| {
+                    // Once per change of what is left out, not every turn.
+                    if p.dropped_messages != noted_dropped {
+                        noted_dropped = p.dropped_messages;
+                        if p.dropped_messages > 0 {
+                            errln!("[older messages left out to fit the context: {} tokens]", p.dropped_tokens);
+                        }
                     }
+                };
+                note(&p);
+                let (prompt_tokens, mut dropped) = (p.ids.len(), p.dropped_tokens);
+                let mut prefilled = p.ids.len() - reused;
+                let mut continuations = 0;
+                let mut printer = Printer::with_reply(&tok, reply.unwrap_or_default())?;
+                let mut later_note = None;
+                loop {
+                    while let Some(id) = g.next(&mut model).await? {
+                        printer.push(id)?;
+                        if printer.stopped() {
+                            g.abort();
+                        }
+                    }
+                    // A reply that filled the context goes on after a shorter prompt (more old
+                    // turns left out), reusing the cache up to where the two differ.
+                    if g.finish_reason() != Some(FinishReason::ContextFull) {
+                        break;
+                    }
+                    let done = g.tokens().len();
+                    let remaining = a.max_new_tokens.saturating_sub(done);
+                    let Some(q) = continue_prompt(&tok, &template, &req, done, model.context(), remaining)? else {
+                        break;
+                    };
+                    let kept = g.resume(&mut model, &q.ids).await?;
+                    prefilled += q.ids.len() + done - kept;
+                    continuations += 1;
+                    dropped = q.dropped_tokens;
+                    later_note = Some(q);
                 }
                 printer.finish()?;
+                if let Some(q) = later_note {
+                    note(&q);
+                }
                 cached = g.sequence()[..model.pos()].to_vec();
                 let m = printer.reply.as_ref().map(|r| r.message()).unwrap_or_default();
                 let calls = m.tool_calls.clone();
+                if a.usage {
+                    let finish = match g.finish_reason() {
+                        _ if !calls.is_empty() => "tool_calls",
+                        Some(FinishReason::Length | FinishReason::ContextFull) => "length",
+                        _ => "stop",
+                    };
+                    errln!(
+                        "[usage] prompt_tokens={prompt_tokens} cached_tokens={reused} prefilled_tokens={prefilled} \
+                         dropped_tokens={dropped} completion_tokens={} continuations={continuations} \
+                         finish_reason={finish}",
+                        g.tokens().len()
+                    );
+                }
                 messages.push(ChatMessage {
                     reasoning_content: m.reasoning_content,
                     tool_calls: m.tool_calls,

@@ -412,3 +412,145 @@ fn chat_refuses_bad_lines_and_goes_on() {
     assert!(!err.contains("panicked"), "{err}");
     assert!(out.ends_with(b"\n") && out.len() > 1, "no reply to the last message: {out:?}");
 }
+
+/// The fields of each `chat --usage` line on stderr, in order.
+fn usage_lines(err: &str) -> Vec<std::collections::HashMap<String, String>> {
+    err.lines()
+        .filter_map(|l| l.split_once("[usage] ").map(|(_, rest)| rest))
+        .map(|l| {
+            l.split(' ')
+                .map(|kv| {
+                    let (k, v) = kv.split_once('=').unwrap_or_else(|| panic!("not key=value: {kv:?} in {l:?}"));
+                    (k.to_string(), v.to_string())
+                })
+                .collect()
+        })
+        .collect()
+}
+
+fn field(u: &std::collections::HashMap<String, String>, k: &str) -> usize {
+    u.get(k).unwrap_or_else(|| panic!("no {k} in {u:?}")).parse().unwrap()
+}
+
+/// A 300-turn chat in a 512-token context (issue 17): it never fails, keeps the system prompt
+/// (every turn after the first reuses at least its tokens from the cache), and after the first
+/// overflow prefills on average far fewer tokens a turn than the context, because old turns
+/// are left out in blocks (the prompt's prefix stays the same for several turns).
+#[test]
+fn chat_300_turns_past_the_context() {
+    let dir = real_vocab_model("cli-chat-300", 72);
+    let d = dir.to_str().unwrap();
+    let system = "You are a terse test assistant.";
+    let (context, max_new) = (512usize, 4usize);
+    let input: String = (0..300)
+        .map(|i| match i % 4 {
+            0 => format!("question {i}: why?\n"),
+            1 => format!("第{i}个问题：为什么？\n"),
+            2 => format!("tell me about the number {i} and the cache\n"),
+            _ => format!("{i}\n"),
+        })
+        .collect();
+    let args = ["chat", "--model", d, "--max-new-tokens", "4", "--context", "512", "--system", system, "--usage"];
+    let t = std::time::Instant::now();
+    let (code, out, err) = cli_stdin(&args, input.as_bytes());
+    let secs = t.elapsed().as_secs_f64();
+    assert_eq!(code, 0, "{err}");
+    assert!(!err.contains("error:") && !err.contains("panicked"), "{err}");
+    assert!(!out.is_empty());
+    let usage = usage_lines(&err);
+    assert_eq!(usage.len(), 300, "one usage line per reply");
+    // `<|im_start|>system\n{system}<|im_end|>\n` (ChatML: the fixture has no template of its own).
+    let tok = qwen_webgpu::tokenizer::Tokenizer::from_file(&vocab("tokenizer.json")).unwrap();
+    let system_tokens = tok.encode(system).unwrap().len() + 5;
+    let mut first_overflow = None;
+    let (mut prefilled, mut turns_after) = (0, 0);
+    for (i, u) in usage.iter().enumerate() {
+        let (prompt, cached, pre) =
+            (field(u, "prompt_tokens"), field(u, "cached_tokens"), field(u, "prefilled_tokens"));
+        assert!(prompt + max_new <= context && cached < prompt && field(u, "completion_tokens") <= max_new, "{u:?}");
+        assert_eq!(field(u, "continuations"), 0, "{u:?}");
+        assert_eq!(pre, prompt - cached, "{u:?}");
+        if i > 0 {
+            assert!(cached >= system_tokens, "turn {i} reuses the system prompt: {u:?}");
+        }
+        if first_overflow.is_some() {
+            prefilled += pre;
+            turns_after += 1;
+        } else if field(u, "dropped_tokens") > 0 {
+            first_overflow = Some(i);
+        }
+    }
+    let first = first_overflow.expect("the chat outgrows the context");
+    let notes = err.matches("[older messages left out to fit the context:").count();
+    let avg = prefilled as f64 / turns_after as f64;
+    eprintln!(
+        "300 turns in a {context}-token context in {secs:.1}s: first overflow at turn {first}, then {avg:.1} \
+         tokens prefilled per turn on average over {turns_after} turns; {notes} notes on stderr"
+    );
+    assert!(turns_after > 200, "{first}");
+    assert!(avg < context as f64 / 3.0, "{avg} tokens prefilled per turn");
+    assert!(notes >= 2 && notes < turns_after / 2, "a note per change of what is left out, not per turn: {notes}");
+}
+
+/// `real_vocab_model` whose `<|im_end|>` row of the LM head is scaled by `stop_scale`: greedy
+/// replies then end by themselves in some contexts and run on in others (random weights
+/// otherwise never stop).
+fn stopping_model(name: &str, seed: u64, stop_scale: f32) -> std::path::PathBuf {
+    let spec = Spec {
+        hidden: 32,
+        heads: 2,
+        kv_heads: 1,
+        head_dim: 16,
+        ff: 40,
+        layers: 1,
+        vocab: 151936,
+        ..Spec::qwen2(false)
+    };
+    let mut t = common::random_tensors(&spec, seed);
+    let (shape, w) = t.get_mut("lm_head.weight").unwrap();
+    let cols = shape[1];
+    for x in &mut w[151645 * cols..151646 * cols] {
+        *x = common::representable(*x * stop_scale);
+    }
+    let dir = common::temp_dir(name);
+    common::write_checkpoint(&dir, &spec, &t);
+    std::fs::copy(vocab("tokenizer.json"), dir.join("tokenizer.json")).unwrap();
+    dir
+}
+
+/// A reply that reaches the end of the context goes on (issue 17): older turns are left out
+/// and decoding continues, so it gets more tokens than were free when it started, without an
+/// error, and the chat goes on after it. `--max-new-tokens 1000` in a 192-token context keeps
+/// 96 tokens for the prompt; a few short replies (the fixture stops by itself in some contexts)
+/// fill that with history, then a reply runs on. Which message runs on depends on the random
+/// weights' greedy choices, so a few candidates are tried in turn until one does.
+#[test]
+fn chat_reply_goes_on_past_the_context() {
+    let dir = stopping_model("cli-chat-goes-on", 83, 2.25);
+    let d = dir.to_str().unwrap();
+    let history: String = (0..4).map(|i| format!("第{i}个问题：为什么？\n")).collect();
+    let args = ["chat", "--model", d, "--max-new-tokens", "1000", "--context", "192", "--usage"];
+    let mut tried = Vec::new();
+    for last in ["13", "why?", "a b", "long 1"] {
+        let input = format!("{history}{last}\n再见\n");
+        let (code, out, err) = cli_stdin(&args, input.as_bytes());
+        assert_eq!(code, 0, "{err}");
+        assert!(!err.contains("error:") && !err.contains("panicked"), "{err}");
+        let usage = usage_lines(&err);
+        assert_eq!(usage.len(), 6, "{err}");
+        assert!(out.ends_with(b"\n"));
+        let u = &usage[4];
+        let (prompt, completion) = (field(u, "prompt_tokens"), field(u, "completion_tokens"));
+        if field(u, "continuations") == 0 {
+            tried.push(format!("{last:?}: {u:?}"));
+            continue;
+        }
+        eprintln!("{last:?}: {u:?}");
+        assert!(completion > 192 - prompt, "more tokens than were free: {u:?}");
+        assert!(field(u, "prefilled_tokens") > prompt - field(u, "cached_tokens"), "re-prefilled: {u:?}");
+        assert!(field(u, "dropped_tokens") > 0, "{u:?}");
+        assert!(err.contains("[older messages left out to fit the context:"), "{err}");
+        return;
+    }
+    panic!("no reply ran past the context: {tried:#?}");
+}

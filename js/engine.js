@@ -731,13 +731,15 @@ function benchSpec(opts, keys) {
   const map = {
     layers: "layers", vocab: "vocab", weights: "weights", kvCache: "kv_cache", context: "context",
     prefill: "prefill", decodeAt: "decode_at", decodeTokens: "decode_tokens", maxBatch: "max_batch",
-    maxBindingBytes: "max_binding_bytes",
+    maxBindingBytes: "max_binding_bytes", window: "window",
   };
   const spec = {};
   for (const k of keys) {
     const v = opts[k];
     if (v === undefined || v === null || v === "") continue;
-    spec[map[k]] = (k === "prefill" || k === "decodeAt") ? Array.from(v, Number) : v;
+    // window: the CLI's --window text; a number or an array of numbers is written as one.
+    if (k === "window") spec.window = Array.isArray(v) ? v.join(",") : String(v);
+    else spec[map[k]] = (k === "prefill" || k === "decodeAt") ? Array.from(v, Number) : v;
   }
   return spec;
 }
@@ -763,7 +765,7 @@ const yieldNow = () => new Promise((r) => setTimeout(r, 0));
  * `qwen-webgpu bench` on this thread, on a synthesised Qwen-1.8B-shaped model (random
  * weights made here one tensor at a time; nothing is downloaded). Options (all optional,
  * the CLI's defaults): layers, vocab, weights, kvCache, context, prefill, decodeAt,
- * decodeTokens, maxBatch, maxBindingBytes; onProgress, signal, wasmUrl. Resolves to the
+ * decodeTokens, maxBatch, maxBindingBytes, window; onProgress, signal, wasmUrl. Resolves to the
  * report (the fields of `qwen-webgpu bench --json`, plus load_s, runtime, user_agent).
  */
 export async function runBenchmark(opts = {}) {
@@ -773,7 +775,7 @@ export async function runBenchmark(opts = {}) {
   };
   const aborted = () => opts.signal?.aborted;
   await initWasm(opts.wasmUrl);
-  const spec = benchSpec(opts, ["layers", "vocab", "weights", "kvCache", "context", "prefill", "decodeAt", "decodeTokens", "maxBatch", "maxBindingBytes"]);
+  const spec = benchSpec(opts, ["layers", "vocab", "weights", "kvCache", "context", "prefill", "decodeAt", "decodeTokens", "maxBatch", "maxBindingBytes", "window"]);
   report("gpu", 0, 1, "opening the GPU and allocating the weights");
   let setup;
   try {

@@ -698,6 +698,9 @@ export interface BenchmarkOptions {
   maxBatch?: number;
   /** Use a storage-binding limit below the adapter's (testing). */
   maxBindingBytes?: number;
+  /** Layer-wise window attention, as EngineOptions.window (default off): decoding at a long
+   *  cache then reads only each layer's window of keys, and `bytes_per_token` counts only those. */
+  window?: string | number | number[];
   onProgress?: (p: BenchmarkProgress) => void;
   /** Stops the run (with a worker, at once: the worker is ended). */
   signal?: AbortSignal;
@@ -718,6 +721,8 @@ export interface BenchmarkReport {
   weight_format: string;
   kv_cache_format: string;
   context: number;
+  /** Each layer's attention window in keys (0: the whole cache; all 0: windows off). */
+  windows: number[];
   /** Exact bytes of every long-lived GPU buffer (weights, activations, KV cache, readback). */
   gpu_bytes_allocated: number;
   weight_bytes_per_token: number;
@@ -730,6 +735,9 @@ export interface BenchmarkReport {
   bandwidth_gb_s: number;
   time_to_first_token_s: number;
   prefill: Array<{ tokens: number; tok_per_s: number; seconds: number }>;
+  /** Decoding at each `decodeAt` cache (taken as holding that many tokens: their keys are not
+   *  real, the work is the same); `bytes_per_token`: weights plus the KV bytes the decoded
+   *  tokens read (each layer's window of keys when windows are on). */
   decode: Array<{ context: number; tok_per_s: number; ms_per_token: number; bytes_per_token: number; roofline_fraction: number }>;
   /** Seconds spent making and uploading the random weights (synthesised runs only). */
   load_s?: number;

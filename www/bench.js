@@ -5,7 +5,7 @@ import { benchmark } from "../pkg/index.js";
 const $ = (id) => document.getElementById(id);
 const el = {
   gpuStatus: $("gpu-status"), form: $("bench-form"), layers: $("layers"), vocab: $("vocab"), weights: $("weights"),
-  kv: $("kv"), prefill: $("prefill"), decodeAt: $("decode-at"), decodeTokens: $("decode-tokens"), context: $("context"),
+  kv: $("kv"), prefill: $("prefill"), decodeAt: $("decode-at"), decodeTokens: $("decode-tokens"), context: $("context"), window: $("window"),
   run: $("run"), cancel: $("cancel"), progressBox: $("progress-box"), progress: $("progress"),
   progressText: $("progress-text"), error: $("error"), results: $("results"), where: $("where"), rows: $("rows"),
   copy: $("copy"), copyStatus: $("copy-status"), json: $("json"),
@@ -56,10 +56,11 @@ function options() {
     decodeAt: list(el.decodeAt, "Decode at"),
     decodeTokens: int(el.decodeTokens, "Tokens per decode measurement"),
     context: int(el.context, "KV cache length"),
+    window: el.window.value.trim() || undefined,
   };
 }
 
-/** ?layers=1&vocab=1024&weights=q4&kv=q8&prefill=16&decode_at=16&decode_tokens=4&context=64&autorun=1 */
+/** ?layers=1&vocab=1024&weights=q4&kv=q8&prefill=16&decode_at=16&decode_tokens=4&context=64&window=512&autorun=1 */
 function presetFromQuery() {
   const q = new URLSearchParams(location.search);
   const set = (input, ...keys) => {
@@ -71,6 +72,7 @@ function presetFromQuery() {
   set(el.decodeAt, "decode_at", "decode-at", "decodeAt");
   set(el.decodeTokens, "decode_tokens", "decode-tokens", "decodeTokens");
   set(el.context, "context");
+  set(el.window, "window");
   let valid = true;
   for (const [select, keys] of [[el.weights, ["weights"]], [el.kv, ["kv", "kv_cache", "kv-cache", "kvCache"]]]) {
     const k = keys.find((x) => q.has(x));
@@ -93,6 +95,7 @@ function tableRows(r) {
     ["adapter", "adapter", r.adapter],
     ["model", "model", `${r.model} (${(r.parameters / 1e9).toFixed(3)} B params, ${r.weight_format} weights, ${r.kv_cache_format} KV cache, context ${r.context})`],
     ["gpu", "gpu memory", `${r.gpu_bytes_allocated} bytes (${mib(r.gpu_bytes_allocated).toFixed(1)} MiB)`],
+    ...((r.windows ?? []).some((w) => w > 0) ? [["windows", "windows", `${r.windows.map((w) => (w === 0 ? "all" : String(w))).join(",")} (keys per layer)`]] : []),
     ["bandwidth", "bandwidth", `${r.bandwidth_gb_s.toFixed(2)} GB/s (copy kernel, this run)`],
     ["per-token", "per token", `${r.dispatches_per_decoded_token} dispatches, ${r.submissions_per_decoded_token} submission, ${r.readback_bytes_per_decoded_token} bytes read back, ${mib(r.weight_bytes_per_token).toFixed(1)} MiB of weights`],
     ["ttft", "first token", `${r.time_to_first_token_s.toFixed(3)} s`],

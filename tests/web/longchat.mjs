@@ -97,6 +97,27 @@ export default function longChatTests({ test, eq, ok, page, fixtures, expected, 
     figures.push(`window 4 on tiny (2 layers): ids ${JSON.stringify(expected.window) === JSON.stringify(expected.tiny) ? "equal" : "differ from"} the unwindowed ones (prompt 3 + 16 tokens)`);
   });
 
+  test("benchmark() with window: the report lists each layer's window and counts only the keys a windowed layer reads", async () => {
+    const r = await page.evaluate(async () => {
+      const opts = { layers: 2, vocab: 1024, weights: "q4", kvCache: "f32", prefill: [4], decodeAt: [40], decodeTokens: 2 };
+      const plain = await qwen.benchmark(opts);
+      const win = await qwen.benchmark({ ...opts, window: [8, 0] });
+      const bad = await qwen.benchmark({ ...opts, window: "x" }).then(() => "resolved?!", (e) => `${e.name} ${e.code} ${e.message}`);
+      const pick = (x) => ({ windows: x.windows, weights: x.weight_bytes_per_token, decode: x.decode.map((d) => ({ context: d.context, bytes: d.bytes_per_token, ms: d.ms_per_token })) });
+      return { plain: pick(plain), win: pick(win), bad };
+    });
+    eq(r.plain.windows, [0, 0], "windows off");
+    eq(r.win.windows, [8, 0], "windows [8, 0]");
+    // Qwen-1.8B's shape: 16 KV heads of 128, f32: K and V of one position in one layer.
+    const row = 2 * 16 * 128 * 4;
+    // The token decoded at step j after a 40-token cache reads 41 + j keys (or the window's 8).
+    const seen = (40 + 1 + 40 + 2) / 2;
+    eq(r.plain.decode[0].bytes, r.plain.weights + row * 2 * seen, "bytes per token without windows");
+    eq(r.win.decode[0].bytes, r.win.weights + row * (8 + seen), "bytes per token with windows [8, 0]");
+    ok(/^RequestError request_invalid .*window/.test(r.bad), r.bad);
+    figures.push(`benchmark (2 layers, vocab 1024, q4/f32) decode @40: ${r.plain.decode[0].ms.toFixed(1)} ms/token without windows, ${r.win.decode[0].ms.toFixed(1)} ms/token with windows [8, 0]`);
+  }, { timeoutS: 400 });
+
   // A Qwen v1 model's default context: the longest of 32K/16K/8K that fits maxGpuBytes.
   const v1 = path.join(fixtures, "qwen-v1");
   writeQwenV1(v1, 256);

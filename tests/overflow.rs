@@ -120,6 +120,19 @@ fn reference_drop(tok: &Tokenizer, tpl: &ChatTemplate, msgs: &[ChatMessage], bud
     best
 }
 
+/// The prompt with the fewest turns left out that fits (the rule before blocks, for comparison).
+fn fewest_fit(tok: &Tokenizer, tpl: &ChatTemplate, msgs: &[ChatMessage], budget: usize) -> Vec<u32> {
+    let mut best = Vec::new();
+    for &s in turn_starts(msgs).iter().rev() {
+        let p = unbudgeted(tok, tpl, &without(msgs, s)).ids;
+        if p.len() > budget {
+            break;
+        }
+        best = p;
+    }
+    best
+}
+
 /// 300 turns through one template: every prompt fits, keeps the system message, ends with
 /// the last user message and the generation prompt; after the first overflow most prompts
 /// extend the previous prompt and reply, the drop jumps about once per block, and the tokens
@@ -137,6 +150,7 @@ fn long_conversation(name: &str, tok: &Tokenizer, tpl: &ChatTemplate, seed: u64)
     let sys_ids = &sys_ids[..sys_len];
 
     let mut prev: Option<Vec<u32>> = None; // the previous prompt and its reply
+    let (mut prev_old, mut old_fresh) = (None::<Vec<u32>>, 0usize); // the same with the fewest turns left out
     let (mut overflowed_at, mut shared, mut fresh, mut jumps, mut last_dropped) = (None, 0, 0usize, 0, 0);
     let (mut appended, mut full_at_overflow, mut full_now) = (0, 0, 0);
     let turns = 300;
@@ -157,12 +171,13 @@ fn long_conversation(name: &str, tok: &Tokenizer, tpl: &ChatTemplate, seed: u64)
         let full = unbudgeted(tok, tpl, &msgs).ids.len();
         assert_eq!(unbudgeted(tok, tpl, &kept).ids, p.ids, "{name} turn {turn}");
         assert_eq!(p.dropped_tokens, full - p.ids.len());
-        {
-            assert_eq!(Some(p.dropped_messages), reference_drop(tok, tpl, &msgs, budget), "{name} turn {turn}");
-        }
+        assert_eq!(Some(p.dropped_messages), reference_drop(tok, tpl, &msgs, budget), "{name} turn {turn}");
         let common = prev.as_ref().map_or(0, |s| s.iter().zip(&p.ids).take_while(|(a, b)| a == b).count());
+        let old = if full <= budget { p.ids.clone() } else { fewest_fit(tok, tpl, &msgs, budget) };
+        let old_common = prev_old.as_ref().map_or(0, |s| s.iter().zip(&old).take_while(|(a, b)| a == b).count());
         if overflowed_at.is_some() {
             fresh += p.ids.len() - common;
+            old_fresh += old.len() - old_common;
             if prev.as_ref().is_some_and(|s| common == s.len()) {
                 shared += 1;
             }
@@ -177,10 +192,9 @@ fn long_conversation(name: &str, tok: &Tokenizer, tpl: &ChatTemplate, seed: u64)
         }
         last_dropped = p.dropped_messages;
         let reply = text(&mut rng, if turn % 11 == 3 { 90 } else { 40 });
-        let mut seq = p.ids.clone();
-        seq.extend(tok.encode(&reply).unwrap());
-        seq.push(IM_END);
-        prev = Some(seq);
+        let reply_ids = [tok.encode(&reply).unwrap(), vec![IM_END]].concat();
+        prev = Some([p.ids.clone(), reply_ids.clone()].concat());
+        prev_old = Some([old, reply_ids].concat());
         msgs.push(ChatMessage::assistant(reply));
         appended = full_now - full_at_overflow;
     }
@@ -193,11 +207,14 @@ fn long_conversation(name: &str, tok: &Tokenizer, tpl: &ChatTemplate, seed: u64)
          ({:.1} expected), {avg:.1} tokens per turn not a prefix of the previous sequence",
         appended as f64 / block as f64
     );
+    let old_avg = old_fresh as f64 / after as f64;
+    eprintln!("{name}: leaving out the fewest turns that fit (the rule before blocks) would prefill {old_avg:.1}");
     eprintln!("{name}: chat_prompt took {:.1} ms per turn on average", prompt_secs * 1000.0 / turns as f64);
     assert!(first > 5 && after > 200, "{name}: overflow at turn {first}");
     assert!(shared * 3 >= after * 2, "{name}: {shared} of {after} turns share the previous sequence");
     assert!(jumps >= 1 && jumps <= appended / block + 2, "{name}: {jumps} jumps for {appended} tokens");
     assert!(avg < budget as f64 / 3.0, "{name}: {avg} tokens per turn to prefill");
+    assert!(avg * 2.0 < old_avg, "{name}: {avg} vs {old_avg} tokens per turn to prefill");
 }
 
 #[test]

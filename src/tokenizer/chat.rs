@@ -1,7 +1,10 @@
 //! Chat prompts: the OpenAI-shaped request types ([`ChatMessage`], [`ChatRequest`],
 //! [`ToolCall`], [`ToolChoice`]) and [`chat_prompt`], which renders a request with the
 //! checkpoint's own template ([`ChatTemplate`], the template module) into ids within a token
-//! budget, with what the reply parser needs ([`ChatPrompt::prefill`], [`ReplyFormat`]).
+//! budget, with what the reply parser needs ([`ChatPrompt::prefill`], [`ReplyFormat`]). A
+//! conversation that outgrows the budget loses its oldest turns in blocks ([`DROP_BLOCKS`]), so
+//! the KV cache stays reusable; a reply that fills the context goes on after the shorter prompt
+//! [`continue_prompt`] gives.
 //!
 //! [`chat_prompt_ids`] is the older ChatML-only builder (the fallback's layout, without the
 //! default system prompt, tools or tool messages):
@@ -374,8 +377,9 @@ pub fn chat_prompt_ids(tok: &Tokenizer, messages: &[ChatMessage], max_prompt_tok
 /// re-prefill almost the whole context). Dropping a block at a time keeps the prefix unchanged
 /// for about a block's worth of new turns; each jump re-prefills what is kept (about
 /// `budget - block` tokens). A bigger block means fewer jumps but less history kept after one:
-/// a quarter keeps at least three quarters of the budget as history and, amortised, costs about
-/// three prefilled tokens per token of new text, a few turns' worth per turn.
+/// with a quarter, the prompt holds between about three quarters of the budget (just after a
+/// jump) and all of it, and the jumps cost, amortised, about three prefilled tokens per token of
+/// new text: a few turns' worth per turn rather than the whole context.
 pub const DROP_BLOCKS: usize = 4;
 
 /// The block size, in tokens, in which [`chat_prompt`] leaves out old turns for a budget of
@@ -403,9 +407,9 @@ pub fn drop_block(max_prompt_tokens: usize) -> usize {
 /// of `B`, about once per `B` tokens of new turns. When no `k` reaches that but leaving out all
 /// of them fits, all are left out. The number is found by a galloping search down from
 /// leaving out all (then bisection), so a long chat costs one full render and O(log kept
-/// turns) renders of budget-sized prompts. If even the least prompt does not fit: [`Error::ContextFull`] saying
-/// by how much. [`ChatPrompt::dropped_messages`] and [`ChatPrompt::dropped_tokens`] say what
-/// was left out.
+/// turns) renders of budget-sized prompts. If even the least prompt does not fit:
+/// [`Error::ContextFull`] saying by how much. [`ChatPrompt::dropped_messages`] and
+/// [`ChatPrompt::dropped_tokens`] say what was left out.
 ///
 /// `tool_choice`: `Required` ends the prompt with the start of a call (`<tool_call>\n`, or
 /// ReAct's `Thought:`), `Function(name)` with the call's name (`<tool_call>\n{"name": "NAME",

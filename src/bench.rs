@@ -620,7 +620,11 @@ impl BenchReport {
         if self.windows.iter().any(|&w| w > 0) {
             let w: Vec<String> =
                 self.windows.iter().map(|&w| if w == 0 { "all".into() } else { w.to_string() }).collect();
-            s += &format!("windows        {} (keys per layer)\n", w.join(","));
+            if w.iter().all(|x| *x == w[0]) {
+                s += &format!("windows        {} keys in every layer\n", w[0]);
+            } else {
+                s += &format!("windows        {} (keys per layer)\n", w.join(","));
+            }
         }
         s += &format!("first token    {:.3} s\n", self.time_to_first_token_s);
         for p in &self.prefill {

@@ -99,7 +99,7 @@ struct Report<'a> {
 pub async fn run(a: PerplexityArgs) -> Result<()> {
     let modes = Mode::parse_list(&a.modes)?;
     let max_len = a.lengths.iter().copied().max().ok_or_else(|| Error::Request("--lengths is empty".into()))?;
-    if let Some(&l) = a.lengths.iter().find(|&&l| l < 2 || l > MAX_CONTEXT) {
+    if let Some(&l) = a.lengths.iter().find(|&&l| !(2..=MAX_CONTEXT).contains(&l)) {
         return Err(Error::Request(format!("--lengths {l}: want a whole number from 2 to {MAX_CONTEXT}")));
     }
     let context = a.context.unwrap_or(max_len + 1);

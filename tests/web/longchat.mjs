@@ -230,10 +230,12 @@ export default function longChatTests({ test, eq, ok, page, fixtures, expected, 
       const huge = await run(100000);
       // From an empty cache, as the streamed reply was: the same computation, the same text.
       await engine.resetChat();
-      const plain = await engine.chat.completions.create({ messages, max_tokens: 200, temperature: 0, ignore_eos: true });
+      const plain = await engine.chat.completions.create({ messages, max_tokens: 200, temperature: 0, ignore_eos: true, logprobs: true });
       const ids = await engine.generateIds({ promptIds: Array.from({ length: 250 }, (_, i) => 1000 + i), max_tokens: 20, temperature: 0 });
       await engine.unload();
-      return { context, long, huge, plain: { finish: plain.choices[0].finish_reason, usage: plain.usage, text: plain.choices[0].message.content }, ids: { finish: ids.finish_reason, n: ids.ids.length } };
+      const lp = plain.choices[0].logprobs.content;
+      return { context, long, huge, plain: { finish: plain.choices[0].finish_reason, usage: plain.usage, text: plain.choices[0].message.content, logprobs: lp.length,
+        saneLogprobs: lp.every((e) => e.logprob <= 0 && Number.isFinite(e.logprob)) }, ids: { finish: ids.finish_reason, n: ids.ids.length } };
     });
     const { long, huge, plain, context } = r;
     const room = context - long.usage.prompt_tokens;
@@ -250,7 +252,10 @@ export default function longChatTests({ test, eq, ok, page, fixtures, expected, 
       `huge: ${huge.usage.completion_tokens} completion tokens (prompt ${huge.usage.prompt_tokens}, context ${context})`);
     eq(plain.finish, "length", "non-streaming: finish_reason");
     eq(plain.usage.completion_tokens, 200, "non-streaming: completion_tokens");
-    eq(plain.text, long.text, "non-streaming text vs streamed text (greedy, same conversation)");
+    eq(plain.text, long.text, "non-streaming text (with logprobs) vs streamed text (greedy, same conversation)");
+    eq(plain.usage.prompt_tokens_details.continuations, d.continuations, "non-streaming continuations");
+    // One logprobs entry per token, across the continuation too.
+    ok(plain.logprobs === 200 && plain.saneLogprobs, `${plain.logprobs} logprobs entries for 200 tokens (sane: ${plain.saneLogprobs})`);
     ok(r.ids.finish === "context_full" && r.ids.n >= 1 && r.ids.n <= 7, `generateIds at the end of the context: ${JSON.stringify(r.ids)}`);
     figures.push(`reply past the context end (context ${context}): prompt ${long.usage.prompt_tokens} (${d.cached_tokens} cached), room ${room}, ` +
       `${long.usage.completion_tokens} tokens in ${d.continuations} continuation(s), ${d.prefilled_tokens} prefilled in all, ${d.dropped_tokens} dropped; ` +

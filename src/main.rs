@@ -134,6 +134,14 @@ mod cli {
         /// default, as the released checkpoints run.
         #[arg(long)]
         window: Option<String>,
+        #[command(flatten)]
+        run: RunArgs,
+    }
+
+    /// How a loaded model runs: batch, formats, encoder, GPU switches (the load options that
+    /// `perplexity` shares; it chooses its own context and windows).
+    #[derive(Args)]
+    struct RunArgs {
         /// Most tokens per forward pass; longer prompts are fed in chunks.
         #[arg(long, default_value_t = 128)]
         max_batch: usize,
@@ -154,6 +162,33 @@ mod cli {
         /// Do not use subgroup kernels even where the adapter has subgroups.
         #[arg(long)]
         no_subgroups: bool,
+    }
+
+    impl RunArgs {
+        /// The GPU options and the model options these settle (context and windows left at
+        /// their defaults), for the model at `model` (None: a synthesised checkpoint).
+        fn options(&self, model: Option<&Path>) -> Result<(GpuOptions, ModelOptions)> {
+            if self.max_batch == 0 || self.max_batch > MAX_CONTEXT {
+                return Err(Error::Request(format!(
+                    "--max-batch {}: want a whole number from 1 to {MAX_CONTEXT}",
+                    self.max_batch
+                )));
+            }
+            Ok((
+                GpuOptions {
+                    max_binding_bytes: self.max_binding_bytes,
+                    no_subgroups: self.no_subgroups,
+                    ..gpu_options_from_env()?
+                },
+                ModelOptions {
+                    max_batch: self.max_batch,
+                    weights: weight_format(&self.weights, model)?,
+                    kv: KvFormat::parse(&self.kv_cache)?,
+                    encoder: Encoder::parse(&self.encoder)?,
+                    ..Default::default()
+                },
+            ))
+        }
     }
 
     /// The largest `--context` / `--max-batch` (the browser's limit too: 2^20 tokens).
@@ -221,33 +256,18 @@ mod cli {
 
     impl LoadArgs {
         fn options(&self, dir: &Path) -> Result<(GpuOptions, ModelOptions)> {
-            let kv = KvFormat::parse(&self.kv_cache)?;
+            let (gpu, run) = self.run.options(Some(dir))?;
             // As the browser's loader: sizes that no GPU holds are refused here, not wrapped later.
             if let Some(c) = self.context.filter(|&c| c == 0 || c > MAX_CONTEXT) {
                 return Err(Error::Request(format!("--context {c}: want a whole number from 1 to {MAX_CONTEXT}")));
             }
-            if self.max_batch == 0 || self.max_batch > MAX_CONTEXT {
-                return Err(Error::Request(format!(
-                    "--max-batch {}: want a whole number from 1 to {MAX_CONTEXT}",
-                    self.max_batch
-                )));
-            }
-            Ok((
-                GpuOptions {
-                    max_binding_bytes: self.max_binding_bytes,
-                    no_subgroups: self.no_subgroups,
-                    ..gpu_options_from_env()?
-                },
-                ModelOptions {
-                    context: self.context,
-                    max_batch: self.max_batch,
-                    weights: weight_format(&self.weights, Some(dir))?,
-                    kv,
-                    encoder: Encoder::parse(&self.encoder)?,
-                    window: model::WindowSpec::parse(self.window.as_deref().unwrap_or(""))?,
-                    max_gpu_bytes: self.max_gpu_bytes.filter(|&b| b > 0),
-                },
-            ))
+            let model = ModelOptions {
+                context: self.context,
+                window: model::WindowSpec::parse(self.window.as_deref().unwrap_or(""))?,
+                max_gpu_bytes: self.max_gpu_bytes.filter(|&b| b > 0),
+                ..run
+            };
+            Ok((gpu, model))
         }
     }
 

@@ -216,18 +216,14 @@ fn tokenize_both_formats_and_decode() {
     }
 }
 
+/// A tiny one-layer qwen2 shape over the real 151936-row vocabulary.
+fn real_vocab_spec() -> Spec {
+    Spec { hidden: 32, heads: 2, kv_heads: 1, head_dim: 16, ff: 40, layers: 1, vocab: 151936, ..Spec::qwen2(false) }
+}
+
 /// A tiny qwen2 model over the real 151936-row vocabulary, with the real tokenizer.json.
 fn real_vocab_model(name: &str, seed: u64) -> std::path::PathBuf {
-    let spec = Spec {
-        hidden: 32,
-        heads: 2,
-        kv_heads: 1,
-        head_dim: 16,
-        ff: 40,
-        layers: 1,
-        vocab: 151936,
-        ..Spec::qwen2(false)
-    };
+    let spec = real_vocab_spec();
     let (dir, _) = fixture(name, &spec, seed);
     std::fs::copy(vocab("tokenizer.json"), dir.join("tokenizer.json")).unwrap();
     dir
@@ -526,16 +522,7 @@ fn chat_past_the_context_with_qwen3_template() {
 /// replies then end by themselves in some contexts and run on in others (random weights
 /// otherwise never stop).
 fn stopping_model(name: &str, seed: u64, stop_scale: f32) -> std::path::PathBuf {
-    let spec = Spec {
-        hidden: 32,
-        heads: 2,
-        kv_heads: 1,
-        head_dim: 16,
-        ff: 40,
-        layers: 1,
-        vocab: 151936,
-        ..Spec::qwen2(false)
-    };
+    let spec = real_vocab_spec();
     let mut t = common::random_tensors(&spec, seed);
     let (shape, w) = t.get_mut("lm_head.weight").unwrap();
     let cols = shape[1];

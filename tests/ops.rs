@@ -336,6 +336,29 @@ fn qkv_rope_splits_norms_rotates_and_writes_cache() {
     }
 }
 
+/// Values on the host and the GPU buffer that holds them.
+type HostAndGpu = (Vec<f32>, GpuBuffer);
+
+/// Random attention inputs: `n` queries of `h` heads, a cache of `ctx` positions of `kvh`
+/// heads in format `kv` (keys scaled up so that the softmax is peaked), each as the CPU
+/// values (the cache's as stored, after rounding) and its GPU buffer.
+fn attention_inputs(
+    g: &Gpu,
+    rng: &mut Rng,
+    (h, kvh, d): (usize, usize, usize),
+    n: usize,
+    ctx: usize,
+    kv: KvFormat,
+) -> (Heads, HostAndGpu, HostAndGpu, HostAndGpu) {
+    let heads = Heads { n_heads: h, n_kv_heads: kvh, head_dim: d, kv, kv_scales: kv.scales_offset(ctx, kvh, d) };
+    let q = randn(rng, n * h * d);
+    let k: Vec<f32> = randn(rng, ctx * kvh * d).iter().map(|x| x * 2.0).collect();
+    let v = randn(rng, ctx * kvh * d);
+    let ((kb, k), (vb, v)) = (kv_buf(g, &k, kv, d), kv_buf(g, &v, kv, d));
+    let qb = buf(g, &q);
+    (heads, (q, qb), (k, kb), (v, vb))
+}
+
 #[test]
 fn attention_causal_gqa_long_context() {
     let g = gpu();
@@ -360,12 +383,7 @@ fn attention_causal_gqa_long_context() {
     for (&(h, kvh, d, n, pos0, kv), split) in cases.iter().flat_map(|c| [(c, false), (c, true)]) {
         let keys = pos0 + n;
         let ctx = keys + 3;
-        let heads = Heads { n_heads: h, n_kv_heads: kvh, head_dim: d, kv, kv_scales: kv.scales_offset(ctx, kvh, d) };
-        let q = randn(&mut rng, n * h * d);
-        let k: Vec<f32> = randn(&mut rng, ctx * kvh * d).iter().map(|x| x * 2.0).collect();
-        let v = randn(&mut rng, ctx * kvh * d);
-        let ((kb, k), (vb, v)) = (kv_buf(&g, &k, kv, d), kv_buf(&g, &v, kv, d));
-        let qb = buf(&g, &q);
+        let (heads, (q, qb), (k, kb), (v, vb)) = attention_inputs(&g, &mut rng, (h, kvh, d), n, ctx, kv);
         let out = buf(&g, &vec![SENTINEL; (n + 1) * h * d]);
         let part = split.then_some(&*partials);
         if split && n <= ops::ATTENTION_SPLIT_MAX_TOKENS && pos0 + n > 64 {
@@ -465,12 +483,7 @@ fn attention_windows_skip_old_keys() {
     for (h, kvh, d, n, pos0, kv, windows) in cases {
         let keys = pos0 + n;
         let ctx = keys + 5;
-        let heads = Heads { n_heads: h, n_kv_heads: kvh, head_dim: d, kv, kv_scales: kv.scales_offset(ctx, kvh, d) };
-        let q = randn(&mut rng, n * h * d);
-        let k: Vec<f32> = randn(&mut rng, ctx * kvh * d).iter().map(|x| x * 2.0).collect();
-        let v = randn(&mut rng, ctx * kvh * d);
-        let ((kb, k), (vb, v)) = (kv_buf(&g, &k, kv, d), kv_buf(&g, &v, kv, d));
-        let qb = buf(&g, &q);
+        let (heads, (q, qb), (k, kb), (v, vb)) = attention_inputs(&g, &mut rng, (h, kvh, d), n, ctx, kv);
         let whole = attention_cpu_masked(&q, &k, &v, (h, kvh, d), n, pos0, 0);
         for &w in &windows {
             let mut want = attention_cpu_masked(&q, &k, &v, (h, kvh, d), n, pos0, w);

@@ -6,13 +6,12 @@
 //! Qwen-1.8B-shaped checkpoint with random weights over random token ids: the perplexities
 //! are then meaningless, but the timing columns are real.
 
-use super::{gpu_options_from_env, model_tokenizer, weight_format, MAX_CONTEXT};
+use super::{model_tokenizer, RunArgs, MAX_CONTEXT};
 use clap::Args;
 use qwen_webgpu::bench::{RandomSource, SynthBench};
 use qwen_webgpu::eval::{self, Mode, PerplexityTable};
-use qwen_webgpu::gpu::{Gpu, GpuOptions};
-use qwen_webgpu::model::weights::Encoder;
-use qwen_webgpu::model::{read_config, KvFormat, WindowSpec};
+use qwen_webgpu::gpu::Gpu;
+use qwen_webgpu::model::{read_config, WindowSpec};
 use qwen_webgpu::tokenizer::Tokenizer;
 use qwen_webgpu::{Error, ModelOptions, Qwen, Result};
 use serde::Serialize;
@@ -59,23 +58,9 @@ pub struct PerplexityArgs {
     /// KV cache length (default: the longest of --lengths, plus one).
     #[arg(long)]
     context: Option<usize>,
-    /// Most tokens per forward pass (and rows of logits read back at once).
-    #[arg(long, default_value_t = 128)]
-    max_batch: usize,
-    /// How weights are stored on the GPU: auto, f16, q8 or q4.
-    #[arg(long, default_value = "auto")]
-    weights: String,
-    /// KV cache format: f32, f16 or q8.
-    #[arg(long, default_value = "f32")]
-    kv_cache: String,
-    /// Where a plain checkpoint's matrices are encoded: gpu, cpu or auto.
-    #[arg(long, default_value = "auto")]
-    encoder: String,
-    #[arg(long, hide = true)]
-    max_binding_bytes: Option<u64>,
-    /// Do not use subgroup kernels even where the adapter has subgroups.
-    #[arg(long)]
-    no_subgroups: bool,
+    /// --max-batch (also the rows of logits read back at once), --weights, --kv-cache, ...
+    #[command(flatten)]
+    run: RunArgs,
 }
 
 /// What `--json` writes: the run's settings and the table.
@@ -108,25 +93,11 @@ pub async fn run(a: PerplexityArgs) -> Result<()> {
             "--context {context}: want from the longest length ({max_len}) to {MAX_CONTEXT}"
         )));
     }
-    if a.max_batch == 0 || a.max_batch > MAX_CONTEXT {
-        return Err(Error::Request(format!(
-            "--max-batch {}: want a whole number from 1 to {MAX_CONTEXT}",
-            a.max_batch
-        )));
-    }
     if a.model.is_some() && (a.layers.is_some() || a.vocab.is_some()) {
         return Err(Error::Request("--layers and --vocab shape the synthesised model: not with --model".into()));
     }
-    let gpu_opts =
-        GpuOptions { max_binding_bytes: a.max_binding_bytes, no_subgroups: a.no_subgroups, ..gpu_options_from_env()? };
-    let mut opts = ModelOptions {
-        context: Some(context),
-        max_batch: a.max_batch,
-        weights: weight_format(&a.weights, a.model.as_deref())?,
-        kv: KvFormat::parse(&a.kv_cache)?,
-        encoder: Encoder::parse(&a.encoder)?,
-        ..Default::default()
-    };
+    let (gpu_opts, run) = a.run.options(a.model.as_deref())?;
+    let opts = ModelOptions { context: Some(context), ..run };
 
     // The config first: bad windows are refused before anything loads.
     let synth = SynthBench { layers: a.layers, vocab: a.vocab, ..Default::default() };
@@ -170,7 +141,6 @@ pub async fn run(a: PerplexityArgs) -> Result<()> {
             if a.text.is_some() || a.tokenizer.is_some() {
                 return Err(Error::Request("--text and --tokenizer need --model".into()));
             }
-            opts.weights = weight_format(&a.weights, None)?;
             let gpu = Gpu::new(&gpu_opts).await?;
             let mut src = RandomSource::new(&cfg, 1);
             let model = Qwen::load(gpu, cfg.clone(), &mut src, &opts, &mut |_, _| {})?;

@@ -97,14 +97,9 @@ impl WindowSpec {
     }
 }
 
-/// The first key position a query at `pos` sees with window `w` (0: the whole cache).
-pub fn first_key(pos: usize, w: usize) -> usize {
-    if w == 0 {
-        0
-    } else {
-        (pos + 1).saturating_sub(w)
-    }
-}
+/// The first key position a query at `pos` sees with window `w` (0: the whole cache); the
+/// kernels' definition, in [`crate::ops`].
+pub use crate::ops::first_key;
 
 #[cfg(test)]
 mod tests {

@@ -541,11 +541,21 @@ pub fn attention_partials_bytes(n_heads: usize, head_dim: usize) -> u64 {
     (ATTENTION_SPLIT_MAX_TOKENS * n_heads * ATTENTION_MAX_SPLITS * (head_dim + 2) * 4) as u64
 }
 
+/// The first key position a query at `pos` sees with window `w` (0: the whole cache):
+/// it sees itself and the `w - 1` keys before it. [`crate::model::window`] chooses the windows.
+pub fn first_key(pos: usize, w: usize) -> usize {
+    if w == 0 {
+        0
+    } else {
+        (pos + 1).saturating_sub(w)
+    }
+}
+
 /// How many keys `n_tokens` tokens at positions `pos0..` see together with window `window`
 /// (0: none): from the first token's first key to the last token. Split-K divides this span,
 /// not the whole cache, so a windowed layer's cost does not grow with the context.
 pub fn attention_span(n_tokens: usize, pos0: usize, window: usize) -> usize {
-    pos0 + n_tokens - crate::model::window::first_key(pos0, window)
+    pos0 + n_tokens - first_key(pos0, window)
 }
 
 /// Keys per split for `n_tokens` tokens after `pos0` cached ones with window `window` (0:
@@ -565,7 +575,7 @@ pub fn attention_split_chunk(n_tokens: usize, pos0: usize, window: usize) -> Opt
 /// Causal attention of `q` `[n_tokens, H * D]` (token t at position pos0 + t) over cache rows
 /// `first_key(pos0 + t, window) ..= pos0 + t`, into `out` `[n_tokens, H * D]`. Scores are
 /// scaled by 1/sqrt(D). `window` 0 is the whole cache; otherwise each query sees itself and
-/// the `window - 1` keys before it ([`crate::model::window::first_key`]), and older keys are
+/// the `window - 1` keys before it ([`first_key`]), and older keys are
 /// never read. With `partials` ([`attention_partials_bytes`]) and few tokens, the keys the
 /// tokens see ([`attention_span`]) are split across workgroups and a second pass merges the
 /// partial softmaxes ("flash decoding").

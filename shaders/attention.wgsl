@@ -30,7 +30,7 @@ struct Params {
     _pad2: u32,
 }
 
-// The first key a query at position `pos` sees (`model::window::first_key`).
+// The first key a query at position `pos` sees (`ops::first_key`).
 fn first_key(pos: u32) -> u32 {
     if (p.window == 0u || pos + 1u <= p.window) {
         return 0u;

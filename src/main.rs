@@ -256,11 +256,11 @@ mod cli {
 
     impl LoadArgs {
         fn options(&self, dir: &Path) -> Result<(GpuOptions, ModelOptions)> {
-            let (gpu, run) = self.run.options(Some(dir))?;
             // As the browser's loader: sizes that no GPU holds are refused here, not wrapped later.
             if let Some(c) = self.context.filter(|&c| c == 0 || c > MAX_CONTEXT) {
                 return Err(Error::Request(format!("--context {c}: want a whole number from 1 to {MAX_CONTEXT}")));
             }
+            let (gpu, run) = self.run.options(Some(dir))?;
             let model = ModelOptions {
                 context: self.context,
                 window: model::WindowSpec::parse(self.window.as_deref().unwrap_or(""))?,

@@ -97,10 +97,6 @@ impl WindowSpec {
     }
 }
 
-/// The first key position a query at `pos` sees with window `w` (0: the whole cache); the
-/// kernels' definition, in [`crate::ops`].
-pub use crate::ops::first_key;
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -124,14 +120,5 @@ mod tests {
             assert_eq!(WindowSpec::parse(&w.describe()).unwrap(), w);
         }
         assert!(WindowSpec::parse("0").unwrap().is_off());
-    }
-
-    #[test]
-    fn first_keys() {
-        assert_eq!(first_key(10, 0), 0);
-        assert_eq!(first_key(10, 4), 7);
-        assert_eq!(first_key(2, 4), 0);
-        assert_eq!(first_key(3, 4), 0);
-        assert_eq!(first_key(4, 4), 1);
     }
 }

@@ -895,6 +895,15 @@ pub fn quantize(rec: &mut Recorder, job: &QuantizeRows) -> Result<()> {
 mod tests {
     use super::*;
     #[test]
+    fn first_keys() {
+        assert_eq!(first_key(10, 0), 0);
+        assert_eq!(first_key(10, 4), 7);
+        assert_eq!(first_key(2, 4), 0);
+        assert_eq!(first_key(3, 4), 0);
+        assert_eq!(first_key(4, 4), 1);
+    }
+
+    #[test]
     fn params_are_uniform_sized() {
         // WGSL uniform structs are padded to 16 bytes; these sizes mirror the shaders.
         assert_eq!(std::mem::size_of::<EmbedParams>(), 32);

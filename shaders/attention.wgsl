@@ -25,9 +25,9 @@ struct Params {
     kv_scales: u32,   // KV_Q8: word offset of the per-(position, kv head) scales
     chunk: u32,       // SPLIT, MERGE: keys per split
     window: u32,      // keys each query sees (itself included); 0 = the whole cache
+    eps: f32,         // attention_decode.wgsl's q/k norm epsilon (unused here)
     _pad0: u32,
     _pad1: u32,
-    _pad2: u32,
 }
 
 // The first key a query at position `pos` sees (`ops::first_key`).

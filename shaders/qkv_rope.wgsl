@@ -6,6 +6,7 @@
 // One workgroup per (token, head) over the n_heads + 2 * n_kv_heads heads of a token.
 #include "common/grid.wgsl"
 #include "common/reduce.wgsl"
+#include "common/packing.wgsl"
 
 struct Params {
     n_tokens: u32,
@@ -43,10 +44,6 @@ fn stage_amax(li: u32, d: u32) -> f32 {
         m = max(m, abs(stage[i]));
     }
     return reduce_max(li, m);
-}
-
-fn q8_byte(x: f32, inv: f32) -> u32 {
-    return bitcast<u32>(i32(clamp(round(x * inv), -127.0, 127.0))) & 0xffu;
 }
 #endif
 

@@ -519,6 +519,122 @@ fn attention_windows_skip_old_keys() {
     assert_eq!(ops::attention_split_chunk(1, 500, 4096), ops::attention_split_chunk(1, 500, 0));
 }
 
+/// The CPU's q, k and v of one token from the raw projection row `x` `[(h + 2 kvh) d]`:
+/// (Qwen3) per-head RMSNorm of q and k with `norm_w` `[2 d]`, RoPE with the table `row`,
+/// the logN scale on q. Returns (q `[h d]`, k `[kvh d]`, v `[kvh d]`).
+fn qkv_cpu(x: &[f32], (h, kvh, d): (usize, usize, usize), row: &[f32], norm_w: Option<&[f32]>) -> [Vec<f32>; 3] {
+    let mut out = [Vec::new(), Vec::new(), Vec::new()];
+    for (hh, head) in x.chunks(d).enumerate() {
+        let mut v = head.to_vec();
+        if hh >= h + kvh {
+            out[2].extend(v);
+            continue;
+        }
+        if let Some(w) = norm_w {
+            let w = if hh < h { &w[..d] } else { &w[d..] };
+            let ms = v.iter().map(|a| (*a as f64).powi(2)).sum::<f64>() / d as f64;
+            let s = (1.0 / (ms + 1e-6).sqrt()) as f32;
+            v.iter_mut().zip(w).for_each(|(a, b)| *a = *a * s * b);
+        }
+        rope_cpu(&mut v, row);
+        if hh < h {
+            v.iter_mut().for_each(|a| *a *= row[d]);
+            out[0].extend(v);
+        } else {
+            out[1].extend(v);
+        }
+    }
+    out
+}
+
+#[test]
+fn attention_decode_fuses_rope_cache_write_and_attention() {
+    let g = gpu();
+    let mut rng = Rng::new(23);
+    use KvFormat::{F16, F32, Q8};
+    // (heads, kv heads, head dim, tokens, pos0, kv format, q/k norm, windows): MHA and GQA
+    // groups up to 8 (two tokens: 16 query rows a workgroup), head dims below, at and above
+    // the workgroup, the first token, a second token that sees the first's new key, long
+    // caches split into many blocks.
+    type Case = (usize, usize, usize, usize, usize, KvFormat, bool, Vec<usize>);
+    let cases: Vec<Case> = vec![
+        (6, 2, 64, 1, 300, F32, false, vec![0, 1, 7, 100]),
+        (6, 2, 128, 1, 333, F16, true, vec![0, 7, 334]),
+        (6, 2, 64, 2, 1001, Q8, true, vec![0, 1, 2, 65, 129]),
+        (4, 4, 128, 1, 0, Q8, false, vec![0]),
+        (4, 1, 128, 2, 0, F32, true, vec![0, 1]),
+        (16, 2, 128, 2, 777, Q8, false, vec![0, 100]),
+        (3, 1, 24, 1, 63, F16, false, vec![0, 5]),
+        (2, 2, 160, 2, 130, F32, true, vec![0, 50]),
+        (12, 2, 128, 1, 2100, Q8, true, vec![0, 1024]),
+    ];
+    // Splits grow with the cache: none up to 256 keys, 8 at 2048, 32 from 8192.
+    let splits = |keys: usize| ops::attention_decode_split_chunk(1, keys - 1, 0).map_or(1, |c| keys.div_ceil(c));
+    assert_eq!([splits(256), splits(257), splits(2048), splits(8192), splits(32768)], [1, 2, 8, 32, 32]);
+    let partials = g.storage("partials", ops::attention_partials_bytes(16, 160)).unwrap();
+    for (h, kvh, d, n, pos0, kv, qk_norm, windows) in cases {
+        let ctx = pos0 + n + 3;
+        let heads = Heads { n_heads: h, n_kv_heads: kvh, head_dim: d, kv, kv_scales: kv.scales_offset(ctx, kvh, d) };
+        assert!(ops::attention_decode_fits(&g, heads, n), "h={h} kvh={kvh} d={d} n={n}");
+        let width = (h + 2 * kvh) * d;
+        let qkv = randn(&mut rng, n * width);
+        let inv = qwen_webgpu::model::rope::inv_freq(10000.0, d);
+        let mut table = Vec::new();
+        qwen_webgpu::model::rope::fill_table(&mut table, &inv, pos0, n, Some(9));
+        let norm_w = randn(&mut rng, 2 * d);
+        let (qkvb, tb, nb) = (buf(&g, &qkv), buf(&g, &table), buf(&g, &norm_w));
+        // The CPU's queries, and the cache with the pass's keys and values in place.
+        let mut k_all: Vec<f32> = randn(&mut rng, ctx * kvh * d).iter().map(|x| x * 2.0).collect();
+        let mut v_all = randn(&mut rng, ctx * kvh * d);
+        let mut q = Vec::new();
+        for t in 0..n {
+            let row = &table[t * (d + 1)..(t + 1) * (d + 1)];
+            let [qt, kt, vt] = qkv_cpu(&qkv[t * width..(t + 1) * width], (h, kvh, d), row, qk_norm.then_some(&norm_w));
+            q.extend(qt);
+            let at = (pos0 + t) * kvh * d;
+            k_all[at..at + kvh * d].copy_from_slice(&kt);
+            v_all[at..at + kvh * d].copy_from_slice(&vt);
+        }
+        let (_, want_k) = kv_encode(&k_all, kv, d);
+        let (_, want_v) = kv_encode(&v_all, kv, d);
+        for &w in &windows {
+            for split in [false, true] {
+                let what = format!("attention_decode h={h} kvh={kvh} d={d} n={n} pos0={pos0} kv={kv:?} norm={qk_norm} window={w} split={split}");
+                let span = ops::attention_span(n, pos0, w);
+                let chunk = ops::attention_decode_split_chunk(n, pos0, w);
+                assert_eq!(chunk.is_some(), span > ops::DECODE_MIN_CHUNK, "{what}");
+                // The cache as the pass finds it: old positions filled, the pass's rows stale.
+                let mut k_old = k_all.clone();
+                let mut v_old = v_all.clone();
+                let pass = pos0 * kvh * d..(pos0 + n) * kvh * d;
+                k_old[pass.clone()].iter_mut().for_each(|x| *x = 7.0);
+                v_old[pass].iter_mut().for_each(|x| *x = -7.0);
+                let ((kb, _), (vb, _)) = (kv_buf(&g, &k_old, kv, d), kv_buf(&g, &v_old, kv, d));
+                let out = buf(&g, &vec![SENTINEL; (n + 1) * h * d]);
+                let part = split.then_some(&*partials);
+                let norm = qk_norm.then_some((&*nb, 1e-6));
+                run(&g, |r| {
+                    ops::attention_decode(r, heads, n, pos0, &qkvb, &tb, norm, &kb, &vb, &out, part, w).unwrap()
+                });
+                // The cache: as the CPU encodes it (one int8 step of slack, as qkv_rope's test).
+                let (atol, rtol) = match kv {
+                    F32 => (1e-5, 1e-5),
+                    F16 => (1e-5, 1e-3),
+                    Q8 => (0.05, 0.0),
+                };
+                let got_k = read_kv(&g, &kb, ctx * kvh * d, kv, d);
+                let got_v = read_kv(&g, &vb, ctx * kvh * d, kv, d);
+                assert_close(&format!("{what} k"), &got_k, &want_k, atol, rtol);
+                assert_close(&format!("{what} v"), &got_v, &want_v, atol, rtol);
+                // The output: attention in f64 over the keys and values the cache now holds.
+                let mut want = attention_cpu_masked(&q, &got_k, &got_v, (h, kvh, d), n, pos0, w);
+                want.extend(vec![SENTINEL; h * d]);
+                assert_close(&what, &read(&g, &out, want.len()), &want, 2e-5, 2e-4);
+            }
+        }
+    }
+}
+
 #[test]
 fn silu_mul_elementwise() {
     let g = gpu();

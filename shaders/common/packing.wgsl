@@ -11,3 +11,9 @@ fn half_of(word: u32, k: u32) -> f32 {
 fn q8_quad(word: u32) -> vec4<f32> {
     return vec4<f32>((vec4<i32>(bitcast<i32>(word)) << vec4<u32>(24u, 16u, 8u, 0u)) >> vec4<u32>(24u));
 }
+
+// `x` as the int8 byte of a value scaled by `inv` (1 / the row's scale), rounded and clamped
+// to ±127: how the q8 KV cache stores a value.
+fn q8_byte(x: f32, inv: f32) -> u32 {
+    return bitcast<u32>(i32(clamp(round(x * inv), -127.0, 127.0))) & 0xffu;
+}

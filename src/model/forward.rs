@@ -79,8 +79,16 @@ fn attention_block(
     let xn = normed(rec, cfg, s, 0, n, &l.attn_norm)?;
     ops::linear(rec, xn.x, xn.row0, n, xn.norm, &l.qkv, l.qkv_bias.as_deref(), &s.qkv, false)?;
     let qk_norm = l.qk_norm.as_deref().map(|b| (b, cfg.rms_norm_eps));
-    ops::qkv_rope(rec, heads, n, pos0, &s.qkv, &s.rope, qk_norm, &s.q, k_cache, v_cache)?;
-    ops::attention(rec, heads, n, pos0, &s.q, k_cache, v_cache, &s.att, Some(&*s.att_partials), window)?;
+    let partials = Some(&*s.att_partials);
+    if ops::attention_decode_fits(rec.gpu(), heads, n) {
+        // A decode step: RoPE, the cache write and attention in one kernel.
+        ops::attention_decode(
+            rec, heads, n, pos0, &s.qkv, &s.rope, qk_norm, k_cache, v_cache, &s.att, partials, window,
+        )?;
+    } else {
+        ops::qkv_rope(rec, heads, n, pos0, &s.qkv, &s.rope, qk_norm, &s.q, k_cache, v_cache)?;
+        ops::attention(rec, heads, n, pos0, &s.q, k_cache, v_cache, &s.att, partials, window)?;
+    }
     ops::linear(rec, &s.att, 0, n, None, &l.o_proj, None, &s.x, true)
 }
 

@@ -393,7 +393,9 @@ crate::kernel_params! {
         pub chunk: u32,
         /// Keys each query sees, itself included (0: the whole cache): see [`crate::model::window`].
         pub window: u32,
-        pub _pad: [u32; 3],
+        /// `attention_decode.wgsl`: the q/k norm epsilon (Qwen3).
+        pub eps: f32,
+        pub _pad: [u32; 2],
     }
 }
 
@@ -479,7 +481,14 @@ impl Heads {
         })
     }
 
-    fn attention_params(&self, n_tokens: usize, pos0: usize, chunk: usize, window: usize) -> Result<AttentionParams> {
+    fn attention_params(
+        &self,
+        n_tokens: usize,
+        pos0: usize,
+        chunk: usize,
+        window: usize,
+        eps: f32,
+    ) -> Result<AttentionParams> {
         Ok(AttentionParams {
             n_tokens: u(n_tokens)?,
             pos0: u(pos0)?,
@@ -490,7 +499,8 @@ impl Heads {
             kv_scales: u(self.kv_scales)?,
             chunk: u(chunk)?,
             window: u(window)?,
-            _pad: [0; 3],
+            eps,
+            _pad: [0; 2],
         })
     }
 }
@@ -562,12 +572,28 @@ pub fn attention_span(n_tokens: usize, pos0: usize, window: usize) -> usize {
 /// none), or None for one pass. Splits are whole tiles of WG keys, at most
 /// [`ATTENTION_MAX_SPLITS`], over [`attention_span`]'s keys.
 pub fn attention_split_chunk(n_tokens: usize, pos0: usize, window: usize) -> Option<usize> {
+    split_chunk(n_tokens, pos0, window, WG as usize)
+}
+
+/// Fewest keys per split of [`attention_decode`]: each of its workgroups first builds its
+/// queries and the pass's keys (a few workgroup reductions), so a split must have keys
+/// enough to pay for that, and a short cache (up to this many keys) needs no merge pass.
+pub const DECODE_MIN_CHUNK: usize = 256;
+
+/// [`attention_split_chunk`] for [`attention_decode`]: splits of at least
+/// [`DECODE_MIN_CHUNK`] keys (whole tiles, at most [`ATTENTION_MAX_SPLITS`]), so the number
+/// of splits grows with the cache: none up to 256 keys, 8 at 2048, 32 from 8192.
+pub fn attention_decode_split_chunk(n_tokens: usize, pos0: usize, window: usize) -> Option<usize> {
+    split_chunk(n_tokens, pos0, window, DECODE_MIN_CHUNK)
+}
+
+fn split_chunk(n_tokens: usize, pos0: usize, window: usize, min_chunk: usize) -> Option<usize> {
     if n_tokens == 0 || n_tokens > ATTENTION_SPLIT_MAX_TOKENS {
         return None;
     }
     let keys = attention_span(n_tokens, pos0, window);
     let wg = WG as usize;
-    let splits = keys.div_ceil(wg).min(ATTENTION_MAX_SPLITS);
+    let splits = keys.div_ceil(min_chunk).min(ATTENTION_MAX_SPLITS);
     let chunk = keys.div_ceil(splits).div_ceil(wg) * wg;
     (keys.div_ceil(chunk) > 1).then_some(chunk)
 }
@@ -603,18 +629,113 @@ pub fn attention(
     let k = rec.gpu().kernel(&key, &[Read, Read, Read, Rw])?;
     match split {
         Some((partials, chunk)) => {
-            let p = heads.attention_params(n_tokens, pos0, chunk, window)?;
+            let p = heads.attention_params(n_tokens, pos0, chunk, window, 0.0)?;
             // As the shader's n_splits(): the merge pass reads this many partials.
             let splits = attention_span(n_tokens, pos0, window).div_ceil(chunk);
             rec.dispatch(&k, &p, &[q, k_cache, v_cache, partials], u(n_tokens * heads.n_heads * splits)?)?;
-            let merge = ShaderKey::new("attention").def("WG", WG).def("HEAD_DIM", d).flag("MERGE", true);
-            let m = rec.gpu().kernel(&merge, &[Read, Rw])?;
-            rec.dispatch(&m, &p, &[partials, out], u(n_tokens * heads.n_heads)?)
+            merge_partials(rec, heads, &p, partials, out)
         }
         None => {
-            let p = heads.attention_params(n_tokens, pos0, 0, window)?;
+            let p = heads.attention_params(n_tokens, pos0, 0, window, 0.0)?;
             rec.dispatch(&k, &p, &[q, k_cache, v_cache, out], u(n_tokens * heads.n_heads)?)
         }
+    }
+}
+
+/// Split-K's second pass: each (token, head)'s partial softmaxes in `partials` combined into
+/// `out` `[n_tokens, H * D]`.
+fn merge_partials(
+    rec: &mut Recorder,
+    heads: Heads,
+    p: &AttentionParams,
+    partials: &wgpu::Buffer,
+    out: &wgpu::Buffer,
+) -> Result<()> {
+    let merge = ShaderKey::new("attention").def("WG", WG).def("HEAD_DIM", heads.head_dim).flag("MERGE", true);
+    let m = rec.gpu().kernel(&merge, &[Read, Rw])?;
+    rec.dispatch(&m, p, &[partials, out], u(p.n_tokens as usize * heads.n_heads)?)
+}
+
+/// Query rows of one [`attention_decode`] workgroup: every token's query heads of one kv head.
+fn decode_rows(heads: Heads, n_tokens: usize) -> usize {
+    n_tokens * (heads.n_heads / heads.n_kv_heads.max(1))
+}
+
+/// Bytes of workgroup memory [`attention_decode`] needs (as its shader declares them, plus
+/// `common/reduce.wgsl`'s).
+fn decode_workgroup_bytes(heads: Heads, n_tokens: usize) -> usize {
+    let (rows, d, wg) = (decode_rows(heads, n_tokens), heads.head_dim, WG as usize);
+    4 * (rows * d + 2 * n_tokens * d + d + rows * wg + 3 * rows + 2 * wg)
+}
+
+/// Whether [`attention_decode`] can run `n_tokens` tokens of these heads here: a decode step
+/// (at most [`ATTENTION_SPLIT_MAX_TOKENS`] tokens), whole query groups, head_dim % 4 == 0
+/// and its workgroup memory within the adapter's limit. Else [`qkv_rope`] then [`attention`].
+pub fn attention_decode_fits(gpu: &crate::gpu::Gpu, heads: Heads, n_tokens: usize) -> bool {
+    (1..=ATTENTION_SPLIT_MAX_TOKENS).contains(&n_tokens)
+        && heads.n_kv_heads > 0
+        && heads.n_heads.is_multiple_of(heads.n_kv_heads)
+        && heads.head_dim.is_multiple_of(4)
+        && decode_workgroup_bytes(heads, n_tokens) <= gpu.limits.max_compute_workgroup_storage_size as usize
+}
+
+/// A decode step's attention in one kernel ([`qkv_rope`] then [`attention`] fused): from the
+/// raw projection `qkv` `[n_tokens, (H + 2 KVH) * D]` with the `rope` table (and `qk_norm`),
+/// the tokens' K and V go to cache rows `pos0..pos0 + n_tokens` and their attention over
+/// the cache (`window` as in [`attention`]) to `out` `[n_tokens, H * D]`. One workgroup per
+/// (kv head, split) serves every query head of that kv head, so GQA reads each key once per
+/// group. With `partials`, a span longer than [`DECODE_MIN_CHUNK`] keys is split
+/// ([`attention_decode_split_chunk`]) and merged after.
+/// Needs [`attention_decode_fits`].
+#[allow(clippy::too_many_arguments)]
+pub fn attention_decode(
+    rec: &mut Recorder,
+    heads: Heads,
+    n_tokens: usize,
+    pos0: usize,
+    qkv: &wgpu::Buffer,
+    rope: &wgpu::Buffer,
+    qk_norm: Option<(&wgpu::Buffer, f64)>,
+    k_cache: &wgpu::Buffer,
+    v_cache: &wgpu::Buffer,
+    out: &wgpu::Buffer,
+    partials: Option<&wgpu::Buffer>,
+    window: usize,
+) -> Result<()> {
+    if !attention_decode_fits(rec.gpu(), heads, n_tokens) {
+        return Err(Error::Gpu(format!(
+            "the fused decode attention cannot run {n_tokens} tokens of {} heads ({} kv heads, head_dim {}) here",
+            heads.n_heads, heads.n_kv_heads, heads.head_dim
+        )));
+    }
+    let d = heads.head_dim;
+    let split = partials.zip(attention_decode_split_chunk(n_tokens, pos0, window));
+    let key = ShaderKey::new("attention_decode")
+        .def("WG", WG)
+        .def("HEAD_DIM", d)
+        .def("DIMS_PER_THREAD", d.div_ceil(WG as usize))
+        .def("TOKENS", n_tokens)
+        .def("GROUP", heads.n_heads / heads.n_kv_heads)
+        .def("ROWS", decode_rows(heads, n_tokens))
+        .flag("QK_NORM", qk_norm.is_some())
+        .flag("SPLIT", split.is_some());
+    let key = heads.kv_flags(key);
+    let mut bindings = vec![Read, Read, Rw, Rw, Rw];
+    let target = split.map_or(out, |(partials, _)| partials);
+    let mut buffers = vec![qkv, rope, k_cache, v_cache, target];
+    if let Some((w, _)) = qk_norm {
+        bindings.push(Read);
+        buffers.push(w);
+    }
+    let k = rec.gpu().kernel(&key, &bindings)?;
+    let eps = qk_norm.map_or(0.0, |n| n.1 as f32);
+    let chunk = split.map_or(0, |s| s.1);
+    let p = heads.attention_params(n_tokens, pos0, chunk, window, eps)?;
+    let splits = if chunk > 0 { attention_span(n_tokens, pos0, window).div_ceil(chunk) } else { 1 };
+    rec.dispatch(&k, &p, &buffers, u(heads.n_kv_heads * splits)?)?;
+    match split {
+        Some((partials, _)) => merge_partials(rec, heads, &p, partials, out),
+        None => Ok(()),
     }
 }
 

@@ -359,6 +359,13 @@ fn attention_inputs(
     (heads, (q, qb), (k, kb), (v, vb))
 }
 
+/// Both attention kernels, the row-tiled one first (it fits every shape these tests use, and
+/// is the one `ops::attention` picks for them).
+fn attention_kernels(g: &Gpu, heads: Heads, n: usize) -> [ops::AttentionKernel; 2] {
+    assert_eq!(ops::attention_kernel(g, heads, n), ops::AttentionKernel::Rows);
+    [ops::AttentionKernel::Rows, ops::AttentionKernel::PerQuery]
+}
+
 #[test]
 fn attention_causal_gqa_long_context() {
     let g = gpu();
@@ -389,7 +396,6 @@ fn attention_causal_gqa_long_context() {
         if split && n <= ops::ATTENTION_SPLIT_MAX_TOKENS && pos0 + n > 64 {
             assert!(ops::attention_split_chunk(n, pos0, 0).is_some(), "split-K runs for n={n} pos0={pos0}");
         }
-        run(&g, |r| ops::attention(r, heads, n, pos0, &qb, &kb, &vb, &out, part, 0).unwrap());
         let mut want = Vec::new();
         for t in 0..n {
             for hh in 0..h {
@@ -410,13 +416,16 @@ fn attention_causal_gqa_long_context() {
             }
         }
         want.extend(vec![SENTINEL; h * d]);
-        assert_close(
-            &format!("attention h={h} kvh={kvh} d={d} n={n} pos0={pos0} kv={kv:?} split={split}"),
-            &read(&g, &out, want.len()),
-            &want,
-            2e-5,
-            2e-4,
-        );
+        for kind in attention_kernels(&g, heads, n) {
+            run(&g, |r| ops::attention_with(r, kind, heads, n, pos0, &qb, &kb, &vb, &out, part, 0).unwrap());
+            assert_close(
+                &format!("attention {kind:?} h={h} kvh={kvh} d={d} n={n} pos0={pos0} kv={kv:?} split={split}"),
+                &read(&g, &out, want.len()),
+                &want,
+                2e-5,
+                2e-4,
+            );
+        }
     }
 }
 
@@ -477,6 +486,7 @@ fn attention_windows_skip_old_keys() {
         (6, 2, 64, 9, 150, F32, vec![1, 3, 8, 70, 0]),
         (6, 3, 128, 13, 41, F16, vec![1, 5, 12, 40, 0]),
         (6, 2, 64, 37, 200, Q8, vec![2, 30, 64, 65, 300, 0]),
+        (4, 4, 64, 40, 70, F16, vec![1, 20, 0]),
         (2, 2, 64, 5, 0, F32, vec![1, 3, 0]),
     ];
     let partials = g.storage("partials", ops::attention_partials_bytes(6, 128)).unwrap();
@@ -504,10 +514,12 @@ fn attention_windows_skip_old_keys() {
                     assert_eq!(chunk, ops::attention_split_chunk(n, span - n, 0), "{what}");
                     assert_eq!(chunk.is_some(), span > 64, "{what}");
                 }
-                let out = buf(&g, &vec![SENTINEL; (n + 1) * h * d]);
                 let part = split.then_some(&*partials);
-                run(&g, |r| ops::attention(r, heads, n, pos0, &qb, &kb, &vb, &out, part, w).unwrap());
-                assert_close(&what, &read(&g, &out, want.len()), &want, 2e-5, 2e-4);
+                for kind in attention_kernels(&g, heads, n) {
+                    let out = buf(&g, &vec![SENTINEL; (n + 1) * h * d]);
+                    run(&g, |r| ops::attention_with(r, kind, heads, n, pos0, &qb, &kb, &vb, &out, part, w).unwrap());
+                    assert_close(&format!("{what} {kind:?}"), &read(&g, &out, want.len()), &want, 2e-5, 2e-4);
+                }
             }
         }
     }

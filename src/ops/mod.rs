@@ -598,6 +598,59 @@ fn split_chunk(n_tokens: usize, pos0: usize, window: usize, min_chunk: usize) ->
     (keys.div_ceil(chunk) > 1).then_some(chunk)
 }
 
+/// Which kernel computes [`attention`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttentionKernel {
+    /// `attention_rows.wgsl`: a workgroup takes a tile of tokens of every query head of one kv
+    /// head ([`attention_tile_tokens`]) and reads each key and value once for all of them.
+    Rows,
+    /// `attention.wgsl`: one workgroup per (token, query head), each reading every key it
+    /// sees; where [`AttentionKernel::Rows`] does not fit (head_dim % 4 != 0, or its
+    /// workgroup memory past the adapter's limit).
+    PerQuery,
+}
+
+/// Query rows (tokens x query heads of one kv head) a workgroup of
+/// [`AttentionKernel::Rows`] takes in a prompt, where the group allows.
+pub const ATTENTION_TILE_ROWS: usize = 16;
+
+/// Query heads that share one kv head.
+fn group(heads: Heads) -> usize {
+    heads.n_heads / heads.n_kv_heads.max(1)
+}
+
+/// Tokens a workgroup of [`AttentionKernel::Rows`] takes of `n_tokens`: as many as fill
+/// [`ATTENTION_TILE_ROWS`] rows with every query head of a kv head (at least one).
+pub fn attention_tile_tokens(heads: Heads, n_tokens: usize) -> usize {
+    (ATTENTION_TILE_ROWS / group(heads)).clamp(1, n_tokens.max(1))
+}
+
+/// Bytes of workgroup memory `attention_rows.wgsl` declares for `tokens` tokens a workgroup
+/// (with `fused`, the pass's keys and values and a staging head too), plus
+/// `common/reduce.wgsl`'s.
+fn rows_workgroup_bytes(heads: Heads, tokens: usize, fused: bool) -> usize {
+    let (rows, d, wg) = (tokens * group(heads), heads.head_dim, WG as usize);
+    let own = if fused { 2 * tokens * d + d } else { 0 };
+    4 * (rows * d + own + rows * wg + 3 * rows + 2 * wg)
+}
+
+/// Whether `attention_rows.wgsl` runs `tokens` tokens a workgroup of these heads here.
+fn rows_fit(gpu: &crate::gpu::Gpu, heads: Heads, tokens: usize, fused: bool) -> bool {
+    heads.n_kv_heads > 0
+        && heads.n_heads.is_multiple_of(heads.n_kv_heads)
+        && heads.head_dim.is_multiple_of(4)
+        && rows_workgroup_bytes(heads, tokens, fused) <= gpu.limits.max_compute_workgroup_storage_size as usize
+}
+
+/// The kernel [`attention`] runs `n_tokens` tokens of these heads with here.
+pub fn attention_kernel(gpu: &crate::gpu::Gpu, heads: Heads, n_tokens: usize) -> AttentionKernel {
+    if rows_fit(gpu, heads, attention_tile_tokens(heads, n_tokens), false) {
+        AttentionKernel::Rows
+    } else {
+        AttentionKernel::PerQuery
+    }
+}
+
 /// Causal attention of `q` `[n_tokens, H * D]` (token t at position pos0 + t) over cache rows
 /// `first_key(pos0 + t, window) ..= pos0 + t`, into `out` `[n_tokens, H * D]`. Scores are
 /// scaled by 1/sqrt(D). `window` 0 is the whole cache; otherwise each query sees itself and
@@ -618,28 +671,75 @@ pub fn attention(
     partials: Option<&wgpu::Buffer>,
     window: usize,
 ) -> Result<()> {
+    let kind = attention_kernel(rec.gpu(), heads, n_tokens);
+    attention_with(rec, kind, heads, n_tokens, pos0, q, k_cache, v_cache, out, partials, window)
+}
+
+/// [`attention`] with an explicit kernel choice (tests run each on the same inputs).
+#[allow(clippy::too_many_arguments)]
+pub fn attention_with(
+    rec: &mut Recorder,
+    kind: AttentionKernel,
+    heads: Heads,
+    n_tokens: usize,
+    pos0: usize,
+    q: &wgpu::Buffer,
+    k_cache: &wgpu::Buffer,
+    v_cache: &wgpu::Buffer,
+    out: &wgpu::Buffer,
+    partials: Option<&wgpu::Buffer>,
+    window: usize,
+) -> Result<()> {
     let d = heads.head_dim;
     if n_tokens == 0 {
         return Ok(()); // no queries
     }
     let split = partials.zip(attention_split_chunk(n_tokens, pos0, window));
-    let key =
-        ShaderKey::new("attention").def("WG", WG).def("HEAD_DIM", d).def("DIMS_PER_THREAD", d.div_ceil(WG as usize));
-    let key = heads.kv_flags(key).flag("SPLIT", split.is_some());
-    let k = rec.gpu().kernel(&key, &[Read, Read, Read, Rw])?;
-    match split {
-        Some((partials, chunk)) => {
-            let p = heads.attention_params(n_tokens, pos0, chunk, window, 0.0)?;
-            // As the shader's n_splits(): the merge pass reads this many partials.
-            let splits = attention_span(n_tokens, pos0, window).div_ceil(chunk);
-            rec.dispatch(&k, &p, &[q, k_cache, v_cache, partials], u(n_tokens * heads.n_heads * splits)?)?;
-            merge_partials(rec, heads, &p, partials, out)
+    let (chunk, target) = split.map_or((0, out), |(partials, chunk)| (chunk, partials));
+    let p = heads.attention_params(n_tokens, pos0, chunk, window, 0.0)?;
+    // As the shaders' n_splits(): the merge pass reads this many partials.
+    let splits = if chunk > 0 { attention_span(n_tokens, pos0, window).div_ceil(chunk) } else { 1 };
+    match kind {
+        AttentionKernel::Rows => {
+            let tokens = attention_tile_tokens(heads, n_tokens);
+            if !rows_fit(rec.gpu(), heads, tokens, false) {
+                return Err(Error::Gpu(format!(
+                    "the row-tiled attention kernel cannot run {} heads ({} kv heads, head_dim {d}) on this adapter",
+                    heads.n_heads, heads.n_kv_heads
+                )));
+            }
+            let key = rows_key(heads, tokens).flag("SPLIT", split.is_some());
+            let k = rec.gpu().kernel(&key, &[Read, Read, Read, Rw])?;
+            let groups = n_tokens.div_ceil(tokens) * heads.n_kv_heads * splits;
+            rec.dispatch(&k, &p, &[q, k_cache, v_cache, target], u(groups)?)?;
         }
-        None => {
-            let p = heads.attention_params(n_tokens, pos0, 0, window, 0.0)?;
-            rec.dispatch(&k, &p, &[q, k_cache, v_cache, out], u(n_tokens * heads.n_heads)?)
+        AttentionKernel::PerQuery => {
+            let key = ShaderKey::new("attention")
+                .def("WG", WG)
+                .def("HEAD_DIM", d)
+                .def("DIMS_PER_THREAD", d.div_ceil(WG as usize));
+            let key = heads.kv_flags(key).flag("SPLIT", split.is_some());
+            let k = rec.gpu().kernel(&key, &[Read, Read, Read, Rw])?;
+            rec.dispatch(&k, &p, &[q, k_cache, v_cache, target], u(n_tokens * heads.n_heads * splits)?)?;
         }
     }
+    match split {
+        Some((partials, _)) => merge_partials(rec, heads, &p, partials, out),
+        None => Ok(()),
+    }
+}
+
+/// `attention_rows.wgsl` for `tokens` tokens a workgroup.
+fn rows_key(heads: Heads, tokens: usize) -> ShaderKey {
+    let d = heads.head_dim;
+    let key = ShaderKey::new("attention_rows")
+        .def("WG", WG)
+        .def("HEAD_DIM", d)
+        .def("DIMS_PER_THREAD", d.div_ceil(WG as usize))
+        .def("TOKENS", tokens)
+        .def("GROUP", group(heads))
+        .def("ROWS", tokens * group(heads));
+    heads.kv_flags(key)
 }
 
 /// Split-K's second pass: each (token, head)'s partial softmaxes in `partials` combined into
@@ -656,27 +756,11 @@ fn merge_partials(
     rec.dispatch(&m, p, &[partials, out], u(p.n_tokens as usize * heads.n_heads)?)
 }
 
-/// Query rows of one [`attention_decode`] workgroup: every token's query heads of one kv head.
-fn decode_rows(heads: Heads, n_tokens: usize) -> usize {
-    n_tokens * (heads.n_heads / heads.n_kv_heads.max(1))
-}
-
-/// Bytes of workgroup memory [`attention_decode`] needs (as its shader declares them, plus
-/// `common/reduce.wgsl`'s).
-fn decode_workgroup_bytes(heads: Heads, n_tokens: usize) -> usize {
-    let (rows, d, wg) = (decode_rows(heads, n_tokens), heads.head_dim, WG as usize);
-    4 * (rows * d + 2 * n_tokens * d + d + rows * wg + 3 * rows + 2 * wg)
-}
-
 /// Whether [`attention_decode`] can run `n_tokens` tokens of these heads here: a decode step
 /// (at most [`ATTENTION_SPLIT_MAX_TOKENS`] tokens), whole query groups, head_dim % 4 == 0
 /// and its workgroup memory within the adapter's limit. Else [`qkv_rope`] then [`attention`].
 pub fn attention_decode_fits(gpu: &crate::gpu::Gpu, heads: Heads, n_tokens: usize) -> bool {
-    (1..=ATTENTION_SPLIT_MAX_TOKENS).contains(&n_tokens)
-        && heads.n_kv_heads > 0
-        && heads.n_heads.is_multiple_of(heads.n_kv_heads)
-        && heads.head_dim.is_multiple_of(4)
-        && decode_workgroup_bytes(heads, n_tokens) <= gpu.limits.max_compute_workgroup_storage_size as usize
+    (1..=ATTENTION_SPLIT_MAX_TOKENS).contains(&n_tokens) && rows_fit(gpu, heads, n_tokens, true)
 }
 
 /// A decode step's attention in one kernel ([`qkv_rope`] then [`attention`] fused): from the
@@ -708,18 +792,9 @@ pub fn attention_decode(
             heads.n_heads, heads.n_kv_heads, heads.head_dim
         )));
     }
-    let d = heads.head_dim;
     let split = partials.zip(attention_decode_split_chunk(n_tokens, pos0, window));
-    let key = ShaderKey::new("attention_decode")
-        .def("WG", WG)
-        .def("HEAD_DIM", d)
-        .def("DIMS_PER_THREAD", d.div_ceil(WG as usize))
-        .def("TOKENS", n_tokens)
-        .def("GROUP", heads.n_heads / heads.n_kv_heads)
-        .def("ROWS", decode_rows(heads, n_tokens))
-        .flag("QK_NORM", qk_norm.is_some())
-        .flag("SPLIT", split.is_some());
-    let key = heads.kv_flags(key);
+    let key =
+        rows_key(heads, n_tokens).flag("FUSED", true).flag("QK_NORM", qk_norm.is_some()).flag("SPLIT", split.is_some());
     let mut bindings = vec![Read, Read, Rw, Rw, Rw];
     let target = split.map_or(out, |(partials, _)| partials);
     let mut buffers = vec![qkv, rope, k_cache, v_cache, target];

@@ -1,23 +1,23 @@
-// Decode attention in one kernel: the step `qkv_rope.wgsl` then `attention.wgsl` take for a
-// prompt, for the few tokens of a decode step (TOKENS of them, at positions pos0..).
+// Attention for several query rows at once against tiles of keys: each key and value is
+// read once for every row of a workgroup. A workgroup takes TOKENS tokens (a tile of a
+// prompt, or a decode step's few) of the GROUP query heads that share one kv head (GQA):
+// ROWS = TOKENS * GROUP rows, row r = tt * GROUP + g being token t0 + tt's query head
+// kvh * GROUP + g. One workgroup per (token tile, kv head, split of the keys).
 //
-// One workgroup per (kv head, split of the keys): it takes the GROUP query heads that share
-// that kv head (GQA) for every token, so each key and value is read once for all of them
-// rather than once per query head. Each workgroup
-// 1. builds its queries from the raw q|k|v projection: (Qwen3) per-head RMSNorm, RoPE, the
-//    logN scale and 1/sqrt(head_dim), into workgroup memory;
-// 2. builds the pass's own keys and values the same way, rounded as the cache stores them, so
-//    that positions pos0.. are read from workgroup memory and never from the cache this
-//    dispatch writes; the workgroup of the last split also writes them to the cache;
-// 3. scores WG keys at a time, one key a thread against every query row, and folds each
-//    tile into running (max, sum, output) values per row (online softmax); a thread keeps
-//    its dimensions of every row's output, so each value is read once for all rows.
-// With SPLIT it writes unnormalised partials ("flash decoding", the layout `attention.wgsl`'s
-// MERGE pass reads); else the output. Windows as in `attention.wgsl`: a query at position i
-// sees keys first_key(i) ..= i, and splits cover only the span the tokens see.
+// Keys are taken WG at a time: a thread scores one key against every row, then each row's
+// tile is folded into running (max, sum, output) values (online softmax); a thread keeps its
+// dimensions of every row's output, so each value is read once for all rows. With SPLIT
+// ("flash decoding": a decode step's few workgroups would leave a GPU idle) it writes
+// unnormalised partials, the layout `attention.wgsl`'s MERGE pass combines; else the output.
+// Windows as in `attention.wgsl`: a query at position i sees keys first_key(i) ..= i, and
+// splits cover only the span the pass's tokens see.
 //
-// Rows: r = t * GROUP + g is token t's query head kvh * GROUP + g. ROWS = TOKENS * GROUP;
-// TOKENS is the pass's token count (p.n_tokens).
+// With FUSED (a decode step: one tile of all the pass's tokens) the kernel also does
+// `qkv_rope.wgsl`'s work: it builds the queries from the raw q|k|v projection ((Qwen3) per-head
+// RMSNorm, RoPE, the logN scale), and the pass's own keys and values rounded as the cache
+// stores them, read from workgroup memory (never from the cache rows this dispatch writes);
+// the workgroup of the last split writes them to the cache. Without FUSED the queries come
+// rotated from `q` and every key from the cache (`qkv_rope.wgsl` ran before).
 #include "common/grid.wgsl"
 #include "common/reduce.wgsl"
 #include "common/packing.wgsl"
@@ -38,6 +38,7 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
+#ifdef FUSED
 @group(0) @binding(1) var<storage, read> qkv: array<f32>;            // [TOKENS, (H + 2 KVH) * D]
 @group(0) @binding(2) var<storage, read> rope: array<f32>;           // [TOKENS, D + 1]: cos[D/2], sin[D/2], q scale
 #ifdef KV_PACKED
@@ -47,15 +48,26 @@ struct Params {
 @group(0) @binding(3) var<storage, read_write> k_cache: array<f32>;  // [context, KVH * D]
 @group(0) @binding(4) var<storage, read_write> v_cache: array<f32>;
 #endif
-@group(0) @binding(5) var<storage, read_write> out: array<f32>;      // SPLIT: partials [TOKENS, H, splits, D + 2]; else [TOKENS, H * D]
+@group(0) @binding(5) var<storage, read_write> out: array<f32>;      // SPLIT: partials [n_tokens, H, splits, D + 2]; else [n_tokens, H * D]
 #ifdef QK_NORM
 @group(0) @binding(6) var<storage, read> qk_norm: array<f32>;        // [2 * D]: q weights, then k weights
 #endif
-
-var<workgroup> qs: array<vec4<f32>, ROWS * HEAD_DIM / 4u>;   // the scaled, rotated queries
 var<workgroup> new_k: array<vec4<f32>, TOKENS * HEAD_DIM / 4u>; // the pass's keys and values as cached
 var<workgroup> new_v: array<f32, TOKENS * HEAD_DIM>;
 var<workgroup> stage: array<f32, HEAD_DIM>;                  // one head being built
+#else
+@group(0) @binding(1) var<storage, read> q: array<f32>;              // [n_tokens, H * D], rotated
+#ifdef KV_PACKED
+@group(0) @binding(2) var<storage, read> k_cache: array<u32>;        // [context, KVH * D] packed (then Q8 scales)
+@group(0) @binding(3) var<storage, read> v_cache: array<u32>;
+#else
+@group(0) @binding(2) var<storage, read> k_cache: array<f32>;        // [context, KVH * D]
+@group(0) @binding(3) var<storage, read> v_cache: array<f32>;
+#endif
+@group(0) @binding(4) var<storage, read_write> out: array<f32>;      // SPLIT: partials [n_tokens, H, splits, D + 2]; else [n_tokens, H * D]
+#endif
+
+var<workgroup> qs: array<vec4<f32>, ROWS * HEAD_DIM / 4u>;   // the scaled, rotated queries
 var<workgroup> w: array<f32, ROWS * WG>;                    // a tile's scores, then its weights
 var<workgroup> row_m: array<f32, ROWS>;                      // running max per row
 var<workgroup> row_l: array<f32, ROWS>;                      // running sum per row
@@ -76,6 +88,12 @@ fn n_splits() -> u32 {
 #endif
 }
 
+fn set_q(r: u32, i: u32, v: f32) {
+    let at = r * HEAD_DIM + i;
+    qs[at / 4u][at % 4u] = v;
+}
+
+#ifdef FUSED
 // The raw projection of head `h` (0..H + 2 KVH) of token `t` into `stage`, with the q or k
 // norm (`wb`: its weights' offset) if any. Uniform control flow (barriers).
 fn load_head(li: u32, t: u32, h: u32, norm: bool, wb: u32) {
@@ -109,11 +127,6 @@ fn rotated(t: u32, i: u32) -> vec2<f32> {
     let c = rope[tb + i];
     let sn = rope[tb + half + i];
     return vec2<f32>(x1 * c - x2 * sn, x2 * c + x1 * sn);
-}
-
-fn set_q(r: u32, i: u32, v: f32) {
-    let at = r * HEAD_DIM + i;
-    qs[at / 4u][at % 4u] = v;
 }
 
 fn set_k(t: u32, i: u32, v: f32) {
@@ -184,9 +197,12 @@ fn round_and_store(li: u32, slot: u32, is_v: bool, write: bool) {
     workgroupBarrier();
 }
 
+#endif
+
 // Key j's scores against every row, into `sc` (keys of this pass from `new_k`).
 fn score_key(j: u32, kvh: u32, sc: ptr<function, array<f32, ROWS>>) {
     let d4 = HEAD_DIM / 4u;
+#ifdef FUSED
     if (j >= p.pos0) {
         let kb = (j - p.pos0) * d4;
         for (var i = 0u; i < d4; i++) {
@@ -197,6 +213,7 @@ fn score_key(j: u32, kvh: u32, sc: ptr<function, array<f32, ROWS>>) {
         }
         return;
     }
+#endif
     let slot = j * p.n_kv_heads + kvh;
 #ifdef KV_F16
     for (var i = 0u; i < d4; i++) {
@@ -233,9 +250,11 @@ fn score_key(j: u32, kvh: u32, sc: ptr<function, array<f32, ROWS>>) {
 
 // Dimension dd of key j's value (keys of this pass from `new_v`).
 fn value(j: u32, kvh: u32, dd: u32) -> f32 {
+#ifdef FUSED
     if (j >= p.pos0) {
         return new_v[(j - p.pos0) * HEAD_DIM + dd];
     }
+#endif
     let i = (j * p.n_kv_heads + kvh) * HEAD_DIM + dd;
 #ifdef KV_F16
     return half_of(v_cache[i / 2u], i);
@@ -252,17 +271,21 @@ fn value(j: u32, kvh: u32, dd: u32) -> f32 {
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) li: u32) {
     let ns = n_splits();
+    let n_tiles = (p.n_tokens + TOKENS - 1u) / TOKENS;
     let g = group_index(wg, nwg);
     // Uniform per workgroup, so the early return leaves no barrier behind.
-    if (g >= p.n_kv_heads * ns) {
+    if (g >= n_tiles * p.n_kv_heads * ns) {
         return;
     }
-    let kvh = g / ns;
     let split = g % ns;
+    let kvh = (g / ns) % p.n_kv_heads;
+    let t0 = (g / ns / p.n_kv_heads) * TOKENS;
+    let t_last = min(t0 + TOKENS, p.n_tokens) - 1u;
     let d = p.head_dim;
+
+#ifdef FUSED
     let half = d / 2u;
     let last_split = split == ns - 1u;
-
     // 1. The queries of every row.
     for (var r = 0u; r < ROWS; r++) {
         let t = r / GROUP;
@@ -297,18 +320,29 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
             new_v[t * HEAD_DIM + i] = stage[i];
         }
     }
+#else
+    // The queries of every row (rows past the last token: zeros, and they see no key).
+    for (var r = 0u; r < ROWS; r++) {
+        let t = t0 + r / GROUP;
+        let qb = (t * p.n_heads + kvh * GROUP + r % GROUP) * d;
+        for (var i = li; i < d; i += WG) {
+            set_q(r, i, select(0.0, q[qb + i] * p.scale, t < p.n_tokens));
+        }
+    }
+#endif
     for (var r = li; r < ROWS; r += WG) {
         row_m[r] = -3.0e38;
         row_l[r] = 0.0;
     }
     workgroupBarrier();
 
-    // 3. Keys key0 .. key_end (exclusive): the span the tokens see, within this split.
-    let span0 = first_key(p.pos0);
-    let split0 = span0 + split * p.chunk;
-    let key0 = split0;
-    var key_end = p.pos0 + p.n_tokens;
+    // Keys key0 .. key_end (exclusive): from the tile's first token's first key to its last
+    // token, within this split.
+    var key0 = first_key(p.pos0 + t0);
+    var key_end = p.pos0 + t_last + 1u;
 #ifdef SPLIT
+    let split0 = first_key(p.pos0) + split * p.chunk;
+    key0 = max(key0, split0);
     key_end = min(key_end, split0 + p.chunk);
 #endif
     var acc: array<f32, ROWS * DIMS_PER_THREAD>;
@@ -319,9 +353,10 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
             score_key(j, kvh, &sc);
         }
         for (var r = 0u; r < ROWS; r++) {
-            // Token r / GROUP sees keys first_key(pos) ..= pos.
-            let pos = p.pos0 + r / GROUP;
-            let seen = j < key_end && j <= pos && j >= first_key(pos);
+            // Row r's token sees keys first_key(pos) ..= pos.
+            let t = t0 + r / GROUP;
+            let pos = p.pos0 + t;
+            let seen = j < key_end && t < p.n_tokens && j <= pos && j >= first_key(pos);
             w[r * WG + li] = select(-3.0e38, sc[r], seen);
         }
         workgroupBarrier();
@@ -367,7 +402,10 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     }
 
     for (var r = 0u; r < ROWS; r++) {
-        let t = r / GROUP;
+        let t = t0 + r / GROUP;
+        if (t >= p.n_tokens) {
+            break;
+        }
         let th = t * p.n_heads + kvh * GROUP + r % GROUP; // (token, head)
 #ifdef SPLIT
         let ob = (th * ns + split) * (d + 2u);

@@ -67,6 +67,9 @@ var<workgroup> stage: array<f32, HEAD_DIM>;                  // one head being b
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;      // SPLIT: partials [n_tokens, H, splits, D + 2]; else [n_tokens, H * D]
 #endif
 
+// Quads of dimensions of a head.
+const NQ: u32 = HEAD_DIM / 4u;
+
 var<workgroup> qs: array<vec4<f32>, ROWS * HEAD_DIM / 4u>;   // the scaled, rotated queries
 var<workgroup> w: array<f32, ROWS * WG>;                    // a tile's scores, then its weights
 var<workgroup> row_m: array<f32, ROWS>;                      // running max per row
@@ -248,21 +251,25 @@ fn score_key(j: u32, kvh: u32, sc: ptr<function, array<f32, ROWS>>) {
 #endif
 }
 
-// Dimension dd of key j's value (keys of this pass from `new_v`).
-fn value(j: u32, kvh: u32, dd: u32) -> f32 {
+// Dimensions 4 quad .. 4 quad + 3 of key j's value (keys of this pass from `new_v`): one
+// word of a q8 cache, two of f16.
+fn value4(j: u32, kvh: u32, quad: u32) -> vec4<f32> {
 #ifdef FUSED
     if (j >= p.pos0) {
-        return new_v[(j - p.pos0) * HEAD_DIM + dd];
+        let b = (j - p.pos0) * HEAD_DIM + 4u * quad;
+        return vec4<f32>(new_v[b], new_v[b + 1u], new_v[b + 2u], new_v[b + 3u]);
     }
 #endif
-    let i = (j * p.n_kv_heads + kvh) * HEAD_DIM + dd;
+    let slot = j * p.n_kv_heads + kvh;
 #ifdef KV_F16
-    return half_of(v_cache[i / 2u], i);
+    let b = slot * (HEAD_DIM / 2u) + 2u * quad;
+    return vec4<f32>(unpack2x16float(v_cache[b]), unpack2x16float(v_cache[b + 1u]));
 #else
 #ifdef KV_Q8
-    return q8_quad(v_cache[i / 4u])[i & 3u] * bitcast<f32>(v_cache[p.kv_scales + i / HEAD_DIM]);
+    return q8_quad(v_cache[slot * (HEAD_DIM / 4u) + quad]) * bitcast<f32>(v_cache[p.kv_scales + slot]);
 #else
-    return v_cache[i];
+    let b = slot * HEAD_DIM + 4u * quad;
+    return vec4<f32>(v_cache[b], v_cache[b + 1u], v_cache[b + 2u], v_cache[b + 3u]);
 #endif
 #endif
 }
@@ -345,7 +352,12 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     key0 = max(key0, split0);
     key_end = min(key_end, split0 + p.chunk);
 #endif
-    var acc: array<f32, ROWS * DIMS_PER_THREAD>;
+    // Values: a thread keeps QUADS_PER_THREAD quads of dimensions of every row's output,
+    // over the keys of its lane (LANES lanes take a tile's keys in turn; summed at the end).
+    let lane = select(0u, li / NQ, LANES > 1u);
+    let quad0 = select(li, li % NQ, LANES > 1u);
+    let v_thread = lane < LANES;
+    var acc: array<vec4<f32>, ROWS * QUADS_PER_THREAD>;
     for (var j0 = key0; j0 < key_end; j0 += WG) {
         let j = j0 + li;
         var sc: array<f32, ROWS>;
@@ -384,18 +396,35 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
         }
         // Values: rows past the tile's last key are read as that key (weight 0).
         let last = min(j0 + WG, key_end) - 1u;
-        for (var e = 0u; e < DIMS_PER_THREAD; e++) {
-            let dd = li + e * WG;
-            if (dd < HEAD_DIM) {
-                for (var r = 0u; r < ROWS; r++) {
-                    acc[r * DIMS_PER_THREAD + e] *= row_corr[r];
-                }
-                for (var jj = 0u; jj < WG; jj++) {
-                    let v = value(min(j0 + jj, last), kvh, dd);
+        if (v_thread) {
+            for (var e = 0u; e < QUADS_PER_THREAD; e++) {
+                let quad = quad0 + e * WG;
+                if (quad < NQ) {
                     for (var r = 0u; r < ROWS; r++) {
-                        acc[r * DIMS_PER_THREAD + e] += w[r * WG + jj] * v;
+                        acc[r * QUADS_PER_THREAD + e] *= row_corr[r];
+                    }
+                    for (var jj = lane; jj < WG; jj += LANES) {
+                        let v = value4(min(j0 + jj, last), kvh, quad);
+                        for (var r = 0u; r < ROWS; r++) {
+                            acc[r * QUADS_PER_THREAD + e] += w[r * WG + jj] * v;
+                        }
                     }
                 }
+            }
+        }
+        workgroupBarrier();
+    }
+    // The lanes' sums into lane 0's, through `qs` (the queries are no longer needed).
+    for (var l = 1u; l < LANES; l++) {
+        if (lane == l && quad0 < NQ) {
+            for (var r = 0u; r < ROWS; r++) {
+                qs[r * NQ + quad0] = acc[r];
+            }
+        }
+        workgroupBarrier();
+        if (lane == 0u && quad0 < NQ) {
+            for (var r = 0u; r < ROWS; r++) {
+                acc[r] += qs[r * NQ + quad0];
             }
         }
         workgroupBarrier();
@@ -409,23 +438,25 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
         let th = t * p.n_heads + kvh * GROUP + r % GROUP; // (token, head)
 #ifdef SPLIT
         let ob = (th * ns + split) * (d + 2u);
-        for (var e = 0u; e < DIMS_PER_THREAD; e++) {
-            let dd = li + e * WG;
-            if (dd < HEAD_DIM) {
-                out[ob + dd] = acc[r * DIMS_PER_THREAD + e];
-            }
-        }
+        let inv_l = 1.0;
         if (li == 0u) {
             out[ob + d] = row_m[r];
             out[ob + d + 1u] = row_l[r];
         }
 #else
-        for (var e = 0u; e < DIMS_PER_THREAD; e++) {
-            let dd = li + e * WG;
-            if (dd < HEAD_DIM) {
-                out[th * d + dd] = acc[r * DIMS_PER_THREAD + e] / row_l[r];
+        let ob = th * d;
+        let inv_l = 1.0 / row_l[r];
+#endif
+        if (lane == 0u) {
+            for (var e = 0u; e < QUADS_PER_THREAD; e++) {
+                let quad = quad0 + e * WG;
+                if (quad < NQ) {
+                    let o = acc[r * QUADS_PER_THREAD + e] * inv_l;
+                    for (var c = 0u; c < 4u; c++) {
+                        out[ob + 4u * quad + c] = o[c];
+                    }
+                }
             }
         }
-#endif
     }
 }

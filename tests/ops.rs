@@ -579,6 +579,8 @@ fn attention_decode_fuses_rope_cache_write_and_attention() {
         (3, 1, 24, 1, 63, F16, false, vec![0, 5]),
         (2, 2, 160, 2, 130, F32, true, vec![0, 50]),
         (12, 2, 128, 1, 2100, Q8, true, vec![0, 1024]),
+        // head_dim 512 (the largest a config may have): two quads of values a thread.
+        (2, 1, 512, 1, 300, F16, true, vec![0]),
     ];
     // Splits grow with the cache: none up to 256 keys, 8 at 2048, 32 from 8192.
     let splits = |keys: usize| ops::attention_decode_split_chunk(1, keys - 1, 0).map_or(1, |c| keys.div_ceil(c));

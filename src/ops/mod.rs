@@ -732,10 +732,15 @@ pub fn attention_with(
 /// `attention_rows.wgsl` for `tokens` tokens a workgroup.
 fn rows_key(heads: Heads, tokens: usize) -> ShaderKey {
     let d = heads.head_dim;
+    // The value loads: a thread takes quads of dimensions (one q8 word, two f16 words); with
+    // fewer quads than threads, LANES threads share a quad and take a tile's keys in turn.
+    let (quads, wg) = (d / 4, WG as usize);
+    let (lanes, quads_per_thread) = if quads >= wg { (1, quads.div_ceil(wg)) } else { (wg / quads, 1) };
     let key = ShaderKey::new("attention_rows")
         .def("WG", WG)
         .def("HEAD_DIM", d)
-        .def("DIMS_PER_THREAD", d.div_ceil(WG as usize))
+        .def("LANES", format!("{lanes}u"))
+        .def("QUADS_PER_THREAD", quads_per_thread)
         .def("TOKENS", tokens)
         .def("GROUP", group(heads))
         .def("ROWS", tokens * group(heads));

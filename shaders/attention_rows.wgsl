@@ -164,8 +164,7 @@ fn round_and_store(li: u32, slot: u32, is_v: bool, write: bool) {
     let scale = reduce_max(li, m) / 127.0;
     let inv = select(0.0, 1.0 / scale, scale > 0.0);
     for (var i = li; i < d / 4u; i += WG) {
-        let word = q8_byte(stage[4u * i], inv) | (q8_byte(stage[4u * i + 1u], inv) << 8u)
-            | (q8_byte(stage[4u * i + 2u], inv) << 16u) | (q8_byte(stage[4u * i + 3u], inv) << 24u);
+        let word = q8_word(vec4<f32>(stage[4u * i], stage[4u * i + 1u], stage[4u * i + 2u], stage[4u * i + 3u]), inv);
         let back = q8_quad(word) * scale;
         for (var c = 0u; c < 4u; c++) {
             stage[4u * i + c] = back[c];

@@ -134,8 +134,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     let scale = stage_amax(li, d) / 127.0;
     let inv = select(0.0, 1.0 / scale, scale > 0.0);
     for (var i = li; i < d / 4u; i += WG) {
-        let word = q8_byte(stage[4u * i], inv) | (q8_byte(stage[4u * i + 1u], inv) << 8u)
-            | (q8_byte(stage[4u * i + 2u], inv) << 16u) | (q8_byte(stage[4u * i + 3u], inv) << 24u);
+        let word = q8_word(vec4<f32>(stage[4u * i], stage[4u * i + 1u], stage[4u * i + 2u], stage[4u * i + 3u]), inv);
         if (is_v) {
             v_cache[slot * d / 4u + i] = word;
         } else {

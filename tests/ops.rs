@@ -294,28 +294,11 @@ fn qkv_rope_splits_norms_rotates_and_writes_cache() {
         let mut want_v = vec![SENTINEL; ctx * kvh * d];
         for t in 0..n {
             let row = &table[t * (d + 1)..(t + 1) * (d + 1)];
-            for hh in 0..h + 2 * kvh {
-                let mut x = qkv[t * width + hh * d..t * width + (hh + 1) * d].to_vec();
-                if hh >= h + kvh {
-                    let at = (pos0 + t) * kvh * d + (hh - h - kvh) * d;
-                    want_v[at..at + d].copy_from_slice(&x);
-                    continue;
-                }
-                if qk_norm {
-                    let w = if hh < h { &norm_w[..d] } else { &norm_w[d..] };
-                    let ms = x.iter().map(|v| (*v as f64).powi(2)).sum::<f64>() / d as f64;
-                    let s = (1.0 / (ms + 1e-6).sqrt()) as f32;
-                    x.iter_mut().zip(w).for_each(|(a, b)| *a = *a * s * b);
-                }
-                rope_cpu(&mut x, row);
-                if hh < h {
-                    x.iter_mut().for_each(|v| *v *= row[d]);
-                    want_q[t * h * d + hh * d..t * h * d + (hh + 1) * d].copy_from_slice(&x);
-                } else {
-                    let at = (pos0 + t) * kvh * d + (hh - h) * d;
-                    want_k[at..at + d].copy_from_slice(&x);
-                }
-            }
+            let [q, k, v] = qkv_cpu(&qkv[t * width..(t + 1) * width], (h, kvh, d), row, qk_norm.then_some(&norm_w));
+            want_q[t * h * d..(t + 1) * h * d].copy_from_slice(&q);
+            let at = (pos0 + t) * kvh * d;
+            want_k[at..at + kvh * d].copy_from_slice(&k);
+            want_v[at..at + kvh * d].copy_from_slice(&v);
         }
         let what = format!("qkv_rope h={h} kvh={kvh} d={d} norm={qk_norm} kv={kv:?}");
         assert_close(&format!("{what} q"), &read(&g, &q_out, want_q.len()), &want_q, 1e-5, 1e-5);

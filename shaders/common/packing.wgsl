@@ -17,3 +17,8 @@ fn q8_quad(word: u32) -> vec4<f32> {
 fn q8_byte(x: f32, inv: f32) -> u32 {
     return bitcast<u32>(i32(clamp(round(x * inv), -127.0, 127.0))) & 0xffu;
 }
+
+// Four values as one q8 word (value k in byte k), the inverse of `q8_quad` up to the scale.
+fn q8_word(x: vec4<f32>, inv: f32) -> u32 {
+    return q8_byte(x.x, inv) | (q8_byte(x.y, inv) << 8u) | (q8_byte(x.z, inv) << 16u) | (q8_byte(x.w, inv) << 24u);
+}

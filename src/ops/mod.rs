@@ -619,10 +619,13 @@ fn group(heads: Heads) -> usize {
     heads.n_heads / heads.n_kv_heads.max(1)
 }
 
-/// Tokens a workgroup of [`AttentionKernel::Rows`] takes of `n_tokens`: as many as fill
-/// [`ATTENTION_TILE_ROWS`] rows with every query head of a kv head (at least one).
-pub fn attention_tile_tokens(heads: Heads, n_tokens: usize) -> usize {
-    (ATTENTION_TILE_ROWS / group(heads)).clamp(1, n_tokens.max(1))
+/// Tokens a workgroup of [`AttentionKernel::Rows`] takes: as many as fill
+/// [`ATTENTION_TILE_ROWS`] rows with every query head of a kv head (at least one). The same
+/// for every prompt length (a shorter prompt's tile has rows that see no key), so a model
+/// compiles one prefill attention kernel: a browser compiles each new one on first use, which
+/// a chat turn would otherwise pay for its first prompt of each length below the tile.
+pub fn attention_tile_tokens(heads: Heads) -> usize {
+    (ATTENTION_TILE_ROWS / group(heads)).max(1)
 }
 
 /// Bytes of workgroup memory `attention_rows.wgsl` declares for `tokens` tokens a workgroup
@@ -644,7 +647,7 @@ fn rows_fit(gpu: &crate::gpu::Gpu, heads: Heads, tokens: usize, fused: bool) -> 
 
 /// The kernel [`attention`] runs `n_tokens` tokens of these heads with here.
 pub fn attention_kernel(gpu: &crate::gpu::Gpu, heads: Heads, n_tokens: usize) -> AttentionKernel {
-    if rows_fit(gpu, heads, attention_tile_tokens(heads, n_tokens), false) {
+    if rows_fit(gpu, heads, attention_tile_tokens(heads), false) {
         AttentionKernel::Rows
     } else {
         AttentionKernel::PerQuery
@@ -701,7 +704,7 @@ pub fn attention_with(
     let splits = if chunk > 0 { attention_span(n_tokens, pos0, window).div_ceil(chunk) } else { 1 };
     match kind {
         AttentionKernel::Rows => {
-            let tokens = attention_tile_tokens(heads, n_tokens);
+            let tokens = attention_tile_tokens(heads);
             if !rows_fit(rec.gpu(), heads, tokens, false) {
                 return Err(Error::Gpu(format!(
                     "the row-tiled attention kernel cannot run {} heads ({} kv heads, head_dim {d}) on this adapter",

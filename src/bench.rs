@@ -292,6 +292,8 @@ pub struct DecodeResult {
     pub bytes_per_token: u64,
     /// (bytes per token / measured bandwidth) / measured time per token.
     pub roofline_fraction: f64,
+    /// Kernel dispatches per token at this cache length (a long cache adds split-K's merge).
+    pub dispatches: usize,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -308,6 +310,7 @@ pub struct BenchReport {
     /// How many such buffers.
     pub gpu_buffers: usize,
     pub weight_bytes_per_token: u64,
+    /// At the last decode cache length (see [`DecodeResult::dispatches`] for each).
     pub dispatches_per_decoded_token: usize,
     pub submissions_per_decoded_token: usize,
     pub readback_bytes_per_decoded_token: usize,
@@ -556,6 +559,7 @@ pub async fn run_with_progress(
             ms_per_token: per * 1e3,
             bytes_per_token: bytes,
             roofline_fraction: bytes as f64 / (bw * 1e9) / per,
+            dispatches,
         });
     }
     let profile = match opts.decode_contexts.iter().find(|&&c| c + opts.decode_tokens < ctx && c > 0) {
@@ -632,12 +636,13 @@ impl BenchReport {
         }
         for d in &self.decode {
             s += &format!(
-                "decode @{:>5}  {:>9.2} tok/s ({:.1} ms/token, {:.1} MiB/token, roofline {:.2})\n",
+                "decode @{:>5}  {:>9.2} tok/s ({:.1} ms/token, {:.1} MiB/token, roofline {:.2}, {} dispatches)\n",
                 d.context,
                 d.tok_per_s,
                 d.ms_per_token,
                 mib(d.bytes_per_token),
-                d.roofline_fraction
+                d.roofline_fraction,
+                d.dispatches
             );
         }
         if let Some(p) = &self.profile {

@@ -38,7 +38,9 @@ fn bench_reduced_size_reports_every_figure() {
         let frac = d["roofline_fraction"].as_f64().unwrap();
         assert!(frac > 0.0 && frac.is_finite(), "{d}");
         assert!(d["tok_per_s"].as_f64().unwrap() > 0.0);
+        assert!(d["dispatches"].as_u64().unwrap() >= 10, "{d}");
     }
+    assert_eq!(decode[1]["dispatches"], r["dispatches_per_decoded_token"]);
     assert_eq!(r["decode_sampling"], "argmax");
     // Decoding by sampling on the GPU (as generation with a temperature does): the same
     // dispatches (the sampling kernel in place of the argmax) and 4 bytes read back.

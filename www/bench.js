@@ -103,7 +103,7 @@ function tableRows(r) {
   for (const p of r.prefill) rows.push([`prefill-${p.tokens}`, `prefill ${p.tokens}`, `${p.tok_per_s.toFixed(1)} tok/s (${p.seconds.toFixed(3)} s)`]);
   for (const d of r.decode) {
     rows.push([`decode-${d.context}`, `decode @${d.context}`,
-      `${d.tok_per_s.toFixed(2)} tok/s (${d.ms_per_token.toFixed(1)} ms/token, ${mib(d.bytes_per_token).toFixed(1)} MiB/token, roofline ${d.roofline_fraction.toFixed(2)})`]);
+      `${d.tok_per_s.toFixed(2)} tok/s (${d.ms_per_token.toFixed(1)} ms/token, ${mib(d.bytes_per_token).toFixed(1)} MiB/token, roofline ${d.roofline_fraction.toFixed(2)}, ${d.dispatches} dispatches)`]);
   }
   return rows;
 }

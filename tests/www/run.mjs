@@ -517,6 +517,7 @@ test("bench page: runs the benchmark in the browser and shows every figure", asy
   const kvRow = 2 * BENCH.layers * 16 * 128 * 4;
   for (const d of r.decode) {
     ok(d.tok_per_s > 0 && Math.abs(d.ms_per_token * d.tok_per_s - 1000) < 1e-6, `decode ${JSON.stringify(d)}`);
+    ok(d.dispatches >= 10, `dispatches at @${d.context}: ${d.dispatches}`);
     // The token decoded at step j after a `context`-token cache reads context + j + 1 keys
     // (itself included): on average context + (decodeTokens + 1) / 2 (bench::kv_positions_per_token).
     ok(d.bytes_per_token === exp.weightsPerToken + kvRow * (d.context + (BENCH.decodeTokens + 1) / 2), `bytes per token ${d.bytes_per_token}`);

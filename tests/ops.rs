@@ -344,8 +344,8 @@ fn attention_inputs(
 
 /// Both attention kernels, the row-tiled one first (it fits every shape these tests use, and
 /// is the one `ops::attention` picks for them).
-fn attention_kernels(g: &Gpu, heads: Heads, n: usize) -> [ops::AttentionKernel; 2] {
-    assert_eq!(ops::attention_kernel(g, heads, n), ops::AttentionKernel::Rows);
+fn attention_kernels(g: &Gpu, heads: Heads) -> [ops::AttentionKernel; 2] {
+    assert_eq!(ops::attention_kernel(g, heads), ops::AttentionKernel::Rows);
     [ops::AttentionKernel::Rows, ops::AttentionKernel::PerQuery]
 }
 
@@ -399,7 +399,7 @@ fn attention_causal_gqa_long_context() {
             }
         }
         want.extend(vec![SENTINEL; h * d]);
-        for kind in attention_kernels(&g, heads, n) {
+        for kind in attention_kernels(&g, heads) {
             run(&g, |r| ops::attention_with(r, kind, heads, n, pos0, &qb, &kb, &vb, &out, part, 0).unwrap());
             assert_close(
                 &format!("attention {kind:?} h={h} kvh={kvh} d={d} n={n} pos0={pos0} kv={kv:?} split={split}"),
@@ -498,7 +498,7 @@ fn attention_windows_skip_old_keys() {
                     assert_eq!(chunk.is_some(), span > 64, "{what}");
                 }
                 let part = split.then_some(&*partials);
-                for kind in attention_kernels(&g, heads, n) {
+                for kind in attention_kernels(&g, heads) {
                     let out = buf(&g, &vec![SENTINEL; (n + 1) * h * d]);
                     run(&g, |r| ops::attention_with(r, kind, heads, n, pos0, &qb, &kb, &vb, &out, part, w).unwrap());
                     assert_close(&format!("{what} {kind:?}"), &read(&g, &out, want.len()), &want, 2e-5, 2e-4);

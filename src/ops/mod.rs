@@ -645,8 +645,8 @@ fn rows_fit(gpu: &crate::gpu::Gpu, heads: Heads, tokens: usize, fused: bool) -> 
         && rows_workgroup_bytes(heads, tokens, fused) <= gpu.limits.max_compute_workgroup_storage_size as usize
 }
 
-/// The kernel [`attention`] runs `n_tokens` tokens of these heads with here.
-pub fn attention_kernel(gpu: &crate::gpu::Gpu, heads: Heads, n_tokens: usize) -> AttentionKernel {
+/// The kernel [`attention`] runs these heads with here (for every prompt length).
+pub fn attention_kernel(gpu: &crate::gpu::Gpu, heads: Heads) -> AttentionKernel {
     if rows_fit(gpu, heads, attention_tile_tokens(heads), false) {
         AttentionKernel::Rows
     } else {
@@ -674,7 +674,7 @@ pub fn attention(
     partials: Option<&wgpu::Buffer>,
     window: usize,
 ) -> Result<()> {
-    let kind = attention_kernel(rec.gpu(), heads, n_tokens);
+    let kind = attention_kernel(rec.gpu(), heads);
     attention_with(rec, kind, heads, n_tokens, pos0, q, k_cache, v_cache, out, partials, window)
 }
 

@@ -91,11 +91,6 @@ fn n_splits() -> u32 {
 #endif
 }
 
-fn set_q(r: u32, i: u32, v: f32) {
-    let at = r * HEAD_DIM + i;
-    qs[at / 4u][at % 4u] = v;
-}
-
 #ifdef FUSED
 // The raw projection of head `h` (0..H + 2 KVH) of token `t` into `stage`, with the q or k
 // norm (`wb`: its weights' offset) if any. Uniform control flow (barriers).
@@ -132,9 +127,10 @@ fn rotated(t: u32, i: u32) -> vec2<f32> {
     return vec2<f32>(x1 * c - x2 * sn, x2 * c + x1 * sn);
 }
 
-fn set_k(t: u32, i: u32, v: f32) {
-    let at = t * HEAD_DIM + i;
-    new_k[at / 4u][at % 4u] = v;
+// Quad `i` of `stage`. Workgroup vectors are written a whole quad by one thread: several
+// threads writing components of one vector is a read-modify-write race on some backends.
+fn stage_quad(i: u32) -> vec4<f32> {
+    return vec4<f32>(stage[4u * i], stage[4u * i + 1u], stage[4u * i + 2u], stage[4u * i + 3u]);
 }
 
 // `stage` rounded as the cache stores it, back into `stage`; writes it to the cache row
@@ -297,10 +293,15 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
         let t = r / GROUP;
         load_head(li, t, kvh * GROUP + r % GROUP, true, 0u);
         let qscale = rope[t * (d + 1u) + d] * p.scale;
+        // In place: each thread rotates the pairs it reads.
         for (var i = li; i < half; i += WG) {
             let o = rotated(t, i) * qscale;
-            set_q(r, i, o.x);
-            set_q(r, i + half, o.y);
+            stage[i] = o.x;
+            stage[i + half] = o.y;
+        }
+        workgroupBarrier();
+        for (var i = li; i < NQ; i += WG) {
+            qs[r * NQ + i] = stage_quad(i);
         }
         workgroupBarrier();
     }
@@ -316,8 +317,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
         }
         workgroupBarrier();
         round_and_store(li, slot, false, last_split);
-        for (var i = li; i < d; i += WG) {
-            set_k(t, i, stage[i]);
+        for (var i = li; i < NQ; i += WG) {
+            new_k[t * NQ + i] = stage_quad(i);
         }
         workgroupBarrier();
         load_head(li, t, p.n_heads + p.n_kv_heads + kvh, false, 0u);
@@ -331,8 +332,12 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     for (var r = 0u; r < ROWS; r++) {
         let t = t0 + r / GROUP;
         let qb = (t * p.n_heads + kvh * GROUP + r % GROUP) * d;
-        for (var i = li; i < d; i += WG) {
-            set_q(r, i, select(0.0, q[qb + i] * p.scale, t < p.n_tokens));
+        for (var i = li; i < NQ; i += WG) {
+            var v = vec4<f32>();
+            if (t < p.n_tokens) {
+                v = vec4<f32>(q[qb + 4u * i], q[qb + 4u * i + 1u], q[qb + 4u * i + 2u], q[qb + 4u * i + 3u]) * p.scale;
+            }
+            qs[r * NQ + i] = v;
         }
     }
 #endif

@@ -575,14 +575,16 @@ pub fn attention_split_chunk(n_tokens: usize, pos0: usize, window: usize) -> Opt
     split_chunk(n_tokens, pos0, window, WG as usize)
 }
 
-/// Fewest keys per split of [`attention_decode`]: each of its workgroups first builds its
+/// Keys per split of [`attention_decode`], roughly: the span is cut into
+/// ceil(keys / this) splits (at most [`ATTENTION_MAX_SPLITS`]) of whole tiles, so a split
+/// has about this many keys or more (257 keys: 192 + 65). Each workgroup first builds its
 /// queries and the pass's keys (a few workgroup reductions), so a split must have keys
 /// enough to pay for that, and a short cache (up to this many keys) needs no merge pass.
 pub const DECODE_MIN_CHUNK: usize = 256;
 
-/// [`attention_split_chunk`] for [`attention_decode`]: splits of at least
-/// [`DECODE_MIN_CHUNK`] keys (whole tiles, at most [`ATTENTION_MAX_SPLITS`]), so the number
-/// of splits grows with the cache: none up to 256 keys, 8 at 2048, 32 from 8192.
+/// [`attention_split_chunk`] for [`attention_decode`]: ceil(keys / [`DECODE_MIN_CHUNK`])
+/// splits of whole tiles, at most [`ATTENTION_MAX_SPLITS`], so the number of splits grows
+/// with the cache: none up to 256 keys, 8 at 2048, 32 from 8192.
 pub fn attention_decode_split_chunk(n_tokens: usize, pos0: usize, window: usize) -> Option<usize> {
     split_chunk(n_tokens, pos0, window, DECODE_MIN_CHUNK)
 }

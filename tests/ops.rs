@@ -257,6 +257,26 @@ fn rope_cpu(x: &mut [f32], row: &[f32]) {
     }
 }
 
+/// Random inputs of the q/k/v split and RoPE: `n` rows of the raw projection `width` wide,
+/// the RoPE table for positions `pos0..` (logN from position 9 on, so its scale is tested)
+/// and q/k norm weights `[2 d]`, each on the host and on the GPU.
+fn rope_inputs(
+    g: &Gpu,
+    rng: &mut Rng,
+    width: usize,
+    d: usize,
+    n: usize,
+    pos0: usize,
+) -> (HostAndGpu, HostAndGpu, HostAndGpu) {
+    let qkv = randn(rng, n * width);
+    let inv = qwen_webgpu::model::rope::inv_freq(10000.0, d);
+    let mut table = Vec::new();
+    qwen_webgpu::model::rope::fill_table(&mut table, &inv, pos0, n, Some(9));
+    let norm_w = randn(rng, 2 * d);
+    let (qkvb, tb, nb) = (buf(g, &qkv), buf(g, &table), buf(g, &norm_w));
+    ((qkv, qkvb), (table, tb), (norm_w, nb))
+}
+
 #[test]
 fn qkv_rope_splits_norms_rotates_and_writes_cache() {
     let g = gpu();
@@ -277,12 +297,7 @@ fn qkv_rope_splits_norms_rotates_and_writes_cache() {
         let (n, pos0, ctx) = (5, 7, 14);
         let heads = Heads { n_heads: h, n_kv_heads: kvh, head_dim: d, kv, kv_scales: kv.scales_offset(ctx, kvh, d) };
         let width = (h + 2 * kvh) * d;
-        let qkv = randn(&mut rng, n * width);
-        let inv = qwen_webgpu::model::rope::inv_freq(10000.0, d);
-        let mut table = Vec::new();
-        qwen_webgpu::model::rope::fill_table(&mut table, &inv, pos0, n, Some(9));
-        let norm_w = randn(&mut rng, 2 * d);
-        let (qkvb, tb, nb) = (buf(&g, &qkv), buf(&g, &table), buf(&g, &norm_w));
+        let ((qkv, qkvb), (table, tb), (norm_w, nb)) = rope_inputs(&g, &mut rng, width, d, n, pos0);
         let q_out = buf(&g, &vec![SENTINEL; (n + 1) * h * d]);
         let (kc, _) = kv_buf(&g, &vec![SENTINEL; ctx * kvh * d], kv, d);
         let (vc, _) = kv_buf(&g, &vec![SENTINEL; ctx * kvh * d], kv, d);
@@ -574,12 +589,7 @@ fn attention_decode_fuses_rope_cache_write_and_attention() {
         let heads = Heads { n_heads: h, n_kv_heads: kvh, head_dim: d, kv, kv_scales: kv.scales_offset(ctx, kvh, d) };
         assert!(ops::attention_decode_fits(&g, heads, n), "h={h} kvh={kvh} d={d} n={n}");
         let width = (h + 2 * kvh) * d;
-        let qkv = randn(&mut rng, n * width);
-        let inv = qwen_webgpu::model::rope::inv_freq(10000.0, d);
-        let mut table = Vec::new();
-        qwen_webgpu::model::rope::fill_table(&mut table, &inv, pos0, n, Some(9));
-        let norm_w = randn(&mut rng, 2 * d);
-        let (qkvb, tb, nb) = (buf(&g, &qkv), buf(&g, &table), buf(&g, &norm_w));
+        let ((qkv, qkvb), (table, tb), (norm_w, nb)) = rope_inputs(&g, &mut rng, width, d, n, pos0);
         // The CPU's queries, and the cache with the pass's keys and values in place.
         let mut k_all: Vec<f32> = randn(&mut rng, ctx * kvh * d).iter().map(|x| x * 2.0).collect();
         let mut v_all = randn(&mut rng, ctx * kvh * d);

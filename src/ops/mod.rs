@@ -589,6 +589,16 @@ pub fn attention_decode_split_chunk(n_tokens: usize, pos0: usize, window: usize)
     split_chunk(n_tokens, pos0, window, DECODE_MIN_CHUNK)
 }
 
+/// Splits of `chunk` keys (0: one pass) over the span the tokens see: as the shaders'
+/// n_splits(), so the merge pass reads this many partials.
+fn n_splits(n_tokens: usize, pos0: usize, window: usize, chunk: usize) -> usize {
+    if chunk > 0 {
+        attention_span(n_tokens, pos0, window).div_ceil(chunk)
+    } else {
+        1
+    }
+}
+
 fn split_chunk(n_tokens: usize, pos0: usize, window: usize, min_chunk: usize) -> Option<usize> {
     if n_tokens == 0 || n_tokens > ATTENTION_SPLIT_MAX_TOKENS {
         return None;
@@ -702,8 +712,7 @@ pub fn attention_with(
     let split = partials.zip(attention_split_chunk(n_tokens, pos0, window));
     let (chunk, target) = split.map_or((0, out), |(partials, chunk)| (chunk, partials));
     let p = heads.attention_params(n_tokens, pos0, chunk, window, 0.0)?;
-    // As the shaders' n_splits(): the merge pass reads this many partials.
-    let splits = if chunk > 0 { attention_span(n_tokens, pos0, window).div_ceil(chunk) } else { 1 };
+    let splits = n_splits(n_tokens, pos0, window, chunk);
     match kind {
         AttentionKernel::Rows => {
             let tokens = attention_tile_tokens(heads);
@@ -816,7 +825,7 @@ pub fn attention_decode(
     let eps = qk_norm.map_or(0.0, |n| n.1 as f32);
     let chunk = split.map_or(0, |s| s.1);
     let p = heads.attention_params(n_tokens, pos0, chunk, window, eps)?;
-    let splits = if chunk > 0 { attention_span(n_tokens, pos0, window).div_ceil(chunk) } else { 1 };
+    let splits = n_splits(n_tokens, pos0, window, chunk);
     rec.dispatch(&k, &p, &buffers, u(heads.n_kv_heads * splits)?)?;
     match split {
         Some((partials, _)) => merge_partials(rec, heads, &p, partials, out),
